@@ -1,0 +1,5 @@
+"""`python -m qeffbuild` runs the CLI."""
+
+from .cli import main
+
+main()

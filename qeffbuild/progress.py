@@ -1,0 +1,91 @@
+"""Progress reporting: a rich live display on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any, TextIO
+
+
+class Reporter:
+    """Plain-line progress: one line per finished step (CI logs, pipes, ``--json`` off)."""
+
+    def __init__(self, stream: TextIO | None = None, quiet: bool = False) -> None:
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.total = 0
+        self.done = 0
+        self._lock = threading.Lock()
+
+    def start(self, total: int) -> None:
+        self.total = total
+
+    def step_started(self, step_id: str) -> None:
+        pass
+
+    def step_finished(self, step_id: str, status: str, duration: float) -> None:
+        with self._lock:
+            self.done += 1
+            if not self.quiet:
+                print(f"[{self.done}/{self.total}] {status:<8} {step_id} ({duration:.1f}s)", file=self.stream, flush=True)
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=self.stream, flush=True)
+
+    def stop(self) -> None:
+        pass
+
+
+class RichReporter(Reporter):
+    """A progress bar of steps, with the steps now running and their elapsed time."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream)
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = Console(file=self.stream)
+        self.progress = Progress(
+            TextColumn("[bold]build"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.description}"), console=self.console, transient=False,
+        )
+        self.running: dict[str, float] = {}
+        self.task: Any = None
+
+    def start(self, total: int) -> None:
+        super().start(total)
+        self.progress.start()
+        self.task = self.progress.add_task("", total=total)
+
+    def _describe(self) -> str:
+        now = time.monotonic()
+        items = [f"{sid} {now - t0:.0f}s" for sid, t0 in list(self.running.items())[:3]]
+        more = len(self.running) - len(items)
+        return ", ".join(items) + (f" +{more}" if more > 0 else "")
+
+    def step_started(self, step_id: str) -> None:
+        with self._lock:
+            self.running[step_id] = time.monotonic()
+            self.progress.update(self.task, description=self._describe())
+
+    def step_finished(self, step_id: str, status: str, duration: float) -> None:
+        with self._lock:
+            self.running.pop(step_id, None)
+            self.done += 1
+            colour = {"built": "green", "failed": "red", "check-failed": "red"}.get(status, "cyan")
+            self.progress.console.print(f"[{colour}]{status:<8}[/] {step_id} ({duration:.1f}s)")
+            self.progress.update(self.task, advance=1, description=self._describe())
+
+    def message(self, text: str) -> None:
+        self.progress.console.print(text, markup=False)
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+def make_reporter(quiet: bool = False) -> Reporter:
+    if not quiet and sys.stderr.isatty():
+        return RichReporter()
+    return Reporter(quiet=quiet)

@@ -250,6 +250,7 @@ class Executor:
             "files": {f.label: str(f.path) for f in node.files},
             "out": str(out),
             "root": str(node.root) if node.root else None,
+            "paths": {k: str(v) for k, v in node.paths.items()},
         }
         req = scratch / "request.json"
         req.write_text(json.dumps(request))

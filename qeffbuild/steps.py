@@ -33,6 +33,7 @@ class StepNode:
     root: Path | None = None  # the manifest folder, for steps that run user commands
     dep_targets: dict[str, list[str]] = field(default_factory=dict)  # command steps: {dep:NAME} -> step ids
     salt: str = ""  # the declaring project's salt
+    paths: dict[str, Path] = field(default_factory=dict)  # where to read things; never part of the key
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class StepContext:
     files: dict[str, Path]  # label -> source file
     out: Path  # write outputs here; everything under it becomes the step's outputs
     root: Path | None = None
+    paths: dict[str, Path] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

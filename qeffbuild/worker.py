@@ -31,6 +31,7 @@ def main(request_path: str) -> int:
         files={k: Path(v) for k, v in req["files"].items()},
         out=Path(req["out"]),
         root=Path(req["root"]) if req.get("root") else None,
+        paths={k: Path(v) for k, v in req.get("paths", {}).items()},
     )
     failure = Path(request_path).parent / "failure.txt"
     try:

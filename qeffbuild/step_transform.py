@@ -1,0 +1,43 @@
+"""The transform step (worker side): PyTorch rewrites, captured as a torch.export program."""
+
+from __future__ import annotations
+
+import json
+
+from .steps import StepContext
+from .torchutil import quiet_warnings, torch_dtype
+
+
+def run(ctx: StepContext) -> None:
+    quiet_warnings()
+    if ctx.params["task"] == "embedding":
+        _embedding(ctx)
+    else:
+        from .speech_transform import run as speech
+
+        speech(ctx)
+
+
+def _embedding(ctx: StepContext) -> None:
+    import torch
+    from torch.export import Dim
+    from transformers import AutoModel
+
+    from .pooling import make_pooled
+
+    p = ctx.params
+    model = AutoModel.from_pretrained(ctx.inputs["model"] / "model", dtype=torch_dtype(p["dtype"])).eval()
+    wrapped = make_pooled(model, p["pooling"], p["normalize"])
+    batch = Dim("batch", min=1, max=4096)
+    seq = Dim("seq", min=1, max=int(p["max_seq_len"]))
+    example = {"input_ids": torch.ones(2, 8, dtype=torch.int64), "attention_mask": torch.ones(2, 8, dtype=torch.int64)}
+    with torch.no_grad():
+        program = torch.export.export(
+            wrapped, (), example, dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+            strict=False,
+        )
+    torch.export.save(program, ctx.out / "program.pt2")
+    io = {"inputs": {"input_ids": "int64", "attention_mask": "int64"}, "outputs": ["embeddings"],
+          "dtype": p["dtype"]}
+    (ctx.out / "io.json").write_text(json.dumps(io, indent=1))
+    print(f"exported {type(model).__name__} with pooling={p['pooling']} normalize={p['normalize']} ({p['dtype']})")

@@ -1,0 +1,41 @@
+"""Small torch helpers shared by the worker-side steps (imported only in workers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def torch_dtype(name: str) -> Any:
+    import torch
+
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+
+
+def example_inputs(shapes: dict[str, list[int]], dtypes: dict[str, str], device: str = "cpu") -> dict[str, Any]:
+    """Deterministic example tensors of the given shapes (ids are small, masks are ones)."""
+    import torch
+
+    out: dict[str, Any] = {}
+    for name, shape in shapes.items():
+        dt = getattr(torch, dtypes.get(name, "int64"))
+        if dt.is_floating_point:
+            gen = torch.Generator().manual_seed(0)
+            out[name] = torch.randn(*shape, generator=gen).to(dt)
+        elif "mask" in name:
+            out[name] = torch.ones(*shape, dtype=dt)
+        else:
+            out[name] = (torch.arange(int(torch.tensor(shape).prod())) % 100 + 1).reshape(shape).to(dt)
+        out[name] = out[name].to(device)
+    return out
+
+
+def quiet_warnings() -> None:
+    """Silence the export toolchain's chatter; real problems still raise."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    for name in ("torch.onnx", "torch._dynamo", "torch._inductor", "torch.export", "onnxscript", "transformers"):
+        logging.getLogger(name).setLevel(logging.ERROR)

@@ -7,7 +7,7 @@ from difflib import get_close_matches
 from pathlib import Path
 
 from .errors import Problem
-from .loader import ManifestFile, TargetRef, Workspace
+from .loader import ManifestFile, TargetRef, Workspace, display_path
 from .manifest import ModelTable, PackageSource, PathSource, RandomSource, SpecializationTable, StepTable, ValidationTable
 
 
@@ -29,6 +29,8 @@ class _Checker:
         """Check that ``name`` names a target of table ``want``; report it otherwise."""
         found = self.ws.targets.get(name)
         known = [n for n, r in self.ws.targets.items() if r.table == want]
+        if found is None and any(name in f.broken for f in self.ws.files):
+            return None  # that table has its own error already
         if found is None:
             self.add(t.file, t.table, t.name, key, f"unknown {want[:-1]} {name!r}{_hint(name, known)}"
                      f" (known: {', '.join(sorted(known)) or 'none'})")
@@ -45,8 +47,8 @@ class _Checker:
         table = t.table if t else table
         name = t.name if t else name
         if not p.exists():
-            self.add(f, table, name, key, f"file not found: {rel!r} (looked in {p}); paths are relative "
-                     f"to the manifest's folder")
+            self.add(f, table, name, key, f"file not found: {rel!r} (looked in {display_path(p)}); paths are "
+                     "relative to the manifest's folder")
         elif folder is True and not p.is_dir():
             self.add(f, table, name, key, f"{rel!r} is a file; expected a folder")
         elif folder is False and not p.is_file():
@@ -75,7 +77,7 @@ def cross_check(ws: Workspace, problems: list[Problem]) -> None:
             for i, rel in enumerate(spec.inputs):
                 c.path(t, t.file, f"inputs[{i}]", rel, folder=False)
             for i, dep in enumerate(spec.deps):
-                if dep not in ws.targets:
+                if dep not in ws.targets and not any(dep in f.broken for f in ws.files):
                     c.add(t.file, t.table, t.name, f"deps[{i}]",
                           f"unknown target {dep!r}{_hint(dep, list(ws.targets))}", "deps")
             for i, out in enumerate(spec.outputs):

@@ -31,6 +31,7 @@ class ManifestFile:
     root: Path  # relative paths in the manifest are relative to this directory
     manifest: Manifest
     lines: dict[tuple[str, ...], int]
+    broken: frozenset[str] = frozenset()  # names of tables that failed validation
 
     def line(self, *path: str) -> int | None:
         return line_of(self.lines, tuple(path))
@@ -101,10 +102,9 @@ def load(paths: list[Path]) -> Workspace:
             files.append(loaded)
     ws = Workspace(files)
     _collect_targets(ws, problems)
-    if not problems:
-        from .crossref import cross_check
+    from .crossref import cross_check
 
-        cross_check(ws, problems)
+    cross_check(ws, problems)
     if problems:
         raise ManifestError(problems)
     return ws
@@ -127,15 +127,53 @@ def _load_file(path: Path, problems: list[Problem]) -> ManifestFile | None:
         problems.append(Problem(display, line, "", "", f"TOML syntax error: {msg}{col}"))
         return None
     lines = index_lines(text)
+    manifest, broken = _validate_tables(display, lines, data, problems)
+    if manifest is None:
+        return None
+    return ManifestFile(path, display, path.parent, manifest, lines, broken)
+
+
+def _validate_tables(display: str, lines: dict, data: dict[str, Any],
+                     problems: list[Problem]) -> tuple[Manifest | None, frozenset[str]]:
+    """Validate table by table, so one bad table does not hide the problems of the others.
+
+    Returns the manifest of the valid tables and the names of the invalid ones (kept so that
+    references to them are not reported a second time as unknown names).
+    """
     from pydantic import ValidationError
 
-    try:
-        manifest = Manifest.model_validate(data)
-    except ValidationError as e:
+    def report(e: ValidationError, prefix: tuple[str, ...]) -> None:
         for err in e.errors(include_url=False):
+            err = {**err, "loc": prefix + tuple(err["loc"])}
+            if err["loc"] == ("project",) and err["type"] == "missing":
+                continue  # reported above with a fix
             problems.append(_problem_from_pydantic(display, lines, data, err))
-        return None
-    return ManifestFile(path, display, path.parent, manifest, lines)
+
+    if "project" not in data:
+        problems.append(Problem(display, None, "project", "",
+                                'missing [project] table; start the file with:\n  [project]\n  name = "my-project"'))
+    clean: dict[str, Any] = {}
+    broken: set[str] = set()
+    for top, value in data.items():
+        if top in TABLES and isinstance(value, dict):
+            table_cls = Manifest.model_fields[top].annotation.__args__[1]  # type: ignore[union-attr]
+            good = {}
+            for name, body in value.items():
+                try:
+                    table_cls.model_validate(body)
+                    good[name] = body
+                except ValidationError as e:
+                    report(e, (top, name))
+                    broken.add(name)
+            clean[top] = good
+        else:
+            clean[top] = value
+    try:
+        manifest = Manifest.model_validate(clean)
+    except ValidationError as e:
+        report(e, ())
+        return None, frozenset(broken)
+    return manifest, frozenset(broken)
 
 
 def _collect_targets(ws: Workspace, problems: list[Problem]) -> None:
@@ -215,7 +253,7 @@ def _explain(err: dict[str, Any], loc: tuple[Any, ...]) -> str:
     if kind == "source_kind":
         keys = sorted(given) if isinstance(given, dict) else given
         return f"{err['msg']}; got {keys!r}, e.g. source = {{ path = \"models/minilm\" }}"
-    msg = err["msg"]
+    msg = re.sub(r"^Value error, ", "", err["msg"])
     msg = msg[0].lower() + msg[1:] if msg else msg
     return f"{msg}, got {given!r}"
 

@@ -45,4 +45,8 @@ def line_of(index: dict[tuple[str, ...], int], path: tuple[str, ...]) -> int | N
     for n in range(len(path), 0, -1):
         if path[:n] in index:
             return index[path[:n]]
+        # A table known only through its sub-tables ([a.b] without [a]): its first sub-table.
+        below = [line for key, line in index.items() if key[:n] == path[:n]]
+        if below:
+            return min(below)
     return None

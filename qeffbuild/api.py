@@ -104,13 +104,15 @@ class Project:
                 results[sid] = {"status": r.status, "duration_s": round(r.duration_s, 3), "message": r.message}
         outputs: dict[str, str] = {}
         by_id = plan.by_id
+        rebuilt = {sid for sid, r in results.items() if r["status"] != "cached"}
+        stale += [t for t in plan.targets if t not in stale and rebuilt.intersection(plan.closures[t])]
         for t in stale:
             closure = plan.closures[t]
             good = [sid for sid in closure if results[sid]["status"] in OK_STATUSES]
             old = self.store.read_history(t)
             self.store.write_history(t, {**old, **{sid: by_id[sid].key for sid in good}})
             if len(good) == len(closure):
-                outputs[t] = str(materialize(plan, t, self.store, self.out_dir))
+                outputs[t] = str(materialize(plan, t, self.store, self.out_dir, force=True))
         for t in plan.targets:
             if t not in stale:
                 outputs[t] = str(self.out_dir / t)

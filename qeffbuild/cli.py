@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -50,6 +51,8 @@ def _sigterm(_signum: int, _frame: Any) -> None:
 def main(ctx: click.Context, manifests: tuple[Path, ...], out_dir: Path | None, cache_dir: Path | None) -> None:
     """qeffbuild: build, cache and validate model artifacts declared in TOML manifests."""
     signal.signal(signal.SIGTERM, _sigterm)
+    # qeffbuild never downloads at build time: hub ids resolve from the local cache only.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     ctx.obj = Project(list(manifests) or None, out_dir, cache_dir)
 
 
@@ -196,6 +199,21 @@ def cache_gc(project: Project, drop_all: bool) -> None:
         ws = project.workspace
         keep = {s.key for s in project.plan(list(ws.targets), with_reasons=False).steps}
     click.echo(json.dumps(project.store.gc(keep), indent=1))
+
+
+@main.command("bench")
+@click.argument("target")
+@click.option("-n", "--iters", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@_errors
+def bench_cmd(project: Project, target: str, iters: int, warmup: int, as_json: bool) -> None:
+    """Latency (p50/p90/p99 after warm-up) and throughput per runtime and specialization."""
+    from .bench import bench, render
+
+    rows = bench(project, target, iters, warmup)
+    click.echo(json.dumps(rows, indent=1) if as_json else render(rows))
 
 
 @main.command()

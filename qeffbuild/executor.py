@@ -128,10 +128,16 @@ class Executor:
     # --- one step ----------------------------------------------------------------------------
     def _run_step(self, step: PlannedStep) -> StepResult:
         t0 = time.monotonic()
+        from filelock import Timeout
+
         lock = self.store.lock(step.key)
-        while not lock.acquire(timeout=0.2):
-            if self.stop.is_set():
-                return StepResult(step.id, "interrupted")
+        while True:  # wait for a concurrent build running this step, but stay responsive to Ctrl-C
+            try:
+                lock.acquire(timeout=0.2)
+                break
+            except Timeout:
+                if self.stop.is_set():
+                    return StepResult(step.id, "interrupted")
         scratch: Path | None = None
         try:
             if self.store.has(step.key):  # another build ran it while we waited for the lock
@@ -149,7 +155,7 @@ class Executor:
             if self.stop.is_set():
                 return StepResult(step.id, "interrupted")
             if code != 0:
-                return self._failure(step, scratch, code, log, time.monotonic() - t0)
+                return self._failure(step, scratch, code, log, time.monotonic() - t0, kind.runs_in == "worker")
             if kind.runs_in == "command":
                 missing = _keep_declared(out, step.node.params["outputs"])
                 if missing:
@@ -175,13 +181,14 @@ class Executor:
             raise OSError(f"the cache entry of {dep_id} is missing; run the build again")
         return self.store.tree(entry)
 
-    def _failure(self, step: PlannedStep, scratch: Path, code: int, log: str, duration: float) -> StepResult:
+    def _failure(self, step: PlannedStep, scratch: Path, code: int, log: str, duration: float,
+                 worker: bool) -> StepResult:
         failure = scratch / "failure.txt"
         text = failure.read_text() if failure.exists() else ""
-        if code == EXIT_CHECK_FAILED:
+        if worker and code == EXIT_CHECK_FAILED:
             self._keep_failed_report(step.node, scratch / "out")
             return StepResult(step.id, "check-failed", duration, text)
-        if code == EXIT_USER_ERROR:
+        if worker and code == EXIT_USER_ERROR:
             return StepResult(step.id, "failed", duration, text)
         how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
         return StepResult(step.id, "failed", duration, f"{how}\n--- log (last lines) ---\n{log}".rstrip())

@@ -31,11 +31,11 @@ def is_current(out_dir: Path, stamp: str) -> bool:
         return False
 
 
-def materialize(plan: Plan, target: str, store: Store, out_root: Path) -> Path:
+def materialize(plan: Plan, target: str, store: Store, out_root: Path, force: bool = False) -> Path:
     """Lay the target's outputs out under ``out_root/target`` (skipped when already current)."""
     final = out_root / target
     stamp = stamp_of(plan, target)
-    if is_current(final, stamp):
+    if not force and is_current(final, stamp):
         return final
     by_id = plan.by_id
     staging = out_root / f".staging-{target}-{uuid.uuid4().hex[:8]}"

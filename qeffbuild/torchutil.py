@@ -39,3 +39,7 @@ def quiet_warnings() -> None:
     warnings.filterwarnings("ignore")
     for name in ("torch.onnx", "torch._dynamo", "torch._inductor", "torch.export", "onnxscript", "transformers"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()

@@ -1,0 +1,81 @@
+"""The store: atomic entries, hard-linked trees, verify/quarantine and gc."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from qeffbuild.hashing import digest_bytes
+from qeffbuild.store import Store
+
+
+def _commit(store: Store, key: str, files: dict[str, bytes]) -> None:
+    scratch = store.scratch(key)
+    for rel, data in files.items():
+        (scratch / rel).parent.mkdir(parents=True, exist_ok=True)
+        (scratch / rel).write_bytes(data)
+    store.commit(key, f"step:{key}", scratch, {"kind": "t"}, 0.1, "log")
+
+
+def test_commit_then_lookup_and_tree(tmp_path: Path) -> None:
+    store = Store(tmp_path / "cache")
+    _commit(store, "k1", {"a.txt": b"A", "sub/b.txt": b"B"})
+    entry = store.lookup("k1")
+    assert entry is not None
+    assert entry.outputs == {"a.txt": digest_bytes(b"A"), "sub/b.txt": digest_bytes(b"B")}
+    tree = store.tree(entry)
+    assert (tree / "sub" / "b.txt").read_bytes() == b"B"
+    blob = store.blob_path(entry.outputs["a.txt"])
+    assert os.stat(blob).st_ino == os.stat(tree / "a.txt").st_ino  # a hard link, not a copy
+    assert not os.access(blob, os.W_OK) or os.geteuid() == 0  # read-only (root can still write)
+    assert oct(blob.stat().st_mode & 0o777) == "0o444"
+
+
+def test_identical_outputs_share_one_blob(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    _commit(store, "k1", {"x": b"same"})
+    _commit(store, "k2", {"y": b"same"})
+    assert store.stats()["blobs"] == 1
+    assert store.stats()["entries"] == 2
+
+
+def test_missing_entry_and_unreadable_entry_are_misses(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    assert store.lookup("nope") is None
+    path = store.entry_path("torn")
+    path.parent.mkdir(parents=True)
+    path.write_text("{ half a json")
+    assert store.lookup("torn") is None
+
+
+def test_verify_quarantines_a_corrupt_blob_and_drops_its_entries(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    _commit(store, "good", {"g": b"good"})
+    _commit(store, "bad", {"b": b"bad"})
+    blob = store.blob_path(digest_bytes(b"bad"))
+    os.chmod(blob, 0o644)
+    blob.write_bytes(b"rotten")
+    report = store.verify()
+    assert report["corrupt_blobs"] == [digest_bytes(b"bad")]
+    assert report["entries_dropped"] == ["step:bad"]
+    assert store.lookup("bad") is None and store.lookup("good") is not None
+    assert len(list(store.quarantine.iterdir())) == 1
+
+
+def test_gc_keeps_only_live_keys(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    _commit(store, "live", {"a": b"1"})
+    _commit(store, "dead", {"b": b"2"})
+    result = store.gc({"live"})
+    assert result["entries_dropped"] == 1 and result["blobs_removed"] == 1
+    assert store.lookup("live") is not None and store.lookup("dead") is None
+
+
+def test_stale_scratch_of_a_dead_build_is_removed(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.tmp.mkdir(parents=True)
+    dead = store.tmp / "run-abcdef-999999999-1234"  # no such pid
+    dead.mkdir()
+    live = store.scratch("k")  # this process: alive
+    assert store.clean_stale_tmp() == 1
+    assert not dead.exists() and live.exists()

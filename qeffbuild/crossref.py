@@ -8,7 +8,15 @@ from pathlib import Path
 
 from .errors import Problem
 from .loader import ManifestFile, TargetRef, Workspace, display_path
-from .manifest import ModelTable, PackageSource, PathSource, RandomSource, SpecializationTable, StepTable, ValidationTable
+from .manifest import (
+    ModelTable,
+    PackageSource,
+    PathSource,
+    RandomSource,
+    SpecializationTable,
+    StepTable,
+    ValidationTable,
+)
 
 
 def _hint(name: str, known: list[str]) -> str:
@@ -32,23 +40,43 @@ class _Checker:
         if found is None and any(name in f.broken for f in self.ws.files):
             return None  # that table has its own error already
         if found is None:
-            self.add(t.file, t.table, t.name, key, f"unknown {want[:-1]} {name!r}{_hint(name, known)}"
-                     f" (known: {', '.join(sorted(known)) or 'none'})")
+            self.add(
+                t.file,
+                t.table,
+                t.name,
+                key,
+                f"unknown {want[:-1]} {name!r}{_hint(name, known)} (known: {', '.join(sorted(known)) or 'none'})",
+            )
             return None
         if found.table != want:
-            self.add(t.file, t.table, t.name, key,
-                     f"{name!r} is a {found.table[:-1]}, not a {want[:-1]}{_hint(name, known)}")
+            self.add(
+                t.file, t.table, t.name, key, f"{name!r} is a {found.table[:-1]}, not a {want[:-1]}{_hint(name, known)}"
+            )
             return None
         return found
 
-    def path(self, t: TargetRef | None, f: ManifestFile, key: str, rel: str, *, folder: bool | None = None,
-             table: str = "", name: str = "") -> None:
+    def path(
+        self,
+        t: TargetRef | None,
+        f: ManifestFile,
+        key: str,
+        rel: str,
+        *,
+        folder: bool | None = None,
+        table: str = "",
+        name: str = "",
+    ) -> None:
         p = f.root / rel
         table = t.table if t else table
         name = t.name if t else name
         if not p.exists():
-            self.add(f, table, name, key, f"file not found: {rel!r} (looked in {display_path(p)}); paths are "
-                     "relative to the manifest's folder")
+            self.add(
+                f,
+                table,
+                name,
+                key,
+                f"file not found: {rel!r} (looked in {display_path(p)}); paths are relative to the manifest's folder",
+            )
         elif folder is True and not p.is_dir():
             self.add(f, table, name, key, f"{rel!r} is a file; expected a folder")
         elif folder is False and not p.is_file():
@@ -63,8 +91,14 @@ def cross_check(ws: Workspace, problems: list[Problem]) -> None:
     for f in ws.files:
         for i, name in enumerate(f.manifest.project.default or []):
             if name not in ws.targets:
-                c.add(f, "project", "", f"default[{i}]", f"unknown target {name!r}{_hint(name, list(ws.targets))}",
-                      "default")
+                c.add(
+                    f,
+                    "project",
+                    "",
+                    f"default[{i}]",
+                    f"unknown target {name!r}{_hint(name, list(ws.targets))}",
+                    "default",
+                )
     for t in ws.targets.values():
         spec = t.spec
         if isinstance(spec, ModelTable):
@@ -78,12 +112,24 @@ def cross_check(ws: Workspace, problems: list[Problem]) -> None:
                 c.path(t, t.file, f"inputs[{i}]", rel, folder=False)
             for i, dep in enumerate(spec.deps):
                 if dep not in ws.targets and not any(dep in f.broken for f in ws.files):
-                    c.add(t.file, t.table, t.name, f"deps[{i}]",
-                          f"unknown target {dep!r}{_hint(dep, list(ws.targets))}", "deps")
+                    c.add(
+                        t.file,
+                        t.table,
+                        t.name,
+                        f"deps[{i}]",
+                        f"unknown target {dep!r}{_hint(dep, list(ws.targets))}",
+                        "deps",
+                    )
             for i, out in enumerate(spec.outputs):
                 if Path(out).is_absolute() or ".." in Path(out).parts:
-                    c.add(t.file, t.table, t.name, f"outputs[{i}]",
-                          f"output {out!r} must be a relative path inside the step's output folder", "outputs")
+                    c.add(
+                        t.file,
+                        t.table,
+                        t.name,
+                        f"outputs[{i}]",
+                        f"output {out!r} must be a relative path inside the step's output folder",
+                        "outputs",
+                    )
     _check_cycles(c)
 
 
@@ -105,10 +151,15 @@ def _check_model(c: _Checker, t: TargetRef, m: ModelTable) -> None:
 def _check_package(c: _Checker, t: TargetRef, key: str, src: PackageSource) -> None:
     spec = importlib.util.find_spec(src.package) if src.package.isidentifier() else None
     if spec is None or not spec.submodule_search_locations:
-        c.add(t.file, t.table, t.name, key, f"Python package {src.package!r} is not installed "
-              f"(install it with pip, or use source = {{ path = ... }})")
+        c.add(
+            t.file,
+            t.table,
+            t.name,
+            key,
+            f"Python package {src.package!r} is not installed (install it with pip, or use source = {{ path = ... }})",
+        )
         return
-    folder = Path(list(spec.submodule_search_locations)[0]) / src.subdir
+    folder = Path(next(iter(spec.submodule_search_locations))) / src.subdir
     if not folder.is_dir():
         c.add(t.file, t.table, t.name, key, f"package {src.package!r} has no folder {src.subdir!r} ({folder})")
 
@@ -117,20 +168,37 @@ def _check_specialization(c: _Checker, t: TargetRef, s: SpecializationTable, bac
     model_ref = c.ref(t, "model", s.model, "models")
     for i, b in enumerate(s.compile):
         if b not in backends:
-            c.add(t.file, t.table, t.name, f"compile[{i}]",
-                  f"unknown compile backend {b!r}{_hint(b, backends)} (known: {', '.join(backends)})", "compile")
+            c.add(
+                t.file,
+                t.table,
+                t.name,
+                f"compile[{i}]",
+                f"unknown compile backend {b!r}{_hint(b, backends)} (known: {', '.join(backends)})",
+                "compile",
+            )
     if model_ref is None:
         return
     task = model_ref.spec.task
     if task == "embedding":
         if not s.seq_len:
-            c.add(t.file, t.table, t.name, "seq_len", "an embedding specialization needs seq_len, e.g. seq_len = [32, 128]")
+            c.add(
+                t.file,
+                t.table,
+                t.name,
+                "seq_len",
+                "an embedding specialization needs seq_len, e.g. seq_len = [32, 128]",
+            )
         for key in ("ctx_len", "encoder_ctx_len"):
             if getattr(s, key) is not None:
                 c.add(t.file, t.table, t.name, key, f"{key} applies to task 'speech-seq2seq', not 'embedding'")
     elif s.seq_len:
-        c.add(t.file, t.table, t.name, "seq_len", f"seq_len applies to task 'embedding', not {task!r}; "
-              "use ctx_len and encoder_ctx_len")
+        c.add(
+            t.file,
+            t.table,
+            t.name,
+            "seq_len",
+            f"seq_len applies to task 'embedding', not {task!r}; use ctx_len and encoder_ctx_len",
+        )
 
 
 def _check_validation(c: _Checker, t: TargetRef, v: ValidationTable, runtimes: object) -> None:
@@ -140,21 +208,44 @@ def _check_validation(c: _Checker, t: TargetRef, v: ValidationTable, runtimes: o
     for i, name in enumerate(v.specializations):
         sref = c.ref(t, f"specializations[{i}]", name, "specializations")
         if sref is not None and model_ref is not None and sref.spec.model != v.model:
-            c.add(t.file, t.table, t.name, f"specializations[{i}]",
-                  f"specialization {name!r} is for model {sref.spec.model!r}, not {v.model!r}", "specializations")
+            c.add(
+                t.file,
+                t.table,
+                t.name,
+                f"specializations[{i}]",
+                f"specialization {name!r} is for model {sref.spec.model!r}, not {v.model!r}",
+                "specializations",
+            )
     known = RUNTIMES.names()
     for i, r in enumerate(v.runtimes):
         if r not in RUNTIMES:
-            c.add(t.file, t.table, t.name, f"runtimes[{i}]",
-                  f"unknown runtime {r!r}{_hint(r, known)} (known: {', '.join(known)})", "runtimes")
+            c.add(
+                t.file,
+                t.table,
+                t.name,
+                f"runtimes[{i}]",
+                f"unknown runtime {r!r}{_hint(r, known)} (known: {', '.join(known)})",
+                "runtimes",
+            )
         elif model_ref is not None and model_ref.spec.task not in RUNTIMES.get(r).tasks:
-            c.add(t.file, t.table, t.name, f"runtimes[{i}]",
-                  f"runtime {r!r} does not run task {model_ref.spec.task!r}", "runtimes")
+            c.add(
+                t.file,
+                t.table,
+                t.name,
+                f"runtimes[{i}]",
+                f"runtime {r!r} does not run task {model_ref.spec.task!r}",
+                "runtimes",
+            )
     for r in v.checks:
         if r not in v.runtimes:
-            c.add(t.file, t.table, t.name, f"checks.{r}",
-                  f"checks for runtime {r!r}, which this validation does not run{_hint(r, v.runtimes)} "
-                  f"(runtimes: {', '.join(v.runtimes)})")
+            c.add(
+                t.file,
+                t.table,
+                t.name,
+                f"checks.{r}",
+                f"checks for runtime {r!r}, which this validation does not run{_hint(r, v.runtimes)} "
+                f"(runtimes: {', '.join(v.runtimes)})",
+            )
     if model_ref is not None:
         want_folder = model_ref.spec.task != "embedding"
         c.path(t, t.file, "inputs", v.inputs, folder=want_folder)
@@ -162,8 +253,11 @@ def _check_validation(c: _Checker, t: TargetRef, v: ValidationTable, runtimes: o
 
 def _check_cycles(c: _Checker) -> None:
     """Report each dependency cycle among steps once, with its full path."""
-    deps = {n: [d for d in r.spec.deps if d in c.ws.targets] for n, r in c.ws.targets.items()
-            if isinstance(r.spec, StepTable)}
+    deps = {
+        n: [d for d in r.spec.deps if d in c.ws.targets]
+        for n, r in c.ws.targets.items()
+        if isinstance(r.spec, StepTable)
+    }
     state: dict[str, int] = {}  # 1 = on the stack, 2 = done
     stack: list[str] = []
     seen_cycles: set[frozenset[str]] = set()
@@ -173,12 +267,17 @@ def _check_cycles(c: _Checker) -> None:
         stack.append(n)
         for d in deps.get(n, []):
             if state.get(d) == 1:
-                cycle = stack[stack.index(d):] + [d]
+                cycle = [*stack[stack.index(d) :], d]
                 if frozenset(cycle) not in seen_cycles:
                     seen_cycles.add(frozenset(cycle))
                     t = c.ws.targets[d]
-                    c.add(t.file, t.table, t.name, "deps",
-                          f"dependency cycle: {' -> '.join(cycle)}; remove one of these deps")
+                    c.add(
+                        t.file,
+                        t.table,
+                        t.name,
+                        "deps",
+                        f"dependency cycle: {' -> '.join(cycle)}; remove one of these deps",
+                    )
             elif d not in state:
                 visit(d)
         stack.pop()

@@ -58,13 +58,13 @@ def run_bucketed(token_ids: list[list[int]], run: RunFn, batch_size: int, seq_le
         rows = order[start:start + batch_size]
         need = max(len(token_ids[i]) for i in rows)
         seq = min(s for s in seq_lens if s >= need)
-        ids = np.full((batch_size, seq), pad_id, dtype=np.int64)
+        batch_ids = np.full((batch_size, seq), pad_id, dtype=np.int64)
         mask = np.zeros((batch_size, seq), dtype=np.int64)
         for r in range(batch_size):
             src = token_ids[rows[r] if r < len(rows) else rows[0]]  # pad the batch with a real row
-            ids[r, : len(src)] = src
+            batch_ids[r, : len(src)] = src
             mask[r, : len(src)] = 1
-        out = np.asarray(run({"input_ids": ids, "attention_mask": mask}, seq))
+        out = np.asarray(run({"input_ids": batch_ids, "attention_mask": mask}, seq))
         for r, i in enumerate(rows):
             outputs[i] = out[r]
             seq_of[i] = seq

@@ -7,6 +7,7 @@ each step once; Ctrl-C kills the children, removes scratch and releases every lo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -96,10 +97,8 @@ class Executor:
             self.stop.set()
             self._kill_all()
             for fut in list(running):
-                try:
+                with contextlib.suppress(Exception):
                     fut.result(timeout=30)
-                except Exception:  # noqa: BLE001 - the build is being torn down
-                    pass
             pool.shutdown(wait=True, cancel_futures=True)
             self.reporter.stop()
             raise Interrupted("interrupted: finished steps are cached; run the same command to resume") from None

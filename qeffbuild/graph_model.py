@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from .backends import BACKENDS
 from .errors import BackendUnavailable, ManifestError, Problem
 from .graph import Graph
 from .loader import TargetRef, Workspace
-from .manifest import ModelTable
+from .manifest import ModelTable, RandomSource
 from .sources import Resolved, resolve
 from .steps import StepNode
 
@@ -32,8 +33,8 @@ def model_config(ref: TargetRef) -> dict[str, Any]:
 def load_node(graph: Graph, ref: TargetRef) -> str:
     spec: ModelTable = ref.spec
     src = resolved_source(ref)
-    paths = {"source": src.folder} if src.folder else {}
-    if src.params.get("tokenizer"):
+    paths: dict[str, Path] = {"source": src.folder} if src.folder else {}
+    if isinstance(spec.source, RandomSource) and spec.source.tokenizer is not None:
         tok = resolve(spec.source.tokenizer, ref.file.root)
         if tok.folder:
             paths["tokenizer"] = tok.folder

@@ -144,10 +144,10 @@ def _validate_tables(display: str, lines: dict, data: dict[str, Any],
 
     def report(e: ValidationError, prefix: tuple[str, ...]) -> None:
         for err in e.errors(include_url=False):
-            err = {**err, "loc": prefix + tuple(err["loc"])}
-            if err["loc"] == ("project",) and err["type"] == "missing":
+            located: dict[str, Any] = {**err, "loc": prefix + tuple(err["loc"])}
+            if located["loc"] == ("project",) and located["type"] == "missing":
                 continue  # reported above with a fix
-            problems.append(_problem_from_pydantic(display, lines, data, err))
+            problems.append(_problem_from_pydantic(display, lines, data, located))
 
     if "project" not in data:
         problems.append(Problem(display, None, "project", "",

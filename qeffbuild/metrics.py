@@ -34,7 +34,9 @@ def per_row(ref: Any, got: Any) -> list[dict[str, float]]:
     got = np.asarray(got, dtype=np.float64).reshape(len(got), -1)
     cos = cosines(ref, got)
     diff = np.abs(ref - got)
-    return [{"mad": float(d.mean()), "max_abs": float(d.max()), "cosine": float(c)} for d, c in zip(diff, cos, strict=True)]
+    return [
+        {"mad": float(d.mean()), "max_abs": float(d.max()), "cosine": float(c)} for d, c in zip(diff, cos, strict=True)
+    ]
 
 
 def check(values: dict[str, float], bounds: dict[str, float]) -> list[str]:

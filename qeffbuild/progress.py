@@ -28,7 +28,9 @@ class Reporter:
         with self._lock:
             self.done += 1
             if not self.quiet:
-                print(f"[{self.done}/{self.total}] {status:<8} {step_id} ({duration:.1f}s)", file=self.stream, flush=True)
+                print(
+                    f"[{self.done}/{self.total}] {status:<8} {step_id} ({duration:.1f}s)", file=self.stream, flush=True
+                )
 
     def message(self, text: str) -> None:
         if not self.quiet:
@@ -48,8 +50,13 @@ class RichReporter(Reporter):
 
         self.console = Console(file=self.stream)
         self.progress = Progress(
-            TextColumn("[bold]build"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("{task.description}"), console=self.console, transient=False,
+            TextColumn("[bold]build"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=self.console,
+            transient=False,
         )
         self.running: dict[str, float] = {}
         self.task: Any = None

@@ -17,11 +17,19 @@ class RuntimeInfo:
 
 RUNTIMES: Registry[RuntimeInfo] = Registry("runtime")
 for _info in (
-    RuntimeInfo("pytorch", ("embedding", "speech-seq2seq"), "reference", "the unmodified Hugging Face model (reference)"),
-    RuntimeInfo("pytorch-transformed", ("embedding", "speech-seq2seq"), "transformed", "the transformed torch.export program"),
+    RuntimeInfo(
+        "pytorch", ("embedding", "speech-seq2seq"), "reference", "the unmodified Hugging Face model (reference)"
+    ),
+    RuntimeInfo(
+        "pytorch-transformed", ("embedding", "speech-seq2seq"), "transformed", "the transformed torch.export program"
+    ),
     RuntimeInfo("onnxruntime", ("embedding", "speech-seq2seq"), "ort", "ONNX Runtime on the `ort` compile artifact"),
     RuntimeInfo("aoti", ("embedding", "speech-seq2seq"), "aoti", "the AOTInductor package"),
-    RuntimeInfo("sentence-transformers", ("embedding",), "reference",
-                "sentence_transformers.SentenceTransformer.encode (models that ship its config)"),
+    RuntimeInfo(
+        "sentence-transformers",
+        ("embedding",),
+        "reference",
+        "sentence_transformers.SentenceTransformer.encode (models that ship its config)",
+    ),
 ):
     RUNTIMES.add(_info.name, _info)

@@ -58,7 +58,7 @@ def package_folder(src: PackageSource) -> Path:
     spec = importlib.util.find_spec(src.package)
     if spec is None or not spec.submodule_search_locations:
         raise InputError(f"Python package {src.package!r} is not installed")
-    return Path(list(spec.submodule_search_locations)[0]) / src.subdir
+    return Path(next(iter(spec.submodule_search_locations))) / src.subdir
 
 
 def hf_cache_dir() -> Path:

@@ -33,11 +33,13 @@ def _embedding(ctx: StepContext) -> None:
     example = {"input_ids": torch.ones(2, 8, dtype=torch.int64), "attention_mask": torch.ones(2, 8, dtype=torch.int64)}
     with torch.no_grad():
         program = torch.export.export(
-            wrapped, (), example, dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+            wrapped,
+            (),
+            example,
+            dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
             strict=False,
         )
     torch.export.save(program, ctx.out / "program.pt2")
-    io = {"inputs": {"input_ids": "int64", "attention_mask": "int64"}, "outputs": ["embeddings"],
-          "dtype": p["dtype"]}
+    io = {"inputs": {"input_ids": "int64", "attention_mask": "int64"}, "outputs": ["embeddings"], "dtype": p["dtype"]}
     (ctx.out / "io.json").write_text(json.dumps(io, indent=1))
     print(f"exported {type(model).__name__} with pooling={p['pooling']} normalize={p['normalize']} ({p['dtype']})")

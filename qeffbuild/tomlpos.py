@@ -34,7 +34,7 @@ def index_lines(text: str) -> dict[tuple[str, ...], int]:
             where.setdefault(path, lineno)
             rest = line[m.end():]
             for inner in _INLINE_KEY.finditer(rest):
-                where.setdefault(path + (inner.group(1).strip('"'),), lineno)
+                where.setdefault((*path, inner.group(1).strip('"')), lineno)
         code = line.split("#", 1)[0]
         depth = max(0, depth + code.count("[") - code.count("]"))
     return where

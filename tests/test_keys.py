@@ -20,7 +20,7 @@ name = "keys"
 salt = "s1"
 
 [models.m]
-source = { random = "BertModel", config = { hidden_size = 8, num_attention_heads = 2, intermediate_size = 16 }, seed = 1 }
+source = { random = "BertModel", config = { hidden_size = 8, num_attention_heads = 2 }, seed = 1 }
 task = "embedding"
 
 [specializations.s]

@@ -27,7 +27,7 @@ def _reference_session(model_dir: Path, pooling: str, normalize: bool) -> Sessio
     from .pooling import make_pooled
 
     model = make_pooled(AutoModel.from_pretrained(model_dir, dtype=torch.float32).eval(), pooling, normalize)
-    return TorchSession(model)
+    return TorchSession(model)  # keyword call: input_ids, attention_mask
 
 
 def _time(session: Session, feeds: dict[str, Any], warmup: int, iters: int) -> list[float]:

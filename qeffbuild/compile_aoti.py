@@ -20,8 +20,12 @@ def compile(ctx: StepContext) -> None:
         from torch.export.passes import move_to_device_pass
 
         program = move_to_device_pass(program, device)
-    example = example_inputs(p["shapes"], io["inputs"], device)
+    shapes = p.get("shapes") or io["shapes"]
+    example = example_inputs(shapes, io["inputs"], device)
     with torch.no_grad():
-        static = torch.export.export(program.module(), (), example, strict=False)
+        if io.get("call") == "positional":
+            static = torch.export.export(program.module(), tuple(example.values()), strict=False)
+        else:
+            static = torch.export.export(program.module(), (), example, strict=False)
         path = torch._inductor.aoti_compile_and_package(static, package_path=str(ctx.out / "model.pt2"))
-    print(f"AOTInductor package for {device}, shapes {p['shapes']}: {path}")
+    print(f"AOTInductor package for {device}, shapes {shapes}: {path}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -35,7 +36,8 @@ def compile(ctx: StepContext) -> None:
     if provider not in ort.get_available_providers():
         raise BackendUnavailable(f"ONNX Runtime here has no {provider} (has {ort.get_available_providers()})")
     model = onnx.load(str(ctx.inputs["onnx"] / "model.onnx"))
-    fix_shapes(model, p["shapes"])
+    shapes = p.get("shapes") or json.loads((ctx.inputs["onnx"] / "io.json").read_text())["shapes"]
+    fix_shapes(model, shapes)
     with tempfile.TemporaryDirectory() as tmp:
         fixed = Path(tmp) / "fixed.onnx"
         onnx.save(model, str(fixed))
@@ -44,4 +46,4 @@ def compile(ctx: StepContext) -> None:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         so.optimized_model_filepath = str(ctx.out / "model.onnx")
         ort.InferenceSession(str(fixed), so, providers=[provider])
-    print(f"ONNX Runtime {ort.__version__} optimized model for {provider}, shapes {p['shapes']}")
+    print(f"ONNX Runtime {ort.__version__} optimized model for {provider}, shapes {shapes}")

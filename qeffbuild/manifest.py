@@ -130,7 +130,10 @@ class ValidationTable(Table):
     runtimes: list[str] = Field(min_length=1)
     inputs: str = Field(description="Sentences file (embedding) or a folder of WAVs (speech).")
     checks: dict[str, Thresholds] = Field(default_factory=dict)
-    max_new_tokens: int = Field(32, ge=1)
+    max_new_tokens: int = Field(
+        24, ge=1, description="Speech: greedy decode steps compared per utterance (≥ 20, EOS does not stop them)."
+    )
+    language: str | None = Field("en", description="Speech: language token of the decoder prompt (None: omit).")
 
 
 class StepTable(Table):

@@ -21,7 +21,7 @@ def run(ctx: StepContext) -> None:
     compile_fn(ctx)
     upstream = ctx.inputs.get("onnx") or ctx.inputs["program"]
     io = json.loads((upstream / "io.json").read_text())
-    io["shapes"] = ctx.params["shapes"]
+    io["shapes"] = ctx.params.get("shapes") or io["shapes"]
     io["backend"] = backend.name
     io["device"] = ctx.params["device"]
     (ctx.out / "io.json").write_text(json.dumps(io, indent=1))

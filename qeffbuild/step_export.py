@@ -23,11 +23,13 @@ def run(ctx: StepContext) -> None:
     program = torch.export.load(src / "program.pt2")
     weight_bytes = sum(t.numel() * t.element_size() for t in program.state_dict.values())
     external = weight_bytes > EXTERNAL_DATA_BYTES
-    shapes = {name: [2, 8] for name in io["inputs"]} if "shapes" not in io else io["shapes"]
+    shapes = io.get("shapes") or {name: [2, 8] for name in io["inputs"]}  # dynamic programs: any small shape
     example = example_inputs(shapes, io["inputs"])
     path = ctx.out / "model.onnx"
+    positional = io.get("call") == "positional"
     torch.onnx.export(
-        program, (), str(path), kwargs=example, dynamo=True, opset_version=int(ctx.params["opset"]),
+        program, tuple(example.values()) if positional else (), str(path), kwargs=None if positional else example,
+        dynamo=True, opset_version=int(ctx.params["opset"]),
         input_names=list(io["inputs"]), output_names=io["outputs"], external_data=external, verbose=False,
     )
     _check_in_child(str(path))

@@ -50,6 +50,27 @@ def _save_preprocessor(folder: Path, out: Path, task: str, trust: bool) -> None:
         AutoTokenizer.from_pretrained(folder, trust_remote_code=trust).save_pretrained(out)
 
 
+def _speech_generation_config(model: Any, tokenizer_dir: Path) -> None:
+    """A random Whisper gets the prompt tokens its tokenizer defines, as real checkpoints ship them."""
+    import re
+
+    from transformers import AutoTokenizer, GenerationConfig
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    vocab = tok.get_vocab()
+    gc = GenerationConfig.from_model_config(model.config)
+    langs = {t: i for t, i in vocab.items() if re.fullmatch(r"<\|[a-z]{2,3}\|>", t)}
+    if langs:
+        gc.lang_to_id = langs
+    tasks = {name: vocab[f"<|{name}|>"] for name in ("transcribe", "translate") if f"<|{name}|>" in vocab}
+    if tasks:
+        gc.task_to_id = tasks
+    if "<|notimestamps|>" in vocab:
+        gc.no_timestamps_token_id = vocab["<|notimestamps|>"]
+    gc.is_multilingual = bool(langs)
+    model.generation_config = gc
+
+
 def run(ctx: StepContext) -> None:
     p = ctx.params
     src, task, trust = p["source"], p["task"], bool(p["trust_remote_code"])
@@ -70,6 +91,8 @@ def run(ctx: StepContext) -> None:
                 shutil.copy2(folder / name, out / name)
         for pooling_dir in folder.glob("*_Pooling"):
             shutil.copytree(pooling_dir, out / pooling_dir.name)
+    if src["kind"] == "random" and task == "speech-seq2seq" and tokenizer_dir is not None:
+        _speech_generation_config(model, tokenizer_dir)
     model.save_pretrained(out)
     if tokenizer_dir is not None:
         _save_preprocessor(tokenizer_dir, out, task, trust)

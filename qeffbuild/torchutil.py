@@ -18,7 +18,8 @@ def example_inputs(shapes: dict[str, list[int]], dtypes: dict[str, str], device:
     import torch
 
     out: dict[str, Any] = {}
-    for name, shape in shapes.items():
+    for name in list(dtypes) + [n for n in shapes if n not in dtypes]:  # the graph's input order
+        shape = shapes[name]
         dt = getattr(torch, dtypes.get(name, "int64"))
         if dt.is_floating_point:
             gen = torch.Generator().manual_seed(0)

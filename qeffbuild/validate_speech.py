@@ -1,0 +1,148 @@
+"""Speech validation: greedy decoding on every runtime, token for token against the reference.
+
+The reference is the unmodified Hugging Face model in float32, decoded greedily without a
+cache; ``generate`` (greedy) must agree with it up to EOS. Every runtime × specialization is
+compared on every utterance over ``max_new_tokens`` steps; WER/CER against transcripts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import ValidationFailed
+from .metrics import cer, check, wer
+from .report import render_table
+from .runtimes import RUNTIMES
+from .sessions import Session, open_compiled, open_program
+from .speech import (
+    DecodeConfig,
+    Utterance,
+    batched,
+    features,
+    greedy_decode,
+    hf_generate,
+    load_dataset,
+    reference_decode,
+    until_eos,
+)
+from .steps import StepContext
+
+
+def open_pair(runtime: str, spec: dict[str, Any], inputs: dict[str, Path]) -> tuple[Session, Session]:
+    """The (encoder, decoder-step) sessions of a runtime for one specialization."""
+    opens = RUNTIMES.get(runtime).opens
+    dev = spec["device"]
+    if opens == "transformed":
+        name = spec["name"]
+        return (open_program(inputs[f"transformed/{name}/encoder"], dev),
+                open_program(inputs[f"transformed/{name}/decoder"], dev))
+    return (open_compiled(opens, inputs[f"{opens}/{spec['name']}/encoder"], dev),
+            open_compiled(opens, inputs[f"{opens}/{spec['name']}/decoder"], dev))
+
+
+def decode_all(enc: Session, dec: Session, feats: Any, dc: DecodeConfig, steps: int, batch: int,
+               ctx_len: int) -> Any:
+    import numpy as np
+
+    rows = list(range(len(feats)))
+    out = []
+    for chunk in batched(rows, batch):
+        tokens = greedy_decode(enc, dec, feats[chunk], dc, steps, ctx_len)
+        out.append(tokens)
+    return np.concatenate(out)[: len(rows)]
+
+
+def validate(ctx: StepContext) -> None:
+    import torch
+    from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
+
+    p = ctx.params
+    steps = int(p["max_new_tokens"])
+    model_dir = ctx.inputs["model"] / "model"
+    utts = load_dataset(list(ctx.files.values()))
+    processor = AutoProcessor.from_pretrained(model_dir)
+    dc = DecodeConfig.from_model_dir(model_dir, p["language"])
+    feats = features(processor, utts, dc.encoder_ctx_len)
+    model = AutoModelForSpeechSeq2Seq.from_pretrained(model_dir, dtype=torch.float32).eval()
+    t0 = time.perf_counter()
+    ref = reference_decode(model, feats, dc, steps)
+    ref_s = time.perf_counter() - t0
+    generated = hf_generate(model, feats, dc, steps)
+
+    def text(tokens: Any) -> str:
+        out: str = processor.tokenizer.decode(until_eos(list(tokens), dc.eos), skip_special_tokens=True)
+        return out.strip()
+
+    gen_agrees = [g == until_eos(r.tolist(), dc.eos)[: len(g)] and (len(g) == steps or dc.eos in r.tolist())
+                  for g, r in zip(generated, ref, strict=True)]
+    ref_bounds = next(iter(p["checks"].get("pytorch", {}).values()), {})
+    rows = [_row("pytorch", None, ref, ref, utts, text, ref_bounds, ref_s, steps)]
+    rows[0]["generate_agrees"] = all(gen_agrees)
+    if not all(gen_agrees):
+        rows[0]["failures"].append("the greedy reference loop disagrees with model.generate on "
+                                   f"{[u.name for u, ok in zip(utts, gen_agrees, strict=True) if not ok]}")
+        rows[0]["ok"] = False
+    for runtime in p["runtimes"]:
+        if runtime == "pytorch":
+            continue
+        for spec in p["specializations"]:
+            enc, dec = open_pair(runtime, spec, ctx.inputs)
+            t0 = time.perf_counter()
+            got = decode_all(enc, dec, feats, dc, steps, spec["batch_size"], spec["ctx_len"])
+            seconds = time.perf_counter() - t0
+            rows.append(_row(runtime, spec, ref, got, utts, text, p["checks"][runtime][spec["name"]], seconds, steps))
+    report = {
+        "task": "speech-seq2seq",
+        "reference": "pytorch (unmodified Hugging Face model, float32, greedy)",
+        "inputs": [u.name for u in utts],
+        "notes": {u.name: u.note for u in utts if u.note},
+        "transcripts": [u.transcript for u in utts],
+        "prompt": dc.prompt,
+        "steps": steps,
+        "rows": rows,
+        "ok": all(r["ok"] for r in rows),
+    }
+    (ctx.out / "report.json").write_text(json.dumps(report, indent=1))
+    (ctx.out / "report.txt").write_text(render_table(report))
+    print(render_table(report))
+    if not report["ok"]:
+        raise ValidationFailed(_failure_text(report))
+
+
+def _row(runtime: str, spec: dict[str, Any] | None, ref: Any, got: Any, utts: list[Utterance], text: Any,
+         bounds: dict[str, float], seconds: float, steps: int) -> dict[str, Any]:
+    per = []
+    for i, u in enumerate(utts):
+        diff = [j for j in range(steps) if got[i][j] != ref[i][j]]
+        per.append({"input": u.name, "tokens": got[i].tolist(), "text": text(got[i]),
+                    "first_mismatch": diff[0] if diff else None, "mismatches": len(diff)})
+    agreement = float((got == ref).mean())
+    values: dict[str, float] = {"token_agreement": agreement}
+    if all(u.transcript for u in utts):
+        hyps = [r["text"] for r in per]
+        refs = [u.transcript or "" for u in utts]
+        values["wer"], values["cer"] = wer(refs, hyps), cer(refs, hyps)
+    failures = check(values, bounds)
+    if "token_agreement" in bounds and agreement < bounds["token_agreement"]:
+        for i, r in enumerate(per):
+            if r["first_mismatch"] is not None:
+                j = r["first_mismatch"]
+                failures.append(f"{r['input']}: tokens differ from step {j} on ({r['mismatches']} of {steps} steps "
+                                f"differ; at step {j} the reference has {int(ref[i][j])}, this runtime {r['tokens'][j]})")
+    return {
+        "runtime": runtime, "specialization": spec["name"] if spec else None,
+        "dtype": spec["dtype"] if spec else "float32", **values, "bounds": bounds, "failures": failures,
+        "ok": not failures, "seconds": round(seconds, 3),
+        "tokens_per_s": round(len(utts) * steps / seconds, 1) if seconds > 0 else None, "per_input": per,
+    }
+
+
+def _failure_text(report: dict[str, Any]) -> str:
+    lines = ["validation failed:"]
+    for r in report["rows"]:
+        for f in r["failures"]:
+            lines.append(f"  {r['runtime']} [{r['specialization'] or '-'}]: {f}")
+    return "\n".join(lines)

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from .api import BuildResult, Project
-from .errors import QeffbuildError
+from .errors import QeffbuildError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -214,6 +214,33 @@ def bench_cmd(project: Project, target: str, iters: int, warmup: int, as_json: b
 
     rows = bench(project, target, iters, warmup)
     click.echo(json.dumps(rows, indent=1) if as_json else render(rows))
+
+
+@main.command("run")
+@click.argument("target")
+@click.argument("audio", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-r", "--runtime", default="onnxruntime", show_default=True,
+              help="pytorch-transformed, onnxruntime or aoti.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=None)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@_errors
+def run_cmd(project: Project, target: str, audio: tuple[Path, ...], runtime: str, max_new_tokens: int | None,
+            as_json: bool) -> None:
+    """Transcribe AUDIO (16 kHz WAV files) with a built speech specialization."""
+    from .torchutil import quiet_warnings
+    from .transcriber import Transcriber
+
+    quiet_warnings()
+    missing = [str(a) for a in audio if not a.is_file()]
+    if missing:
+        raise UsageError(f"no such audio file: {', '.join(missing)}")
+    texts = Transcriber.from_target(target, runtime, project).transcribe(list(audio), max_new_tokens)
+    if as_json:
+        click.echo(json.dumps([{"audio": str(a), "text": t} for a, t in zip(audio, texts, strict=True)], indent=1))
+    else:
+        for a, t in zip(audio, texts, strict=True):
+            click.echo(f"{a}: {t}")
 
 
 @main.command()

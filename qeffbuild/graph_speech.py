@@ -25,7 +25,11 @@ def expand(ws: Workspace, ref: TargetRef, graph: Graph) -> list[str]:
     if isinstance(ref.spec, ModelTable):
         return [load_node(graph, ref)]
     if isinstance(ref.spec, SpecializationTable):
-        return [nid for backend in ref.spec.compile for nid in compile_nodes(graph, model, ref, backend).values()]
+        # A self-contained folder: the HF model (processor, configs), both programs, every artifact.
+        dims = spec_dims(model, ref)
+        ids = [load_node(graph, model)]
+        ids += [transform_node(graph, model, which, ref.spec.dtype, dims) for which in ("encoder", "decoder")]
+        return ids + [nid for b in ref.spec.compile for nid in compile_nodes(graph, model, ref, b).values()]
     return [validate_node(ws, graph, model, ref)]
 
 
@@ -83,7 +87,7 @@ def compile_nodes(graph: Graph, model: TargetRef, spec_ref: TargetRef, backend: 
         ids[which] = graph.add(StepNode(
             id=f"compile:{backend}:{spec_ref.name}:{which}", kind="compile",
             params={"task": "speech-seq2seq", "backend": backend, "graph": which, "device": s.device,
-                    "dtype": s.dtype, **dims},
+                    "dtype": s.dtype, **{k: v for k, v in dims.items() if which == "decoder" or k != "ctx_len"}},
             deps={role: upstream}, target=spec_ref.name, out_subdir=f"{backend}/{which}", salt=_salt(spec_ref)))
     return ids
 

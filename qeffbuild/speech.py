@@ -34,7 +34,7 @@ def load_audio(path: Path) -> tuple[Any, str]:
 
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as e:  # noqa: BLE001 - libsndfile raises several types
+    except Exception as e:
         raise InputError(f"{path}: cannot read audio ({e}); expected a 16 kHz mono WAV file") from e
     notes = []
     if data.shape[1] > 1:
@@ -131,11 +131,11 @@ def process_logits(logits: Any, step: int, dc: DecodeConfig) -> Any:
 
 
 def greedy_decode(encoder: Session, decoder: Session, feats: Any, dc: DecodeConfig, steps: int,
-                  ctx_len: int) -> Any:
+                  ctx_len: int, stop_at_eos: bool = False) -> Any:
     """``steps`` greedy tokens per row, feeding the decoder's retained state back each step.
 
-    EOS does not stop the loop: every check compares all ``steps`` tokens, so a cache that
-    goes wrong after the first step cannot pass.
+    For validation EOS does not stop the loop: every check compares all ``steps`` tokens, so
+    a cache that goes wrong after the first step cannot pass. Transcription stops at EOS.
     """
     import numpy as np
 
@@ -156,6 +156,9 @@ def greedy_decode(encoder: Session, decoder: Session, feats: Any, dc: DecodeConf
         nxt = process_logits(res[0][:, -1, :], i, dc).argmax(-1)
         out[:, i] = nxt
         tok = nxt[:, None].astype(np.int64)
+        if stop_at_eos and (out[:, : i + 1] == dc.eos).any(axis=1).all():
+            out[:, i + 1:] = dc.eos
+            break
     return out
 
 

@@ -60,14 +60,13 @@ def _speech_generation_config(model: Any, tokenizer_dir: Path) -> None:
     vocab = tok.get_vocab()
     gc = GenerationConfig.from_model_config(model.config)
     langs = {t: i for t, i in vocab.items() if re.fullmatch(r"<\|[a-z]{2,3}\|>", t)}
-    if langs:
-        gc.lang_to_id = langs
     tasks = {name: vocab[f"<|{name}|>"] for name in ("transcribe", "translate") if f"<|{name}|>" in vocab}
-    if tasks:
-        gc.task_to_id = tasks
-    if "<|notimestamps|>" in vocab:
-        gc.no_timestamps_token_id = vocab["<|notimestamps|>"]
-    gc.is_multilingual = bool(langs)
+    # Whisper's generation-config fields: GenerationConfig keeps unknown attributes as given.
+    extra = {"lang_to_id": langs or None, "task_to_id": tasks or None,
+             "no_timestamps_token_id": vocab.get("<|notimestamps|>"), "is_multilingual": bool(langs)}
+    for name, value in extra.items():
+        if value is not None:
+            setattr(gc, name, value)
     model.generation_config = gc
 
 

@@ -11,5 +11,5 @@ def run(ctx: StepContext) -> None:
     if ctx.params["task"] == "embedding":
         from .validate_embedding import validate
     else:
-        from .validate_speech import validate  # type: ignore[no-redef]
+        from .validate_speech import validate
     validate(ctx)

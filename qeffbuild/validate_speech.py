@@ -78,7 +78,7 @@ def validate(ctx: StepContext) -> None:
 
     gen_agrees = [g == until_eos(r.tolist(), dc.eos)[: len(g)] and (len(g) == steps or dc.eos in r.tolist())
                   for g, r in zip(generated, ref, strict=True)]
-    ref_bounds = next(iter(p["checks"].get("pytorch", {}).values()), {})
+    ref_bounds: dict[str, float] = next(iter(p["checks"].get("pytorch", {}).values()), {})
     rows = [_row("pytorch", None, ref, ref, utts, text, ref_bounds, ref_s, steps)]
     rows[0]["generate_agrees"] = all(gen_agrees)
     if not all(gen_agrees):
@@ -130,8 +130,10 @@ def _row(runtime: str, spec: dict[str, Any] | None, ref: Any, got: Any, utts: li
         for i, r in enumerate(per):
             if r["first_mismatch"] is not None:
                 j = r["first_mismatch"]
-                failures.append(f"{r['input']}: tokens differ from step {j} on ({r['mismatches']} of {steps} steps "
-                                f"differ; at step {j} the reference has {int(ref[i][j])}, this runtime {r['tokens'][j]})")
+                failures.append(
+                    f"{r['input']}: tokens differ from step {j} on ({r['mismatches']} of {steps} steps differ; "
+                    f"at step {j} the reference has {int(ref[i][j])}, this runtime {r['tokens'][j]})"
+                )
     return {
         "runtime": runtime, "specialization": spec["name"] if spec else None,
         "dtype": spec["dtype"] if spec else "float32", **values, "bounds": bounds, "failures": failures,

@@ -27,9 +27,17 @@ class Backend:
             return f"backend {self.name!r} compiles for {', '.join(self.devices)}, not {device!r}"
         if self.name == "aoti" and device == "cuda":
             return _cuda_unavailable()
-        if self.name == "qaic" and shutil.which("qaic-compile") is None and not _qaic_sdk():
-            return ("the Cloud AI 100 compiler (qaic-compile, from the Qualcomm Apps/Platform SDK under "
-                    "/opt/qti-aic) is not installed on this machine")
+        if self.name == "ort" and device == "cuda":
+            import onnxruntime  # only for a CUDA specialization: CPU plans stay light
+
+            if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+                return ("this ONNX Runtime has no CUDAExecutionProvider (it has "
+                        f"{', '.join(onnxruntime.get_available_providers())}); install onnxruntime-gpu")
+        if self.name == "qaic":
+            if shutil.which("qaic-compile") is None and not _qaic_sdk():
+                return ("the Cloud AI 100 compiler (qaic-compile, from the Qualcomm Apps/Platform SDK under "
+                        "/opt/qti-aic) is not installed on this machine")
+            return "qeffbuild does not drive qaic-compile yet: this backend is registered but not implemented"
         return None
 
 
@@ -54,5 +62,5 @@ BACKENDS.add("ort", Backend("ort", "qeffbuild.compile_ort:compile", True, ("cpu"
                             ("onnx", "onnxruntime"), "ONNX Runtime offline-optimized model, fixed shapes"))
 BACKENDS.add("aoti", Backend("aoti", "qeffbuild.compile_aoti:compile", False, ("cpu", "cuda"),
                              ("torch",), "torch AOTInductor package (.pt2)"))
-BACKENDS.add("qaic", Backend("qaic", "qeffbuild.compile_qaic:compile", True, ("qaic",),
+BACKENDS.add("qaic", Backend("qaic", "", True, ("cpu", "cuda", "qaic"),
                              ("onnx",), "Qualcomm Cloud AI 100 (qaic-compile)"))

@@ -70,7 +70,9 @@ def bench(project: Project, target: str, iters: int = 20, warmup: int = 3) -> li
                 if opens == "reference":
                     session = _reference_session(model_dir, node.params["pooling"], node.params["normalize"])
                 elif opens == "transformed":
-                    session = open_program(_artifact(project, plan, node.deps[f"transformed/{spec['dtype']}"]))
+                    session = open_program(
+                        _artifact(project, plan, node.deps[f"transformed/{spec['dtype']}/{spec['device']}"]),
+                        spec["device"])
                 else:
                     step = node.deps[f"{opens}/{spec['name']}/seq{seq}"]
                     session = open_compiled(opens, _artifact(project, plan, step), spec["device"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from .steps import StepContext
-from .torchutil import example_inputs
+from .torchutil import example_inputs, torch_device
 
 
 def compile(ctx: StepContext) -> None:
@@ -15,13 +15,9 @@ def compile(ctx: StepContext) -> None:
     src = ctx.inputs["program"]
     io = json.loads((src / "io.json").read_text())
     program = torch.export.load(src / "program.pt2")
-    device = p["device"]
-    if device != "cpu":
-        from torch.export.passes import move_to_device_pass
-
-        program = move_to_device_pass(program, device)
+    device = p["device"]  # the program was exported on this device by its transform step
     shapes = p.get("shapes") or io["shapes"]
-    example = example_inputs(shapes, io["inputs"], device)
+    example = example_inputs(shapes, io["inputs"], torch_device(device))
     with torch.no_grad():
         if io.get("call") == "positional":
             static = torch.export.export(program.module(), tuple(example.values()), strict=False)

@@ -10,7 +10,7 @@
     │   └── Interrupted             the build was stopped (Ctrl-C); nothing half-written remains
     ├── ValidationFailed            a validation check did not hold (exit 1)
     ├── StoreError                  the cache is unusable (exit 1)
-    └── BackendUnavailable          a backend cannot run on this machine (exit 1); says why
+    └── BackendUnavailable          a backend cannot run on this machine (exit 2, at plan time); says why
 
 Messages say what failed, why, and what to do. The CLI prints ``str(error)`` and never a
 traceback for these.
@@ -117,4 +117,9 @@ class StoreError(QeffbuildError):
 
 
 class BackendUnavailable(QeffbuildError):
-    """A compile backend or runtime cannot run on this machine; the message says why."""
+    """A compile backend or runtime cannot run on this machine; the message says why.
+
+    Raised at plan time, before any work: like a usage error, it exits 2.
+    """
+
+    exit_code = 2

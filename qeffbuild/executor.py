@@ -154,7 +154,10 @@ class Executor:
             if self.stop.is_set():
                 return StepResult(step.id, "interrupted")
             if code != 0:
-                return self._failure(step, scratch, code, log, time.monotonic() - t0, kind.runs_in == "worker")
+                kept = self._keep_log(step.id, scratch / "log.txt")
+                result = self._failure(step, scratch, code, log, time.monotonic() - t0, kind.runs_in == "worker")
+                result.message += f"\n(full log: {kept})"
+                return result
             if kind.runs_in == "command":
                 missing = _keep_declared(out, step.node.params["outputs"])
                 if missing:
@@ -172,6 +175,14 @@ class Executor:
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
             lock.release()
+
+    def _keep_log(self, step_id: str, log: Path) -> Path:
+        """A failed step's whole log outlives its scratch folder: out/.cache/logs/<step>.log."""
+        dest = self.store.root / "logs" / (re.sub(r"[^A-Za-z0-9_.-]+", "_", step_id) + ".log")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if log.exists():
+            shutil.copyfile(log, dest)
+        return dest
 
     def _dep_tree(self, dep_id: str) -> Path:
         key = self.plan.by_id[dep_id].key

@@ -7,7 +7,7 @@ from typing import Any
 
 from .backends import BACKENDS
 from .graph import Graph
-from .graph_model import check_backend, fail, load_node, model_config, model_of
+from .graph_model import check_backend, check_device, fail, load_node, model_config, model_of
 from .loader import TargetRef, Workspace
 from .manifest import ModelTable, SpecializationTable, ValidationTable
 from .runtimes import RUNTIMES
@@ -28,14 +28,16 @@ def _salt(ref: TargetRef) -> str:
     return ref.file.manifest.project.salt
 
 
-def transform_node(graph: Graph, model: TargetRef, dtype: str) -> str:
+def transform_node(graph: Graph, model: TargetRef, dtype: str, device: str = "cpu") -> str:
+    """The pooled model as a torch.export program, exported on the device it will run on
+    (a program's device placement is baked into its graph)."""
     m: ModelTable = model.spec
     max_pos = int(model_config(model).get("max_position_embeddings", 512))
     return graph.add(StepNode(
-        id=f"transform:{model.name}:{dtype}",
+        id=f"transform:{model.name}:{dtype}" + ("" if device == "cpu" else f":{device}"),
         kind="transform",
         params={"task": "embedding", "pooling": m.pooling, "normalize": m.normalize, "dtype": dtype,
-                "max_seq_len": max_pos},
+                "max_seq_len": max_pos, "device": device},
         deps={"model": load_node(graph, model)},
         target=model.name,
         out_subdir=f"transform-{dtype}",
@@ -48,7 +50,7 @@ def export_node(graph: Graph, model: TargetRef, dtype: str, opset: int) -> str:
         id=f"export:{model.name}:{dtype}:opset{opset}",
         kind="export",
         params={"task": "embedding", "opset": opset},
-        deps={"program": transform_node(graph, model, dtype)},
+        deps={"program": transform_node(graph, model, dtype, "cpu")},  # ONNX from the CPU program
         target=model.name,
         out_subdir=f"onnx-{dtype}",
         salt=_salt(model),
@@ -65,7 +67,7 @@ def compile_nodes(graph: Graph, model: TargetRef, spec_ref: TargetRef, backend: 
     if BACKENDS.get(backend).needs_onnx:
         role, upstream = "onnx", export_node(graph, model, s.dtype, s.opset)
     else:
-        role, upstream = "program", transform_node(graph, model, s.dtype)
+        role, upstream = "program", transform_node(graph, model, s.dtype, s.device)
     ids = []
     for n in s.seq_len:
         ids.append(graph.add(StepNode(
@@ -89,13 +91,14 @@ def validate_node(ws: Workspace, graph: Graph, model: TargetRef, ref: TargetRef)
     specs: list[dict[str, Any]] = []
     for name in v.specializations:
         sref = ws.targets[name]
+        check_device(sref, sref.spec.device)
         s: SpecializationTable = sref.spec
         specs.append({"name": name, "batch_size": s.batch_size, "seq_len": s.seq_len, "dtype": s.dtype,
                       "device": s.device})
         for runtime in v.runtimes:
             opens = RUNTIMES.get(runtime).opens
             if opens == "transformed":
-                deps[f"transformed/{s.dtype}"] = transform_node(graph, model, s.dtype)
+                deps[f"transformed/{s.dtype}/{s.device}"] = transform_node(graph, model, s.dtype, s.device)
             elif opens not in ("reference",):
                 for nid in compile_nodes(graph, model, sref, opens):
                     deps[f"{opens}/{name}/seq{graph.nodes[nid].params['seq_len']}"] = nid

@@ -67,5 +67,17 @@ def check_backend(ref: TargetRef, backend: str, device: str) -> None:
                                  f"cannot compile with {backend!r} here: {why}")
 
 
+def check_device(ref: TargetRef, device: str) -> None:
+    """A specialization for a GPU is refused at plan time on a machine without one."""
+    if device == "cuda":
+        from .backends import _cuda_unavailable
+
+        why = _cuda_unavailable()
+        if why:
+            f = ref.file
+            raise BackendUnavailable(f"{f.display}:{f.line(ref.table, ref.name, 'device')}: [{ref.table}.{ref.name}] "
+                                     f"device 'cuda': {why}")
+
+
 def model_of(ws: Workspace, ref: TargetRef) -> TargetRef:
     return ref if isinstance(ref.spec, ModelTable) else ws.targets[ref.spec.model]

@@ -7,7 +7,7 @@ from typing import Any
 
 from .backends import BACKENDS
 from .graph import Graph
-from .graph_model import check_backend, fail, load_node, model_config, model_of
+from .graph_model import check_backend, check_device, fail, load_node, model_config, model_of
 from .loader import TargetRef, Workspace
 from .manifest import ModelTable, SpecializationTable, ValidationTable
 from .runtimes import RUNTIMES
@@ -28,7 +28,8 @@ def expand(ws: Workspace, ref: TargetRef, graph: Graph) -> list[str]:
         # A self-contained folder: the HF model (processor, configs), both programs, every artifact.
         dims = spec_dims(model, ref)
         ids = [load_node(graph, model)]
-        ids += [transform_node(graph, model, which, ref.spec.dtype, dims) for which in ("encoder", "decoder")]
+        ids += [transform_node(graph, model, which, ref.spec.dtype, dims, ref.spec.device)
+                for which in ("encoder", "decoder")]
         return ids + [nid for b in ref.spec.compile for nid in compile_nodes(graph, model, ref, b).values()]
     return [validate_node(ws, graph, model, ref)]
 
@@ -56,11 +57,12 @@ def _salt(ref: TargetRef) -> str:
     return ref.file.manifest.project.salt
 
 
-def transform_node(graph: Graph, model: TargetRef, which: str, dtype: str, dims: dict[str, int]) -> str:
+def transform_node(graph: Graph, model: TargetRef, which: str, dtype: str, dims: dict[str, int],
+                   device: str = "cpu") -> str:
     b, enc, ctx = dims["batch_size"], dims["encoder_ctx_len"], dims["ctx_len"]
     params: dict[str, Any] = {"task": "speech-seq2seq", "graph": which, "dtype": dtype, "batch_size": b,
-                              "encoder_ctx_len": enc}
-    suffix = f"{which}:{dtype}:b{b}:enc{enc}"
+                              "encoder_ctx_len": enc, "device": device}
+    suffix = f"{which}:{dtype}:b{b}:enc{enc}" + ("" if device == "cpu" else f":{device}")
     if which == "decoder":  # only the decoder depends on ctx_len: changing it leaves the encoder cached
         params["ctx_len"] = ctx
         suffix += f":ctx{ctx}"
@@ -75,7 +77,9 @@ def compile_nodes(graph: Graph, model: TargetRef, spec_ref: TargetRef, backend: 
     dims = spec_dims(model, spec_ref)
     ids = {}
     for which in ("encoder", "decoder"):
-        program = transform_node(graph, model, which, s.dtype, dims)
+        # ONNX is exported from the CPU program; AOTInductor compiles the program of its device.
+        program = transform_node(graph, model, which, s.dtype, dims,
+                                 "cpu" if BACKENDS.get(backend).needs_onnx else s.device)
         if BACKENDS.get(backend).needs_onnx:
             upstream = graph.add(StepNode(
                 id=program.replace("transform:", "export:", 1) + f":opset{s.opset}", kind="export",
@@ -107,6 +111,7 @@ def validate_node(ws: Workspace, graph: Graph, model: TargetRef, ref: TargetRef)
     specs: list[dict[str, Any]] = []
     for name in v.specializations:
         sref = ws.targets[name]
+        check_device(sref, sref.spec.device)
         s: SpecializationTable = sref.spec
         dims = spec_dims(model, sref)
         if dims["ctx_len"] < v.max_new_tokens + PROMPT_MAX:
@@ -117,7 +122,7 @@ def validate_node(ws: Workspace, graph: Graph, model: TargetRef, ref: TargetRef)
             opens = RUNTIMES.get(runtime).opens
             if opens == "transformed":
                 for which in ("encoder", "decoder"):
-                    deps[f"transformed/{name}/{which}"] = transform_node(graph, model, which, s.dtype, dims)
+                    deps[f"transformed/{name}/{which}"] = transform_node(graph, model, which, s.dtype, dims, s.device)
             elif opens != "reference":
                 for which, nid in compile_nodes(graph, model, sref, opens).items():
                     deps[f"{opens}/{name}/{which}"] = nid

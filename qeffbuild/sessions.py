@@ -48,9 +48,11 @@ class _TorchCalling:
     """Calls a torch callable the way its graph was exported (keywords or positions)."""
 
     def __init__(self, fn: Any, io: dict[str, Any], device: str) -> None:
+        from .torchutil import torch_device
+
         self.fn = fn
         self.io = io
-        self.device = device
+        self.device = torch_device(device)
 
     def run(self, feeds: dict[str, Any]) -> list[Any]:
         import torch
@@ -106,11 +108,7 @@ class OrtSession:
 def open_program(folder: Path, device: str = "cpu") -> TorchSession:
     import torch
 
-    program = torch.export.load(folder / "program.pt2")
-    if device != "cpu":
-        from torch.export.passes import move_to_device_pass
-
-        program = move_to_device_pass(program, device)
+    program = torch.export.load(folder / "program.pt2")  # exported on ``device`` by its transform step
     return TorchSession(program.module(), read_io(folder), device)
 
 

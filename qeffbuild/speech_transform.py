@@ -7,7 +7,7 @@ from typing import Any
 
 from .speech_model import build_graphs, cache_names, present_names
 from .steps import StepContext
-from .torchutil import torch_dtype
+from .torchutil import torch_device, torch_dtype
 
 
 def run(ctx: StepContext) -> None:
@@ -16,7 +16,8 @@ def run(ctx: StepContext) -> None:
 
     p = ctx.params
     dtype = torch_dtype(p["dtype"])
-    model = AutoModelForSpeechSeq2Seq.from_pretrained(ctx.inputs["model"] / "model", dtype=dtype).eval()
+    device = torch_device(p.get("device", "cpu"))
+    model = AutoModelForSpeechSeq2Seq.from_pretrained(ctx.inputs["model"] / "model", dtype=dtype).eval().to(device)
     cfg = model.config
     b, enc_ctx = int(p["batch_size"]), int(p["encoder_ctx_len"])
     ctx_len = int(p.get("ctx_len") or 1)
@@ -38,7 +39,7 @@ def run(ctx: StepContext) -> None:
         module = decoder
     from .torchutil import example_inputs
 
-    example = example_inputs(shapes, inputs)
+    example = example_inputs(shapes, inputs, device)
     if p["graph"] == "decoder":
         example["position_ids"].zero_()
     with torch.no_grad():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from .steps import StepContext
-from .torchutil import quiet_warnings, torch_dtype
+from .torchutil import quiet_warnings, torch_device, torch_dtype
 
 
 def run(ctx: StepContext) -> None:
@@ -26,11 +26,12 @@ def _embedding(ctx: StepContext) -> None:
     from .pooling import make_pooled
 
     p = ctx.params
-    model = AutoModel.from_pretrained(ctx.inputs["model"] / "model", dtype=torch_dtype(p["dtype"])).eval()
+    device = torch_device(p.get("device", "cpu"))
+    model = AutoModel.from_pretrained(ctx.inputs["model"] / "model", dtype=torch_dtype(p["dtype"])).eval().to(device)
     wrapped = make_pooled(model, p["pooling"], p["normalize"])
     batch = Dim("batch", min=1, max=4096)
     seq = Dim("seq", min=1, max=int(p["max_seq_len"]))
-    example = {"input_ids": torch.ones(2, 8, dtype=torch.int64), "attention_mask": torch.ones(2, 8, dtype=torch.int64)}
+    example = {name: torch.ones(2, 8, dtype=torch.int64, device=device) for name in ("input_ids", "attention_mask")}
     with torch.no_grad():
         program = torch.export.export(
             wrapped,

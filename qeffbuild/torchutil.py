@@ -13,6 +13,11 @@ def torch_dtype(name: str) -> Any:
     return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
 
 
+def torch_device(device: str) -> str:
+    """An explicit device index: exported programs record ``cuda:0`` for tensors made on ``cuda``."""
+    return "cuda:0" if device == "cuda" else device
+
+
 def example_inputs(shapes: dict[str, list[int]], dtypes: dict[str, str], device: str = "cpu") -> dict[str, Any]:
     """Deterministic example tensors of the given shapes (ids are small, masks are ones)."""
     import torch

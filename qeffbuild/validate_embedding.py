@@ -20,7 +20,7 @@ def _run_fn(runtime: str, spec: dict[str, Any], inputs: dict[str, Path]) -> RunF
     opens = RUNTIMES.get(runtime).opens
     device = spec["device"]
     if opens == "transformed":
-        session: Session = open_program(inputs[f"transformed/{spec['dtype']}"], device)
+        session: Session = open_program(inputs[f"transformed/{spec['dtype']}/{device}"], device)
         return lambda feeds, _seq: session.run(feeds)[0]
     sessions = {n: open_compiled(opens, inputs[f"{opens}/{spec['name']}/seq{n}"], device) for n in spec["seq_len"]}
     return lambda feeds, seq: sessions[seq].run(feeds)[0]

@@ -17,6 +17,9 @@ EXIT_USER_ERROR = 4
 
 
 def main(request_path: str) -> int:
+    import faulthandler
+
+    faulthandler.enable()  # a segfault in a native library still leaves a Python traceback in the log
     from .errors import QeffbuildError, ValidationFailed
     from .step_kinds import register_all
     from .steps import STEP_KINDS, StepContext

@@ -29,9 +29,14 @@ MANIFEST = """
 name = "gpu"
 
 [models.tb]
-source = { random = "BertModel", seed = 0, tokenizer = { path = "bert-tokenizer" }, config = { hidden_size = 64, num_hidden_layers = 2, num_attention_heads = 4, intermediate_size = 128, vocab_size = 30522, max_position_embeddings = 128 } }
 task = "embedding"
 normalize = true
+
+[models.tb.source]
+random = "BertModel"
+seed = 0
+tokenizer = { path = "bert-tokenizer" }
+config = { hidden_size = 64, num_hidden_layers = 2, num_attention_heads = 4, intermediate_size = 128 }
 
 [specializations.tb-cuda]
 model = "tb"
@@ -89,8 +94,29 @@ SPEECH = """
 name = "gpu-speech"
 
 [models.w]
-source = { random = "WhisperForConditionalGeneration", seed = 1, tokenizer = { path = "data/whisper-tokenizer" }, config = { vocab_size = 401, d_model = 64, encoder_layers = 2, decoder_layers = 2, encoder_attention_heads = 2, decoder_attention_heads = 2, encoder_ffn_dim = 128, decoder_ffn_dim = 128, max_source_positions = 200, max_target_positions = 64, num_mel_bins = 80, init_std = 0.3, decoder_start_token_id = 393, eos_token_id = 392, pad_token_id = 392, bos_token_id = 392 } }
 task = "speech-seq2seq"
+
+[models.w.source]
+random = "WhisperForConditionalGeneration"
+seed = 1
+tokenizer = { path = "data/whisper-tokenizer" }
+
+[models.w.source.config]
+vocab_size = 401
+d_model = 64
+encoder_layers = 2
+decoder_layers = 2
+encoder_attention_heads = 2
+decoder_attention_heads = 2
+encoder_ffn_dim = 128
+decoder_ffn_dim = 128
+max_source_positions = 200
+max_target_positions = 64
+init_std = 0.3
+decoder_start_token_id = 393
+eos_token_id = 392
+pad_token_id = 392
+bos_token_id = 392
 
 [specializations.w-cuda]
 model = "w"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -39,3 +41,17 @@ def render_table(report: dict[str, Any]) -> str:
     n = len(report["inputs"])
     head = f"{n} inputs ({min(report['tokens'])}–{max(report['tokens'])} tokens); reference: {report['reference']}"
     return head + "\n" + table(headers, rows) + "\n"
+
+
+def publish(out: Path, report: dict[str, Any], failure_text: Callable[[dict[str, Any]], str]) -> None:
+    """Write report.json and report.txt, print the table, and fail when a check did not hold."""
+    import json
+
+    from .errors import ValidationFailed
+
+    text = render_table(report)
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    (out / "report.txt").write_text(text)
+    print(text)
+    if not report["ok"]:
+        raise ValidationFailed(failure_text(report))

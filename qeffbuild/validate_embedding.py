@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from .embedding import RunFn, read_sentences, reference, run_bucketed, tokenize
-from .errors import ValidationFailed
 from .metrics import check, compare, per_row
-from .report import render_table
+from .report import publish
 from .runtimes import RUNTIMES
 from .sessions import Session, open_compiled, open_program
 from .steps import StepContext
@@ -82,11 +80,7 @@ def validate(ctx: StepContext) -> None:
         "rows": rows,
         "ok": all(r["ok"] for r in rows),
     }
-    (ctx.out / "report.json").write_text(json.dumps(report, indent=1))
-    (ctx.out / "report.txt").write_text(render_table(report))
-    print(render_table(report))
-    if not report["ok"]:
-        raise ValidationFailed(_failure_text(report))
+    publish(ctx.out, report, _failure_text)
 
 
 def _row(runtime: str, spec: dict[str, Any] | None, ref: Any, got: Any, bounds: dict[str, float],

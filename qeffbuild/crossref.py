@@ -85,7 +85,6 @@ class _Checker:
 
 def cross_check(ws: Workspace, problems: list[Problem]) -> None:
     from .backends import BACKENDS
-    from .runtimes import RUNTIMES
 
     c = _Checker(ws, problems)
     for f in ws.files:
@@ -106,7 +105,7 @@ def cross_check(ws: Workspace, problems: list[Problem]) -> None:
         elif isinstance(spec, SpecializationTable):
             _check_specialization(c, t, spec, BACKENDS.names())
         elif isinstance(spec, ValidationTable):
-            _check_validation(c, t, spec, RUNTIMES)
+            _check_validation(c, t, spec)
         elif isinstance(spec, StepTable):
             for i, rel in enumerate(spec.inputs):
                 c.path(t, t.file, f"inputs[{i}]", rel, folder=False)
@@ -201,7 +200,7 @@ def _check_specialization(c: _Checker, t: TargetRef, s: SpecializationTable, bac
         )
 
 
-def _check_validation(c: _Checker, t: TargetRef, v: ValidationTable, runtimes: object) -> None:
+def _check_validation(c: _Checker, t: TargetRef, v: ValidationTable) -> None:
     from .runtimes import RUNTIMES
 
     model_ref = c.ref(t, "model", v.model, "models")
@@ -258,31 +257,29 @@ def _check_cycles(c: _Checker) -> None:
         for n, r in c.ws.targets.items()
         if isinstance(r.spec, StepTable)
     }
-    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
-    stack: list[str] = []
+    state: dict[str, int] = {}  # 1 = on the path, 2 = done
     seen_cycles: set[frozenset[str]] = set()
-
-    def visit(n: str) -> None:
-        state[n] = 1
-        stack.append(n)
-        for d in deps.get(n, []):
+    for root in sorted(deps):
+        if root in state:
+            continue
+        # Iterative DFS: a chain of thousands of steps must not hit the recursion limit.
+        path: list[str] = [root]
+        todo: list[list[str]] = [list(deps.get(root, []))]
+        state[root] = 1
+        while path:
+            if not todo[-1]:
+                state[path.pop()] = 2
+                todo.pop()
+                continue
+            d = todo[-1].pop(0)
             if state.get(d) == 1:
-                cycle = [*stack[stack.index(d) :], d]
+                cycle = [*path[path.index(d) :], d]
                 if frozenset(cycle) not in seen_cycles:
                     seen_cycles.add(frozenset(cycle))
                     t = c.ws.targets[d]
-                    c.add(
-                        t.file,
-                        t.table,
-                        t.name,
-                        "deps",
-                        f"dependency cycle: {' -> '.join(cycle)}; remove one of these deps",
-                    )
+                    c.add(t.file, t.table, t.name, "deps",
+                          f"dependency cycle: {' -> '.join(cycle)}; remove one of these deps")
             elif d not in state:
-                visit(d)
-        stack.pop()
-        state[n] = 2
-
-    for n in sorted(deps):
-        if n not in state:
-            visit(n)
+                state[d] = 1
+                path.append(d)
+                todo.append(list(deps.get(d, [])))

@@ -12,7 +12,6 @@ from typing import Protocol
 
 from .graph import Graph
 from .loader import TargetRef, Workspace
-from .manifest import ModelTable
 from .registry import Registry
 
 
@@ -25,12 +24,9 @@ TASKS.add("embedding", "qeffbuild.graph_embedding")
 TASKS.add("speech-seq2seq", "qeffbuild.graph_speech")
 
 
-def model_of(ws: Workspace, ref: TargetRef) -> TargetRef:
-    spec = ref.spec
-    return ref if isinstance(spec, ModelTable) else ws.targets[spec.model]
-
-
 def expand_target(ws: Workspace, ref: TargetRef, graph: Graph) -> list[str]:
+    from .graph_model import model_of
+
     task = model_of(ws, ref).spec.task
     module = importlib.import_module(TASKS.get(task))
     expander: TaskExpander = module.expand

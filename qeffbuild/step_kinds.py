@@ -12,7 +12,7 @@ _MODEL_TOOLCHAIN = ("python", "torch", "transformers", "tokenizers", "safetensor
 
 KINDS = (
     StepKind("command", 1, "", runs_in="command", description="a user's command with declared inputs and outputs"),
-    StepKind("load", 1, "qeffbuild.step_load:run", _MODEL_TOOLCHAIN,
+    StepKind("load", 2, "qeffbuild.step_load:run", _MODEL_TOOLCHAIN,
              description="resolve a model source, apply config overrides, save it in the HF layout"),
     StepKind("transform", 1, "qeffbuild.step_transform:run", _MODEL_TOOLCHAIN,
              description="PyTorch rewrites (pooling, KV retained state) and torch.export"),

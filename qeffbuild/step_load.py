@@ -67,6 +67,7 @@ def _speech_generation_config(model: Any, tokenizer_dir: Path) -> None:
     for name, value in extra.items():
         if value is not None:
             setattr(gc, name, value)
+    gc._from_model_config = False  # an explicit config: loaders must not rebuild it from the model config
     model.generation_config = gc
 
 
@@ -83,6 +84,11 @@ def run(ctx: StepContext) -> None:
         folder = ctx.paths["source"]
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust, **p["overrides"])
         model = _auto_class(task).from_pretrained(folder, config=config, trust_remote_code=trust).eval()
+        if (folder / "generation_config.json").is_file():
+            # Keep the checkpoint's own generation config (prompt tokens, suppressions) as it is.
+            from transformers import GenerationConfig
+
+            model.generation_config = GenerationConfig.from_pretrained(folder)
         tokenizer_dir = folder
         for name in _ST_FILES:
             if (folder / name).is_file():

@@ -229,3 +229,38 @@ def test_speech_specializations_that_do_not_fit_the_model(project: ProjectDir, c
     res = project.cli("plan", "w-parity")
     assert res.code == 2, res.out
     assert message in res.err and "Traceback" not in res.err
+
+
+def test_a_checkpoint_folder_works_by_changing_only_source(sp: ProjectDir, project: ProjectDir) -> None:
+    """Any Whisper in the Hugging Face layout: here the tiny model saved by its load step."""
+    assert sp.cli("build", "whisper-tiny-random").code == 0
+    shutil.copytree(sp.root / "out" / "whisper-tiny-random" / "model", project.root / "manifests" / "ckpt")
+    shutil.copytree(REPO / "manifests" / "data" / "speech", project.root / "manifests" / "speech")
+    project.manifest("""
+        [project]
+        name = "ckpt"
+
+        [models.local-whisper]
+        source = { path = "ckpt" }
+        task = "speech-seq2seq"
+
+        [specializations.local-b1]
+        model = "local-whisper"
+        ctx_len = 32
+        compile = ["ort"]
+
+        [validations.local-parity]
+        model = "local-whisper"
+        specializations = ["local-b1"]
+        runtimes = ["pytorch", "pytorch-transformed", "onnxruntime"]
+        inputs = "speech"
+    """)
+    res = project.cli("build", "local-parity")
+    assert res.code == 0, res.err
+    report = json.loads((project.root / "out" / "local-parity" / "report.json").read_text())
+    rows = {r["runtime"]: r for r in report["rows"]}
+    assert rows["onnxruntime"]["token_agreement"] == 1.0
+    assert report["prompt"] == [393, 394, 396, 400]  # read from the checkpoint's generation config
+    original = json.loads((sp.root / "out" / PARITY / "report.json").read_text())
+    assert [p["tokens"] for p in rows["pytorch"]["per_input"]] == \
+           [p["tokens"][:24] for p in original["rows"][0]["per_input"]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -44,6 +45,16 @@ class ProjectDir:
     def popen(self, *args: str, **kw: object) -> subprocess.Popen[str]:
         return subprocess.Popen([sys.executable, "-m", "qeffbuild", *args], cwd=self.root, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)  # type: ignore[call-overload]
+
+
+def noop_build(root: Path, target: str) -> dict[str, object]:
+    """Build ``target`` again in a fresh process: its step counts, and whether torch got imported."""
+    code = ("import sys, json\nfrom qeffbuild.api import Project\n"
+            "r = Project().build([sys.argv[1]])\n"
+            "print(json.dumps({'counts': r.counts(), 'torch': 'torch' in sys.modules}))\n")
+    out = subprocess.run([sys.executable, "-c", code, target], cwd=root, capture_output=True, text=True, check=True)
+    result: dict[str, object] = json.loads(out.stdout)
+    return result
 
 
 def run_cli(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 900) -> Result:

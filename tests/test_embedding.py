@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from .conftest import REPO, ProjectDir, run_cli
+from .conftest import REPO, ProjectDir, noop_build, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -52,12 +50,7 @@ def test_tiny_bert_parity_passes_on_every_runtime(emb: ProjectDir) -> None:
 
 def test_incremental_rebuilds(emb: ProjectDir) -> None:
     # 1. a second build is a no-op that imports no torch
-    code = ("import sys, json\nfrom qeffbuild.api import Project\n"
-            "r = Project().build(['tiny-bert-parity'])\n"
-            "print(json.dumps({'counts': r.counts(), 'torch': 'torch' in sys.modules}))\n")
-    out = json.loads(subprocess.run([sys.executable, "-c", code], cwd=emb.root, capture_output=True, text=True,
-                                    check=True).stdout)
-    assert out == {"counts": {"cached": 8}, "torch": False}
+    assert noop_build(emb.root, "tiny-bert-parity") == {"counts": {"cached": 8}, "torch": False}
 
     # 2. changing one seq_len rebuilds only that specialization's compiles and the validation
     manifest = emb.root / "manifests" / "embeddings.toml"

@@ -53,6 +53,12 @@ inputs = "data/sentences.txt"
 """
 
 
+def _build_ok(project: ProjectDir, target: str) -> None:
+    res = project.cli("build", target, "--json")
+    failures = {k: v["message"][-3000:] for k, v in json.loads(res.out)["steps"].items() if v["message"]}
+    assert res.code == 0, json.dumps(failures, indent=1)
+
+
 def _project(project: ProjectDir, manifest: str = MANIFEST) -> None:
     project.manifest(manifest)
     shutil.copytree(REPO / "tests" / "fixtures" / "bert-tokenizer", project.root / "manifests" / "bert-tokenizer")
@@ -63,9 +69,7 @@ def _project(project: ProjectDir, manifest: str = MANIFEST) -> None:
 @pytest.mark.gpu
 def test_aoti_cuda_embedding_parity(project: ProjectDir) -> None:
     _project(project)
-    res = project.cli("build", "tb-cuda-parity", "--json")
-    failures = {k: v["message"][-3000:] for k, v in json.loads(res.out)["steps"].items() if v["message"]}
-    assert res.code == 0, json.dumps(failures, indent=1)
+    _build_ok(project, "tb-cuda-parity")
     report = json.loads((project.root / "out" / "tb-cuda-parity" / "report.json").read_text())
     rows = {r["runtime"]: r for r in report["rows"]}
     assert report["ok"], report
@@ -137,9 +141,7 @@ inputs = "data/speech"
 def test_aoti_cuda_whisper_decodes_the_reference_tokens(project: ProjectDir) -> None:
     project.manifest(SPEECH)
     shutil.copytree(REPO / "manifests" / "data", project.root / "manifests" / "data")
-    res = project.cli("build", "w-cuda-parity", "--json")
-    failures = {k: v["message"][-3000:] for k, v in json.loads(res.out)["steps"].items() if v["message"]}
-    assert res.code == 0, json.dumps(failures, indent=1)
+    _build_ok(project, "w-cuda-parity")
     report = json.loads((project.root / "out" / "w-cuda-parity" / "report.json").read_text())
     rows = {r["runtime"]: r for r in report["rows"]}
     assert rows["aoti"]["token_agreement"] == 1.0 and rows["pytorch-transformed"]["token_agreement"] == 1.0

@@ -107,6 +107,10 @@ class Transcriber:
             ref = project.workspace.targets[target]
         if ref is None or not isinstance(ref.spec, SpecializationTable):
             raise UsageError(f"{target!r} is not a specialization or validation target")
+        task = project.workspace.targets[ref.spec.model].spec.task
+        if task != "speech-seq2seq":
+            raise UsageError(f"`run` transcribes audio with a speech specialization; {target!r} is for a {task!r} "
+                             "model (validate it with `qeffbuild build`, time it with `qeffbuild bench`)")
         result = project.build([target])
         if not result.ok:
             raise UsageError(f"{target} did not build; run `qeffbuild build {target}` to see why")

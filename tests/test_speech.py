@@ -257,3 +257,22 @@ def test_a_checkpoint_folder_works_by_changing_only_source(sp: ProjectDir, proje
     original = json.loads((sp.root / "out" / PARITY / "report.json").read_text())
     assert [p["tokens"] for p in rows["pytorch"]["per_input"]] == \
            [p["tokens"][:24] for p in original["rows"][0]["per_input"]]
+
+
+def test_run_refuses_a_non_speech_target(project: ProjectDir) -> None:
+    project.manifest("""
+        [project]
+        name = "e"
+        [models.m]
+        source = { random = "BertModel", config = { hidden_size = 8 } }
+        task = "embedding"
+        [specializations.m-b1]
+        model = "m"
+        seq_len = [8]
+    """)
+    wav = REPO / "manifests" / "data" / "speech" / "hello.wav"
+    res = project.cli("run", "m-b1", str(wav))
+    assert res.code == 2
+    assert "`run` transcribes audio with a speech specialization; 'm-b1' is for a 'embedding' model" in res.err
+    missing = project.cli("run", "m-b1", "nope.wav")
+    assert missing.code == 2 and "no such audio file: nope.wav" in missing.err

@@ -1,23 +1,29 @@
-"""The Python API behind the CLI: load a workspace, plan, build, explain."""
+"""The Python API behind the CLI: load a workspace, plan, build, explain, bench, run.
+
+    from qeffbuild.api import Project
+    project = Project()                   # ./manifests (found from a subfolder too), ./out
+    result = project.build(["minilm-parity"])
+    print(result.ok, result.counts(), result.outputs["minilm-parity"])
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
-from .explain import diff_material
-from .graph import Graph, expand
-from .loader import Workspace, load
-from .materialize import is_current, materialize, stamp_of
-from .planner import Plan, make_plan
-from .progress import Reporter
-from .statcache import StatCache
-from .store import Store
+from .core.graph import Graph, expand
+from .core.loader import Workspace, load
+from .core.materialize import is_current, materialize
+from .core.planner import Plan, make_plan
+from .core.progress import Reporter
+from .core.statcache import History, StatCache, StateDB
+from .errors import BuildError, UsageError
+from .store import Store, open_store
 
 OK_STATUSES = ("cached", "built", "shared")
 
@@ -26,12 +32,18 @@ OK_STATUSES = ("cached", "built", "shared")
 class BuildResult:
     targets: list[str]
     steps: dict[str, dict[str, Any]]  # step id -> {status, duration_s, message}
-    outputs: dict[str, str] = field(default_factory=dict)  # target -> out folder
+    outputs: dict[str, str] = field(default_factory=dict)  # target -> out folder (built targets only)
+    target_status: dict[str, dict[str, Any]] = field(default_factory=dict)  # target -> {status, failed}
     wall_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
     @property
     def failures(self) -> dict[str, dict[str, Any]]:
         return {k: v for k, v in self.steps.items() if v["status"] not in OK_STATUSES}
+
+    @property
+    def failed_targets(self) -> list[str]:
+        return [t for t, s in self.target_status.items() if s["status"] != "ok"]
 
     @property
     def ok(self) -> bool:
@@ -44,24 +56,37 @@ class BuildResult:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "targets": self.targets, "counts": self.counts(), "wall_s": round(self.wall_s, 3),
-                "outputs": self.outputs, "steps": self.steps}
+        return {"ok": self.ok, "targets": self.target_status, "counts": self.counts(),
+                "wall_s": round(self.wall_s, 3), "outputs": self.outputs, "steps": self.steps, "notes": self.notes}
+
+
+def find_project_root(start: Path) -> Path | None:
+    """The nearest folder at or above ``start`` holding a ``manifests/`` folder."""
+    for folder in (start, *start.parents):
+        if (folder / "manifests").is_dir():
+            return folder
+    return None
 
 
 class Project:
     """A set of manifests plus where their cache and outputs live.
 
-    ``manifests`` defaults to ``./manifests``; outputs go to ``out_dir`` (``./out``); the
-    cache to ``cache_dir``, else ``$QEFFBUILD_CACHE_DIR``, else ``out_dir/.cache``.
+    ``manifests`` defaults to ``manifests/`` of the nearest folder at or above the working
+    directory that has one; outputs go to ``out_dir`` (``out/`` beside it); the cache to
+    ``cache_dir``, else ``$QEFFBUILD_CACHE_DIR``, else ``out_dir/.cache``.
     """
 
     def __init__(self, manifests: list[Path] | None = None, out_dir: Path | None = None,
                  cache_dir: Path | None = None) -> None:
-        self.manifest_paths = manifests or [Path("manifests")]
-        self.out_dir = (out_dir or Path("out")).absolute()
+        root = None if manifests else find_project_root(Path.cwd())
+        base = root or Path.cwd()
+        self.manifest_paths = list(manifests) if manifests else [base / "manifests"]
+        self.out_dir = (out_dir or base / "out").absolute()
         env_cache = os.environ.get("QEFFBUILD_CACHE_DIR")
         self.cache_dir = (cache_dir or (Path(env_cache) if env_cache else self.out_dir / ".cache")).absolute()
-        self.store = Store(self.cache_dir)
+        self.store: Store = open_store(self.cache_dir)
+        self.state = StateDB(self.cache_dir / "state.sqlite")
+        self.history = History(self.state, str(self.out_dir))
 
     @cached_property
     def workspace(self) -> Workspace:
@@ -71,52 +96,69 @@ class Project:
         names = list(names) or self.workspace.defaults()
         if not names:
             raise UsageError("nothing to build: the manifests declare no targets")
+        for n in names:
+            if n not in self.workspace.targets:
+                from .errors import UnknownNameError
+
+                raise UnknownNameError("target", n, list(self.workspace.targets))
         return list(dict.fromkeys(names))
 
     def graph(self, names: list[str] | tuple[str, ...] = ()) -> Graph:
         return expand(self.workspace, self.resolve(names))
 
-    def plan(self, names: list[str] | tuple[str, ...] = (), with_reasons: bool = True) -> Plan:
+    def plan(self, names: list[str] | tuple[str, ...] = (), with_reasons: bool = True,
+             force: tuple[str, ...] = ()) -> Plan:
         targets = self.resolve(names)
         graph = expand(self.workspace, targets)
-        stat = StatCache(self.cache_dir / "statcache.sqlite")
+        stat = StatCache(self.state)
         try:
-            return make_plan(graph, targets, self.store, stat, with_reasons=with_reasons)
+            return make_plan(graph, targets, self.store, stat, self.history, with_reasons, force)
         finally:
-            stat.close()
+            stat.flush()
 
+    # --- building ---------------------------------------------------------------------------
     def build(self, names: list[str] | tuple[str, ...] = (), jobs: int | None = None, keep_going: bool = False,
-              reporter: Reporter | None = None) -> BuildResult:
+              reporter: Reporter | None = None, force: tuple[str, ...] = (), verbose: bool = False) -> BuildResult:
         t0 = time.perf_counter()
-        plan = self.plan(names, with_reasons=False)
+        if force:
+            self.resolve(force)
+        plan = self.plan(names, with_reasons=False, force=force)
         reporter = reporter or Reporter(quiet=True)
-        stale = [t for t in plan.targets if not is_current(self.out_dir / t, stamp_of(plan, t))]
+        stale = [t for t in plan.targets if not is_current(self.out_dir / t, plan.stamp(t))]
         self._recheck_cached_inputs(plan, stale)
         results: dict[str, dict[str, Any]] = {
             s.id: {"status": "cached", "duration_s": 0.0, "message": ""} for s in plan.steps if s.cached
         }
         if plan.to_run():
-            from .executor import Executor
+            from .exec.local import LocalExecutor
 
             self.store.clean_stale_tmp()
-            ran = Executor(plan, self.store, jobs or os.cpu_count() or 1, keep_going, reporter, self.out_dir).run()
+            ran = LocalExecutor(plan, self.store, jobs or os.cpu_count() or 1, keep_going, reporter, self.out_dir,
+                                verbose=verbose).run()
             for sid, r in ran.items():
                 results[sid] = {"status": r.status, "duration_s": round(r.duration_s, 3), "message": r.message}
+        self.history.record({s.id: (s.key, s.node.target) for s in plan.steps
+                             if results.get(s.id, {}).get("status") in OK_STATUSES})
+        outputs, status = self._materialize(plan, results, stale)
+        return BuildResult(plan.targets, results, outputs, status, time.perf_counter() - t0, self.state.notes)
+
+    def _materialize(self, plan: Plan, results: dict[str, dict[str, Any]],
+                     stale: list[str]) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
         outputs: dict[str, str] = {}
-        by_id = plan.by_id
-        rebuilt = {sid for sid, r in results.items() if r["status"] != "cached"}
-        stale += [t for t in plan.targets if t not in stale and rebuilt.intersection(plan.closures[t])]
-        for t in stale:
-            closure = plan.closures[t]
-            good = [sid for sid in closure if results[sid]["status"] in OK_STATUSES]
-            old = self.store.read_history(t)
-            self.store.write_history(t, {**old, **{sid: by_id[sid].key for sid in good}})
-            if len(good) == len(closure):
-                outputs[t] = str(materialize(plan, t, self.store, self.out_dir, force=True))
+        status: dict[str, dict[str, Any]] = {}
+        rebuilt = {sid for sid, r in results.items() if r["status"] in ("built", "shared")}
         for t in plan.targets:
-            if t not in stale:
+            own = plan.graph.outputs[t]
+            if all(results.get(sid, {}).get("status") in OK_STATUSES for sid in own):
+                if t in stale or rebuilt.intersection(own):
+                    materialize(plan, t, self.store, self.out_dir, force=True)
                 outputs[t] = str(self.out_dir / t)
-        return BuildResult(plan.targets, results, outputs, time.perf_counter() - t0)
+                status[t] = {"status": "ok", "output": outputs[t]}
+            else:
+                failed = [sid for sid in plan.closure(t)
+                          if results.get(sid, {}).get("status") not in (*OK_STATUSES, "skipped")]
+                status[t] = {"status": "failed", "failed_steps": failed}
+        return outputs, status
 
     def _recheck_cached_inputs(self, plan: Plan, stale: list[str]) -> None:
         """Cached steps whose blobs are gone (deleted, quarantined) must run again."""
@@ -127,32 +169,120 @@ class Project:
             broken = [sid for sid in needed if by_id[sid].cached and not self._complete(by_id[sid].key)]
             if not broken:
                 return
+            from .core.explain import Reason
+
             for sid in broken:
                 self.store.drop(by_id[sid].key)
                 by_id[sid].cached = False
-                by_id[sid].reasons = ["its cached outputs were missing or corrupt"]
+                by_id[sid].reasons = [Reason.of("outputs_missing")]
                 needed |= set(by_id[sid].node.deps.values())
 
     def _complete(self, key: str) -> bool:
         entry = self.store.lookup(key)
         return entry is not None and self.store.complete(entry)
 
+    # --- explaining ---------------------------------------------------------------------------
     def explain(self, name: str) -> list[dict[str, Any]]:
-        """For each step of ``name``: unchanged, never built, or the components that changed."""
+        """For each step of ``name``: unchanged, or why it differs from that step's last build."""
+        from .core.explain import reasons
+
         plan = self.plan([name], with_reasons=False)
-        history = self.store.read_history(name)
+        previous = self.history.read()
         rows: list[dict[str, Any]] = []
         for s in plan.steps:
-            prev = history.get(s.id)
+            prev = previous.get(s.id)
             if prev == s.key:
-                rows.append({"step": s.id, "status": "unchanged", "changes": []})
+                rows.append({"step": s.id, "status": "unchanged", "cached": s.cached, "reasons": []})
                 continue
             entry = self.store.lookup(prev) if prev else None
-            if prev is None:
-                changes = ["never built"]
-            elif entry is None:
-                changes = ["the last build's cache entry is gone (cache gc or verify); cannot compare"]
-            else:
-                changes = diff_material(entry.material, s.material, s.node.deps)
-            rows.append({"step": s.id, "status": "changed", "cached": s.cached, "changes": changes})
+            why = reasons(entry.material if entry else None, prev is not None, s.material, s.node.deps)
+            rows.append({"step": s.id, "status": "changed", "cached": s.cached, "reasons": [r.to_json() for r in why]})
         return rows
+
+    # --- using built artifacts ------------------------------------------------------------------
+    def artifact_finder(self, plan: Plan, node_id: str) -> Any:
+        """``find(role)``: the folder of ``node_id``'s upstream step with that role (built)."""
+        node = plan.by_id[node_id].node
+
+        def find(role: str) -> Path:
+            entry = self.store.lookup(plan.by_id[node.deps[role]].key)
+            if entry is None:
+                raise BuildError(f"{node.deps[role]} is not built")
+            return self.store.tree(entry)
+
+        return find
+
+    def _task_target(self, target: str, table: str, verb: str) -> Any:
+        ref = self.workspace.targets.get(target)
+        if ref is None:
+            from .errors import UnknownNameError
+
+            raise UnknownNameError("target", target, list(self.workspace.targets))
+        if ref.table != table:
+            raise UsageError(f"`{verb}` takes a {table[:-1]} target; {target!r} is a {ref.kind}")
+        return ref
+
+    def bench(self, target: str, iters: int = 20, warmup: int = 3) -> list[dict[str, Any]]:
+        """Latency and throughput of every runtime of validation ``target`` (built first)."""
+        from .core.plugins import load_attr
+
+        ref = self._task_target(target, "validations", "bench")
+        task = self.workspace.task_of(ref)
+        if task.bench is None:
+            raise UsageError(f"task {task.name!r} has no benchmark")
+        result = self.build([target])
+        if not result.ok:
+            raise BuildError(f"{target} did not build; run `qeffbuild build {target}` to see why")
+        plan = self.plan([target], with_reasons=False)
+        node = plan.graph.nodes[plan.graph.outputs[target][0]]
+        rows: list[dict[str, Any]] = load_attr(task.bench)(self.artifact_finder(plan, node.id), node, iters, warmup)
+        return rows
+
+    def built_specialization(self, target: str, task: str | None = None) -> tuple[Path, dict[str, Any]]:
+        """Build ``target`` (a specialization, or a validation's first) and return its folder and fields."""
+        ref = self.workspace.targets.get(target)
+        if ref is not None and ref.table == "validations":
+            ref = self.workspace.targets[ref.spec.specializations[0]]
+        elif ref is None:
+            from .errors import UnknownNameError
+
+            raise UnknownNameError("target", target, list(self.workspace.targets))
+        if ref.table != "specializations":
+            raise UsageError(f"{target!r} is a {ref.kind}, not a specialization or validation target")
+        family = self.workspace.task_of(ref).name
+        if task is not None and family != task:
+            raise UsageError(f"{target!r} is for a {family!r} model, not {task!r}")
+        result = self.build([ref.name])
+        if not result.ok:
+            raise BuildError(f"{ref.name} did not build; run `qeffbuild build {ref.name}` to see why")
+        return Path(result.outputs[ref.name]), {"name": ref.name, **ref.spec.model_dump()}
+
+    def run(self, target: str, runtime: str, inputs: list[str], options: dict[str, Any] | None = None) -> list[Any]:
+        """Use a built specialization: transcribe audio, embed sentences … (the family decides)."""
+        from .core.plugins import load_attr
+
+        ref = self.workspace.targets.get(target)
+        task = self.workspace.task_of(ref) if ref is not None and ref.table != "steps" else None
+        if task is not None and task.run is None:
+            raise UsageError(f"task {task.name!r} has no `run`")
+        self.workspace.plugins.runtimes.get(runtime)
+        folder, spec = self.built_specialization(target)
+        assert task is not None and task.run is not None
+        out: list[Any] = load_attr(task.run)(folder, spec, runtime, inputs, options or {})
+        return out
+
+    # --- maintenance -----------------------------------------------------------------------------
+    def clean(self, names: list[str] | tuple[str, ...] = (), cache: bool = False) -> list[str]:
+        """Remove the outputs of ``names`` (default: every target) from out/; ``cache`` removes the cache too."""
+        removed: list[str] = []
+        targets = self.resolve(names) if names else list(self.workspace.targets)
+        for t in targets:
+            folder = self.out_dir / t
+            if folder.exists():
+                shutil.rmtree(folder)
+                removed.append(str(folder))
+        if cache and self.cache_dir.exists():
+            self.state.close()
+            shutil.rmtree(self.cache_dir)
+            removed.append(str(self.cache_dir))
+        return removed

@@ -3,14 +3,19 @@
     QeffbuildError                  base; ``exit_code`` says how the CLI ends
     ├── UsageError                  bad command line or API argument (exit 2)
     │   └── UnknownNameError        a registry or target lookup missed; lists the known names
+    ├── PluginError                 a plug-in failed to load or registered something invalid (exit 2)
     ├── ManifestError               one or more problems in the manifests (exit 2)
-    ├── InputError                  a user's input file is missing or unreadable (exit 2)
+    ├── InputError                  a user's input file is missing, unreadable or malformed (exit 2)
+    │   └── ModelLoadError          a model's files cannot be loaded for its task (exit 2)
     ├── BuildError                  a step failed while running (exit 1)
     │   ├── StepFailed              a step's command or function failed; carries its log
     │   └── Interrupted             the build was stopped (Ctrl-C); nothing half-written remains
     ├── ValidationFailed            a validation check did not hold (exit 1)
     ├── StoreError                  the cache is unusable (exit 1)
     └── BackendUnavailable          a backend cannot run on this machine (exit 2, at plan time); says why
+
+Third-party exceptions are mapped to these where they cross into the engine (a worker turns
+a model-loading failure into ModelLoadError, the store turns OSError into StoreError).
 
 Messages say what failed, why, and what to do. The CLI prints ``str(error)`` and never a
 traceback for these.
@@ -65,6 +70,12 @@ class Problem:
         return f"{where}: {at}: {self.message}" if at else f"{where}: {self.message}"
 
 
+class PluginError(QeffbuildError):
+    """A plug-in (built-in or from an entry point) could not be loaded or registered."""
+
+    exit_code = 2
+
+
 class ManifestError(QeffbuildError):
     """Every problem found in one load of the manifests, reported together."""
 
@@ -83,6 +94,10 @@ class InputError(QeffbuildError):
     """A user's input (data file, audio, model directory) is missing or unreadable."""
 
     exit_code = 2
+
+
+class ModelLoadError(InputError):
+    """A model's files could not be loaded: the message names the model, the file and the fix."""
 
 
 class BuildError(QeffbuildError):

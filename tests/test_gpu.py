@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from .conftest import REPO, ProjectDir
+from .helpers import REPO, ProjectDir
 
 
 def _cuda_ready() -> bool:

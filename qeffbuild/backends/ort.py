@@ -1,0 +1,103 @@
+"""The `ort` backend: an ONNX Runtime offline-optimized model with fixed input shapes, and its session."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..core.plugins import Backend
+from ..core.steps import StepContext
+from ..errors import BackendUnavailable
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+class OrtBackend(Backend):
+    name = "ort"
+    description = "ONNX Runtime offline-optimized model, fixed shapes"
+    consumes = "onnx"
+    devices = ("cpu", "cuda")
+    refused_dtypes: ClassVar[dict[str, str]] = {
+        "bfloat16": "ONNX Runtime has no bfloat16 kernels for ops such as Add on CPU, and onnx.checker rejects "
+                    "bfloat16 Conv; use float16 or float32 with `ort`, or bfloat16 with `aoti`",
+    }
+    toolchain = ("onnx", "onnxruntime")
+    version = 1
+    compile = "qeffbuild.backends.ort:compile_model"
+    session = "qeffbuild.backends.ort:OrtSession"
+
+    def unavailable(self, device: str) -> str | None:
+        why = super().unavailable(device)
+        if why or device != "cuda":
+            return why
+        import onnxruntime  # only for a CUDA specialization: CPU plans stay light
+
+        providers = onnxruntime.get_available_providers()
+        if PROVIDERS["cuda"] not in providers:
+            return f"this ONNX Runtime has no CUDAExecutionProvider (it has {', '.join(providers)}); install " \
+                   "onnxruntime-gpu"
+        return None
+
+
+def fix_shapes(model: Any, shapes: dict[str, list[int]]) -> None:
+    """Replace the symbolic dims of the graph inputs by the specialization's sizes."""
+    for inp in model.graph.input:
+        if inp.name not in shapes:
+            continue
+        dims = inp.type.tensor_type.shape.dim
+        want = shapes[inp.name]
+        if len(dims) != len(want):
+            raise ValueError(f"input {inp.name} has rank {len(dims)}, the specialization gives {want}")
+        for dim, size in zip(dims, want, strict=True):
+            dim.ClearField("dim_param")
+            dim.dim_value = int(size)
+
+
+def compile_model(ctx: StepContext) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    p = ctx.params
+    provider = PROVIDERS[p["device"]]
+    if provider not in ort.get_available_providers():
+        raise BackendUnavailable(f"ONNX Runtime here has no {provider} (has {ort.get_available_providers()})")
+    model = onnx.load(str(ctx.inputs["onnx"] / "model.onnx"))
+    shapes = p.get("shapes") or json.loads((ctx.inputs["onnx"] / "io.json").read_text())["shapes"]
+    fix_shapes(model, shapes)
+    with tempfile.TemporaryDirectory() as tmp:
+        fixed = Path(tmp) / "fixed.onnx"
+        onnx.save(model, str(fixed))
+        so = ort.SessionOptions()
+        # EXTENDED, not ALL: ALL adds layout changes tied to this CPU, and the artifact may move.
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        so.optimized_model_filepath = str(ctx.out / "model.onnx")
+        ort.InferenceSession(str(fixed), so, providers=[provider])
+    print(f"ONNX Runtime {ort.__version__} optimized model for {provider}, shapes {shapes}")
+
+
+class OrtSession:
+    """An `ort` artifact opened in ONNX Runtime: named numpy inputs in, float32 outputs out."""
+
+    def __init__(self, folder: Path, device: str = "cpu") -> None:
+        import onnxruntime as ort
+
+        from ..runtimes.io import read_io
+
+        self.io = read_io(folder)
+        so = ort.SessionOptions()
+        # The artifact is already optimized offline; do not re-optimize at load.
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        self.sess = ort.InferenceSession(str(folder / "model.onnx"), so, providers=[PROVIDERS[device]])
+        self.names = [i.name for i in self.sess.get_inputs()]
+        self.output_names = [o.name for o in self.sess.get_outputs()]
+
+    def run(self, feeds: dict[str, Any]) -> list[Any]:
+        import numpy as np
+
+        from ..runtimes.io import cast_feeds
+
+        cast = cast_feeds(feeds, self.io)
+        outs = self.sess.run(None, {k: cast[k] for k in self.names})
+        return [o.astype(np.float32) if o.dtype.kind == "f" else o for o in outs]

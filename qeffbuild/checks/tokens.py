@@ -1,0 +1,24 @@
+"""Token agreement: the fraction of generated tokens equal to the reference's, position by position."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def token_agreement(ref: Any, got: Any) -> float:
+    import numpy as np
+
+    ref, got = np.asarray(ref), np.asarray(got)
+    if ref.shape != got.shape:
+        from .tensor import ShapeMismatch
+
+        raise ShapeMismatch(f"token array shape {list(got.shape)} differs from the reference's {list(ref.shape)}")
+    return float((ref == got).mean()) if ref.size else 1.0
+
+
+def first_mismatch(ref: list[int], got: list[int]) -> int | None:
+    """The first step at which two token sequences differ (None when equal)."""
+    for i, (a, b) in enumerate(zip(ref, got, strict=False)):
+        if a != b:
+            return i
+    return None if len(ref) == len(got) else min(len(ref), len(got))

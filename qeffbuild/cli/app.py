@@ -1,0 +1,130 @@
+"""The `qeffbuild` command group: shared options (with environment variables), errors and output."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from ..errors import ManifestError, QeffbuildError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EPILOG = """\b
+Environment: QEFFBUILD_MANIFESTS (paths, ':'-separated), QEFFBUILD_OUT_DIR, QEFFBUILD_CACHE_DIR,
+QEFFBUILD_JOBS. Commands with --json print one JSON document on stdout, errors included.
+Exit codes: 0 ok, 1 a step or check failed, 2 a usage or manifest error, 130 interrupted.
+Shell completion (bash; zsh and fish likewise):  eval "$(_QEFFBUILD_COMPLETE=bash_source qeffbuild)"
+"""
+
+
+def error_json(e: QeffbuildError) -> dict[str, Any]:
+    data: dict[str, Any] = {"ok": False, "error": {"type": type(e).__name__, "exit_code": e.exit_code,
+                                                   "message": str(e)}}
+    if isinstance(e, ManifestError):
+        data["error"]["problems"] = [{"file": p.file, "line": p.line, "table": p.table, "key": p.key,
+                                      "message": p.message} for p in e.problems]
+    return data
+
+
+def handle_errors(fn: F) -> F:
+    """A QeffbuildError becomes its message (or JSON with --json) and its exit code: no traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except QeffbuildError as e:
+            if kwargs.get("as_json"):
+                click.echo(json.dumps(error_json(e), indent=1))
+            click.echo(f"error: {e}" if "\n" not in str(e) else str(e), err=True)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except Exception as e:  # a bug in qeffbuild, not the user's mistake: short, with how to see more
+            if os.environ.get("QEFFBUILD_DEBUG"):
+                raise
+            click.echo(f"internal error (a bug in qeffbuild): {type(e).__name__}: {e}\n"
+                       "run again with QEFFBUILD_DEBUG=1 for the traceback, and please report it", err=True)
+            sys.exit(70)
+
+    return wrapper  # type: ignore[return-value]
+
+
+_signals_seen = 0
+
+
+def _on_signal(signum: int, _frame: Any) -> None:
+    """First SIGINT/SIGTERM: stop the build cleanly (KeyboardInterrupt); a second: exit 130 now."""
+    global _signals_seen
+    _signals_seen += 1
+    if _signals_seen > 1:
+        os._exit(130)
+    raise KeyboardInterrupt
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=1, sort_keys=True, default=str))
+
+
+def _manifest_paths(value: tuple[Path, ...]) -> list[Path] | None:
+    if value:
+        return list(value)
+    env = os.environ.get("QEFFBUILD_MANIFESTS")
+    return [Path(p) for p in env.split(os.pathsep) if p] if env else None
+
+
+class LazyProject:
+    """Builds the Project on first use, so `--help` and `schema` never touch manifests."""
+
+    def __init__(self, manifests: list[Path] | None, out_dir: Path | None, cache_dir: Path | None) -> None:
+        self.args = (manifests, out_dir, cache_dir)
+        self._project: Any = None
+
+    def get(self) -> Any:
+        if self._project is None:
+            from ..api import Project
+
+            self._project = Project(*self.args)
+        return self._project
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}, epilog=EPILOG)
+@click.option("-m", "--manifest", "manifests", multiple=True, type=click.Path(path_type=Path),
+              help="Manifest file or folder (repeatable). Default: manifests/ of the nearest folder at or above "
+                   "the working directory that has one. Env: QEFFBUILD_MANIFESTS.")
+@click.option("--out-dir", type=click.Path(path_type=Path), default=None, envvar="QEFFBUILD_OUT_DIR",
+              show_envvar=True, help="Outputs folder. Default: out/ beside manifests/.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, envvar="QEFFBUILD_CACHE_DIR",
+              show_envvar=True, help="Cache folder. Default: OUT_DIR/.cache.")
+@click.version_option(package_name="qeffbuild")
+@click.pass_context
+def main(ctx: click.Context, manifests: tuple[Path, ...], out_dir: Path | None, cache_dir: Path | None) -> None:
+    """qeffbuild: build, cache and validate model artifacts declared in TOML manifests."""
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    # qeffbuild never downloads at build time: hub ids resolve from the local cache only.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    ctx.obj = LazyProject(_manifest_paths(manifests), out_dir, cache_dir)
+
+
+def complete_targets(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion of target names (silent when the manifests do not load)."""
+    try:
+        root = ctx.find_root()
+        project = root.obj.get() if isinstance(root.obj, LazyProject) else None
+        if project is None:
+            from ..api import Project
+
+            project = Project(_manifest_paths(tuple(root.params.get("manifests") or ())))
+        return [n for n in project.workspace.targets if n.startswith(incomplete)]
+    except Exception:
+        return []

@@ -1,0 +1,69 @@
+"""Commands that use what was built, or start a project: run, bench, init."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .app import LazyProject, complete_targets, echo_json, handle_errors, main
+
+
+@main.command("run")
+@click.argument("target", shell_complete=complete_targets)
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-r", "--runtime", default="onnxruntime", show_default=True,
+              help="A runtime that opens a built artifact: pytorch-transformed, onnxruntime, aoti …")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=None, help="Speech: tokens to decode at most.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handle_errors
+def run_cmd(lazy: LazyProject, target: str, inputs: tuple[str, ...], runtime: str, max_new_tokens: int | None,
+            as_json: bool) -> None:
+    """Use a built specialization on INPUTS: transcribe audio files (speech), embed sentences or @files
+    of sentences (embedding). Builds the specialization first if needed."""
+    rows = lazy.get().run(target, runtime, list(inputs), {"max_new_tokens": max_new_tokens})
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        if "text" in row:
+            click.echo(f"{row['input']}: {row['text']}")
+        else:
+            emb = row["embedding"]
+            click.echo(f"{row['input']}: [{', '.join(f'{v:.4f}' for v in emb[:4])}, …] ({len(emb)} dims)")
+
+
+@main.command("bench")
+@click.argument("target", shell_complete=complete_targets)
+@click.option("-n", "--iters", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handle_errors
+def bench_cmd(lazy: LazyProject, target: str, iters: int, warmup: int, as_json: bool) -> None:
+    """Latency (p50/p90/p99 after warm-up) and throughput per runtime of validation TARGET."""
+    rows = lazy.get().bench(target, iters, warmup)
+    if as_json:
+        echo_json(rows)
+        return
+    from ..reports import table
+
+    headers = ["runtime", "specialization", "dtype", "batch", "shape", "p50 ms", "p90 ms", "p99 ms", "throughput"]
+    click.echo(table(headers, [[r["runtime"], r["specialization"], r["dtype"], str(r["batch_size"]), r["shape"],
+                                f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}",
+                                f"{r['throughput_per_s']:.1f} {r['unit']}/s"] for r in rows]))
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path), default=Path("manifests/project.toml"))
+@click.option("--name", default=None, help="Project name. Default: the current folder's name.")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@handle_errors
+def init(path: Path, name: str | None, force: bool) -> None:
+    """Scaffold a manifest (with a data file) from the built-in template."""
+    from .scaffold import scaffold
+
+    for written in scaffold(path, name or Path.cwd().name, force):
+        click.echo(f"wrote {written}")
+    click.echo("next: qeffbuild build")

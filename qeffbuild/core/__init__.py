@@ -1,0 +1,1 @@
+"""The torch-free engine: manifests, loading, graph, keys, planning, explanations, materialization."""

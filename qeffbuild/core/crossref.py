@@ -1,0 +1,233 @@
+"""Cross-reference checks of a loaded workspace: names, files, backends, runtimes, metrics, cycles.
+
+Family-specific checks (a specialization's shapes, a validation's inputs) run through the
+family's :meth:`~qeffbuild.core.plugins.Task.check` with the same :class:`Checker`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from difflib import get_close_matches
+from pathlib import Path, PurePosixPath
+
+from ..errors import Problem
+from .loader import ManifestFile, TargetRef, Workspace, display_path
+from .tables import ModelBase, PackageSource, PathSource, RandomSource, SpecializationBase, StepTable, ValidationBase
+
+
+def hint(name: str, known: list[str]) -> str:
+    close = get_close_matches(name, known, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+class Checker:
+    """Collects located problems about targets; shared by the engine and every family."""
+
+    def __init__(self, ws: Workspace, problems: list[Problem]) -> None:
+        self.ws = ws
+        self.problems = problems
+
+    def add(self, f: ManifestFile, table: str, name: str, key: str, msg: str, *line_path: str | int) -> None:
+        path = line_path or tuple(_key_parts(key))
+        line = f.line(table, name, *path) if key else f.line(table, name)
+        self.problems.append(Problem(f.display, line, f"{table}.{name}" if name else table, key, msg))
+
+    def report(self, t: TargetRef, key: str, msg: str, *line_path: str | int) -> None:
+        self.add(t.file, t.table, t.name, key, msg, *line_path)
+
+    def ref(self, t: TargetRef, key: str, name: str, want: str) -> TargetRef | None:
+        """Check that ``name`` names a target of table ``want``; report it otherwise."""
+        found = self.ws.targets.get(name)
+        known = [n for n, r in self.ws.targets.items() if r.table == want]
+        if found is None and any(name in f.broken for f in self.ws.files):
+            return None  # that table has its own error already
+        if found is None:
+            self.report(t, key, f"unknown {want[:-1]} {name!r}{hint(name, known)} "
+                                f"(known: {', '.join(sorted(known)) or 'none'})")
+            return None
+        if found.table != want:
+            self.report(t, key, f"{name!r} is a {found.table[:-1]}, not a {want[:-1]}{hint(name, known)}")
+            return None
+        return found
+
+    def path(self, t: TargetRef, key: str, rel: str, *, folder: bool | None = None) -> Path | None:
+        """Check that ``rel`` (relative to the manifest) exists, as a folder or a file; return it."""
+        p = t.file.root / rel
+        try:
+            exists, is_dir, is_file = p.exists(), p.is_dir(), p.is_file()
+        except OSError as e:  # a name too long, a loop of links
+            self.report(t, key, f"cannot use {rel!r}: {e.strerror or e}")
+            return None
+        if not exists:
+            self.report(t, key, f"file not found: {rel!r} (looked in {display_path(p)}); paths are relative to the "
+                                "manifest's folder")
+        elif folder is True and not is_dir:
+            self.report(t, key, f"{rel!r} is a file; expected a folder")
+        elif folder is False and not is_file:
+            self.report(t, key, f"{rel!r} is a folder; expected a file")
+        else:
+            return p
+        return None
+
+
+def _key_parts(key: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for piece in key.replace("]", "").split("."):
+        name, *indices = piece.split("[")
+        if name:
+            parts.append(name)
+        parts.extend(int(i) for i in indices if i.isdigit())
+    return parts
+
+
+def cross_check(ws: Workspace, problems: list[Problem]) -> None:
+    c = Checker(ws, problems)
+    for f in ws.files:
+        for i, name in enumerate(f.manifest.project.default or []):
+            if name not in ws.targets and not any(name in g.broken for g in ws.files):
+                c.add(f, "project", "", f"default[{i}]", f"unknown target {name!r}{hint(name, list(ws.targets))}",
+                      "default", i)
+    for t in ws.targets.values():
+        spec = t.spec
+        if isinstance(spec, ModelBase):
+            _check_model(c, t, spec)
+        elif isinstance(spec, SpecializationBase):
+            _check_specialization(c, t, spec)
+        elif isinstance(spec, ValidationBase):
+            _check_validation(c, t, spec)
+        elif isinstance(spec, StepTable):
+            _check_step(c, t, spec)
+    _check_cycles(c)
+
+
+def _check_model(c: Checker, t: TargetRef, m: ModelBase) -> None:
+    src = m.source
+    if isinstance(src, PathSource):
+        c.path(t, "source.path", src.path, folder=True)
+    elif isinstance(src, PackageSource):
+        _check_package(c, t, "source.package", src)
+    elif isinstance(src, RandomSource):
+        if isinstance(src.tokenizer, PathSource):
+            c.path(t, "source.tokenizer", src.tokenizer.path, folder=True)
+        elif isinstance(src.tokenizer, PackageSource):
+            _check_package(c, t, "source.tokenizer", src.tokenizer)
+    c.ws.plugins.tasks.get(m.task).check(c, t)
+
+
+def _check_package(c: Checker, t: TargetRef, key: str, src: PackageSource) -> None:
+    spec = importlib.util.find_spec(src.package) if src.package.isidentifier() else None
+    if spec is None or not spec.submodule_search_locations:
+        c.report(t, key, f"Python package {src.package!r} is not installed (install it with pip, or use "
+                         "source = { path = ... })")
+        return
+    folder = Path(next(iter(spec.submodule_search_locations))) / src.subdir
+    if not folder.is_dir():
+        c.report(t, key, f"package {src.package!r} has no folder {src.subdir!r} ({folder})")
+
+
+def _check_specialization(c: Checker, t: TargetRef, s: SpecializationBase) -> None:
+    backends = c.ws.plugins.backends
+    for i, b in enumerate(s.compile):
+        if b not in backends:
+            c.report(t, f"compile[{i}]", f"unknown compile backend {b!r}{hint(b, backends.names())} "
+                                         f"(known: {', '.join(backends.names())})", "compile", i)
+        elif (why := backends.get(b).refuses_dtype(s.dtype)) is not None:
+            c.report(t, f"compile[{i}]", f"{why}; use another dtype or backend", "compile", i)
+    if len(set(s.compile)) != len(s.compile):
+        c.report(t, "compile", "each backend may be listed once")
+    model = c.ref(t, "model", s.model, "models")
+    if model is not None:
+        c.ws.plugins.tasks.get(model.spec.task).check(c, t)
+
+
+def _check_validation(c: Checker, t: TargetRef, v: ValidationBase) -> None:
+    model = c.ref(t, "model", v.model, "models")
+    for i, name in enumerate(v.specializations):
+        sref = c.ref(t, f"specializations[{i}]", name, "specializations")
+        if sref is not None and model is not None and sref.spec.model != v.model:
+            c.report(t, f"specializations[{i}]", f"specialization {name!r} is for model {sref.spec.model!r}, "
+                                                 f"not {v.model!r}", "specializations", i)
+    runtimes = c.ws.plugins.runtimes
+    task = model.spec.task if model is not None else None
+    for i, r in enumerate(v.runtimes):
+        if r not in runtimes:
+            c.report(t, f"runtimes[{i}]", f"unknown runtime {r!r}{hint(r, runtimes.names())} "
+                                          f"(known: {', '.join(runtimes.names())})", "runtimes", i)
+        elif task is not None and not runtimes.get(r).runs_task(task):
+            can = [n for n in runtimes.names() if runtimes.get(n).runs_task(task)]
+            c.report(t, f"runtimes[{i}]", f"runtime {r!r} does not run task {task!r} (runtimes for it: "
+                                          f"{', '.join(can)})", "runtimes", i)
+    _check_bounds(c, t, v, task)
+    if model is not None:
+        c.ws.plugins.tasks.get(model.spec.task).check(c, t)
+
+
+def _check_bounds(c: Checker, t: TargetRef, v: ValidationBase, task: str | None) -> None:
+    """Every bound names a listed runtime and a metric this task computes, in the metric's range."""
+    metrics = c.ws.plugins.metrics
+    computed = list(c.ws.plugins.tasks.get(task).metrics) if task else metrics.names()
+    for runtime, bounds in v.checks.items():
+        if runtime not in v.runtimes:
+            c.report(t, f"checks.{runtime}", f"checks for runtime {runtime!r}, which this validation does not run"
+                                             f"{hint(runtime, v.runtimes)} (runtimes: {', '.join(v.runtimes)})")
+            continue
+        for metric, bound in bounds.items():
+            key = f"checks.{runtime}.{metric}"
+            if metric not in metrics:
+                c.report(t, key, f"unknown metric {metric!r}{hint(metric, computed)} (task {task!r} computes: "
+                                 f"{', '.join(computed)})")
+            elif metric not in computed:
+                c.report(t, key, f"metric {metric!r} is not computed by task {task!r}, so a bound on it would be "
+                                 f"ignored (it computes: {', '.join(computed)})")
+            else:
+                m = metrics.get(metric)
+                if bound < m.lowest or (m.highest is not None and bound > m.highest):
+                    top = f"{m.highest:g}" if m.highest is not None else "∞"
+                    c.report(t, key, f"{metric} bound {bound:g} is outside [{m.lowest:g}, {top}]")
+
+
+def _check_step(c: Checker, t: TargetRef, spec: StepTable) -> None:
+    for i, rel in enumerate(spec.inputs):
+        c.path(t, f"inputs[{i}]", rel, folder=False)
+    for i, dep in enumerate(spec.deps):
+        if dep not in c.ws.targets and not any(dep in f.broken for f in c.ws.files):
+            c.report(t, f"deps[{i}]", f"unknown target {dep!r}{hint(dep, list(c.ws.targets))}", "deps", i)
+    for i, out in enumerate(spec.outputs):
+        pure = PurePosixPath(out)
+        if pure.is_absolute() or ".." in pure.parts or out in ("", ".") or "\\" in out or "\0" in out:
+            c.report(t, f"outputs[{i}]", f"output {out!r} must be a relative path inside the step's output folder",
+                     "outputs", i)
+
+
+def _check_cycles(c: Checker) -> None:
+    """Report each dependency cycle among steps once, with its full path (iterative: chains can be long)."""
+    deps = {n: [d for d in r.spec.deps if d in c.ws.targets]
+            for n, r in c.ws.targets.items() if isinstance(r.spec, StepTable)}
+    state: dict[str, int] = {}  # 1 = on the path, 2 = done
+    seen_cycles: set[frozenset[str]] = set()
+    for root in sorted(deps):
+        if root in state:
+            continue
+        path: list[str] = [root]
+        on_path: dict[str, int] = {root: 0}
+        todo: list[list[str]] = [list(reversed(deps.get(root, [])))]
+        state[root] = 1
+        while path:
+            if not todo[-1]:
+                done = path.pop()
+                on_path.pop(done, None)
+                state[done] = 2
+                todo.pop()
+                continue
+            d = todo[-1].pop()
+            if state.get(d) == 1:
+                cycle = [*path[on_path[d]:], d]
+                if frozenset(cycle) not in seen_cycles:
+                    seen_cycles.add(frozenset(cycle))
+                    t = c.ws.targets[d]
+                    c.report(t, "deps", f"dependency cycle: {' -> '.join(cycle)}; remove one of these deps")
+            elif d not in state:
+                state[d] = 1
+                on_path[d] = len(path)
+                path.append(d)
+                todo.append(list(reversed(deps.get(d, []))))

@@ -1,0 +1,307 @@
+"""Loading manifests: TOML files → validated, cross-checked :class:`Workspace`.
+
+Every problem of one load is collected as a located :class:`~qeffbuild.errors.Problem`
+(file, line, table, key, what was expected, the nearest valid name) and raised together
+as one :class:`~qeffbuild.errors.ManifestError`. Tables are validated one by one, each
+against its family's class, so one bad table never hides the problems of another.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from difflib import get_close_matches
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ManifestError, Problem, UsageError
+from .diagnostics import Path as KeyPath
+from .diagnostics import index_lines, line_of, syntax_error_line
+from .pydantic_errors import explain_errors
+from .tables import TABLES, Manifest, ModelBase, ProjectTable, StepTable, Table
+
+if TYPE_CHECKING:
+    from .plugins import Plugins, Task
+    from .schema import TableClasses
+    from .sources import Resolved
+
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+MAX_NAME = 100  # names become file names (out/<target>, logs/<step>.log): stay well under 255 bytes
+
+
+@dataclass(frozen=True)
+class ManifestFile:
+    """One loaded manifest and where it lives."""
+
+    path: Path  # absolute
+    display: str  # as shown to the user (relative to the working directory when possible)
+    root: Path  # relative paths in the manifest are relative to this directory
+    manifest: Manifest
+    lines: dict[KeyPath, int]
+    broken: frozenset[str] = frozenset()  # names of tables that failed validation
+
+    def line(self, *path: str | int) -> int | None:
+        return line_of(self.lines, tuple(path))
+
+
+@dataclass(frozen=True)
+class TargetRef:
+    """A named table of some manifest: every one is a buildable target."""
+
+    name: str
+    table: str  # models | specializations | validations | steps
+    file: ManifestFile
+
+    @property
+    def spec(self) -> Any:
+        return getattr(self.file.manifest, self.table)[self.name]
+
+    @property
+    def kind(self) -> str:
+        return self.table[:-1]
+
+    def where(self, *key: str | int) -> str:
+        """``file:line: [table.name]`` for messages about this target (or one of its keys)."""
+        line = self.file.line(self.table, self.name, *key)
+        return f"{self.file.display}:{line}: [{self.table}.{self.name}]" if line else \
+            f"{self.file.display}: [{self.table}.{self.name}]"
+
+
+@dataclass
+class Workspace:
+    """All manifests of one invocation, with a flat namespace of targets."""
+
+    files: list[ManifestFile]
+    plugins: Plugins
+    classes: TableClasses
+    targets: dict[str, TargetRef] = field(default_factory=dict)
+    # Source resolutions of this workspace only: a second Project in one process sees new files.
+    _sources: dict[str, Resolved] = field(default_factory=dict, repr=False)
+
+    def defaults(self) -> list[str]:
+        names: list[str] = []
+        for f in self.files:
+            chosen = f.manifest.project.default
+            names.extend(chosen if chosen is not None else _declared(f.manifest))
+        return names
+
+    def model_of(self, ref: TargetRef) -> TargetRef:
+        return ref if ref.table == "models" else self.targets[ref.spec.model]
+
+    def task_of(self, ref: TargetRef) -> Task:
+        return self.plugins.tasks.get(self.model_of(ref).spec.task)
+
+    def source(self, model: TargetRef) -> Resolved:
+        """The model's source made concrete (folder, files, config), once per workspace."""
+        if model.name not in self._sources:
+            from .sources import resolve
+
+            self._sources[model.name] = resolve(model.spec.source, model.file.root)
+        return self._sources[model.name]
+
+
+def _declared(m: Manifest) -> list[str]:
+    return [name for table in TABLES for name in getattr(m, table)]
+
+
+def display_path(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return str(path)
+
+
+def find_manifests(paths: list[Path]) -> list[Path]:
+    """Expand files and folders into the sorted list of ``*.toml`` manifests."""
+    found: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found.extend(sorted(q for q in p.rglob("*.toml") if q.is_file()))
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise UsageError(f"{p}: no such manifest file or folder (pass -m FILE_OR_FOLDER)")
+    if not found:
+        where = ", ".join(str(p) for p in paths)
+        raise UsageError(f"no *.toml manifests found under {where}; create one with `qeffbuild init`")
+    return [p.resolve() for p in found]
+
+
+@dataclass
+class _Parsed:
+    """A manifest between the two passes: its text parsed, its tables not all validated yet."""
+
+    path: Path
+    display: str
+    data: dict[str, Any]
+    lines: dict[KeyPath, int]
+    tables: dict[str, dict[str, Table]] = field(default_factory=lambda: {t: {} for t in TABLES})
+    project: ProjectTable | None = None
+    broken: set[str] = field(default_factory=set)
+
+
+def load(paths: list[Path], plugins: Plugins | None = None) -> Workspace:
+    """Load and check every manifest under ``paths``; raise one ManifestError listing all problems."""
+    from .plugins import plugins as loaded_plugins
+    from .schema import TableClasses
+
+    plugins = plugins or loaded_plugins()
+    classes = TableClasses(plugins)
+    problems: list[Problem] = []
+    parsed = [p for path in find_manifests(paths) if (p := _parse(path, problems)) is not None]
+    v = _Validator(classes, problems)
+    for p in parsed:
+        v.first_pass(p)
+    models = {name: m for p in parsed for name, m in p.tables["models"].items()}
+    for p in parsed:
+        v.second_pass(p, models)
+    files = [ManifestFile(p.path, p.display, p.path.parent, Manifest(p.project, **p.tables), p.lines,
+                          frozenset(p.broken)) for p in parsed if p.project is not None]
+    ws = Workspace(files, plugins, classes)
+    _collect_targets(ws, problems)
+    from .crossref import cross_check
+
+    cross_check(ws, problems)
+    if problems:
+        raise ManifestError(problems)
+    return ws
+
+
+def _parse(path: Path, problems: list[Problem]) -> _Parsed | None:
+    display = display_path(path)
+    try:
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            problems.append(Problem(display, None, "", "", f"manifest is larger than {MAX_MANIFEST_BYTES >> 20} MiB"))
+            return None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        problems.append(Problem(display, None, "", "", f"cannot read manifest: {e}"))
+        return None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        m = re.search(r"\(at line \d+, column (\d+)\)", str(e))
+        msg = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(e))
+        col = f" (column {m.group(1)})" if m else ""
+        problems.append(Problem(display, syntax_error_line(text, str(e)), "", "", f"TOML syntax error: {msg}{col}"))
+        return None
+    except RecursionError:
+        problems.append(Problem(display, None, "", "", "TOML nests arrays or tables too deeply to read; "
+                                "flatten the deepest value"))
+        return None
+    return _Parsed(path, display, data, index_lines(text))
+
+
+class _Validator:
+    """Validates tables against their classes and turns pydantic errors into located problems."""
+
+    def __init__(self, classes: TableClasses, problems: list[Problem]) -> None:
+        self.classes = classes
+        self.problems = problems
+
+    def first_pass(self, p: _Parsed) -> None:
+        """[project], [models.*] (each by its task) and [steps.*]; unknown top-level keys."""
+        if "project" not in p.data:
+            self.problems.append(Problem(p.display, None, "project", "", 'missing [project] table; start the file '
+                                         'with:\n  [project]\n  name = "my-project"'))
+        else:
+            p.project = self._validate(p, ProjectTable, ("project",), p.data["project"])
+        for top in p.data:
+            if top != "project" and top not in TABLES:
+                allowed = ["project", *TABLES]
+                self.problems.append(Problem(p.display, p.lines.get((top,)), "", top,
+                                             f"unknown key {top!r}{_hint(top, allowed)} (expected one of: "
+                                             f"{', '.join(sorted(allowed))})"))
+        for table in TABLES:
+            value = p.data.get(table, {})
+            if not isinstance(value, dict):
+                self.problems.append(Problem(p.display, p.lines.get((table,)), "", table,
+                                             f"expected a table of named [{table}.NAME] tables, got {value!r}"))
+                value = {}
+            p.data[table] = value
+        for name, body in p.data["models"].items():
+            self._model(p, name, body)
+        for name, body in p.data["steps"].items():
+            self._keep(p, "steps", name, self._validate(p, StepTable, ("steps", name), body))
+
+    def second_pass(self, p: _Parsed, models: dict[str, Table]) -> None:
+        """[specializations.*] and [validations.*], each by the task of the model it names."""
+        for table in ("specializations", "validations"):
+            for name, body in p.data[table].items():
+                model = models.get(body.get("model")) if isinstance(body, dict) else None
+                task = model.task if isinstance(model, ModelBase) else None
+                cls = self.classes.of(table, task)
+                self._keep(p, table, name, self._validate(p, cls, (table, name), body, task))
+
+    def _model(self, p: _Parsed, name: str, body: Any) -> None:
+        if not isinstance(body, dict):
+            self.problems.append(Problem(p.display, line_of(p.lines, ("models", name)), f"models.{name}", "",
+                                         f"expected a table [models.{name}], got {body!r}"))
+            p.broken.add(name)
+            return
+        task = body.get("task")
+        known = self.classes.plugins.tasks.names()
+        if isinstance(task, str) and task in known:
+            self._keep(p, "models", name, self._validate(p, self.classes.model(task), ("models", name), body))
+            return
+        loc: KeyPath = ("models", name, "task")
+        if task is None:
+            msg = f"required key 'task' is missing (one of: {', '.join(known)})"
+        else:
+            msg = f"unknown task {task!r}{_hint(str(task), known)} (known: {', '.join(known)})"
+        self.problems.append(Problem(p.display, line_of(p.lines, loc), f"models.{name}", "task", msg))
+        p.broken.add(name)
+
+    def _keep(self, p: _Parsed, table: str, name: str, value: Table | None) -> None:
+        if value is None:
+            p.broken.add(name)
+        else:
+            p.tables[table][name] = value
+
+    def _validate(self, p: _Parsed, cls: type[Table], prefix: KeyPath, body: Any, task: str | None = None) -> Any:
+        from pydantic import ValidationError
+
+        try:
+            return cls.model_validate(body)
+        except ValidationError as e:
+            self.problems.extend(explain_errors(e, p.display, p.lines, prefix, cls, self.classes, task))
+            return None
+        except RecursionError:
+            self.problems.append(Problem(p.display, line_of(p.lines, prefix), ".".join(map(str, prefix)), "",
+                                         "nests too deeply to validate; flatten the deepest value"))
+            return None
+
+
+def _hint(name: str, known: list[str]) -> str:
+    close = get_close_matches(name, known, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _collect_targets(ws: Workspace, problems: list[Problem]) -> None:
+    for f in ws.files:
+        for table in TABLES:
+            for name in getattr(f.manifest, table):
+                if not NAME_RE.fullmatch(name) or len(name) > MAX_NAME:
+                    problems.append(
+                        Problem(f.display, f.line(table, name), f"{table}.{_short(name)}", "",
+                                f"target names use letters, digits, '_', '-' and '.', start with a letter or "
+                                f"digit, and are at most {MAX_NAME} characters long")
+                    )
+                    continue
+                prior = ws.targets.get(name)
+                if prior is not None:
+                    first = f"{prior.file.display}:{prior.file.line(prior.table, name)}"
+                    problems.append(
+                        Problem(f.display, f.line(table, name), f"{table}.{name}", "",
+                                f"duplicate target name {name!r}, already defined as [{prior.table}.{name}] "
+                                f"at {first}; every model, specialization, validation and step needs its own name")
+                    )
+                    continue
+                ws.targets[name] = TargetRef(name, table, f)
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= 60 else name[:57] + "..."

@@ -1,0 +1,196 @@
+"""The four kinds of plug-in (task families, compile backends, runtimes, metrics) and their loading.
+
+A plug-in is described here by what planning needs, and nothing heavy: the code that
+imports torch, onnx or onnxruntime is named as ``module:attribute`` and imported only in
+the worker process that runs it. Built-in plug-ins register from the package; third-party
+ones from the ``qeffbuild.plugins`` entry-point group::
+
+    [project.entry-points."qeffbuild.plugins"]
+    my_family = "my_package.qeffbuild_plugin:register"      # register(plugins: Plugins) -> None
+
+Every registry refuses an unknown name with the list of known ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from ..errors import PluginError
+from .registry import Registry
+
+if TYPE_CHECKING:
+    from .graph import Expansion
+    from .loader import TargetRef
+    from .tables import ModelBase, SpecializationBase, Table, ValidationBase
+
+ENTRY_POINT_GROUP = "qeffbuild.plugins"
+# Modules whose ``register(plugins)`` fills the registries with what qeffbuild ships.
+BUILTIN_MODULES = (
+    "qeffbuild.checks",
+    "qeffbuild.backends",
+    "qeffbuild.runtimes",
+    "qeffbuild.tasks.embedding",
+    "qeffbuild.tasks.speech",
+)
+
+
+def load_attr(spec: str) -> Any:
+    """Import ``module:attribute`` (only where the code runs: a worker, a session)."""
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One number a validation computes and a check can bound.
+
+    ``compute`` is ``module:function``: ``(reference, candidate) -> float`` for tensors and
+    tokens, ``(reference texts, hypothesis texts) -> float`` for text.
+    """
+
+    name: str
+    kind: Literal["tensor", "tokens", "text"]
+    higher_is_better: bool
+    description: str
+    compute: str
+    lowest: float = 0.0  # the smallest meaningful bound
+    highest: float | None = None  # the largest meaningful bound (None: unbounded)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where a validation or a user runs a model: the reference, the exported program, or a backend's artifact."""
+
+    name: str
+    description: str
+    opens: str  # "reference" | "program" | the name of a compile backend
+    tasks: tuple[str, ...] | None = None  # None: every task
+    # "reference" runtimes other than the plain HF model name the function that runs them.
+    runner: str | None = None
+
+    def runs_task(self, task: str) -> bool:
+        return self.tasks is None or task in self.tasks
+
+
+class Backend:
+    """A compile backend: what it compiles from, for which devices and dtypes, and how.
+
+    Subclasses set the class attributes and may override :meth:`unavailable` (plan-time:
+    why it cannot run here) and :meth:`tool_versions` (non-Python toolchain versions that
+    enter its compile keys, such as a compiler SDK's).
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    consumes: ClassVar[Literal["onnx", "program"]]
+    devices: ClassVar[tuple[str, ...]]
+    # dtype -> why this backend refuses it (checked at plan time); absent: supported.
+    refused_dtypes: ClassVar[dict[str, str]] = {}
+    toolchain: ClassVar[tuple[str, ...]]  # Python distributions whose versions enter its keys
+    version: ClassVar[int] = 1  # bump when its compile step's behaviour changes
+    compile: ClassVar[str]  # module:function run in the worker: (StepContext) -> None
+    session: ClassVar[str]  # module:callable opening an artifact folder: (folder, device) -> Session
+    options: ClassVar[type[Table] | None] = None  # a manifest sub-table [specializations.X.<name>]
+
+    def unavailable(self, device: str) -> str | None:
+        """Why this backend cannot compile for ``device`` on this machine (None when it can)."""
+        if device not in self.devices:
+            return f"backend {self.name!r} compiles for {', '.join(self.devices)}, not {device!r}"
+        return None
+
+    def refuses_dtype(self, dtype: str) -> str | None:
+        why = self.refused_dtypes.get(dtype)
+        return f"backend {self.name!r} cannot compile {dtype}: {why}" if why else None
+
+    def tool_versions(self, device: str) -> dict[str, str]:
+        return {}
+
+    def describe(self, device: str = "cpu") -> dict[str, Any]:
+        why = self.unavailable(device)
+        return {"name": self.name, "description": self.description, "consumes": self.consumes,
+                "devices": list(self.devices), "available": why is None, "why_not": why}
+
+
+class Task:
+    """A model family: its manifest fields, plan-time checks and graph expansion.
+
+    A family's package ``__init__`` defines its subclass and must stay torch-free; its
+    heavy modules (transform, validate, bench, run) are named by ``module:function`` and run
+    in workers.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    model_table: ClassVar[type[ModelBase]]
+    specialization_table: ClassVar[type[SpecializationBase]]
+    validation_table: ClassVar[type[ValidationBase]]
+    metrics: ClassVar[tuple[str, ...]]  # what its validation computes: the only metrics `checks` may bound
+    bench: ClassVar[str | None] = None  # module:function behind `qeffbuild bench`
+    run: ClassVar[str | None] = None  # module:function behind `qeffbuild run`
+    example: ClassVar[str] = ""  # a one-line hint shown when a model does not fit
+
+    def supports(self, architecture: str | None, model_type: str | None) -> bool:
+        """Whether this family can build a model of that class / ``model_type`` (torch-free)."""
+        raise NotImplementedError
+
+    def supported(self) -> str:
+        """The architectures this family builds, for error messages."""
+        raise NotImplementedError
+
+    def check(self, checker: Any, ref: TargetRef) -> None:
+        """Load-time checks of one of this family's tables (problems go to ``checker``)."""
+
+    def expand(self, x: Expansion, ref: TargetRef) -> list[str]:
+        """Add the steps of target ``ref`` to the graph; return the ids of those it outputs."""
+        raise NotImplementedError
+
+    def default_checks(self, runtime: str, dtype: str) -> dict[str, float]:
+        """The bounds a validation applies when the manifest sets none."""
+        return {}
+
+
+@dataclass
+class Plugins:
+    """Every registry, filled once per process by :func:`plugins` (or by hand in tests)."""
+
+    tasks: Registry[Task] = field(default_factory=lambda: Registry("task"))
+    backends: Registry[Backend] = field(default_factory=lambda: Registry("compile backend"))
+    runtimes: Registry[Runtime] = field(default_factory=lambda: Registry("runtime"))
+    metrics: Registry[Metric] = field(default_factory=lambda: Registry("metric"))
+    sources: list[str] = field(default_factory=list)  # where each plug-in module came from
+
+    def load(self, module: str) -> None:
+        register: Callable[[Plugins], None] = importlib.import_module(module).register
+        register(self)
+        self.sources.append(module)
+
+
+_PLUGINS: Plugins | None = None
+
+
+def plugins() -> Plugins:
+    """The process-wide plug-ins: the built-in ones, then every installed entry point."""
+    global _PLUGINS
+    if _PLUGINS is None:
+        loaded = Plugins()
+        for module in BUILTIN_MODULES:
+            loaded.load(module)
+        _load_entry_points(loaded)
+        _PLUGINS = loaded
+    return _PLUGINS
+
+
+def _load_entry_points(loaded: Plugins) -> None:
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            register = ep.load()
+            register(loaded)
+        except Exception as e:  # a broken third-party plug-in must say which one it is
+            raise PluginError(f"the qeffbuild plug-in {ep.name!r} ({ep.value}) failed to load: "
+                              f"{type(e).__name__}: {e}; fix or uninstall its package") from e
+        loaded.sources.append(f"entry point {ep.name} ({ep.value})")

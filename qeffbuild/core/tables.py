@@ -1,0 +1,177 @@
+"""The manifest tables every family shares: frozen pydantic models of what a TOML manifest says.
+
+A family (``tasks/<family>``) subclasses :class:`ModelBase`, :class:`SpecializationBase`
+and :class:`ValidationBase` with its own fields; backends add option sub-tables to
+specializations (``core/schema.py`` assembles the classes). Every table forbids unknown
+keys, refuses NaN and infinities, and is immutable once loaded.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+
+Dtype = Literal["float32", "float16", "bfloat16"]
+Device = Literal["cpu", "cuda"]
+MAX_CONFIG_DEPTH = 16  # config and override values nest at most this deep
+
+
+class Table(BaseModel):
+    """Base of every manifest table: immutable, unknown keys and non-finite floats are errors.
+
+    ``defer_build`` keeps importing a family cheap: a table's validator is built the first
+    time a manifest uses it, so a no-op build of command steps never builds model tables.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, defer_build=True)
+
+
+def check_config_tree(value: Any, depth: int = 0) -> Any:
+    """A config or overrides value: finite numbers, string keys, bounded nesting."""
+    if depth > MAX_CONFIG_DEPTH:
+        raise ValueError(f"nests deeper than {MAX_CONFIG_DEPTH} levels")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value!r} is not a finite number; use a finite value")
+    if isinstance(value, dict):
+        for v in value.values():
+            check_config_tree(v, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            check_config_tree(v, depth + 1)
+    return value
+
+
+class ProjectTable(Table):
+    name: str = Field(description="Project name, shown in reports.", min_length=1, max_length=200)
+    description: str = ""
+    salt: str = Field("", description="Mixed into every step key; change it to force a full rebuild.")
+    default: list[str] | None = Field(
+        None, description="Targets built by `qeffbuild build` with no target (default: all)."
+    )
+
+
+class PathSource(Table):
+    path: str = Field(description="A local Hugging Face directory, relative to this manifest.")
+
+
+class HubSource(Table):
+    hf: str = Field(description="Hub id, resolved offline from the Hugging Face cache (never downloaded).")
+    revision: str = "main"
+
+
+class PackageSource(Table):
+    package: str = Field(description="An installed Python package that ships a model directory.")
+    subdir: str = "model"
+
+
+class RandomSource(Table):
+    random: str = Field(description="A transformers architecture class, e.g. BertModel.")
+    config: dict[str, Any] = Field(default_factory=dict, description="Config keyword arguments.")
+    seed: int = Field(0, ge=0, lt=2**63)
+    tokenizer: PathSource | PackageSource | None = Field(
+        None, description="Where the tokenizer or feature extractor comes from."
+    )
+
+    @field_validator("config")
+    @classmethod
+    def _finite(cls, v: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = check_config_tree(v)
+        return result
+
+
+SOURCE_KINDS: dict[str, type[Table]] = {
+    "path": PathSource,
+    "hf": HubSource,
+    "package": PackageSource,
+    "random": RandomSource,
+}
+
+
+def _source_kind(value: Any) -> str | None:
+    """The source kind is the one of path/hf/package/random that the table names."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump()
+    if not isinstance(value, dict):
+        return None
+    kinds = [k for k in SOURCE_KINDS if k in value]
+    return kinds[0] if len(kinds) == 1 else None
+
+
+Source = Annotated[
+    Annotated[PathSource, Tag("path")]
+    | Annotated[HubSource, Tag("hf")]
+    | Annotated[PackageSource, Tag("package")]
+    | Annotated[RandomSource, Tag("random")],
+    Discriminator(
+        _source_kind,
+        custom_error_type="source_kind",
+        custom_error_message="expected a table with exactly one of the keys path, hf, package, random",
+    ),
+]
+
+
+class ModelBase(Table):
+    """[models.NAME]: what every family's model table holds; families add their own fields."""
+
+    source: Source
+    task: str = Field(description="The model family that builds it: embedding | speech-seq2seq | …")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="Config overrides (part of the key).")
+    trust_remote_code: bool = Field(
+        False, description="Run Python code shipped inside the model folder (off by default: a model is data)."
+    )
+
+    @field_validator("overrides")
+    @classmethod
+    def _finite(cls, v: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = check_config_tree(v)
+        return result
+
+
+class SpecializationBase(Table):
+    """[specializations.NAME]: fixed shapes and precision to compile one model for."""
+
+    model: str
+    batch_size: int = Field(1, ge=1, le=65536)
+    dtype: Dtype = "float32"
+    compile: list[str] = Field(default_factory=lambda: ["ort", "aoti"], description="Compile backends.")
+    device: Device = "cpu"
+    opset: int = Field(18, ge=11, le=30, description="ONNX opset of the export.")
+
+
+class ValidationBase(Table):
+    """[validations.NAME]: run runtimes on inputs and check them against the reference model."""
+
+    model: str
+    specializations: list[str] = Field(min_length=1)
+    runtimes: list[str] = Field(min_length=1)
+    inputs: str = Field(description="The validation's inputs, relative to this manifest.")
+    checks: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="Bounds per runtime and metric, e.g. { onnxruntime = { mad = 1e-5 } }."
+    )
+
+
+class StepTable(Table):
+    """[steps.NAME]: any command, cached like every other step."""
+
+    cmd: list[str] = Field(min_length=1, description="argv; {out}, {root} and {dep:NAME} are expanded.")
+    inputs: list[str] = Field(default_factory=list, description="Files read, relative to this manifest.")
+    outputs: list[str] = Field(min_length=1, description="Files the command writes under {out}.")
+    env: dict[str, str] = Field(default_factory=dict)
+    deps: list[str] = Field(default_factory=list, description="Targets whose outputs this step reads.")
+
+
+TABLES = ("models", "specializations", "validations", "steps")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One manifest file's validated tables (family-specific classes for model targets)."""
+
+    project: ProjectTable
+    models: dict[str, ModelBase] = field(default_factory=dict)
+    specializations: dict[str, SpecializationBase] = field(default_factory=dict)
+    validations: dict[str, ValidationBase] = field(default_factory=dict)
+    steps: dict[str, StepTable] = field(default_factory=dict)

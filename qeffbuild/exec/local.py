@@ -1,0 +1,307 @@
+"""The local executor: runs a plan's uncached steps in parallel, each in its own process.
+
+Threads schedule; processes run. A command step's child is the user's command, a Python
+step's child is ``python -m qeffbuild.exec.worker``. Per-key locks make concurrent builds run
+each step once; Ctrl-C kills the children, removes scratch and releases every lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..core.planner import Plan, PlannedStep
+from ..core.progress import Reporter
+from ..core.steps import StepNode
+from ..errors import Interrupted
+from ..store import Store, link_or_copy
+from . import StepResult
+from .worker import EXIT_CHECK_FAILED, EXIT_USER_ERROR, summarize
+
+LOG_TAIL = 4000
+
+
+class _Stopped(Exception):
+    pass
+
+
+class LocalExecutor:
+    def __init__(self, plan: Plan, store: Store, jobs: int, keep_going: bool, reporter: Reporter,
+                 out_root: Path, verbose: bool = False) -> None:
+        self.plan = plan
+        self.verbose = verbose
+        self.store = store
+        self.jobs = max(1, jobs)
+        self.keep_going = keep_going
+        self.reporter = reporter
+        self.out_root = out_root
+        self.stop = threading.Event()
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._procs_lock = threading.Lock()
+
+    # --- scheduling ------------------------------------------------------------------------
+    def run(self) -> dict[str, StepResult]:
+        todo = {s.id: s for s in self.plan.to_run()}
+        waiting = {sid: {d for d in s.node.deps.values() if d in todo} for sid, s in todo.items()}
+        dependents: dict[str, list[str]] = {}
+        for sid, deps in waiting.items():
+            for d in deps:
+                dependents.setdefault(d, []).append(sid)
+        results: dict[str, StepResult] = {}
+        running: dict[Future[StepResult], str] = {}
+        failed = False
+        self.reporter.start(len(todo))
+        pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="qeffbuild-step")
+        try:
+            while waiting or running:
+                if not failed or self.keep_going:
+                    for sid in sorted(s for s, deps in waiting.items() if not deps):
+                        if len(running) >= self.jobs:
+                            break
+                        del waiting[sid]
+                        self.reporter.step_started(sid)
+                        running[pool.submit(self._run_step, todo[sid])] = sid
+                elif not running:
+                    break
+                if not running:
+                    break
+                done, _ = wait(running, timeout=0.25, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    sid = running.pop(fut)
+                    res = fut.result()
+                    results[sid] = res
+                    self.reporter.step_finished(sid, res.status, res.duration_s)
+                    if res.status in ("built", "shared"):
+                        for dep in dependents.get(sid, []):
+                            waiting[dep].discard(sid)
+                    else:
+                        failed = True
+                        self._skip_dependents(sid, waiting, dependents, results)
+        except KeyboardInterrupt:
+            self.stop.set()
+            self._kill_all()
+            for fut in list(running):
+                with contextlib.suppress(Exception):
+                    fut.result(timeout=30)
+            pool.shutdown(wait=True, cancel_futures=True)
+            self.reporter.stop()
+            raise Interrupted("interrupted: finished steps are cached; run the same command to resume") from None
+        pool.shutdown(wait=True)
+        for sid in waiting:
+            results.setdefault(sid, StepResult(sid, "skipped", message="not started after an earlier failure"))
+        self.reporter.stop()
+        return results
+
+    def _skip_dependents(self, sid: str, waiting: dict[str, set[str]], dependents: dict[str, list[str]],
+                         results: dict[str, StepResult]) -> None:
+        stack = list(dependents.get(sid, []))
+        while stack:
+            d = stack.pop()
+            if d in waiting:
+                del waiting[d]
+                results[d] = StepResult(d, "skipped", message=f"needs {sid}, which did not build")
+                stack.extend(dependents.get(d, []))
+
+    def _kill_all(self) -> None:
+        with self._procs_lock:
+            for p in self._procs.values():
+                if p.poll() is None:
+                    p.kill()
+
+    # --- one step ----------------------------------------------------------------------------
+    def _run_step(self, step: PlannedStep) -> StepResult:
+        t0 = time.monotonic()
+        from filelock import Timeout
+
+        lock = self.store.lock(step.key)
+        while True:  # wait for a concurrent build running this step, but stay responsive to Ctrl-C
+            try:
+                lock.acquire(timeout=0.2)
+                break
+            except Timeout:
+                if self.stop.is_set():
+                    return StepResult(step.id, "interrupted")
+        scratch: Path | None = None
+        try:
+            if not step.forced and self.store.has(step.key):  # another build ran it while we waited for the lock
+                return StepResult(step.id, "shared", time.monotonic() - t0)
+            scratch = self.store.scratch(step.key)
+            out = scratch / "out"
+            out.mkdir()
+            inputs = {role: self._dep_tree(dep) for role, dep in step.node.deps.items()}
+            command = step.node.is_command
+            if command:
+                code = self._run_command(step.node, scratch, out, inputs)
+            else:
+                code = self._run_worker(step, scratch, out, inputs)
+            log = _tail(scratch / "log.txt")
+            if self.stop.is_set():
+                return StepResult(step.id, "interrupted")
+            if code != 0:
+                kept = self._keep_log(step.id, scratch / "log.txt")
+                result = self._failure(step, scratch, code, log, time.monotonic() - t0, not command)
+                result.message += f"\n(full log: {kept})"
+                return result
+            if command:
+                missing = _keep_declared(out, step.node.params["outputs"])
+                if missing:
+                    return StepResult(step.id, "failed", time.monotonic() - t0,
+                                      f"the command exited 0 but did not write {', '.join(missing)}; "
+                                      f"declared outputs are written under {{out}} (its working folder)\n{log}")
+            duration = time.monotonic() - t0
+            self.store.commit(step.key, step.id, out, step.material, duration, log)
+            return StepResult(step.id, "built", duration)
+        except _Stopped:
+            return StepResult(step.id, "interrupted")
+        except Exception as e:  # anything unexpected fails this step only, with what went wrong
+            return StepResult(step.id, "failed", time.monotonic() - t0, summarize(e))
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+            lock.release()
+
+    def _keep_log(self, step_id: str, log: Path) -> Path:
+        """A failed step's whole log outlives its scratch folder: out/.cache/logs/<step>.log."""
+        dest = self.store.root / "logs" / (re.sub(r"[^A-Za-z0-9_.-]+", "_", step_id) + ".log")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if log.exists():
+            shutil.copyfile(log, dest)
+        return dest
+
+    def _dep_tree(self, dep_id: str) -> Path:
+        key = self.plan.by_id[dep_id].key
+        entry = self.store.lookup(key)
+        if entry is None:
+            raise OSError(f"the cache entry of {dep_id} is missing; run the build again")
+        return self.store.tree(entry)
+
+    def _failure(self, step: PlannedStep, scratch: Path, code: int, log: str, duration: float,
+                 worker: bool) -> StepResult:
+        failure = scratch / "failure.txt"
+        text = failure.read_text() if failure.exists() else ""
+        if worker and code == EXIT_CHECK_FAILED:
+            self._keep_failed_report(step.node, scratch / "out")
+            return StepResult(step.id, "check-failed", duration, text)
+        if worker and code == EXIT_USER_ERROR:
+            return StepResult(step.id, "failed", duration, text)
+        how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        if text:  # a worker crash: the exception itself first, the log's last lines after it
+            return StepResult(step.id, "failed", duration, f"{text}\n--- log (last lines) ---\n{log}".rstrip())
+        return StepResult(step.id, "failed", duration, f"{how}\n--- log (last lines) ---\n{log}".rstrip())
+
+    def _keep_failed_report(self, node: StepNode, out: Path) -> None:
+        """A failed validation is not cached, but its report is what the user must read."""
+        dest = self.out_root / node.target
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / ".qeffbuild-stamp").unlink(missing_ok=True)
+        for path in out.rglob("*"):
+            if path.is_file():
+                target = dest / path.relative_to(out)
+                target.unlink(missing_ok=True)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+
+    def _spawn(self, step_id: str, args: list[str], cwd: Path, env: dict[str, str], log: Path) -> int:
+        with open(log, "wb") as logf:
+            with self._procs_lock:
+                if self.stop.is_set():
+                    raise _Stopped
+                try:
+                    proc = subprocess.Popen(args, cwd=cwd, env=env, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            stdout=subprocess.PIPE if self.verbose else logf)
+                except OSError as e:
+                    logf.write(f"cannot start {args[0]!r}: {e}\n".encode())
+                    return 127
+                self._procs[step_id] = proc
+            try:
+                if self.verbose:
+                    self._stream(step_id, proc, logf)
+                return proc.wait()
+            finally:
+                with self._procs_lock:
+                    self._procs.pop(step_id, None)
+
+    def _stream(self, step_id: str, proc: subprocess.Popen[bytes], logf: Any) -> None:
+        """-v: every line of the step's output goes to its log and, prefixed, to the reporter."""
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            logf.write(raw)
+            self.reporter.message(f"[{step_id}] {raw.decode(errors='replace').rstrip()}")
+
+    def _run_command(self, node: StepNode, scratch: Path, out: Path, inputs: dict[str, Path]) -> int:
+        dep_dirs: dict[str, Path] = {}
+        for name, roles in node.dep_targets.items():
+            folder = scratch / "deps" / name
+            folder.mkdir(parents=True)
+            for role in roles:
+                sub = self.plan.graph.nodes[node.deps[role]].out_subdir
+                for f in inputs[role].rglob("*"):
+                    if f.is_file():
+                        link_or_copy(f, folder / sub / f.relative_to(inputs[role]))
+            dep_dirs[name] = folder
+        values = {"out": str(out), "root": str(node.root or "")}
+        values.update({f"dep:{k}": str(v) for k, v in dep_dirs.items()})
+
+        def expand(arg: str) -> str:
+            return re.sub(r"\{(out|root|dep:[A-Za-z0-9_.-]+)\}", lambda m: values.get(m.group(1), m.group(0)), arg)
+
+        env = dict(os.environ)
+        env.update({k: expand(v) for k, v in node.params["env"].items()})
+        env["QEFFBUILD_OUT"] = str(out)
+        env["QEFFBUILD_ROOT"] = values["root"]
+        args = [expand(a) for a in node.params["cmd"]]
+        return self._spawn(node.id, args, out, env, scratch / "log.txt")
+
+    def _run_worker(self, step: PlannedStep, scratch: Path, out: Path, inputs: dict[str, Path]) -> int:
+        node = step.node
+        request = {
+            "node_id": node.id,
+            "runner": node.runner,
+            "params": node.params,
+            "inputs": {k: str(v) for k, v in inputs.items()},
+            "files": {f.label: str(f.path) for f in node.files},
+            "out": str(out),
+            "root": str(node.root) if node.root else None,
+            "paths": {k: str(v) for k, v in node.paths.items()},
+        }
+        req = scratch / "request.json"
+        req.write_text(json.dumps(request))
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        return self._spawn(node.id, [sys.executable, "-m", "qeffbuild.exec.worker", str(req)], scratch, env,
+                           scratch / "log.txt")
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    """The log's last lines (each cut to 300 characters): enough to see, never a wall of text."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            data = f.read()
+    except OSError:
+        return ""
+    tail = data.decode(errors="replace").splitlines()[-lines:]
+    return "\n".join(ln if len(ln) <= 300 else ln[:297] + "..." for ln in tail)[-LOG_TAIL:]
+
+
+def _keep_declared(out: Path, declared: list[str]) -> list[str]:
+    """Delete undeclared files from ``out``; return the declared outputs that are missing."""
+    wanted = {Path(d).as_posix() for d in declared}
+    for path in sorted(out.rglob("*"), reverse=True):
+        rel = path.relative_to(out).as_posix()
+        if path.is_file() and rel not in wanted:
+            path.unlink()
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    return sorted(d for d in wanted if not (out / d).is_file())

@@ -1,0 +1,1 @@
+"""The model pipeline shared by every family: load, export and compile nodes (torch-free) and their worker code."""

@@ -1,0 +1,41 @@
+"""The reports room: writing a validation's report (report.json, report.txt) and plain-text tables.
+
+A family renders its own table (``tasks/<family>/report.py``); this module writes the files,
+prints the table and turns a failed check into :class:`~qeffbuild.errors.ValidationFailed`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3g}" if v != 1.0 else "1"
+    return str(v)
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    out.append("  ".join("-" * w for w in widths))
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(out)
+
+
+def publish(out: Path, report: dict[str, Any], render: Callable[[dict[str, Any]], str],
+            failure_text: Callable[[dict[str, Any]], str]) -> None:
+    """Write report.json and report.txt, print the table, and fail when a check did not hold."""
+    from ..errors import ValidationFailed
+
+    text = render(report)
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    (out / "report.txt").write_text(text)
+    print(text)
+    if not report["ok"]:
+        raise ValidationFailed(failure_text(report))

@@ -1,0 +1,58 @@
+"""Torch sessions: an exported program (or any torch callable) run on named numpy inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .io import cast_feeds, read_io
+
+
+def to_numpy(values: Any) -> list[Any]:
+    import torch
+
+    if isinstance(values, torch.Tensor):
+        values = [values]
+    elif isinstance(values, dict):
+        values = list(values.values())
+    return [v.detach().to("cpu", torch.float32).numpy() if v.is_floating_point() else v.detach().cpu().numpy()
+            for v in values]
+
+
+class TorchCalling:
+    """Calls a torch callable the way its graph was exported (keywords or positions)."""
+
+    def __init__(self, fn: Any, io: dict[str, Any], device: str) -> None:
+        from ..pipeline.torchutil import torch_device
+
+        self.fn = fn
+        self.io = io
+        self.device = torch_device(device)
+
+    def run(self, feeds: dict[str, Any]) -> list[Any]:
+        import torch
+
+        with torch.no_grad():
+            tensors = {}
+            for name, value in cast_feeds(feeds, self.io).items():
+                t = torch.from_numpy(value)
+                if self.io["inputs"][name] == "bfloat16":
+                    t = t.to(torch.bfloat16)
+                tensors[name] = t.to(self.device)
+            if self.io.get("call") == "positional":
+                return to_numpy(self.fn(*tensors.values()))
+            return to_numpy(self.fn(**tensors))
+
+
+class TorchSession(TorchCalling):
+    """A torch callable: the eager reference, or an exported program's module."""
+
+    def __init__(self, fn: Any, io: dict[str, Any] | None = None, device: str = "cpu") -> None:
+        super().__init__(fn, io or {"inputs": {"input_ids": "int64", "attention_mask": "int64"}}, device)
+
+
+def open_program(folder: Path, device: str = "cpu") -> TorchSession:
+    from ..pipeline.torchutil import load_program
+
+    program = load_program(folder / "program.pt2")  # exported on ``device`` by its transform step
+    return TorchSession(program.module(), read_io(folder), device)

@@ -1,0 +1,1 @@
+"""The tasks room: one package per model family; each package's __init__ is torch-free."""

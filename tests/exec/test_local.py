@@ -1,0 +1,208 @@
+"""Building command steps: caching, failures, kill -9, Ctrl-C, concurrency, materialization."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+from ..helpers import ProjectDir
+
+TWO_STEPS = """
+[project]
+name = "t"
+
+[steps.gen]
+cmd = ["sh", "-c", "echo run >> {root}/gen.count; echo hello > hello.txt"]
+outputs = ["hello.txt"]
+
+[steps.upper]
+cmd = ["sh", "-c", "tr a-z A-Z < {dep:gen}/hello.txt > up.txt && cat {root}/in.txt >> up.txt"]
+inputs = ["in.txt"]
+outputs = ["up.txt"]
+deps = ["gen"]
+"""
+
+
+def _two(project: ProjectDir) -> None:
+    project.manifest(TWO_STEPS)
+    project.write("manifests/in.txt", "data\n")
+
+
+def _lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def test_build_materializes_outputs_with_provenance(project: ProjectDir) -> None:
+    _two(project)
+    res = project.cli("build", "upper", "--json")
+    assert res.code == 0, res.err
+    data = json.loads(res.out)
+    assert data["counts"] == {"built": 2}
+    out = project.root / "out" / "upper"
+    assert (out / "up.txt").read_text() == "HELLO\ndata\n"
+    prov = json.loads((out / "provenance.json").read_text())
+    assert [s["id"] for s in prov["steps"]] == ["command:gen", "command:upper"]
+    assert all(str(project.root) not in json.dumps(s["material"]) for s in prov["steps"])  # no absolute paths
+
+
+def test_noop_rebuild_runs_nothing(project: ProjectDir) -> None:
+    _two(project)
+    assert project.cli("build").code == 0
+    res = project.cli("build", "--json")
+    assert json.loads(res.out)["counts"] == {"cached": 2}
+    assert _lines(project.root / "manifests" / "gen.count") == 1
+
+
+def test_changed_input_reruns_only_dependents(project: ProjectDir) -> None:
+    _two(project)
+    project.cli("build")
+    project.write("manifests/in.txt", "new\n")
+    res = project.cli("build", "--json")
+    assert json.loads(res.out)["steps"]["command:upper"]["status"] == "built"
+    assert json.loads(res.out)["steps"]["command:gen"]["status"] == "cached"
+    assert (project.root / "out" / "upper" / "up.txt").read_text() == "HELLO\nnew\n"
+
+
+def test_failed_step_exits_1_with_its_log_and_skips_dependents(project: ProjectDir) -> None:
+    project.manifest("""
+        [project]
+        name = "t"
+        [steps.bad]
+        cmd = ["sh", "-c", "echo 'compiler says no' >&2; exit 3"]
+        outputs = ["x"]
+        [steps.after]
+        cmd = ["sh", "-c", "cp {dep:bad}/x y"]
+        outputs = ["y"]
+        deps = ["bad"]
+        [steps.other]
+        cmd = ["sh", "-c", "echo ok > z"]
+        outputs = ["z"]
+    """)
+    res = project.cli("build", "--keep-going", "--json")
+    assert res.code == 1
+    steps = json.loads(res.out)["steps"]
+    assert steps["command:bad"]["status"] == "failed"
+    assert "exit code 3" in steps["command:bad"]["message"]
+    assert "compiler says no" in steps["command:bad"]["message"]
+    assert steps["command:after"]["status"] == "skipped"
+    assert steps["command:other"]["status"] == "built"  # --keep-going builds what does not depend on it
+    human = project.cli("build", "after")
+    assert human.code == 1 and "compiler says no" in human.err and "Traceback" not in human.err
+
+
+def test_missing_declared_output_is_a_clear_failure(project: ProjectDir) -> None:
+    project.manifest('[project]\nname = "t"\n[steps.s]\ncmd = ["true"]\noutputs = ["result.bin"]\n')
+    res = project.cli("build")
+    assert res.code == 1
+    assert "did not write result.bin" in res.err
+
+
+def test_unknown_command_is_reported(project: ProjectDir) -> None:
+    project.manifest('[project]\nname = "t"\n[steps.s]\ncmd = ["no-such-tool-xyz"]\noutputs = ["o"]\n')
+    res = project.cli("build")
+    assert res.code == 1 and "cannot start 'no-such-tool-xyz'" in res.err
+
+
+def test_unknown_target_suggests_a_name(project: ProjectDir) -> None:
+    _two(project)
+    res = project.cli("build", "uper")
+    assert res.code == 2 and "did you mean 'upper'?" in res.err
+
+
+SLOW = """
+[project]
+name = "t"
+
+[steps.fast]
+cmd = ["sh", "-c", "echo fast > f.txt"]
+outputs = ["f.txt"]
+
+[steps.slow]
+cmd = ["sh", "-c", "echo run >> {root}/slow.count; touch {root}/slow.started; sleep %s; echo slow > s.txt"]
+outputs = ["s.txt"]
+"""
+
+
+def _wait_for(path: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def _cache_tmp_is_empty(project: ProjectDir) -> bool:
+    tmp = project.root / "out" / ".cache" / "tmp"
+    return not tmp.exists() or not any(tmp.iterdir())
+
+
+def test_sigkill_mid_step_leaves_no_half_entry_and_next_build_resumes(project: ProjectDir) -> None:
+    project.manifest(SLOW % "30")
+    assert project.cli("build", "fast").code == 0
+    proc = project.popen("build", "fast", "slow", start_new_session=True)
+    _wait_for(project.root / "manifests" / "slow.started")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    res = project.cli("plan", "--json")
+    plan = {s["id"]: s["action"] for s in json.loads(res.out)["steps"]}
+    assert plan == {"command:fast": "cached", "command:slow": "run"}  # no visible half-entry
+    assert not (project.root / "out" / "slow").exists()
+    project.manifest(SLOW % "0")
+    res = project.cli("build", "--json")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["counts"] == {"built": 1, "cached": 1}
+    assert _cache_tmp_is_empty(project)  # the killed build's scratch was cleaned up
+
+
+def test_ctrl_c_stops_cleanly_and_the_next_build_resumes(project: ProjectDir) -> None:
+    project.manifest(SLOW % "30")
+    proc = project.popen("build", start_new_session=True)
+    _wait_for(project.root / "manifests" / "slow.started")
+    os.killpg(proc.pid, signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert _cache_tmp_is_empty(project)
+    project.manifest(SLOW % "0")
+    res = project.cli("build", "--json")
+    assert res.code == 0
+    assert json.loads(res.out)["steps"]["command:slow"]["status"] == "built"
+
+
+def test_two_concurrent_builds_run_each_step_once(project: ProjectDir) -> None:
+    project.manifest(SLOW % "2")
+    first = project.popen("build", "slow")
+    second = project.popen("build", "slow")
+    assert first.wait(60) == 0 and second.wait(60) == 0, (first.stderr.read(), second.stderr.read())  # type: ignore[union-attr]
+    assert _lines(project.root / "manifests" / "slow.count") == 1
+    assert (project.root / "out" / "slow" / "s.txt").read_text() == "slow\n"
+
+
+def test_corrupt_blob_is_found_by_verify_and_rebuilt(project: ProjectDir) -> None:
+    _two(project)
+    assert project.cli("build").code == 0
+    out_file = project.root / "out" / "upper" / "up.txt"
+    os.chmod(out_file, 0o644)  # a user edits a materialized output in place: it is the blob
+    out_file.write_text("tampered\n")
+    res = project.cli("cache", "verify")
+    assert res.code == 1
+    assert json.loads(res.out)["entries_dropped"] == ["command:upper"]
+    res = project.cli("build", "--json")
+    assert res.code == 0
+    assert json.loads(res.out)["steps"]["command:upper"]["status"] == "built"
+    assert out_file.read_text() == "HELLO\ndata\n"
+    assert project.cli("cache", "verify").code == 0
+
+
+def test_cache_dir_is_relocatable_by_env_and_keeps_hits(project: ProjectDir, tmp_path: Path) -> None:
+    _two(project)
+    cache = tmp_path / "elsewhere-cache"
+    env = {"QEFFBUILD_CACHE_DIR": str(cache)}
+    assert project.cli("build", env=env).code == 0
+    assert (cache / "ac").is_dir() and not (project.root / "out" / ".cache").exists()
+    moved = tmp_path / "moved-cache"
+    cache.rename(moved)
+    res = project.cli("--cache-dir", str(moved), "build", "--json")
+    assert json.loads(res.out)["counts"] == {"cached": 2}

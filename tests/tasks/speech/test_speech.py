@@ -1,0 +1,278 @@
+"""Whisper end to end: retained-state decoder, greedy decoding on every runtime, WER, `run`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ...helpers import REPO, ProjectDir, noop_build
+
+pytestmark = pytest.mark.slow
+SPEC = "whisper-tiny-random-b1"
+PARITY = "whisper-tiny-random-parity"
+
+
+@pytest.fixture(scope="module")
+def sp(tmp_path_factory: pytest.TempPathFactory) -> ProjectDir:
+    root = tmp_path_factory.mktemp("speech")
+    shutil.copytree(REPO / "manifests", root / "manifests")
+    project = ProjectDir(root)
+    res = project.cli("build", PARITY)
+    assert res.code == 0, res.err
+    return project
+
+
+def test_every_runtime_decodes_the_same_tokens(sp: ProjectDir) -> None:
+    report = json.loads((sp.root / "out" / PARITY / "report.json").read_text())
+    assert report["ok"] and report["steps"] >= 20 and len(report["inputs"]) >= 2
+    rows = {r["runtime"]: r for r in report["rows"]}
+    assert set(rows) == {"pytorch", "pytorch-transformed", "onnxruntime", "aoti"}
+    assert rows["pytorch"]["generate_agrees"]  # the greedy reference loop = model.generate
+    ref_tokens = [p["tokens"] for p in rows["pytorch"]["per_input"]]
+    assert len({tuple(t) for t in ref_tokens}) == len(ref_tokens)  # input-dependent, not a constant
+    for name in ("pytorch-transformed", "onnxruntime", "aoti"):
+        assert rows[name]["token_agreement"] == 1.0
+        assert [p["tokens"] for p in rows[name]["per_input"]] == ref_tokens
+        assert rows[name]["wer"] >= 0 and rows[name]["tokens_per_s"] > 0
+    text = (sp.root / "out" / PARITY / "report.txt").read_text()
+    assert "hello.wav: transcript 'hello world this is a test'" in text
+
+
+def test_ctx_len_change_rebuilds_the_decoder_chain_only(sp: ProjectDir) -> None:
+    assert noop_build(sp.root, PARITY) == {"counts": {"cached": 10}, "torch": False}
+    manifest = sp.root / "manifests" / "whisper.toml"
+    original = manifest.read_text()
+    manifest.write_text(original.replace("batch_size = 1\nctx_len = 32\ndtype = \"float32\"",
+                                         "batch_size = 1\nctx_len = 40\ndtype = \"float32\"", 1))
+    try:
+        plan = {s["id"]: s for s in json.loads(sp.cli("plan", PARITY, "--json").out)["steps"]}
+        to_run = {sid for sid, s in plan.items() if s["action"] == "run"}
+        assert to_run == {
+            "transform:whisper-tiny-random:decoder:float32:b1:enc200:ctx40",
+            "export:whisper-tiny-random:decoder:float32:b1:enc200:ctx40:opset18",
+            f"compile:ort:{SPEC}:decoder", f"compile:aoti:{SPEC}:decoder", f"validate:{PARITY}",
+        }
+        assert plan[f"compile:ort:{SPEC}:encoder"]["action"] == "cached"
+        assert "param ctx_len changed: 32 → 40" in plan[f"compile:aoti:{SPEC}:decoder"]["reasons"]
+        explain = sp.cli("explain", PARITY).out
+        assert "param specializations[0].ctx_len changed: 32 → 40" in explain or "ctx_len changed: 32 → 40" in explain
+    finally:
+        manifest.write_text(original)
+
+
+def _validate_node(sp: ProjectDir) -> tuple[Any, dict[str, Path]]:
+    from qeffbuild.api import Project
+
+    p = Project(manifests=[sp.root / "manifests"], out_dir=sp.root / "out")
+    plan = p.plan([PARITY], with_reasons=False)
+    node = plan.by_id[f"validate:{PARITY}"].node
+    inputs = {}
+    for role, dep in node.deps.items():
+        entry = p.store.lookup(plan.by_id[dep].key)
+        assert entry is not None
+        inputs[role] = p.store.tree(entry)
+    return node, inputs
+
+
+def test_a_decoder_with_a_baked_cache_fails_validation(sp: ProjectDir, tmp_path: Path) -> None:
+    """The bug the retained-state rewrite prevents: a cache frozen into the graph as constants."""
+    import torch
+    from transformers import AutoModelForSpeechSeq2Seq
+
+    from qeffbuild.errors import ValidationFailed
+    from qeffbuild.speech_model import build_graphs
+    from qeffbuild.step_validate import run
+    from qeffbuild.steps import StepContext
+
+    node, inputs = _validate_node(sp)
+    model = AutoModelForSpeechSeq2Seq.from_pretrained(inputs["model"] / "model").eval()
+    _, step = build_graphs(model, 32)
+
+    class BakedCache(torch.nn.Module):
+        """Takes the past as inputs but uses module buffers instead: exported, they are constants."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.step = step
+            for i in range(4):
+                self.register_buffer(f"cache{i}", torch.zeros(1, 2, 32, 32))
+
+        def forward(self, input_ids: Any, position_ids: Any, enc: Any, *past: Any) -> Any:
+            return self.step(input_ids, position_ids, enc, *(getattr(self, f"cache{i}") for i in range(4)))
+
+    good = inputs["transformed/whisper-tiny-random-b1/decoder"]
+    bad = tmp_path / "decoder"
+    bad.mkdir()
+    shutil.copy(good / "io.json", bad / "io.json")
+    args = (torch.tensor([[1]]), torch.tensor([[0]]), torch.zeros(1, 200, 64), *[torch.zeros(1, 2, 32, 32)] * 4)
+    torch.export.save(torch.export.export(BakedCache().eval(), args, strict=False), bad / "program.pt2")
+    inputs["transformed/whisper-tiny-random-b1/decoder"] = bad
+    params = {**node.params, "runtimes": ["pytorch", "pytorch-transformed"]}
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(ValidationFailed) as err:
+        run(StepContext(node.id, params, inputs, {f.label: f.path for f in node.files}, out))
+    text = str(err.value)
+    for wav in ("hello.wav", "numbers.wav", "weather.wav"):
+        assert f"pytorch-transformed [whisper-tiny-random-b1]: {wav}: tokens differ from step" in text
+    report = json.loads((out / "report.json").read_text())
+    assert report["rows"][1]["token_agreement"] < 0.5
+
+
+def test_run_and_the_transcriber_api_round_trip(sp: ProjectDir, tmp_path: Path) -> None:
+    from qeffbuild.api import Project
+    from qeffbuild.transcriber import Transcriber
+
+    wavs = [sp.root / "manifests" / "data" / "speech" / f"{n}.wav" for n in ("hello", "weather")]
+    res = sp.cli("run", SPEC, "--runtime", "onnxruntime", "--max-new-tokens", "24", "--json", *map(str, wavs))
+    assert res.code == 0, res.err
+    cli_texts = [r["text"] for r in json.loads(res.out)]
+    report = json.loads((sp.root / "out" / PARITY / "report.json").read_text())
+    ort_row = next(r for r in report["rows"] if r["runtime"] == "onnxruntime")
+    by_name = {p["input"]: p["text"] for p in ort_row["per_input"]}
+    assert cli_texts == [by_name["hello.wav"], by_name["weather.wav"]]  # the 24 tokens validation compared
+
+    t = Transcriber.from_target(SPEC, "aoti", Project(manifests=[sp.root / "manifests"], out_dir=sp.root / "out"))
+    saved = t.save(tmp_path / "saved")
+    again = Transcriber.load(saved, "aoti")
+    assert type(again) is type(t)
+    assert again.transcribe(wavs, 24) == t.transcribe(wavs, 24) == cli_texts  # aoti == onnxruntime tokens
+
+
+def test_bench_reports_decode_speed(sp: ProjectDir) -> None:
+    res = sp.cli("bench", PARITY, "-n", "2", "--warmup", "1", "--json")
+    assert res.code == 0, res.err
+    rows = json.loads(res.out)
+    assert {r["runtime"] for r in rows} == {"pytorch-transformed", "onnxruntime", "aoti"}
+    assert all(r["unit"] == "tokens" and r["throughput_per_s"] > 0 for r in rows)
+
+
+def test_bfloat16_reports_token_agreement(sp: ProjectDir) -> None:
+    res = sp.cli("build", "whisper-tiny-random-bf16-agreement")
+    assert res.code == 0, res.err
+    report = json.loads((sp.root / "out" / "whisper-tiny-random-bf16-agreement" / "report.json").read_text())
+    rows = {r["runtime"]: r for r in report["rows"]}
+    assert rows["aoti"]["dtype"] == "bfloat16"
+    assert 0.0 <= rows["aoti"]["token_agreement"] <= 1.0
+    assert "token agreement" in (sp.root / "out" / "whisper-tiny-random-bf16-agreement" / "report.txt").read_text()
+
+
+def test_audio_is_resampled_to_16k_mono(tmp_path: Path) -> None:
+    import soundfile as sf
+
+    from qeffbuild.speech import load_audio
+
+    t = np.linspace(0, 1, 22050, endpoint=False)
+    stereo = np.stack([np.sin(2 * np.pi * 440 * t)] * 2, axis=1).astype(np.float32)
+    sf.write(tmp_path / "a.wav", stereo, 22050)
+    audio, note = load_audio(tmp_path / "a.wav")
+    assert audio.shape == (16000,)
+    assert note == "mixed 2 channels down to mono; resampled from 22050 Hz to 16000 Hz"
+
+
+def test_unreadable_audio_is_a_clear_error(tmp_path: Path) -> None:
+    from qeffbuild.errors import InputError
+    from qeffbuild.speech import load_audio
+
+    (tmp_path / "bad.wav").write_text("not audio")
+    with pytest.raises(InputError, match=r"bad.wav: cannot read audio .*expected a 16 kHz mono WAV file"):
+        load_audio(tmp_path / "bad.wav")
+
+
+SPEECH_MANIFEST = """
+[project]
+name = "s"
+
+[models.w]
+source = { random = "WhisperForConditionalGeneration", config = { max_target_positions = 64 } }
+task = "speech-seq2seq"
+
+[specializations.w-b1]
+model = "w"
+ctx_len = %d
+
+[validations.w-parity]
+model = "w"
+specializations = ["w-b1"]
+runtimes = ["pytorch", "onnxruntime"]
+inputs = "speech"
+max_new_tokens = %d
+"""
+
+
+@pytest.mark.parametrize(("ctx", "steps", "wavs", "message"), [
+    (100, 24, 2, "manifests/project.toml:10: [specializations.w-b1] ctx_len: ctx_len 100 exceeds the model's "
+                 "max_target_positions (64)"),
+    (64, 5, 2, "[validations.w-parity] max_new_tokens: speech validations compare at least 20 decode steps"),
+    (64, 24, 1, "[validations.w-parity] inputs: 'speech' holds 1 .wav file(s); a speech validation needs at least two"),
+    (20, 24, 2, "[specializations.w-b1] ctx_len: ctx_len 20 cannot hold the prompt (4) plus max_new_tokens (24)"),
+])
+def test_speech_specializations_that_do_not_fit_the_model(project: ProjectDir, ctx: int, steps: int, wavs: int,
+                                                          message: str) -> None:
+    project.manifest(SPEECH_MANIFEST % (ctx, steps))
+    folder = project.root / "manifests" / "speech"
+    folder.mkdir()
+    for i in range(wavs):
+        shutil.copy(REPO / "manifests" / "data" / "speech" / "hello.wav", folder / f"{i}.wav")
+    res = project.cli("plan", "w-parity")
+    assert res.code == 2, res.out
+    assert message in res.err and "Traceback" not in res.err
+
+
+def test_a_checkpoint_folder_works_by_changing_only_source(sp: ProjectDir, project: ProjectDir) -> None:
+    """Any Whisper in the Hugging Face layout: here the tiny model saved by its load step."""
+    assert sp.cli("build", "whisper-tiny-random").code == 0
+    shutil.copytree(sp.root / "out" / "whisper-tiny-random" / "model", project.root / "manifests" / "ckpt")
+    shutil.copytree(REPO / "manifests" / "data" / "speech", project.root / "manifests" / "speech")
+    project.manifest("""
+        [project]
+        name = "ckpt"
+
+        [models.local-whisper]
+        source = { path = "ckpt" }
+        task = "speech-seq2seq"
+
+        [specializations.local-b1]
+        model = "local-whisper"
+        ctx_len = 32
+        compile = ["ort"]
+
+        [validations.local-parity]
+        model = "local-whisper"
+        specializations = ["local-b1"]
+        runtimes = ["pytorch", "pytorch-transformed", "onnxruntime"]
+        inputs = "speech"
+    """)
+    res = project.cli("build", "local-parity")
+    assert res.code == 0, res.err
+    report = json.loads((project.root / "out" / "local-parity" / "report.json").read_text())
+    rows = {r["runtime"]: r for r in report["rows"]}
+    assert rows["onnxruntime"]["token_agreement"] == 1.0
+    assert report["prompt"] == [393, 394, 396, 400]  # read from the checkpoint's generation config
+    original = json.loads((sp.root / "out" / PARITY / "report.json").read_text())
+    assert [p["tokens"] for p in rows["pytorch"]["per_input"]] == \
+           [p["tokens"][:24] for p in original["rows"][0]["per_input"]]
+
+
+def test_run_refuses_a_non_speech_target(project: ProjectDir) -> None:
+    project.manifest("""
+        [project]
+        name = "e"
+        [models.m]
+        source = { random = "BertModel", config = { hidden_size = 8 } }
+        task = "embedding"
+        [specializations.m-b1]
+        model = "m"
+        seq_len = [8]
+    """)
+    wav = REPO / "manifests" / "data" / "speech" / "hello.wav"
+    res = project.cli("run", "m-b1", str(wav))
+    assert res.code == 2
+    assert "`run` transcribes audio with a speech specialization; 'm-b1' is for a 'embedding' model" in res.err
+    missing = project.cli("run", "m-b1", "nope.wav")
+    assert missing.code == 2 and "no such audio file: nope.wav" in missing.err

@@ -41,7 +41,8 @@ class ProjectDir:
     def manifest(self, text: str, name: str = "project.toml") -> Path:
         return self.write(f"manifests/{name}", text)
 
-    def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 900, cwd: Path | None = None) -> Result:
+    def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 900,
+            cwd: Path | None = None) -> Result:
         return run_cli(cwd or self.root, *args, env={**(self.env or {}), **(env or {})}, timeout=timeout)
 
     def popen(self, *args: str, **kw: Any) -> subprocess.Popen[str]:

@@ -25,7 +25,8 @@ def scaffold(path: Path, name: str, force: bool = False) -> list[Path]:
     if existing and not force:
         raise UsageError(f"{existing[0]} exists; pass --force to overwrite it, or choose another path")
     slug = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-").lower() or "project"
-    text = environment(path.parent.parent).get_template("project.toml.j2").render(name=slug, model="tiny-bert", data_file="data/sentences.txt")
+    template = environment(path.parent.parent).get_template("project.toml.j2")
+    text = template.render(name=slug, model="tiny-bert", data_file="data/sentences.txt")
     path.parent.mkdir(parents=True, exist_ok=True)
     data.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

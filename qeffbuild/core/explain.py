@@ -57,7 +57,8 @@ _TEXT: dict[str, Any] = {
     "new": lambda d: "never built",
     "forced": lambda d: "forced (--force)",
     "outputs_missing": lambda d: f"its cached outputs were missing or corrupt{': ' + d['why'] if d.get('why') else ''}",
-    "entry_gone": lambda d: "not in the cache (the entry of its last build was removed by `cache gc` or `cache verify`)",
+    "entry_gone": lambda d: "not in the cache (the entry of its last build was removed by `cache gc` or "
+                            "`cache verify`)",
     "version_changed": lambda d: f"step version changed: {d['old']} → {d['new']} (qeffbuild changed how it runs)",
     "kind_changed": lambda d: f"step kind changed: {d['old']} → {d['new']}",
     "param_added": lambda d: f"param {d['path']} added: {_short(d['new'])}",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -14,19 +13,10 @@ def canonical_json(value: Any) -> str:
     """JSON with sorted keys, no whitespace and no NaN: equal data gives equal text.
 
     Floats that are whole numbers stay floats (``1.0`` ≠ ``1``) because a config value's
-    type can change a model; non-finite floats are refused rather than silently encoded.
+    type can change a model; non-finite floats are refused (``allow_nan=False`` raises
+    ValueError) rather than silently encoded.
     """
-    return json.dumps(_check(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _check(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"non-finite float {value!r} cannot enter a key")
-    if isinstance(value, dict):
-        return {str(k): _check(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_check(v) for v in value]
-    return value
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def digest_bytes(data: bytes) -> str:

@@ -32,6 +32,27 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 MAX_NAME = 100  # names become file names (out/<target>, logs/<step>.log): stay well under 255 bytes
 
 
+class LineIndex:
+    """Key path → line, computed on first use: only messages need lines, a no-op build never does."""
+
+    def __init__(self, text: str) -> None:
+        self._text: str | None = text
+        self._index: dict[KeyPath, int] = {}
+
+    @property
+    def index(self) -> dict[KeyPath, int]:
+        if self._text is not None:
+            self._index = index_lines(self._text)
+            self._text = None
+        return self._index
+
+    def get(self, path: KeyPath) -> int | None:
+        return self.index.get(path)
+
+    def of(self, path: KeyPath) -> int | None:
+        return line_of(self.index, path)
+
+
 @dataclass(frozen=True)
 class ManifestFile:
     """One loaded manifest and where it lives."""
@@ -40,11 +61,11 @@ class ManifestFile:
     display: str  # as shown to the user (relative to the working directory when possible)
     root: Path  # relative paths in the manifest are relative to this directory
     manifest: Manifest
-    lines: dict[KeyPath, int]
+    lines: LineIndex
     broken: frozenset[str] = frozenset()  # names of tables that failed validation
 
     def line(self, *path: str | int) -> int | None:
-        return line_of(self.lines, tuple(path))
+        return self.lines.of(tuple(path))
 
 
 @dataclass(frozen=True)
@@ -137,7 +158,7 @@ class _Parsed:
     path: Path
     display: str
     data: dict[str, Any]
-    lines: dict[KeyPath, int]
+    lines: LineIndex
     tables: dict[str, dict[str, Table]] = field(default_factory=lambda: {t: {} for t in TABLES})
     project: ProjectTable | None = None
     broken: set[str] = field(default_factory=set)
@@ -158,7 +179,7 @@ def load(paths: list[Path], plugins: Plugins | None = None) -> Workspace:
     models = {name: m for p in parsed for name, m in p.tables["models"].items()}
     for p in parsed:
         v.second_pass(p, models)
-    files = [ManifestFile(p.path, p.display, p.path.parent, Manifest(p.project, **p.tables), p.lines,
+    files = [ManifestFile(p.path, p.display, p.path.parent, Manifest(p.project, **p.tables), p.lines,  # type: ignore[arg-type]
                           frozenset(p.broken)) for p in parsed if p.project is not None]
     ws = Workspace(files, plugins, classes)
     _collect_targets(ws, problems)
@@ -192,7 +213,7 @@ def _parse(path: Path, problems: list[Problem]) -> _Parsed | None:
         problems.append(Problem(display, None, "", "", "TOML nests arrays or tables too deeply to read; "
                                 "flatten the deepest value"))
         return None
-    return _Parsed(path, display, data, index_lines(text))
+    return _Parsed(path, display, data, LineIndex(text))
 
 
 class _Validator:
@@ -231,14 +252,15 @@ class _Validator:
         """[specializations.*] and [validations.*], each by the task of the model it names."""
         for table in ("specializations", "validations"):
             for name, body in p.data[table].items():
-                model = models.get(body.get("model")) if isinstance(body, dict) else None
+                name_of_model = body.get("model") if isinstance(body, dict) else None
+                model = models.get(name_of_model) if isinstance(name_of_model, str) else None
                 task = model.task if isinstance(model, ModelBase) else None
                 cls = self.classes.of(table, task)
                 self._keep(p, table, name, self._validate(p, cls, (table, name), body, task))
 
     def _model(self, p: _Parsed, name: str, body: Any) -> None:
         if not isinstance(body, dict):
-            self.problems.append(Problem(p.display, line_of(p.lines, ("models", name)), f"models.{name}", "",
+            self.problems.append(Problem(p.display, p.lines.of(("models", name)), f"models.{name}", "",
                                          f"expected a table [models.{name}], got {body!r}"))
             p.broken.add(name)
             return
@@ -252,7 +274,7 @@ class _Validator:
             msg = f"required key 'task' is missing (one of: {', '.join(known)})"
         else:
             msg = f"unknown task {task!r}{_hint(str(task), known)} (known: {', '.join(known)})"
-        self.problems.append(Problem(p.display, line_of(p.lines, loc), f"models.{name}", "task", msg))
+        self.problems.append(Problem(p.display, p.lines.of(loc), f"models.{name}", "task", msg))
         p.broken.add(name)
 
     def _keep(self, p: _Parsed, table: str, name: str, value: Table | None) -> None:
@@ -267,10 +289,10 @@ class _Validator:
         try:
             return cls.model_validate(body)
         except ValidationError as e:
-            self.problems.extend(explain_errors(e, p.display, p.lines, prefix, cls, self.classes, task))
+            self.problems.extend(explain_errors(e, p.display, p.lines.index, prefix, cls, self.classes, task))
             return None
         except RecursionError:
-            self.problems.append(Problem(p.display, line_of(p.lines, prefix), ".".join(map(str, prefix)), "",
+            self.problems.append(Problem(p.display, p.lines.of(prefix), ".".join(map(str, prefix)), "",
                                          "nests too deeply to validate; flatten the deepest value"))
             return None
 

@@ -8,9 +8,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .keys import dist_version
 from .planner import Plan

@@ -33,7 +33,7 @@ def explain_errors(e: ValidationError, display: str, lines: dict[KeyPath, int], 
         else:
             table, key_parts = "", loc
         raw = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith(("function-", "list[", "dict["))))
-        message = _explain(err, inner, raw, cls, classes, str(prefix[0]) if prefix else "", task)
+        message = _explain(dict(err), inner, raw, cls, classes, str(prefix[0]) if prefix else "", task)
         out.append(Problem(display, line_of(lines, loc), table, _format_key(key_parts), message))
     return out
 

@@ -91,15 +91,16 @@ def json_schema(plugins: Plugins) -> dict[str, Any]:
     classes = TableClasses(plugins)
     models = tuple(t.model_table for t in plugins.tasks.values())
     model_union: Any = Annotated[Union[models], Field(discriminator="task")] if len(models) > 1 else models[0]  # noqa: UP007
-    schema_model: type[BaseModel] = create_model(
-        "Manifest",
-        __config__=ConfigDict(extra="forbid"),
-        project=(ProjectTable, ...),
-        models=(dict[str, model_union], Field(default_factory=dict)),
-        specializations=(dict[str, classes.specialization(None)], Field(default_factory=dict)),  # type: ignore[valid-type]
-        validations=(dict[str, classes.validation(None)], Field(default_factory=dict)),  # type: ignore[valid-type]
-        steps=(dict[str, StepTable], Field(default_factory=dict)),
-    )
+    spec: Any = classes.specialization(None)
+    validation: Any = classes.validation(None)
+    fields: dict[str, Any] = {
+        "project": (ProjectTable, ...),
+        "models": (dict[str, model_union], Field(default_factory=dict)),
+        "specializations": (dict[str, spec], Field(default_factory=dict)),
+        "validations": (dict[str, validation], Field(default_factory=dict)),
+        "steps": (dict[str, StepTable], Field(default_factory=dict)),
+    }
+    schema_model: type[BaseModel] = create_model("Manifest", __config__=ConfigDict(extra="forbid"), **fields)
     schema = schema_model.model_json_schema()
     schema["title"] = "qeffbuild manifest"
     return schema

@@ -17,7 +17,6 @@ import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +83,8 @@ class LocalExecutor:
                     self.reporter.step_finished(sid, res.status, res.duration_s)
                     if res.status in ("built", "shared"):
                         for dep in dependents.get(sid, []):
-                            waiting[dep].discard(sid)
+                            if dep in waiting:  # a dependent already skipped after another failure is gone
+                                waiting[dep].discard(sid)
                     else:
                         failed = True
                         self._skip_dependents(sid, waiting, dependents, results)

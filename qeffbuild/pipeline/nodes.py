@@ -105,6 +105,9 @@ def compile_node(x: Expansion, spec_ref: TargetRef, backend: str, upstream: str,
     b = x.ws.plugins.backends.get(backend)
     role = "onnx" if b.consumes == "onnx" else "program"
     toolchain = ("python", *b.toolchain)
+    options = getattr(spec_ref.spec, backend, None) if b.options is not None else None
+    if options is not None:  # [specializations.X.<backend>]: part of the key
+        params = {**params, "options": options.model_dump()}
     return x.graph.add(StepNode(
         id=step_id, kind="compile", params={"backend": backend, **params}, runner=COMPILE_RUNNER,
         version=b.version, toolchain=toolchain, tool_versions=b.tool_versions(params.get("device", "cpu")),

@@ -1,10 +1,11 @@
-"""The CLI's other commands: ls, graph, schema, init, cache, and importing no heavy modules."""
+"""The CLI: ls, graph, schema, init, cache, env, clean, --json errors, env vars, project discovery."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from ..helpers import REPO, ProjectDir, run_cli
 
@@ -27,6 +28,7 @@ def test_ls_lists_targets_with_their_place(project: ProjectDir) -> None:
     project.manifest(STEPS)
     rows = json.loads(project.cli("ls", "--json").out)
     assert [(r["name"], r["kind"], r["line"]) for r in rows] == [("a", "step", 4), ("b", "step", 8)]
+    assert "a                                step" in project.cli("ls").out
 
 
 def test_graph_formats(project: ProjectDir) -> None:
@@ -59,10 +61,15 @@ def test_model_graph_has_one_compile_per_seq_len(project: ProjectDir) -> None:
     assert {"load:m", "transform:m:float32", "export:m:float32:opset18"} <= nodes
 
 
-def test_schema_is_json_schema_of_the_manifest() -> None:
+def test_schema_is_json_schema_of_the_manifest_with_every_familys_fields() -> None:
     schema = json.loads(run_cli(REPO, "schema").out)
     assert set(schema["properties"]) == {"project", "models", "specializations", "validations", "steps"}
     assert schema["required"] == ["project"]
+    defs = schema["$defs"]
+    spec = next(v for k, v in defs.items() if k.endswith("Specialization") and "seq_len" in v["properties"])
+    assert {"seq_len", "ctx_len", "encoder_ctx_len", "batch_size", "compile"} <= set(spec["properties"])
+    models = schema["properties"]["models"]["additionalProperties"]
+    assert set(models["discriminator"]["mapping"]) == {"embedding", "speech-seq2seq"}
 
 
 def test_init_scaffolds_a_loadable_project(project: ProjectDir) -> None:
@@ -88,18 +95,106 @@ def test_cache_stats_and_gc(project: ProjectDir) -> None:
     assert json.loads(project.cli("build", "--json").out)["counts"] == {"cached": 2}
 
 
-def test_planning_and_noop_builds_import_no_heavy_modules(project: ProjectDir) -> None:
-    """A fully cached build of model targets must not import torch, transformers or onnx."""
-    project.manifest(STEPS)
-    project.cli("build")
+def test_planning_model_targets_imports_no_heavy_modules(project: ProjectDir) -> None:
+    """Planning the checked-in manifests' model targets must not import torch, transformers or onnx."""
     code = (
-        "import sys\n"
-        "from qeffbuild.cli import main\n"
-        "sys.argv = ['qeffbuild', '-m', sys.argv[1], 'plan']\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "import json, sys\n"
+        "from qeffbuild.api import Project\n"
+        "plan = Project(manifests=[__import__('pathlib').Path(sys.argv[1])]).plan()\n"
         "heavy = [m for m in ('torch', 'transformers', 'onnx', 'onnxruntime', 'networkx') if m in sys.modules]\n"
-        "print('HEAVY', heavy)\n"
+        "print(json.dumps({'steps': len(plan.steps), 'heavy': heavy}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code, str(REPO / "manifests")], cwd=project.root,
-                         capture_output=True, text=True).stdout
-    assert "HEAVY []" in out
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["steps"] >= 18 and result["heavy"] == []
+
+
+def test_json_commands_print_json_errors_on_stdout(project: ProjectDir) -> None:
+    project.manifest('[project]\nname = "j"\n[steps.s]\ncmd = ["true"]\noutputs = ["o"]\nbogus = 1\n')
+    for args in (("build", "--json"), ("plan", "--json"), ("ls", "--json")):
+        res = project.cli(*args)
+        assert res.code == 2
+        err = res.json()["error"]
+        assert err["type"] == "ManifestError" and err["problems"][0]["key"] == "bogus"
+        assert err["problems"][0]["line"] == 6
+
+
+def test_build_json_has_per_target_status_and_the_summary_counts_failed_targets(project: ProjectDir) -> None:
+    project.manifest("""
+        [project]
+        name = "t"
+        [steps.ok1]
+        cmd = ["sh", "-c", "echo 1 > o"]
+        outputs = ["o"]
+        [steps.ok2]
+        cmd = ["sh", "-c", "echo 2 > o"]
+        outputs = ["o"]
+        [steps.bad]
+        cmd = ["false"]
+        outputs = ["o"]
+        [steps.after]
+        cmd = ["cp", "{dep:bad}/o", "o"]
+        outputs = ["o"]
+        deps = ["bad"]
+    """)
+    res = project.cli("build", "-k", "--json")
+    assert res.code == 1
+    targets = res.json()["targets"]
+    assert {t: v["status"] for t, v in targets.items()} == {"ok1": "ok", "ok2": "ok", "bad": "failed",
+                                                            "after": "failed"}
+    assert targets["after"]["failed_steps"] == ["command:bad"]
+    human = project.cli("build", "-k")
+    assert "FAILED: 2 of 4 targets (bad, after)" in human.err
+
+
+def test_project_is_found_from_a_subfolder_and_env_vars_set_defaults(project: ProjectDir, tmp_path: Path) -> None:
+    project.manifest(STEPS)
+    sub = project.root / "deep" / "er"
+    sub.mkdir(parents=True)
+    res = project.cli("build", "b", "--json", cwd=sub)
+    assert res.code == 0, res.err
+    assert (project.root / "out" / "b" / "b.txt").read_text() == "a\n"
+    other = tmp_path / "other-out"
+    res = project.cli("build", "b", "--json", env={"QEFFBUILD_OUT_DIR": str(other), "QEFFBUILD_JOBS": "1"})
+    assert res.code == 0 and (other / "b" / "b.txt").is_file()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    res = run_cli(elsewhere, "ls", "--json", env={"QEFFBUILD_MANIFESTS": str(project.root / "manifests")})
+    assert [r["name"] for r in res.json()] == ["a", "b"]
+    helptext = project.cli("build", "--help").out
+    assert "QEFFBUILD_JOBS" in helptext
+    assert "QEFFBUILD_MANIFESTS" in project.cli("--help").out
+
+
+def test_clean_removes_outputs_and_optionally_the_cache(project: ProjectDir) -> None:
+    project.manifest(STEPS)
+    assert project.cli("build").code == 0
+    res = project.cli("clean", "a", "--json")
+    assert res.json()["removed"] == [str(project.root / "out" / "a")]
+    assert not (project.root / "out" / "a").exists() and (project.root / "out" / "b").exists()
+    assert project.cli("build", "--json").json()["counts"] == {"cached": 2}
+    assert (project.root / "out" / "a" / "a.txt").is_file()  # restored from the cache, nothing ran
+    project.cli("clean", "--cache")
+    assert not (project.root / "out" / ".cache").exists()
+    assert project.cli("build", "--json").json()["counts"] == {"built": 2}
+
+
+def test_env_says_what_can_run_here(project: ProjectDir) -> None:
+    project.manifest(STEPS)
+    info = project.cli("env", "--json").json()
+    backends = {b["name"]: b["devices"] for b in info["backends"]}
+    assert backends["ort"]["cpu"] is None and backends["aoti"]["cpu"] is None
+    assert "qaic-compile" in backends["qaic"]["cpu"]
+    assert {t["name"] for t in info["tasks"]} == {"embedding", "speech-seq2seq"}
+    assert info["versions"]["torch"].startswith("2.")
+    assert "ort" in project.cli("env").out
+
+
+def test_shell_completion_script_and_target_completion(project: ProjectDir) -> None:
+    project.manifest(STEPS)
+    script = project.cli(env={"_QEFFBUILD_COMPLETE": "bash_source"})
+    assert script.code == 0 and "complete" in script.out and "_QEFFBUILD_COMPLETE" in script.out
+    res = project.cli(env={"_QEFFBUILD_COMPLETE": "bash_complete", "COMP_WORDS": "qeffbuild build ", "COMP_CWORD": "2"})
+    assert "plain,a" in res.out and "plain,b" in res.out

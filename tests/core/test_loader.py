@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from qeffbuild.errors import ManifestError
 from qeffbuild.core.loader import load
+from qeffbuild.errors import ManifestError
 
 from ..helpers import REPO, ProjectDir, run_cli
 

@@ -8,6 +8,8 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from ..helpers import ProjectDir
 
 TWO_STEPS = """
@@ -206,3 +208,58 @@ def test_cache_dir_is_relocatable_by_env_and_keeps_hits(project: ProjectDir, tmp
     cache.rename(moved)
     res = project.cli("--cache-dir", str(moved), "build", "--json")
     assert json.loads(res.out)["counts"] == {"cached": 2}
+
+
+def test_a_failure_beside_a_slow_success_is_reported_not_a_crash(project: ProjectDir) -> None:
+    """a fails, b (slow) succeeds, c needs both: c is skipped, a's message is shown, exit 1."""
+    project.manifest("""
+        [project]
+        name = "t"
+        [steps.a]
+        cmd = ["sh", "-c", "echo 'a says no' >&2; exit 1"]
+        outputs = ["o"]
+        [steps.b]
+        cmd = ["sh", "-c", "sleep 1; echo b > o"]
+        outputs = ["o"]
+        [steps.c]
+        cmd = ["sh", "-c", "cat {dep:a}/o {dep:b}/o > o"]
+        outputs = ["o"]
+        deps = ["a", "b"]
+    """)
+    for args in ((), ("-j1", "-k"), ("-j2",), ("-k",)):
+        res = project.cli("build", "c", *args, "--json")
+        assert res.code == 1, res.err
+        steps = res.json()["steps"]
+        assert steps["command:a"]["status"] == "failed" and "a says no" in steps["command:a"]["message"]
+        assert steps["command:c"]["status"] == "skipped"
+        assert "Traceback" not in res.err
+
+
+def test_an_unexpected_error_fails_only_its_step(project: ProjectDir, monkeypatch: pytest.MonkeyPatch) -> None:
+    from qeffbuild.core.progress import Reporter
+    from qeffbuild.exec.local import LocalExecutor
+
+    project.manifest(TWO_STEPS.replace('inputs = ["in.txt"]\n', "") + """
+[steps.solo]
+cmd = ["sh", "-c", "echo solo > s.txt"]
+outputs = ["s.txt"]
+""")
+    real = LocalExecutor._dep_tree
+
+    def broken(self: LocalExecutor, dep_id: str) -> Path:
+        if dep_id == "command:gen":
+            raise RuntimeError("the dependency tree exploded")
+        return real(self, dep_id)
+
+    monkeypatch.setattr(LocalExecutor, "_dep_tree", broken)
+    stopped: list[bool] = []
+
+    class Watch(Reporter):
+        def stop(self) -> None:
+            stopped.append(True)
+
+    result = project.api().build(["upper", "solo"], keep_going=True, reporter=Watch(quiet=True))
+    assert result.steps["command:upper"]["status"] == "failed"
+    assert result.steps["command:upper"]["message"].startswith("RuntimeError: the dependency tree exploded")
+    assert result.steps["command:solo"]["status"] == "built" and result.steps["command:gen"]["status"] == "built"
+    assert stopped == [True]

@@ -108,7 +108,10 @@ class EmbeddingTask(Task):
         if ref.table == "models":
             return [self.load(x, model)]
         if ref.table == "specializations":
-            return [nid for backend in ref.spec.compile for nid in self.compile_nodes(x, model, ref, backend)]
+            # A self-contained folder: the HF model (tokenizer, config), the program, every artifact.
+            s: EmbeddingSpecialization = ref.spec
+            ids = [self.load(x, model), self.transform_node(x, model, s.dtype, s.device)]
+            return ids + [nid for backend in s.compile for nid in self.compile_nodes(x, model, ref, backend)]
         return [self.validate_node(x, model, ref)]
 
     @staticmethod
@@ -142,7 +145,8 @@ class EmbeddingTask(Task):
         limit = self.max_seq_len(x, model)
         for n in s.seq_len:
             if n > limit:
-                x.fail(spec_ref, "seq_len", f"seq_len {n} exceeds the model's position limit ({limit}, from its config)")
+                x.fail(spec_ref, "seq_len",
+                       f"seq_len {n} exceeds the model's position limit ({limit}, from its config)")
         if x.ws.plugins.backends.get(backend).consumes == "onnx":
             upstream = export_node(x, model, self.transform_node(x, model, s.dtype, "cpu"), s.opset,
                                    f"export:{model.name}:{s.dtype}:opset{s.opset}", f"onnx-{s.dtype}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ def bench(artifact: Any, node: StepNode, iters: int, warmup: int) -> list[dict[s
                 rng = np.random.default_rng(0)
                 feeds = {"input_ids": rng.integers(1000, 2000, (b, seq), dtype=np.int64),
                          "attention_mask": np.ones((b, seq), dtype=np.int64)}
-                lat = percentiles(time_calls(lambda s=session, f=feeds: s.run(f), warmup, iters))
+                lat = percentiles(time_calls(partial(session.run, feeds), warmup, iters))
                 rows.append({"runtime": runtime, "specialization": spec["name"], "dtype": spec["dtype"],
                              "batch_size": b, "shape": f"seq {seq}", **lat,
                              "throughput_per_s": round(b / (lat["p50_ms"] / 1000), 1), "unit": "sequences"})

@@ -41,15 +41,21 @@ class Bucketed:
     batches_per_seq_len: dict[int, int] = field(default_factory=dict)
 
 
+def check_lengths(token_ids: list[list[int]], longest: int, seq_lens: list[int] | None = None,
+                  where: str = "") -> None:
+    """Every input must fit the longest compiled seq_len (said before any model runs on it)."""
+    for i, ids in enumerate(token_ids):
+        if len(ids) > longest:
+            raise InputError(f"input {i + 1} has {len(ids)} tokens, longer than every compiled seq_len "
+                             f"{seq_lens or [longest]}{where}; add a seq_len ≥ {len(ids)} to the specialization "
+                             "(within the model's position limit) or shorten the input")
+
+
 def run_bucketed(token_ids: list[list[int]], run: RunFn, batch_size: int, seq_lens: list[int],
                  pad_id: int, where: str = "") -> Bucketed:
     import numpy as np
 
-    longest = max(seq_lens)
-    for i, ids in enumerate(token_ids):
-        if len(ids) > longest:
-            raise InputError(f"input {i + 1} has {len(ids)} tokens, longer than every compiled seq_len "
-                             f"{seq_lens}{where}; add a seq_len ≥ {len(ids)} to the specialization")
+    check_lengths(token_ids, max(seq_lens), seq_lens, where)
     order = sorted(range(len(token_ids)), key=lambda i: (len(token_ids[i]), i))
     outputs: dict[int, Any] = {}
     seq_of: dict[int, int] = {}

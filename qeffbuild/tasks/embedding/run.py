@@ -11,7 +11,8 @@ from ...runtimes import open_session
 from .driver import run_bucketed, tokenize
 
 
-def run(folder: Path, spec: dict[str, Any], runtime: str, inputs: list[str], options: dict[str, Any]) -> list[dict[str, Any]]:
+def run(folder: Path, spec: dict[str, Any], runtime: str, inputs: list[str],
+        options: dict[str, Any]) -> list[dict[str, Any]]:
     """Embed ``inputs`` (sentences, or files of sentences with ``@path``) with the built ``folder``."""
     from transformers import AutoTokenizer
 

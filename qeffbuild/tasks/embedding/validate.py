@@ -14,7 +14,7 @@ from ...core.steps import StepContext
 from ...pipeline.torchutil import quiet_warnings
 from ...reports import publish
 from ...runtimes import open_session
-from .driver import Bucketed, RunFn, read_sentences, reference, run_bucketed, tokenize
+from .driver import Bucketed, RunFn, check_lengths, read_sentences, reference, run_bucketed, tokenize
 from .report import failure_text, render
 
 
@@ -44,14 +44,15 @@ def run(ctx: StepContext) -> None:
     model_dir = ctx.inputs["model"] / "model"
     notes = _load_notes(ctx.inputs["model"])
     sentences = read_sentences(next(iter(ctx.files.values())))
-    t0 = time.perf_counter()
-    ref = reference(model_dir, sentences, p["pooling"], p["normalize"])
-    ref_s = time.perf_counter() - t0
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     token_ids = tokenize(tokenizer, sentences)
+    check_lengths(token_ids, max(n for s in p["specializations"] for n in s["seq_len"]))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    t0 = time.perf_counter()
+    ref = reference(model_dir, sentences, p["pooling"], p["normalize"])
+    ref_s = time.perf_counter() - t0
     rows: list[dict[str, Any]] = []
     for runtime, opens in p["runtimes"].items():
         if opens == "reference":

@@ -44,7 +44,8 @@ class SpeechValidation(ValidationBase):
     inputs: str = Field(description="A folder of audio files (any format soundfile reads) with optional .txt "
                                     "transcripts beside them.")
     max_new_tokens: int = Field(24, ge=1, le=4096,
-                                description="Greedy decode steps compared per utterance (≥ 20; EOS does not stop them).")
+                                description="Greedy decode steps compared per utterance (≥ 20; EOS does not "
+                                            "stop them).")
     language: str | None = Field("en", description="Language token of the decoder prompt (None: omit).")
 
 
@@ -86,7 +87,8 @@ class SpeechTask(Task):
             # A self-contained folder: the HF model (processor, configs), both programs, every artifact.
             dims = self.dims(x, model, ref)
             ids = [self.load(x, model)]
-            ids += [self.transform_node(x, model, ref, which, dims, ref.spec.device) for which in ("encoder", "decoder")]
+            ids += [self.transform_node(x, model, ref, which, dims, ref.spec.device)
+                    for which in ("encoder", "decoder")]
             return ids + [nid for b in ref.spec.compile for nid in self.compile_nodes(x, model, ref, b).values()]
         return [self.validate_node(x, model, ref)]
 

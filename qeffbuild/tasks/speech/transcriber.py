@@ -103,7 +103,8 @@ class Transcriber:
         return cls(folder, runtime, spec["device"])
 
 
-def run(folder: Path, spec: dict[str, Any], runtime: str, inputs: list[str], options: dict[str, Any]) -> list[dict[str, Any]]:
+def run(folder: Path, spec: dict[str, Any], runtime: str, inputs: list[str],
+        options: dict[str, Any]) -> list[dict[str, Any]]:
     """`qeffbuild run` for speech: transcribe audio files in the order given."""
     missing = [a for a in inputs if not Path(a).is_file()]
     if missing:

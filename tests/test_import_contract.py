@@ -1,0 +1,47 @@
+"""The import contract: the engine, store, executors, checks, CLI and each family's __init__ never import
+torch, transformers, onnx or onnxruntime (import-linter, configured in pyproject.toml)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .helpers import REPO
+
+
+def _lint(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("lint-imports") or str(Path(sys.executable).parent / "lint-imports")
+    return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_the_contract_in_pyproject_is_kept() -> None:
+    res = _lint()
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Contracts: 2 kept, 0 broken." in res.stdout
+
+
+def test_the_linter_does_catch_a_heavy_import(tmp_path: Path) -> None:
+    """The same tool on the same package with a contract we know is broken (the engine imports pydantic,
+    some of it inside functions): it must fail, so a kept contract means something."""
+    config = tmp_path / "contract.ini"
+    config.write_text(
+        "[importlinter]\nroot_package = qeffbuild\ninclude_external_packages = True\n\n"
+        "[importlinter:contract:probe]\nname = probe\ntype = forbidden\n"
+        "source_modules =\n    qeffbuild.core\nforbidden_modules =\n    pydantic\n    jinja2\n"
+    )
+    res = _lint("--config", str(config))
+    assert res.returncode == 1, res.stdout
+    assert "probe BROKEN" in res.stdout and "qeffbuild.core" in res.stdout
+
+
+def test_a_noop_build_of_model_targets_imports_none_of_them(tmp_path: Path) -> None:
+    """At run time too: a fully cached build (here: of steps only, after one real build) stays torch-free."""
+    code = ("import sys\nfrom qeffbuild.cli import main\n"
+            "try:\n    main(['-m', sys.argv[1], 'ls'])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'onnx', 'onnxruntime') if m in sys.modules))\n")
+    res = subprocess.run([sys.executable, "-c", code, str(REPO / "manifests")], cwd=tmp_path, capture_output=True,
+                         text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "[]"

@@ -36,7 +36,21 @@ def test_the_linter_does_catch_a_heavy_import(tmp_path: Path) -> None:
     assert "probe BROKEN" in res.stdout and "qeffbuild.core" in res.stdout
 
 
-def test_a_noop_build_of_model_targets_imports_none_of_them(tmp_path: Path) -> None:
+def test_the_family_wildcard_matches_every_family(tmp_path: Path) -> None:
+    """`qeffbuild.tasks.*` (as modules) covers each family's __init__: every one imports pydantic."""
+    config = tmp_path / "contract.ini"
+    config.write_text(
+        "[importlinter]\nroot_package = qeffbuild\ninclude_external_packages = True\n\n"
+        "[importlinter:contract:probe]\nname = probe\ntype = forbidden\nas_packages = False\n"
+        "source_modules =\n    qeffbuild.tasks.*\nforbidden_modules =\n    pydantic\n"
+    )
+    res = _lint("--config", str(config))
+    assert res.returncode == 1
+    for family in ("qeffbuild.tasks.embedding", "qeffbuild.tasks.speech"):
+        assert f"{family} -> pydantic" in res.stdout
+
+
+def test_listing_model_targets_imports_none_of_them(tmp_path: Path) -> None:
     """At run time too: a fully cached build (here: of steps only, after one real build) stays torch-free."""
     code = ("import sys\nfrom qeffbuild.cli import main\n"
             "try:\n    main(['-m', sys.argv[1], 'ls'])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"

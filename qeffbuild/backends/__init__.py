@@ -1,11 +1,12 @@
-"""The backends room: one file per compile backend, each registered here.
+"""The backends room: one file per compile backend, found and registered here.
 
-A backend file holds its plan-time description (devices, refused dtypes, toolchain,
-availability), its worker-side ``compile`` and the session that opens its artifacts; the
-heavy libraries are imported inside those functions only.
+A backend file defines a :class:`~qeffbuild.core.plugins.Backend` subclass: its plan-time
+description (devices, refused dtypes, toolchain, availability), its worker-side ``compile``,
+the session that opens its artifacts and the runtimes that use it. The heavy libraries are
+imported inside those functions only. Adding a backend is adding a file.
 
-    ort.py    ONNX Runtime offline-optimized model, fixed shapes
-    aoti.py   torch AOTInductor package (.pt2)
+    ort.py    ONNX Runtime offline-optimized model, fixed shapes (runtime: onnxruntime)
+    aoti.py   torch AOTInductor package (runtime: aoti)
     qaic.py   Qualcomm Cloud AI 100 (qaic-compile)
 """
 
@@ -13,16 +14,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .aoti import AotiBackend
-from .ort import OrtBackend
-from .qaic import QaicBackend
+from ..core.plugins import Backend, submodules
 
 if TYPE_CHECKING:
     from ..core.plugins import Plugins
 
-BUILTIN = (OrtBackend(), AotiBackend(), QaicBackend())
-
 
 def register(plugins: Plugins) -> None:
-    for backend in BUILTIN:
-        plugins.backends.add(backend.name, backend)
+    for module in submodules(__name__):
+        for obj in vars(module).values():
+            if isinstance(obj, type) and issubclass(obj, Backend) and obj.__module__ == module.__name__:
+                backend = obj()
+                plugins.backends.add(backend.name, backend)
+                for runtime in backend.runtimes:
+                    plugins.runtimes.add(runtime.name, runtime)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.environment import cuda_unavailable
-from ..core.plugins import Backend
+from ..core.plugins import Backend, Runtime
 from ..core.steps import StepContext
 
 
@@ -20,6 +20,7 @@ class AotiBackend(Backend):
     version = 1
     compile = "qeffbuild.backends.aoti:compile_model"
     session = "qeffbuild.backends.aoti:AotiSession"
+    runtimes = (Runtime("aoti", "the AOTInductor package", "aoti"),)
 
     def unavailable(self, device: str) -> str | None:
         why = super().unavailable(device)

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..core.plugins import Backend
+from ..core.plugins import Backend, Runtime
 from ..core.steps import StepContext
 from ..errors import BackendUnavailable
 
@@ -27,6 +27,7 @@ class OrtBackend(Backend):
     version = 1
     compile = "qeffbuild.backends.ort:compile_model"
     session = "qeffbuild.backends.ort:OrtSession"
+    runtimes = (Runtime("onnxruntime", "ONNX Runtime on the `ort` compile artifact", "ort"),)
 
     def unavailable(self, device: str) -> str | None:
         why = super().unavailable(device)

@@ -4,6 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..core.plugins import Metric
+
+METRICS = (
+    Metric("mad", "tensor", False, "mean absolute difference from the reference", "qeffbuild.checks.tensor:mad"),
+    Metric("max_abs", "tensor", False, "largest absolute difference from the reference",
+           "qeffbuild.checks.tensor:max_abs"),
+    Metric("cosine", "tensor", True, "lowest cosine similarity of a row with the reference's",
+           "qeffbuild.checks.tensor:min_cosine", lowest=-1.0, highest=1.0),
+)
+
 
 class ShapeMismatch(ValueError):
     """A runtime's output has another shape than the reference's: a check failure, not a crash."""

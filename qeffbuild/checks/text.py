@@ -9,6 +9,13 @@ from __future__ import annotations
 
 import re
 
+from ..core.plugins import Metric
+
+METRICS = (
+    Metric("wer", "text", False, "word error rate against the transcripts", "qeffbuild.checks.text:wer"),
+    Metric("cer", "text", False, "character error rate against the transcripts", "qeffbuild.checks.text:cer"),
+)
+
 
 def normalize_text(text: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"[^\w\s']", " ", text.lower())).strip()

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..core.plugins import Metric
+
+METRICS = (
+    Metric("token_agreement", "tokens", True, "fraction of generated tokens equal to the reference's",
+           "qeffbuild.checks.tokens:token_agreement", highest=1.0),
+)
+
 
 def token_agreement(ref: Any, got: Any) -> float:
     import numpy as np

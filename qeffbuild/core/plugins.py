@@ -27,14 +27,9 @@ if TYPE_CHECKING:
     from .tables import ModelBase, SpecializationBase, Table, ValidationBase
 
 ENTRY_POINT_GROUP = "qeffbuild.plugins"
-# Modules whose ``register(plugins)`` fills the registries with what qeffbuild ships.
-BUILTIN_MODULES = (
-    "qeffbuild.checks",
-    "qeffbuild.backends",
-    "qeffbuild.runtimes",
-    "qeffbuild.tasks.embedding",
-    "qeffbuild.tasks.speech",
-)
+# Rooms whose ``register(plugins)`` fills the registries with what qeffbuild ships; each finds
+# its own modules (a new backend file, metric file or family package needs no edit elsewhere).
+BUILTIN_ROOMS = ("qeffbuild.checks", "qeffbuild.backends", "qeffbuild.runtimes", "qeffbuild.tasks")
 
 
 def load_attr(spec: str) -> Any:
@@ -89,6 +84,7 @@ class Backend:
     devices: ClassVar[tuple[str, ...]]
     # dtype -> why this backend refuses it (checked at plan time); absent: supported.
     refused_dtypes: ClassVar[dict[str, str]] = {}
+    runtimes: ClassVar[tuple[Runtime, ...]] = ()  # the runtimes that open its artifacts
     toolchain: ClassVar[tuple[str, ...]]  # Python distributions whose versions enter its keys
     version: ClassVar[int] = 1  # bump when its compile step's behaviour changes
     compile: ClassVar[str]  # module:function run in the worker: (StepContext) -> None
@@ -176,11 +172,20 @@ def plugins() -> Plugins:
     global _PLUGINS
     if _PLUGINS is None:
         loaded = Plugins()
-        for module in BUILTIN_MODULES:
+        for module in BUILTIN_ROOMS:
             loaded.load(module)
         _load_entry_points(loaded)
         _PLUGINS = loaded
     return _PLUGINS
+
+
+def submodules(package: str) -> list[Any]:
+    """The modules directly inside ``package`` (sorted by name), imported."""
+    import pkgutil
+
+    pkg = importlib.import_module(package)
+    return [importlib.import_module(f"{package}.{m.name}") for m in sorted(pkgutil.iter_modules(pkg.__path__),
+                                                                           key=lambda m: m.name)]
 
 
 def _load_entry_points(loaded: Plugins) -> None:

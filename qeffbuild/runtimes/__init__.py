@@ -2,7 +2,8 @@
 
 A runtime opens the reference (the unmodified Hugging Face model, run by the family), the
 exported torch program (``program``), or a compile backend's artifact (the backend names
-its session class). Every session takes ``{name: numpy array}`` and returns its outputs as
+its session class, and registers its runtimes itself; families register runtimes only they
+use, such as ``sentence-transformers``). Every session takes ``{name: numpy array}`` and returns its outputs as
 a list of numpy arrays, floats as float32, so the families' drivers are runtime-agnostic.
 """
 
@@ -19,11 +20,6 @@ if TYPE_CHECKING:
 BUILTIN = (
     Runtime("pytorch", "the unmodified Hugging Face model (the reference)", "reference"),
     Runtime("pytorch-transformed", "the transformed torch.export program", "program"),
-    Runtime("onnxruntime", "ONNX Runtime on the `ort` compile artifact", "ort"),
-    Runtime("aoti", "the AOTInductor package", "aoti"),
-    Runtime("sentence-transformers", "sentence_transformers.SentenceTransformer.encode (models that ship its "
-            "config)", "reference", tasks=("embedding",),
-            runner="qeffbuild.tasks.embedding.validate:sentence_transformers_encode"),
 )
 
 

@@ -1,1 +1,19 @@
-"""The tasks room: one package per model family; each package's __init__ is torch-free."""
+"""The tasks room: one package per model family; each package's ``__init__`` is torch-free.
+
+Every package here is a built-in family: its ``register(plugins)`` adds its Task (and any
+runtime only it uses). Adding a family is adding a package; nothing else is edited.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..core.plugins import Plugins
+
+
+def register(plugins: Plugins) -> None:
+    from ..core.plugins import submodules
+
+    for family in submodules(__name__):
+        family.register(plugins)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qeffbuild.checks import METRICS, check
+from qeffbuild.checks import builtin_metrics, check
 from qeffbuild.checks.tensor import ShapeMismatch, compare, per_row
 from qeffbuild.checks.text import cer, normalize_text, wer
 from qeffbuild.checks.tokens import first_mismatch, token_agreement
@@ -43,7 +43,7 @@ def test_bounds_read_the_metrics_direction() -> None:
     assert check({"token_agreement": 0.5}, {"token_agreement": 1.0}) == ["token_agreement = 0.5, expected ≥ 1"]
     assert check({"mad": float("nan")}, {"mad": 1.0}) == ["mad = nan, expected ≤ 1"]  # NaN never passes
     assert check({}, {"wer": 0.5}) == ["wer was not measured, expected ≤ 0.5"]  # a check that did not run fails
-    assert {m.name: m.higher_is_better for m in METRICS} == {
+    assert {m.name: m.higher_is_better for m in builtin_metrics()} == {
         "mad": False, "max_abs": False, "cosine": True, "token_agreement": True, "wer": False, "cer": False}
 
 

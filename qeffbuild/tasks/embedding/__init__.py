@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from ...checks import resolve_checks
-from ...core.plugins import Task
+from ...core.plugins import Runtime, Task
 from ...core.steps import MODEL_TOOLCHAIN, FileInput, StepNode
 from ...core.tables import ModelBase, SpecializationBase, ValidationBase
 from ...pipeline.nodes import check_backend, check_device, compile_node, config_int, export_node, load_node
@@ -193,3 +193,6 @@ class EmbeddingTask(Task):
 
 def register(plugins: Plugins) -> None:
     plugins.tasks.add(EmbeddingTask.name, EmbeddingTask())
+    plugins.runtimes.add("sentence-transformers", Runtime(
+        "sentence-transformers", "sentence_transformers.SentenceTransformer.encode (models that ship its config)",
+        "reference", tasks=("embedding",), runner="qeffbuild.tasks.embedding.validate:sentence_transformers_encode"))

@@ -16,12 +16,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from .core.explain import Reason
 from .core.graph import Graph, expand
 from .core.loader import Workspace, load
-from .core.materialize import is_current, materialize
+from .core.materialize import check_out, materialize
 from .core.planner import Plan, make_plan
 from .core.progress import Reporter
-from .core.statcache import History, StatCache, StateDB
+from .core.statcache import History
 from .errors import BuildError, UsageError
 from .store import Store, open_store
 
@@ -85,7 +86,7 @@ class Project:
         env_cache = os.environ.get("QEFFBUILD_CACHE_DIR")
         self.cache_dir = (cache_dir or (Path(env_cache) if env_cache else self.out_dir / ".cache")).absolute()
         self.store: Store = open_store(self.cache_dir)
-        self.state = StateDB(self.cache_dir / "state.sqlite")
+        self.state = self.store.state
         self.history = History(self.state, str(self.out_dir))
 
     @cached_property
@@ -110,37 +111,48 @@ class Project:
              force: tuple[str, ...] = ()) -> Plan:
         targets = self.resolve(names)
         graph = expand(self.workspace, targets)
-        stat = StatCache(self.state)
         try:
-            return make_plan(graph, targets, self.store, stat, self.history, with_reasons, force)
+            return make_plan(graph, targets, self.store, self.store.stat, self.history, with_reasons, force)
         finally:
-            stat.flush()
+            self.store.stat.flush()
 
     # --- building ---------------------------------------------------------------------------
     def build(self, names: list[str] | tuple[str, ...] = (), jobs: int | None = None, keep_going: bool = False,
               reporter: Reporter | None = None, force: tuple[str, ...] = (), verbose: bool = False) -> BuildResult:
+        """Build ``names``: run what is not cached, check what is, and lay out every target's folder.
+
+        Holds the store's shared lock throughout, so `cache gc` and `cache verify` never run beside it.
+        """
         t0 = time.perf_counter()
         if force:
             self.resolve(force)
-        plan = self.plan(names, with_reasons=False, force=force)
-        reporter = reporter or Reporter(quiet=True)
-        stale = [t for t in plan.targets if not is_current(self.out_dir / t, plan.stamp(t))]
-        self._recheck_cached_inputs(plan, stale)
-        results: dict[str, dict[str, Any]] = {
-            s.id: {"status": "cached", "duration_s": 0.0, "message": ""} for s in plan.steps if s.cached
-        }
-        if plan.to_run():
-            from .exec.local import LocalExecutor
+        with self.store.shared():
+            plan = self.plan(names, with_reasons=False, force=force)
+            reporter = reporter or Reporter(quiet=True)
+            out_state = {t: check_out(plan, t, self.store, self.out_dir) for t in plan.targets}
+            stale = [t for t, state in out_state.items() if state == "stale"]
+            self._verify_needed(plan, stale)
+            results: dict[str, dict[str, Any]] = {
+                s.id: {"status": "cached", "duration_s": 0.0, "message": ""} for s in plan.steps if s.cached
+            }
+            if plan.to_run():
+                from .exec.local import LocalExecutor
 
-            self.store.clean_stale_tmp()
-            ran = LocalExecutor(plan, self.store, jobs or os.cpu_count() or 1, keep_going, reporter, self.out_dir,
-                                verbose=verbose).run()
-            for sid, r in ran.items():
-                results[sid] = {"status": r.status, "duration_s": round(r.duration_s, 3), "message": r.message}
-        self.history.record({s.id: (s.key, s.node.target) for s in plan.steps
-                             if results.get(s.id, {}).get("status") in OK_STATUSES})
-        outputs, status = self._materialize(plan, results, stale)
-        return BuildResult(plan.targets, results, outputs, status, time.perf_counter() - t0, self.state.notes)
+                self.store.clean_stale_tmp()
+                ran = LocalExecutor(plan, self.store, jobs or os.cpu_count() or 1, keep_going, reporter,
+                                    self.out_dir, verbose=verbose).run()
+                for sid, r in ran.items():
+                    results[sid] = {"status": r.status, "duration_s": round(r.duration_s, 3), "message": r.message}
+            self.history.record({s.id: (s.key, s.node.target) for s in plan.steps
+                                 if results.get(s.id, {}).get("status") in OK_STATUSES})
+            self.store.record_root(str(self.out_dir), {s.key for s in plan.steps})
+            outputs, status = self._materialize(plan, results, stale)
+            self.store.stat.flush()
+        notes = list(dict.fromkeys([*self.state.notes, *self.store.notes]))
+        repaired = [t for t, state in out_state.items() if state == "repaired"]
+        if repaired:
+            notes.append(f"restored files changed or removed under out/ for: {', '.join(repaired)}")
+        return BuildResult(plan.targets, results, outputs, status, time.perf_counter() - t0, notes)
 
     def _materialize(self, plan: Plan, results: dict[str, dict[str, Any]],
                      stale: list[str]) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
@@ -151,7 +163,7 @@ class Project:
             own = plan.graph.outputs[t]
             if all(results.get(sid, {}).get("status") in OK_STATUSES for sid in own):
                 if t in stale or rebuilt.intersection(own):
-                    materialize(plan, t, self.store, self.out_dir, force=True)
+                    materialize(plan, t, self.store, self.out_dir)
                 outputs[t] = str(self.out_dir / t)
                 status[t] = {"status": "ok", "output": outputs[t]}
             else:
@@ -160,26 +172,36 @@ class Project:
                 status[t] = {"status": "failed", "failed_steps": failed}
         return outputs, status
 
-    def _recheck_cached_inputs(self, plan: Plan, stale: list[str]) -> None:
-        """Cached steps whose blobs are gone (deleted, quarantined) must run again."""
-        by_id = plan.by_id
+    def _verify_needed(self, plan: Plan, stale: list[str]) -> None:
+        """Cached steps whose outputs this build reads must be intact: each blob is checked against its
+        digest (a stat when unchanged). A broken one runs again, and so does every cached step of the
+        plan that consumed a blob found corrupt (it was built from what may have been wrong bytes)."""
         needed = {d for s in plan.to_run() for d in s.node.deps.values()}
         needed |= {sid for t in stale for sid in plan.graph.outputs[t]}
+        checked: set[str] = set()
+        tainted_by: set[str] = set()
         while True:
-            broken = [sid for sid in needed if by_id[sid].cached and not self._complete(by_id[sid].key)]
-            if not broken:
+            while needed - checked:  # re-running a step needs its inputs: they join `needed` on the way
+                sid = min(needed - checked)
+                checked.add(sid)
+                step = plan.by_id[sid]
+                entry = self.store.lookup(step.key) if step.cached else None
+                if step.cached and (entry is None or not self.store.verified(entry)):
+                    self._rerun(step, needed)
+            if self.store.corrupt <= tainted_by:
                 return
-            from .core.explain import Reason
+            tainted_by = set(self.store.corrupt)
+            for step in plan.steps:
+                entry = self.store.lookup(step.key) if step.cached else None
+                if entry is not None and tainted_by.intersection(entry.consumed):
+                    self.store.drop(step.key)
+                    self._rerun(step, needed)
 
-            for sid in broken:
-                self.store.drop(by_id[sid].key)
-                by_id[sid].cached = False
-                by_id[sid].reasons = [Reason.of("outputs_missing")]
-                needed |= set(by_id[sid].node.deps.values())
-
-    def _complete(self, key: str) -> bool:
-        entry = self.store.lookup(key)
-        return entry is not None and self.store.complete(entry)
+    @staticmethod
+    def _rerun(step: Any, needed: set[str]) -> None:
+        step.cached = False
+        step.reasons = [Reason.of("outputs_missing")]
+        needed |= set(step.node.deps.values())
 
     # --- explaining ---------------------------------------------------------------------------
     def explain(self, name: str) -> list[dict[str, Any]]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-
 if TYPE_CHECKING:
     from ..core.plugins import Metric, Plugins, Task
     from ..core.tables import ValidationBase

@@ -64,10 +64,14 @@ _signals_seen = 0
 
 
 def _on_signal(signum: int, _frame: Any) -> None:
-    """First SIGINT/SIGTERM: stop the build cleanly (KeyboardInterrupt); a second: exit 130 now."""
+    """First SIGINT/SIGTERM: stop the build cleanly (KeyboardInterrupt); a second: kill every step's
+    process group and exit 130 at once (scratch left behind is swept by the next build)."""
     global _signals_seen
     _signals_seen += 1
     if _signals_seen > 1:
+        if "qeffbuild.exec.local" in sys.modules:
+            sys.modules["qeffbuild.exec.local"].kill_all_groups()
+        sys.stderr.write("interrupted twice: stopped at once\n")
         os._exit(130)
     raise KeyboardInterrupt
 

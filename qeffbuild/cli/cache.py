@@ -26,20 +26,25 @@ def cache_stats(lazy: LazyProject) -> None:
 @click.pass_obj
 @handle_errors
 def cache_verify(lazy: LazyProject) -> None:
-    """Re-hash every blob; quarantine corrupt ones so the next build re-runs their steps (exit 1 if any)."""
+    """Re-hash every blob and parse every entry; quarantine what is corrupt, drop the entries that name or
+    consumed it (and what was built from them), so the next build re-runs those steps. Exit 1 if any."""
     report = lazy.get().store.verify()
     echo_json(report)
-    sys.exit(1 if report["corrupt_blobs"] else 0)
+    sys.exit(1 if report["corrupt_blobs"] or report["entries_dropped"] or report["quarantined_entries"] else 0)
 
 
 @cache.command("gc")
-@click.option("--all", "drop_all", is_flag=True, help="Drop everything, not only what no target needs.")
+@click.option("--all", "drop_all", is_flag=True, help="Drop everything, other projects' entries included.")
+@click.option("--dry-run", is_flag=True, help="Say what would be dropped; drop nothing.")
+@click.option("--drop-other-projects", is_flag=True,
+              help="Also drop what other projects sharing this cache last needed (kept by default).")
 @click.pass_obj
 @handle_errors
-def cache_gc(lazy: LazyProject, drop_all: bool) -> None:
-    """Drop entries and blobs that no target of the manifests needs now."""
+def cache_gc(lazy: LazyProject, drop_all: bool, dry_run: bool, drop_other_projects: bool) -> None:
+    """Drop entries and blobs that no target of these manifests needs now, keeping what every other
+    project sharing the cache recorded at its last build. Waits for running builds to finish."""
     project = lazy.get()
     keep: set[str] = set()
     if not drop_all:
         keep = {s.key for s in project.plan(list(project.workspace.targets), with_reasons=False).steps}
-    echo_json(project.store.gc(keep))
+    echo_json(project.store.gc(keep, dry_run=dry_run, other_projects=not (drop_all or drop_other_projects)))

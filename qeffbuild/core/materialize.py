@@ -1,7 +1,16 @@
-"""Materializing a built target under ``out/<target>/``: hard links plus provenance."""
+"""Materializing a built target under ``out/<target>/``: verified copies plus provenance.
+
+``out/`` holds copies of the store's blobs (reflinks where the filesystem has them), never hard
+links, so editing a file there cannot reach the store or another target. Every build checks
+each requested target's folder against its stamp: a file whose size, mtime or inode changed is
+re-hashed, and restored from the (verified) blob when its content changed; a missing file is
+restored too. A folder is replaced atomically (staging folder, then renames), one builder at a
+time per folder; staging folders left by killed builds are swept.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -10,6 +19,8 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import StoreError
+from .hashing import digest_file
 from .keys import dist_version
 from .planner import Plan
 
@@ -18,46 +29,165 @@ if TYPE_CHECKING:
 
 STAMP = ".qeffbuild-stamp"
 PROVENANCE = "provenance.json"
+LOCKS = ".qeffbuild-locks"
+
+
+def _read_stamp(folder: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((folder / STAMP).read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
+        return None
+    return data
 
 
 def is_current(out_dir: Path, stamp: str) -> bool:
+    data = _read_stamp(out_dir)
+    return data is not None and data.get("stamp") == stamp
+
+
+def _signature(path: Path) -> list[int] | None:
     try:
-        return (out_dir / STAMP).read_text() == stamp
+        st = os.lstat(path)
     except OSError:
-        return False
+        return None
+    import stat as stat_module
+
+    if not stat_module.S_ISREG(st.st_mode):
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
-def materialize(plan: Plan, target: str, store: Store, out_root: Path, force: bool = False) -> Path:
-    """Lay the target's outputs out under ``out_root/target`` (skipped when already current)."""
-    final = out_root / target
-    from ..store import link_or_copy
+def check_out(plan: Plan, target: str, store: Store, out_root: Path) -> str:
+    """``current`` (untouched), ``repaired`` (changed files restored) or ``stale`` (materialize anew)."""
+    folder = out_root / target
+    data = _read_stamp(folder)
+    if data is None or data.get("stamp") != plan.stamp(target):
+        return "stale"
+    expected = _expected(plan, target, store)
+    if expected is None or set(data["files"]) != set(expected) | {PROVENANCE}:
+        return "stale"
+    repaired = False
+    for rel, record in data["files"].items():
+        path = folder / rel
+        sig = _signature(path)
+        if sig is not None and isinstance(record, list) and sig == record[:4]:
+            continue
+        want = record[4] if rel == PROVENANCE and isinstance(record, list) and len(record) == 5 else expected.get(rel)
+        if sig is not None and want is not None and digest_file(path) == want:
+            data["files"][rel] = [*sig, want]  # touched, same bytes
+            repaired = True
+            continue
+        if rel == PROVENANCE or want is None:
+            return "stale"
+        _restore(store, want, path)
+        data["files"][rel] = [*(_signature(path) or [0, 0, 0, 0]), want]
+        repaired = True
+    if repaired:
+        (folder / STAMP).write_text(json.dumps(data, sort_keys=True))
+        return "repaired"
+    return "current"
 
-    stamp = plan.stamp(target)
-    if not force and is_current(final, stamp):
-        return final
-    by_id = plan.by_id
-    staging = out_root / f".staging-{target}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
+
+def _restore(store: Store, digest: str, path: Path) -> None:
+    from ..store import clone_file
+
+    if not store.verify_blob(digest):
+        raise StoreError(f"cannot restore {path}: its blob is gone or corrupt; run the build again")
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+    clone_file(store.blob_path(digest), path)
+
+
+def _expected(plan: Plan, target: str, store: Store) -> dict[str, str] | None:
+    """rel path under out/<target> → digest, from the entries of the target's output steps."""
+    out: dict[str, str] = {}
     for sid in plan.graph.outputs[target]:
-        step = by_id[sid]
+        step = plan.by_id[sid]
         entry = store.lookup(step.key)
         if entry is None:
-            raise FileNotFoundError(f"cache entry of {sid} vanished during the build")
+            return None
         for rel, digest in entry.outputs.items():
-            link_or_copy(store.blob_path(digest), staging / step.node.out_subdir / rel)
-    provenance = _provenance(plan, target, store)
-    (staging / PROVENANCE).write_text(json.dumps(provenance, indent=1, sort_keys=True))
-    (staging / STAMP).write_text(stamp)
-    _swap(staging, final)
+            out[(Path(step.node.out_subdir) / rel).as_posix()] = digest
+    return out
+
+
+def materialize(plan: Plan, target: str, store: Store, out_root: Path) -> Path:
+    """Lay the target's outputs out under ``out_root/target`` (verified copies, then one rename)."""
+    from filelock import FileLock
+
+    from ..store import clone_file
+
+    final = out_root / target
+    locks = out_root / LOCKS
+    try:
+        locks.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StoreError(f"cannot write the out folder {out_root}: {e.strerror}; make it writable or pass "
+                         "--out-dir") from e
+    with FileLock(locks / f"{target}.lock"):
+        sweep(out_root)
+        expected = _expected(plan, target, store)
+        if expected is None:
+            raise StoreError(f"the cache entries of {target} vanished during the build; run it again")
+        staging = out_root / f".staging-{os.getpid()}-{uuid.uuid4().hex[:8]}-{target}"
+        try:
+            staging.mkdir(parents=True)
+            files: dict[str, list[Any]] = {}
+            for rel, digest in expected.items():
+                if not store.verify_blob(digest):
+                    raise StoreError(f"a cached output of {target} ({rel}) was corrupt and was quarantined; run "
+                                     "the build again to rebuild it")
+                clone_file(store.blob_path(digest), staging / rel)
+                files[rel] = [*(_signature(staging / rel) or []), digest]
+            (staging / PROVENANCE).write_text(json.dumps(_provenance(plan, target, store), indent=1, sort_keys=True))
+            files[PROVENANCE] = [*(_signature(staging / PROVENANCE) or []), digest_file(staging / PROVENANCE)]
+            (staging / STAMP).write_text(json.dumps({"stamp": plan.stamp(target), "files": files}, sort_keys=True))
+            _swap(staging, final)
+        except OSError as e:
+            shutil.rmtree(staging, ignore_errors=True)
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StoreError(f"no space left on the device of {out_root} while writing out/{target}: free "
+                                 "space there, or pass --out-dir on a larger disk; out/ was left as it was") from e
+            raise StoreError(f"cannot write out/{target} in {out_root}: {e}") from e
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return final
 
 
 def _swap(staging: Path, final: Path) -> None:
-    old = final.with_name(f".old-{final.name}-{uuid.uuid4().hex[:8]}")
-    if final.exists():
+    old = final.with_name(f".old-{os.getpid()}-{uuid.uuid4().hex[:8]}-{final.name}")
+    if final.exists() or final.is_symlink():
         os.rename(final, old)
     os.rename(staging, final)
-    shutil.rmtree(old, ignore_errors=True)
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        old.unlink(missing_ok=True)
+
+
+def sweep(out_root: Path) -> int:
+    """Remove staging and old folders of builds whose process is gone."""
+    from ..store.local import pid_alive
+
+    removed = 0
+    for p in out_root.glob(".staging-*") if out_root.is_dir() else []:
+        removed += _sweep_one(p, pid_alive)
+    for p in out_root.glob(".old-*") if out_root.is_dir() else []:
+        removed += _sweep_one(p, pid_alive)
+    return removed
+
+
+def _sweep_one(p: Path, alive: Any) -> int:
+    parts = p.name.split("-")
+    if len(parts) > 2 and parts[1].isdigit() and alive(int(parts[1])):
+        return 0  # a live build's (this process's other materializations included)
+    shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+    return 1
 
 
 def _provenance(plan: Plan, target: str, store: Store) -> dict[str, Any]:

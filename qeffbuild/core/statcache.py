@@ -1,7 +1,8 @@
 """The state database (sqlite): file digests by stat, and the key each step was last built with.
 
 An unchanged file is never read twice: its digest is remembered by (path, size, mtime_ns,
-inode), so a multi-gigabyte weight file costs one ``stat`` per build. The absolute path
+ctime_ns, inode), so a multi-gigabyte weight file costs one ``stat`` per build. ctime is part of
+it because nobody can set it: a write that restores the old mtime still changes it. The absolute path
 is only the lookup key here; it never enters a step key. The history (step id → key of
 its last build) is what ``explain`` compares against.
 
@@ -19,11 +20,11 @@ from pathlib import Path
 from .hashing import digest_file
 
 _SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, inode INTEGER,"
-    " digest TEXT)",
+    "CREATE TABLE IF NOT EXISTS file_digests (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER,"
+    " ctime_ns INTEGER, inode INTEGER, digest TEXT)",
     "CREATE TABLE IF NOT EXISTS history (ns TEXT, step TEXT, key TEXT, target TEXT, PRIMARY KEY (ns, step))",
 )
-Row = tuple[int, int, int, str]
+Row = tuple[int, int, int, int, str]
 
 
 class StateDB:
@@ -64,14 +65,14 @@ class StateDB:
     @staticmethod
     def _connect(path: Path | None) -> sqlite3.Connection:
         if path is None:
-            conn = sqlite3.connect(":memory:")
+            conn = sqlite3.connect(":memory:", check_same_thread=False)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, timeout=30)
+            conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
         for statement in _SCHEMA:
             conn.execute(statement)
-        conn.execute("SELECT count(*) FROM digests").fetchone()  # fails now, not later, on a corrupt file
+        conn.execute("SELECT count(*) FROM file_digests").fetchone()  # fails now, not later, on a corrupt file
         return conn
 
     def write(self, sql: str, rows: list[tuple[object, ...]]) -> None:
@@ -102,31 +103,37 @@ class StatCache:
     def _load(self) -> dict[str, Row]:
         if self._rows is None:
             try:
-                rows = self.db.conn.execute("SELECT path, size, mtime_ns, inode, digest FROM digests").fetchall()
+                rows = self.db.conn.execute(
+                    "SELECT path, size, mtime_ns, ctime_ns, inode, digest FROM file_digests").fetchall()
             except sqlite3.Error:
                 rows = []
-            self._rows = {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+            self._rows = {r[0]: (r[1], r[2], r[3], r[4], r[5]) for r in rows}
         return self._rows
 
     def digest(self, path: Path) -> str:
-        """The file's blake3, re-read only when size, mtime or inode changed."""
+        """The file's blake3, re-read only when size, mtime, ctime or inode changed."""
         st = os.stat(path)
         key = os.fspath(path)
         rows = self._load()
         hit = rows.get(key)
-        if hit is not None and hit[:3] == (st.st_size, st.st_mtime_ns, st.st_ino):
-            return hit[3]
+        if hit is not None and hit[:4] == (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino):
+            return hit[4]
         digest = digest_file(path)
         self.hashed += 1
-        # A file modified within the mtime granularity of its stat could change again
-        # unseen; the inode and size checks plus ns mtimes make that vanishingly rare.
-        row = (st.st_size, st.st_mtime_ns, st.st_ino, digest)
+        row = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, digest)
         rows[key] = row
         self._pending[key] = row
         return digest
 
+    def record(self, path: Path, digest: str) -> None:
+        """Remember a digest just computed elsewhere (a blob the store wrote), so the next check is a stat."""
+        st = os.stat(path)
+        row = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, digest)
+        self._load()[os.fspath(path)] = row
+        self._pending[os.fspath(path)] = row
+
     def flush(self) -> None:
-        self.db.write("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?)",
+        self.db.write("INSERT OR REPLACE INTO file_digests VALUES (?, ?, ?, ?, ?, ?)",
                       [(k, *v) for k, v in self._pending.items()])
         self._pending.clear()
 

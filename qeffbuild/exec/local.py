@@ -1,8 +1,13 @@
-"""The local executor: runs a plan's uncached steps in parallel, each in its own process.
+"""The local executor: runs a plan's uncached steps in parallel, each in its own process group.
 
 Threads schedule; processes run. A command step's child is the user's command, a Python
 step's child is ``python -m qeffbuild.exec.worker``. Per-key locks make concurrent builds run
-each step once; Ctrl-C kills the children, removes scratch and releases every lock.
+each step once. Each child leads its own process group: stopping (Ctrl-C, SIGTERM, a failure
+without ``-k``) kills the whole group, grandchildren included, removes scratch and releases
+every lock; a second signal kills the groups and exits 130 at once.
+
+A command step gets copies of its inputs (it may write them; the store's blobs stay intact); a
+Python step reads the store's read-only trees and must leave them as they were (checked).
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import json
 import os
 import re
 import shutil
+import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -23,12 +30,22 @@ from typing import Any
 from ..core.planner import Plan, PlannedStep
 from ..core.progress import Reporter
 from ..core.steps import StepNode
-from ..errors import Interrupted
-from ..store import Store, link_or_copy
+from ..errors import Interrupted, StoreError
+from ..store import Store, clone_file
 from . import StepResult
 from .worker import EXIT_CHECK_FAILED, EXIT_USER_ERROR, summarize
 
 LOG_TAIL = 4000
+_LIVE_GROUPS: set[int] = set()  # process groups of running steps, for a second signal's hard stop
+_LIVE_LOCK = threading.Lock()
+
+
+def kill_all_groups() -> None:
+    """Kill every running step's process group (used by the CLI on a second signal)."""
+    with _LIVE_LOCK:
+        for pgid in list(_LIVE_GROUPS):
+            with contextlib.suppress(OSError):
+                os.killpg(pgid, signal.SIGKILL)
 
 
 class _Stopped(Exception):
@@ -97,6 +114,12 @@ class LocalExecutor:
             pool.shutdown(wait=True, cancel_futures=True)
             self.reporter.stop()
             raise Interrupted("interrupted: finished steps are cached; run the same command to resume") from None
+        except BaseException:
+            self.stop.set()
+            self._kill_all()
+            pool.shutdown(wait=True, cancel_futures=True)
+            self.reporter.stop()
+            raise
         pool.shutdown(wait=True)
         for sid in waiting:
             results.setdefault(sid, StepResult(sid, "skipped", message="not started after an earlier failure"))
@@ -117,14 +140,19 @@ class LocalExecutor:
         with self._procs_lock:
             for p in self._procs.values():
                 if p.poll() is None:
-                    p.kill()
+                    with contextlib.suppress(OSError):
+                        os.killpg(p.pid, signal.SIGKILL)  # the step and everything it started
 
     # --- one step ----------------------------------------------------------------------------
     def _run_step(self, step: PlannedStep) -> StepResult:
         t0 = time.monotonic()
         from filelock import Timeout
 
-        lock = self.store.lock(step.key)
+        try:
+            lock = self.store.lock(step.key)
+        except OSError as e:
+            return StepResult(step.id, "failed", 0.0, f"cannot lock {step.id} in the cache: {e}; make the cache "
+                                                      "writable or set QEFFBUILD_CACHE_DIR")
         while True:  # wait for a concurrent build running this step, but stay responsive to Ctrl-C
             try:
                 lock.acquire(timeout=0.2)
@@ -139,8 +167,9 @@ class LocalExecutor:
             scratch = self.store.scratch(step.key)
             out = scratch / "out"
             out.mkdir()
-            inputs = {role: self._dep_tree(dep) for role, dep in step.node.deps.items()}
+            inputs, consumed = self._inputs(step.node)
             command = step.node.is_command
+            before = _signatures(inputs.values())
             if command:
                 code = self._run_command(step.node, scratch, out, inputs)
             else:
@@ -148,48 +177,63 @@ class LocalExecutor:
             log = _tail(scratch / "log.txt")
             if self.stop.is_set():
                 return StepResult(step.id, "interrupted")
+            if not command and _signatures(inputs.values()) != before:
+                return StepResult(step.id, "failed", time.monotonic() - t0,
+                                  "the step modified its inputs (read-only files of the cache); this is a bug in "
+                                  f"its code, not a cacheable result\n{log}")
             if code != 0:
                 kept = self._keep_log(step.id, scratch / "log.txt")
                 result = self._failure(step, scratch, code, log, time.monotonic() - t0, not command)
                 result.message += f"\n(full log: {kept})"
+                if _disk_full(scratch):
+                    result.message += (f"\nno space left on the device of the cache ({self.store.root}), where steps "
+                                       "run: free space there, or point QEFFBUILD_CACHE_DIR at a larger disk")
                 return result
             if command:
                 missing = _keep_declared(out, step.node.params["outputs"])
                 if missing:
                     return StepResult(step.id, "failed", time.monotonic() - t0,
-                                      f"the command exited 0 but did not write {', '.join(missing)}; "
-                                      f"declared outputs are written under {{out}} (its working folder)\n{log}")
+                                      f"the command exited 0 but did not write {', '.join(missing)} as regular "
+                                      f"files; declared outputs are written under {{out}} (its working folder)\n{log}")
             duration = time.monotonic() - t0
-            self.store.commit(step.key, step.id, out, step.material, duration, log)
+            self.store.commit(step.key, step.id, out, step.material, duration, log, consumed)
             return StepResult(step.id, "built", duration)
         except _Stopped:
             return StepResult(step.id, "interrupted")
+        except StoreError as e:
+            return StepResult(step.id, "failed", time.monotonic() - t0, str(e))
         except Exception as e:  # anything unexpected fails this step only, with what went wrong
             return StepResult(step.id, "failed", time.monotonic() - t0, summarize(e))
         finally:
             if scratch is not None:
-                shutil.rmtree(scratch, ignore_errors=True)
+                _remove(scratch)
             lock.release()
+
+    def _inputs(self, node: StepNode) -> tuple[dict[str, Path], tuple[str, ...]]:
+        """Each upstream role's checked tree, and the digests of every blob the step will read."""
+        inputs: dict[str, Path] = {}
+        consumed: set[str] = set()
+        for role, dep in node.deps.items():
+            entry = self.store.lookup(self.plan.by_id[dep].key)
+            if entry is None:
+                raise StoreError(f"the cache entry of {dep} is missing or was corrupt; run the build again")
+            inputs[role] = self.store.tree(entry)
+            consumed.update(entry.outputs.values())
+        return inputs, tuple(sorted(consumed))
 
     def _keep_log(self, step_id: str, log: Path) -> Path:
         """A failed step's whole log outlives its scratch folder: out/.cache/logs/<step>.log."""
-        dest = self.store.root / "logs" / (re.sub(r"[^A-Za-z0-9_.-]+", "_", step_id) + ".log")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if log.exists():
-            shutil.copyfile(log, dest)
+        dest = self.store.root / "logs" / (re.sub(r"[^A-Za-z0-9_.-]+", "_", step_id)[:200] + ".log")
+        with contextlib.suppress(OSError):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if log.exists():
+                shutil.copyfile(log, dest)
         return dest
-
-    def _dep_tree(self, dep_id: str) -> Path:
-        key = self.plan.by_id[dep_id].key
-        entry = self.store.lookup(key)
-        if entry is None:
-            raise OSError(f"the cache entry of {dep_id} is missing; run the build again")
-        return self.store.tree(entry)
 
     def _failure(self, step: PlannedStep, scratch: Path, code: int, log: str, duration: float,
                  worker: bool) -> StepResult:
         failure = scratch / "failure.txt"
-        text = failure.read_text() if failure.exists() else ""
+        text = failure.read_text(errors="replace") if failure.exists() else ""
         if worker and code == EXIT_CHECK_FAILED:
             self._keep_failed_report(step.node, scratch / "out")
             return StepResult(step.id, "check-failed", duration, text)
@@ -202,15 +246,18 @@ class LocalExecutor:
 
     def _keep_failed_report(self, node: StepNode, out: Path) -> None:
         """A failed validation is not cached, but its report is what the user must read."""
+        from ..core.materialize import STAMP
+
         dest = self.out_root / node.target
-        dest.mkdir(parents=True, exist_ok=True)
-        (dest / ".qeffbuild-stamp").unlink(missing_ok=True)
-        for path in out.rglob("*"):
-            if path.is_file():
-                target = dest / path.relative_to(out)
-                target.unlink(missing_ok=True)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, target)
+        with contextlib.suppress(OSError):
+            dest.mkdir(parents=True, exist_ok=True)
+            (dest / STAMP).unlink(missing_ok=True)
+            for path in out.rglob("*"):
+                if path.is_file() and not path.is_symlink():
+                    target = dest / path.relative_to(out)
+                    target.unlink(missing_ok=True)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(path, target)
 
     def _spawn(self, step_id: str, args: list[str], cwd: Path, env: dict[str, str], log: Path) -> int:
         with open(log, "wb") as logf:
@@ -219,18 +266,25 @@ class LocalExecutor:
                     raise _Stopped
                 try:
                     proc = subprocess.Popen(args, cwd=cwd, env=env, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            stdout=subprocess.PIPE if self.verbose else logf)
+                                            stdout=subprocess.PIPE if self.verbose else logf, start_new_session=True)
                 except OSError as e:
                     logf.write(f"cannot start {args[0]!r}: {e}\n".encode())
                     return 127
                 self._procs[step_id] = proc
+                with _LIVE_LOCK:
+                    _LIVE_GROUPS.add(proc.pid)
             try:
                 if self.verbose:
                     self._stream(step_id, proc, logf)
-                return proc.wait()
+                code = proc.wait()
+                with contextlib.suppress(OSError):  # whatever the step left running goes with it
+                    os.killpg(proc.pid, signal.SIGKILL)
+                return code
             finally:
                 with self._procs_lock:
                     self._procs.pop(step_id, None)
+                with _LIVE_LOCK:
+                    _LIVE_GROUPS.discard(proc.pid)
 
     def _stream(self, step_id: str, proc: subprocess.Popen[bytes], logf: Any) -> None:
         """-v: every line of the step's output goes to its log and, prefixed, to the reporter."""
@@ -248,7 +302,7 @@ class LocalExecutor:
                 sub = self.plan.graph.nodes[node.deps[role]].out_subdir
                 for f in inputs[role].rglob("*"):
                     if f.is_file():
-                        link_or_copy(f, folder / sub / f.relative_to(inputs[role]))
+                        clone_file(f, folder / sub / f.relative_to(inputs[role]))  # a copy: the command may write it
             dep_dirs[name] = folder
         values = {"out": str(out), "root": str(node.root or "")}
         values.update({f"dep:{k}": str(v) for k, v in dep_dirs.items()})
@@ -282,6 +336,37 @@ class LocalExecutor:
                            scratch / "log.txt")
 
 
+def _signatures(folders: Any) -> dict[str, tuple[int, int, int]]:
+    """(size, mtime, inode) of every file under ``folders``: a step that edits its inputs changes one."""
+    sigs: dict[str, tuple[int, int, int]] = {}
+    for folder in folders:
+        for path in Path(folder).rglob("*"):
+            with contextlib.suppress(OSError):
+                st = os.lstat(path)
+                if stat.S_ISREG(st.st_mode):
+                    sigs[str(path)] = (st.st_size, st.st_mtime_ns, st.st_ino)
+    return sigs
+
+
+def _disk_full(path: Path, margin: int = 1 << 20) -> bool:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < margin
+
+
+def _remove(path: Path) -> None:
+    """Remove a scratch folder even where a step left read-only subfolders."""
+    def onerror(func: Any, p: str, _exc: Any) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(p), 0o700)
+            os.chmod(p, 0o700)
+            func(p)
+
+    shutil.rmtree(path, onerror=onerror)
+
+
 def _tail(path: Path, lines: int = 25) -> str:
     """The log's last lines (each cut to 300 characters): enough to see, never a wall of text."""
     try:
@@ -296,12 +381,25 @@ def _tail(path: Path, lines: int = 25) -> str:
 
 
 def _keep_declared(out: Path, declared: list[str]) -> list[str]:
-    """Delete undeclared files from ``out``; return the declared outputs that are missing."""
+    """Delete undeclared entries from ``out`` (links included, never followed); return the declared
+    outputs that are missing or not regular files."""
     wanted = {Path(d).as_posix() for d in declared}
-    for path in sorted(out.rglob("*"), reverse=True):
-        rel = path.relative_to(out).as_posix()
-        if path.is_file() and rel not in wanted:
-            path.unlink()
-        elif path.is_dir() and not any(path.iterdir()):
-            path.rmdir()
-    return sorted(d for d in wanted if not (out / d).is_file())
+    prefixes = {p.as_posix() for d in wanted for p in Path(d).parents}
+    for dirpath, dirs, files in os.walk(out, topdown=False):
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(dirpath, d))]:
+            path = Path(dirpath) / name
+            if path.relative_to(out).as_posix() not in wanted:
+                path.unlink()
+        folder = Path(dirpath)
+        if folder != out and folder.relative_to(out).as_posix() not in prefixes and not any(folder.iterdir()):
+            folder.rmdir()
+    missing = []
+    for d in sorted(wanted):
+        try:
+            st = os.lstat(out / d)
+        except OSError:
+            missing.append(d)
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            missing.append(d)
+    return missing

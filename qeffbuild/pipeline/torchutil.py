@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +61,48 @@ def quiet_warnings() -> None:
 
 
 def load_program(path: Path) -> Any:
-    """A saved torch.export program."""
+    """A saved torch.export program, loaded without ever unpickling.
+
+    ``torch.export.load`` unpickles in three places — pickled weights and constants
+    (``torch.load(weights_only=False)``), opaque objects (``pickle.loads``) and, for archives of
+    the older format, a fallback to ``weights_only=False`` — so a crafted file runs code. Our
+    programs hold plain tensors, so here every ``torch.load`` is weights-only and the object
+    loaders refuse: such a file is an error, never code that runs.
+    """
     import torch
 
-    return torch.export.load(path)
+    from ..errors import ModelLoadError
+
+    with _no_unpickling():
+        try:
+            program = torch.export.load(path)
+        except Exception as e:
+            raise ModelLoadError(f"{path} cannot be loaded as a torch.export program without unpickling "
+                                 f"({type(e).__name__}: {str(e)[:300]}); rebuild it with this qeffbuild and torch, "
+                                 "and never load programs from untrusted places") from e
+    return program
+
+
+@contextmanager
+def _no_unpickling() -> Iterator[None]:
+    import pickle
+
+    import torch
+    from torch.export.pt2_archive import _package
+
+    def refuse(*_args: Any, **_kwargs: Any) -> Any:
+        raise pickle.UnpicklingError("qeffbuild loads no pickled objects from artifacts")
+
+    real_load, real_obj, real_pickle = torch.load, torch._C._pickle_load_obj, _package.pickle
+
+    def weights_only(*args: Any, **kwargs: Any) -> Any:
+        kwargs["weights_only"] = True
+        return real_load(*args, **kwargs)
+
+    torch.load = weights_only
+    torch._C._pickle_load_obj = refuse
+    _package.pickle = type("NoPickle", (), {"loads": staticmethod(refuse), "load": staticmethod(refuse)})  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        torch.load, torch._C._pickle_load_obj, _package.pickle = real_load, real_obj, real_pickle

@@ -1,24 +1,33 @@
 """The store room: the Store protocol every cache implements, and opening one.
 
 ``local.py`` is the cache on this machine's disk. A step's result is an action entry (step
-key → output digests, duration, log, key material) plus the blobs it names; a store makes
-every entry visible only after its blobs, and never two builders run one key at once.
+key → output digests, the digests it consumed, duration, log, key material) plus the blobs it
+names; a store makes every entry visible only after its blobs, serves no blob it has not
+checked, and never lets two builders run one key at once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
-from .local import ActionEntry, LocalStore, atomic_write, link_or_copy
+from ..core.statcache import StatCache, StateDB
+from .local import ActionEntry, CorruptEntry, LocalStore, atomic_write, clone_file, link_or_copy
 
-__all__ = ["ActionEntry", "LocalStore", "Store", "atomic_write", "link_or_copy", "open_store"]
+__all__ = ["ActionEntry", "CorruptEntry", "LocalStore", "Store", "atomic_write", "clone_file", "link_or_copy",
+           "open_store"]
 
 
 class Store(Protocol):
     """What the planner, the executors and materialization need of a cache."""
 
     root: Path
+    state: StateDB
+    stat: StatCache
+    notes: list[str]
+    corrupt: set[str]
 
     def has(self, key: str) -> bool: ...
 
@@ -26,8 +35,12 @@ class Store(Protocol):
 
     def complete(self, entry: ActionEntry) -> bool: ...
 
+    def verified(self, entry: ActionEntry) -> bool: ...
+
+    def verify_blob(self, digest: str) -> bool: ...
+
     def commit(self, key: str, step: str, scratch: Path, material: dict[str, Any], duration_s: float,
-               log_tail: str) -> ActionEntry: ...
+               log_tail: str, consumed: tuple[str, ...] = ()) -> ActionEntry: ...
 
     def tree(self, entry: ActionEntry) -> Path: ...
 
@@ -39,13 +52,23 @@ class Store(Protocol):
 
     def lock(self, key: str) -> Any: ...
 
+    def shared(self) -> AbstractContextManager[None]: ...
+
+    def exclusive(self) -> AbstractContextManager[None]: ...
+
     def clean_stale_tmp(self) -> int: ...
+
+    def record_root(self, owner: str, keys: set[str]) -> None: ...
+
+    def root_keys(self) -> dict[str, set[str]]: ...
+
+    def entries(self) -> Iterator[ActionEntry]: ...
 
     def verify(self) -> dict[str, Any]: ...
 
     def stats(self) -> dict[str, Any]: ...
 
-    def gc(self, keep: set[str]) -> dict[str, Any]: ...
+    def gc(self, keep: set[str], dry_run: bool = False, other_projects: bool = True) -> dict[str, Any]: ...
 
 
 def open_store(root: Path) -> Store:

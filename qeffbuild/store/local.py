@@ -3,31 +3,50 @@
 Layout under the cache root::
 
     cas/ab/<digest>        blobs, read-only, named by their blake3
-    ac/ab/<key>.json       action entries: outputs, duration, log tail, key material
-    trees/<key>/...        an entry's outputs laid out by name (hard links into cas/)
-    locks/ab/<key>.lock    per-key locks: concurrent builds never run one step twice
-    state.sqlite           file digests by stat, and each step's last key (core/statcache.py)
+    ac/ab/<key>.json       action entries: outputs, inputs consumed, duration, log tail, key material
+    trees/<key>/...        an entry's outputs laid out by name (hard links into cas/), checked on use
+    locks/                 per-key locks (one builder per step) and store.lock (builds share it, gc and
+                           verify take it alone)
+    roots/<id>.json        the keys each project sharing this cache last needed (gc keeps them)
+    state.sqlite           file digests by stat, each step's last key (core/statcache.py)
     tmp/                   scratch folders and half-written files; never read as results
-    quarantine/            blobs whose content no longer matched their digest
+    quarantine/            blobs and entries that failed their checks
 
-Every write is temp file → flush → fsync → rename, and an action entry is written only
-after every blob it names, so a killed build never leaves a visible half-entry.
+Promises: every write is temp file → fsync → rename, and an entry is written only after every
+blob it names, so a killed build never leaves a visible half-entry. A blob is checked against its
+digest before it is served (through the stat cache: a blob whose size, mtime or inode changed is
+re-hashed); a mismatch is quarantined and its producer re-runs. Entries are parsed strictly: a
+malformed one (wrong shape, a path escaping its folder, a digest that is not a digest) is
+quarantined and treated as a miss. The cache is data, never code: nothing here unpickles.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
+import re
 import shutil
+import stat
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..core.hashing import digest_file
+from ..core.statcache import StatCache, StateDB
 from ..errors import StoreError
+
+HEX64 = re.compile(r"[0-9a-f]{64}")
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class CorruptEntry(ValueError):
+    """An action entry that does not parse as one."""
 
 
 @dataclass(frozen=True)
@@ -38,37 +57,111 @@ class ActionEntry:
     duration_s: float
     log_tail: str
     material: dict[str, Any]
+    consumed: tuple[str, ...] = ()  # digests of the input blobs the step read
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "step": self.step,
-            "outputs": self.outputs,
-            "duration_s": self.duration_s,
-            "log_tail": self.log_tail,
-            "material": self.material,
-            "created": time.time(),
-        }
+        return {"key": self.key, "step": self.step, "outputs": self.outputs, "duration_s": self.duration_s,
+                "log_tail": self.log_tail, "material": self.material, "consumed": list(self.consumed),
+                "created": time.time()}
+
+
+def safe_relpath(rel: Any) -> str:
+    """``rel`` if it is a normalized relative POSIX path inside its folder; CorruptEntry otherwise."""
+    if not isinstance(rel, str) or not rel or len(rel) > 4096 or "\\" in rel or "\0" in rel:
+        raise CorruptEntry(f"output name {rel!r} is not a relative path")
+    pure = PurePosixPath(rel)
+    if pure.is_absolute() or pure.as_posix() != rel or any(p in ("..", ".", "") for p in rel.split("/")):
+        raise CorruptEntry(f"output name {rel!r} is not a normalized path inside the step's folder")
+    return rel
+
+
+def parse_entry(data: Any, key: str) -> ActionEntry:
+    """An action entry from JSON data, checked field by field."""
+    if not isinstance(data, dict):
+        raise CorruptEntry(f"expected a JSON object, got {type(data).__name__}")
+    if data.get("key") != key:
+        raise CorruptEntry(f"names key {str(data.get('key'))[:80]!r}, not its own")
+    outputs = data.get("outputs")
+    if not isinstance(outputs, dict):
+        raise CorruptEntry("outputs is not an object")
+    for rel, digest in outputs.items():
+        safe_relpath(rel)
+        if not isinstance(digest, str) or not HEX64.fullmatch(digest):
+            raise CorruptEntry(f"output {rel!r} names {str(digest)[:80]!r}, not a blake3 digest")
+    consumed = data.get("consumed", [])
+    if not isinstance(consumed, list) or not all(isinstance(d, str) and HEX64.fullmatch(d) for d in consumed):
+        raise CorruptEntry("consumed is not a list of digests")
+    duration = data.get("duration_s")
+    if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not math.isfinite(duration):
+        raise CorruptEntry("duration_s is not a number")
+    step, log_tail, material = data.get("step"), data.get("log_tail", ""), data.get("material")
+    if not isinstance(step, str) or not isinstance(log_tail, str) or not isinstance(material, dict):
+        raise CorruptEntry("step, log_tail or material has the wrong type")
+    return ActionEntry(key, step, dict(outputs), float(duration), log_tail, material, tuple(consumed))
 
 
 def atomic_write(path: Path, data: bytes, tmp_dir: Path) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_dir / f"w-{uuid.uuid4().hex}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = tmp_dir / f"w-{os.getpid()}-{uuid.uuid4().hex}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def clone_file(src: Path, dst: Path) -> None:
+    """An independent copy of ``src`` at ``dst``: a reflink where the filesystem has them, else bytes.
+
+    Never a hard link: editing the copy must not reach the store.
+    """
+    import fcntl
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        try:
+            fcntl.ioctl(fout.fileno(), 0x40049409, fin.fileno())  # FICLONE: share extents, copy on write
+            return
+        except OSError:
+            pass
+        size = os.fstat(fin.fileno()).st_size
+        done = 0
+        try:
+            while done < size:
+                n = os.copy_file_range(fin.fileno(), fout.fileno(), size - done)
+                if n == 0:
+                    break
+                done += n
+        except OSError as e:
+            if e.errno in NO_SPACE:
+                raise
+            fin.seek(0)
+            fout.seek(0)
+            fout.truncate()
+            shutil.copyfileobj(fin, fout, 1 << 20)
+            return
+        if done < size:
+            shutil.copyfileobj(fin, fout, 1 << 20)
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
-    """Hard-link ``src`` to ``dst`` (copy when they are on different devices)."""
+    """Hard-link ``src`` to ``dst`` (copy when they are on different devices). Only for the store's own
+    read-only trees: anything a user or a command can write gets :func:`clone_file`."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(src, dst)
     except OSError:
-        shutil.copy2(src, dst)
+        clone_file(src, dst)
+
+
+def no_space(e: OSError, where: Path, what: str) -> StoreError:
+    return StoreError(f"no space left on the device of {where} while {what}: free space there, or point "
+                      "QEFFBUILD_CACHE_DIR / --out-dir at a larger disk; nothing half-written was kept")
 
 
 class LocalStore:
@@ -80,9 +173,13 @@ class LocalStore:
         self.ac = root / "ac"
         self.trees = root / "trees"
         self.locks = root / "locks"
-        self.history = root / "history"
+        self.roots = root / "roots"
         self.tmp = root / "tmp"
         self.quarantine = root / "quarantine"
+        self.state = StateDB(root / "state.sqlite")
+        self.stat = StatCache(self.state)
+        self.notes: list[str] = []  # what was found broken and healed, said once by the caller
+        self.corrupt: set[str] = set()  # digests of blobs found corrupt by this process
 
     # --- paths -----------------------------------------------------------------------
     def blob_path(self, digest: str) -> Path:
@@ -95,77 +192,159 @@ class LocalStore:
         try:
             self.tmp.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise StoreError(f"cannot create the cache at {self.root}: {e}; set QEFFBUILD_CACHE_DIR "
-                             "or --cache-dir to a writable folder") from e
+            raise StoreError(f"cannot write the cache at {self.root}: {e.strerror}; make it writable, or set "
+                             "QEFFBUILD_CACHE_DIR / --cache-dir to a writable folder") from e
+        if not os.access(self.tmp, os.W_OK):
+            raise StoreError(f"the cache at {self.root} is read-only; steps that must run cannot be stored. Make "
+                             "it writable, or set QEFFBUILD_CACHE_DIR / --cache-dir to a writable folder")
 
     # --- action cache ------------------------------------------------------------------
     def has(self, key: str) -> bool:
         return self.entry_path(key).exists()
 
     def lookup(self, key: str) -> ActionEntry | None:
+        path = self.entry_path(key)
         try:
-            data = json.loads(self.entry_path(key).read_bytes())
-        except (OSError, ValueError):
+            raw = path.read_bytes()
+        except FileNotFoundError:
             return None
-        return ActionEntry(data["key"], data["step"], data["outputs"], data["duration_s"],
-                           data.get("log_tail", ""), data["material"])
+        except OSError as e:
+            self.notes.append(f"cannot read cache entry {path.name} ({e.strerror}); treating it as missing")
+            return None
+        try:
+            return parse_entry(json.loads(raw), key)
+        except (ValueError, RecursionError) as e:  # JSON errors and CorruptEntry
+            self._quarantine_file(path, "entries")
+            self.notes.append(f"cache entry {path.name} was corrupt ({str(e)[:200]}); moved it to quarantine, "
+                              "its step runs again")
+            return None
 
     def complete(self, entry: ActionEntry) -> bool:
-        """Whether every blob the entry names is present."""
+        """Whether every blob the entry names is present (existence only; see :meth:`verified`)."""
         return all(self.blob_path(d).exists() for d in entry.outputs.values())
+
+    def verified(self, entry: ActionEntry) -> bool:
+        """Whether every blob the entry names is present and still has its digest (stat-cached).
+
+        A blob that fails is quarantined, and the entry dropped: its step must run again.
+        """
+        for digest in set(entry.outputs.values()):
+            if not self.verify_blob(digest):
+                self.drop(entry.key)
+                return False
+        return True
+
+    def verify_blob(self, digest: str) -> bool:
+        path = self.blob_path(digest)
+        try:
+            ok = self.stat.digest(path) == digest
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            self.notes.append(f"cannot read blob {digest[:12]} ({e.strerror})")
+            return False
+        if not ok:
+            self.corrupt.add(digest)
+            self._quarantine_file(path, "blobs")
+            self.notes.append(f"blob {digest[:12]} no longer matched its digest; moved it to quarantine")
+        return ok
 
     def drop(self, key: str) -> None:
         """Forget an action entry (its blobs stay until gc)."""
-        self.entry_path(key).unlink(missing_ok=True)
+        with suppress(OSError):
+            self.entry_path(key).unlink(missing_ok=True)
         shutil.rmtree(self.trees / key, ignore_errors=True)
 
-    def commit(self, key: str, step: str, scratch: Path, material: dict[str, Any],
-               duration_s: float, log_tail: str) -> ActionEntry:
-        """Move a finished step's outputs into the store and then, last, write its entry."""
+    def commit(self, key: str, step: str, scratch: Path, material: dict[str, Any], duration_s: float,
+               log_tail: str, consumed: tuple[str, ...] = ()) -> ActionEntry:
+        """Move a finished step's outputs into the store and then, last, write its entry.
+
+        Outputs must be regular files under ``scratch``: a symbolic link is refused (it would make the
+        store follow a path outside the step), and a file with other hard links is copied, not moved, so
+        the outside file is left untouched.
+        """
         self._ensure()
         outputs: dict[str, str] = {}
-        for path in sorted(_files_under(scratch)):
-            rel = path.relative_to(scratch).as_posix()
-            outputs[rel] = self._put_blob(path)
-        entry = ActionEntry(key, step, outputs, round(duration_s, 3), log_tail, material)
-        data = json.dumps(entry.to_json(), indent=1, sort_keys=True).encode()
-        atomic_write(self.entry_path(key), data, self.tmp)
+        try:
+            for path in sorted(regular_files(scratch)):
+                rel = path.relative_to(scratch).as_posix()
+                outputs[rel] = self._put_blob(path)
+            entry = ActionEntry(key, step, outputs, round(duration_s, 3), log_tail, material, tuple(sorted(consumed)))
+            data = json.dumps(entry.to_json(), indent=1, sort_keys=True).encode()
+            atomic_write(self.entry_path(key), data, self.tmp)
+        except OSError as e:
+            if e.errno in NO_SPACE:
+                raise no_space(e, self.root, f"storing the outputs of {step}") from e
+            raise StoreError(f"cannot store the outputs of {step} in {self.root}: {e}") from e
         return entry
 
     def _put_blob(self, path: Path) -> str:
+        st = os.lstat(path)
         digest = digest_file(path)
         dst = self.blob_path(digest)
-        if dst.exists():
+        if dst.exists() and self.verify_blob(digest):  # a corrupt one is quarantined and replaced below
             return digest
         dst.parent.mkdir(parents=True, exist_ok=True)
+        if st.st_nlink > 1:  # a hard link to a file outside the step: store a copy, leave that file alone
+            tmp = self.tmp / f"blob-{os.getpid()}-{uuid.uuid4().hex}"
+            clone_file(path, tmp)
+            path = tmp
         with open(path, "rb") as f:
             os.fsync(f.fileno())
-        os.chmod(path, 0o444)  # blobs are shared by hard links: never edit one in place
+        os.chmod(path, 0o444)  # blobs are shared by hard links in trees: never edit one in place
         os.replace(path, dst)
+        self.stat.record(dst, digest)
         return digest
 
     # --- trees: an entry's outputs by name ----------------------------------------------------
     def tree(self, entry: ActionEntry) -> Path:
-        """A folder with the entry's outputs under their names (hard links into cas/)."""
+        """A folder with the entry's outputs under their names (hard links into cas/), checked first.
+
+        A tree whose files are not exactly the entry's blobs (a file missing, added, replaced or
+        edited) is rebuilt from the blobs.
+        """
         final = self.trees / entry.key
-        if final.exists():
+        if final.exists() and self._tree_intact(final, entry):
             return final
         self._ensure()
-        staging = self.tmp / f"tree-{entry.key[:16]}-{uuid.uuid4().hex[:8]}"
-        for rel, digest in entry.outputs.items():
-            link_or_copy(self.blob_path(digest), staging / rel)
-        staging.mkdir(parents=True, exist_ok=True)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        for digest in set(entry.outputs.values()):
+            if not self.verify_blob(digest):
+                self.drop(entry.key)
+                raise StoreError(f"the cached outputs of {entry.step} are corrupt and were quarantined; run the "
+                                 "build again to rebuild them")
+        staging = self.tmp / f"tree-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
+            for rel, digest in entry.outputs.items():
+                link_or_copy(self.blob_path(digest), staging / safe_relpath(rel))
+            staging.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(final, ignore_errors=True)
+            final.parent.mkdir(parents=True, exist_ok=True)
             os.rename(staging, final)
-        except OSError:  # another build made it first
+        except OSError as e:
             shutil.rmtree(staging, ignore_errors=True)
+            if e.errno in NO_SPACE:
+                raise no_space(e, self.root, f"laying out the outputs of {entry.step}") from e
+            if not final.exists() or not self._tree_intact(final, entry):  # not "another build made it first"
+                raise StoreError(f"cannot lay out the outputs of {entry.step} in {final}: {e}") from e
         return final
 
-    # --- scratch, locks, history ---------------------------------------------------------
+    def _tree_intact(self, folder: Path, entry: ActionEntry) -> bool:
+        found = {p.relative_to(folder).as_posix(): p for p in regular_files(folder)}
+        if set(found) != set(entry.outputs):
+            return False
+        for rel, path in found.items():
+            try:
+                st, blob = os.lstat(path), os.stat(self.blob_path(entry.outputs[rel]))
+            except OSError:
+                return False
+            if not stat.S_ISREG(st.st_mode) or st.st_ino != blob.st_ino or st.st_dev != blob.st_dev:
+                return False
+        return True
+
+    # --- scratch, locks ---------------------------------------------------------------------
     def scratch(self, key: str) -> Path:
         self._ensure()
-        path = self.tmp / f"run-{key[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        path = self.tmp / f"run-{os.getpid()}-{key[:16]}-{uuid.uuid4().hex[:8]}"
         path.mkdir()
         return path
 
@@ -176,91 +355,226 @@ class LocalStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         return FileLock(path)
 
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        """Held by every build: gc and verify (which hold it alone) never run beside one."""
+        with _flock(self.locks / "store.lock", exclusive=False):
+            yield
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with _flock(self.locks / "store.lock", exclusive=True):
+            yield
+
     def clean_stale_tmp(self) -> int:
         """Remove scratch left by builds whose process is gone (killed with SIGKILL)."""
         removed = 0
         if not self.tmp.is_dir():
             return 0
         for p in self.tmp.iterdir():
-            parts = p.name.split("-")
-            pid = int(parts[2]) if p.name.startswith("run-") and len(parts) > 2 and parts[2].isdigit() else None
-            if pid is not None and _alive(pid):
+            if not _stale(p):
                 continue
-            if pid is None and time.time() - p.stat().st_mtime < 3600:
-                continue  # a write of a live build; stale ones go after an hour
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
             removed += 1
         return removed
 
+    # --- roots: what each project sharing this cache needs ------------------------------------------
+    def record_root(self, owner: str, keys: set[str]) -> None:
+        """Remember that the project writing to ``owner`` (its out folder) needs ``keys`` (for gc)."""
+        from ..core.hashing import digest_json
+
+        path = self.roots / f"{digest_json(owner)[:32]}.json"
+        try:
+            old = json.loads(path.read_bytes())
+            if isinstance(old, dict) and set(old.get("keys", [])) == keys and old.get("owner") == owner:
+                return
+        except (OSError, ValueError):
+            pass
+        try:
+            self._ensure()
+            data = json.dumps({"owner": owner, "keys": sorted(keys), "time": time.time()}).encode()
+            atomic_write(path, data, self.tmp)
+        except (OSError, StoreError) as e:
+            self.notes.append(f"could not record this project's keys in {self.roots} ({e}); `cache gc` from "
+                              "another project sharing the cache may collect them")
+
+    def root_keys(self) -> dict[str, set[str]]:
+        """owner → keys, for every project that recorded its keys and whose out folder still exists."""
+        out: dict[str, set[str]] = {}
+        if not self.roots.is_dir():
+            return out
+        for path in self.roots.glob("*.json"):
+            try:
+                data = json.loads(path.read_bytes())
+                owner, keys = data["owner"], data["keys"]
+                if not isinstance(owner, str) or not all(isinstance(k, str) and HEX64.fullmatch(k) for k in keys):
+                    raise ValueError("wrong shape")
+            except (OSError, ValueError, KeyError, TypeError):
+                self._quarantine_file(path, "roots")
+                self.notes.append(f"{path.name} in {self.roots} was corrupt; moved it to quarantine")
+                continue
+            if Path(owner).exists():
+                out[owner] = set(keys)
+        return out
+
     # --- maintenance -----------------------------------------------------------------------
-    def entries(self) -> Iterator[ActionEntry]:
+    def entry_keys(self) -> list[str]:
         if not self.ac.is_dir():
-            return
-        for p in sorted(self.ac.glob("*/*.json")):
-            e = self.lookup(p.stem)
+            return []
+        return sorted(p.stem for p in self.ac.glob("*/*.json") if HEX64.fullmatch(p.stem))
+
+    def entries(self) -> Iterator[ActionEntry]:
+        for key in self.entry_keys():
+            e = self.lookup(key)
             if e is not None:
                 yield e
 
     def verify(self) -> dict[str, Any]:
-        """Re-hash every blob; quarantine mismatches and drop the entries that name them."""
-        bad: list[str] = []
-        checked = 0
-        if self.cas.is_dir():
-            for blob in sorted(self.cas.glob("*/*")):
+        """Re-hash every blob; quarantine mismatches, malformed entries and what consumed bad blobs.
+
+        An entry is dropped when a blob it names or a blob it consumed is gone or corrupt, and so
+        is every entry downstream of it (built from what may have been wrong bytes).
+        """
+        with self.exclusive():
+            bad: set[str] = set()
+            checked = 0
+            for blob in sorted(self.cas.glob("*/*")) if self.cas.is_dir() else []:
                 checked += 1
-                if digest_file(blob) != blob.name:
-                    self.quarantine.mkdir(parents=True, exist_ok=True)
-                    os.replace(blob, self.quarantine / f"{blob.name}.{int(time.time())}")
-                    bad.append(blob.name)
+                if not HEX64.fullmatch(blob.name) or digest_file(blob) != blob.name:
+                    self._quarantine_file(blob, "blobs")
+                    bad.add(blob.name)
+                else:
+                    self.stat.record(blob, blob.name)
+            strays = [p for p in self.ac.glob("*/*") if not HEX64.fullmatch(p.stem)] if self.ac.is_dir() else []
+            for p in strays:
+                self._quarantine_file(p, "entries")
+            entries = list(self.entries())  # malformed ones are quarantined on the way
+            dropped = self._drop_tainted(entries, bad)
+            shutil.rmtree(self.trees, ignore_errors=True)  # rebuilt from verified blobs on demand
+            self.stat.flush()
+            return {"blobs_checked": checked, "corrupt_blobs": sorted(bad), "entries_dropped": sorted(dropped),
+                    "quarantined_entries": len(strays) + sum("cache entry" in n for n in self.notes),
+                    "notes": list(self.notes)}
+
+    def _drop_tainted(self, entries: list[ActionEntry], bad: set[str]) -> list[str]:
         dropped: list[str] = []
-        for e in list(self.entries()):
-            if not self.complete(e):
-                self.drop(e.key)
-                dropped.append(e.step)
-        return {"blobs_checked": checked, "corrupt_blobs": bad, "entries_dropped": sorted(dropped)}
+        remaining = list(entries)
+        changed = True
+        while changed:
+            changed = False
+            for e in list(remaining):
+                missing = any(not self.blob_path(d).exists() for d in e.outputs.values())
+                if missing or bad.intersection(e.outputs.values()) or bad.intersection(e.consumed):
+                    self.drop(e.key)
+                    dropped.append(e.step)
+                    remaining.remove(e)
+                    bad.update(e.outputs.values())  # what it made may be wrong: its consumers go too
+                    changed = True
+        return dropped
 
     def stats(self) -> dict[str, Any]:
-        entries = list(self.entries())
         blobs = list(self.cas.glob("*/*")) if self.cas.is_dir() else []
         return {
             "root": str(self.root),
-            "entries": len(entries),
+            "entries": len(self.entry_keys()),
             "blobs": len(blobs),
             "bytes": sum(b.stat().st_size for b in blobs),
-            "quarantined": len(list(self.quarantine.iterdir())) if self.quarantine.is_dir() else 0,
+            "quarantined": len(list(self.quarantine.rglob("*"))) if self.quarantine.is_dir() else 0,
+            "projects": sorted(self.root_keys()),
         }
 
-    def gc(self, keep: set[str]) -> dict[str, Any]:
-        """Drop entries whose key is not in ``keep``, then blobs no entry names."""
-        dropped = 0
-        live: set[str] = set()
-        for e in list(self.entries()):
-            if e.key in keep:
-                live.update(e.outputs.values())
-            else:
-                self.drop(e.key)
-                dropped += 1
-        freed = 0
-        removed = 0
-        for blob in list(self.cas.glob("*/*")) if self.cas.is_dir() else []:
-            if blob.name not in live:
-                freed += blob.stat().st_size
-                blob.unlink()
-                removed += 1
-        for tree in list(self.trees.iterdir()) if self.trees.is_dir() else []:
-            if tree.name not in keep:
-                shutil.rmtree(tree, ignore_errors=True)
-        self.clean_stale_tmp()
-        return {"entries_dropped": dropped, "blobs_removed": removed, "bytes_freed": freed}
+    def gc(self, keep: set[str], dry_run: bool = False, other_projects: bool = True) -> dict[str, Any]:
+        """Drop entries whose key is not in ``keep`` (nor, with ``other_projects``, in another project's
+        recorded roots), then blobs no entry names. Holds the store lock alone: never beside a build."""
+        with self.exclusive():
+            kept_for_others = set().union(*self.root_keys().values()) if other_projects else set()
+            live_keys = keep | kept_for_others
+            dropped = 0
+            live: set[str] = set()
+            for e in list(self.entries()):
+                if e.key in live_keys:
+                    live.update(e.outputs.values())
+                else:
+                    dropped += 1
+                    if not dry_run:
+                        self.drop(e.key)
+            freed = removed = 0
+            for blob in list(self.cas.glob("*/*")) if self.cas.is_dir() else []:
+                if blob.name not in live:
+                    freed += blob.stat().st_size
+                    removed += 1
+                    if not dry_run:
+                        blob.unlink()
+            if not dry_run:
+                for tree in list(self.trees.iterdir()) if self.trees.is_dir() else []:
+                    if tree.name not in live_keys:
+                        shutil.rmtree(tree, ignore_errors=True)
+                self.clean_stale_tmp()
+            return {"entries_dropped": dropped, "blobs_removed": removed, "bytes_freed": freed, "dry_run": dry_run,
+                    "kept_for_other_projects": len(kept_for_others - keep)}
+
+    def _quarantine_file(self, path: Path, kind: str) -> None:
+        try:
+            dest = self.quarantine / kind
+            dest.mkdir(parents=True, exist_ok=True)
+            os.replace(path, dest / f"{path.name}.{int(time.time())}.{uuid.uuid4().hex[:6]}")
+        except OSError:
+            with suppress(OSError):  # a read-only cache: the caller treats it as missing either way
+                path.unlink()
 
 
-def _files_under(root: Path) -> Iterator[Path]:
-    for dirpath, _dirs, files in os.walk(root):
+def regular_files(root: Path) -> Iterator[Path]:
+    """Every file under ``root``; a symbolic link or special file anywhere is refused with its name."""
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs:
+            if os.path.islink(os.path.join(dirpath, name)):
+                raise StoreError(f"output {Path(dirpath, name).relative_to(root)} is a symbolic link to a folder; "
+                                 "a step's outputs must be regular files and folders inside its output folder")
         for name in files:
-            yield Path(dirpath) / name
+            path = Path(dirpath) / name
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                raise StoreError(f"output {path.relative_to(root)} is a symbolic link (to {os.readlink(path)}); "
+                                 "a step's outputs must be regular files inside its output folder: copy the file")
+            if not stat.S_ISREG(st.st_mode):
+                raise StoreError(f"output {path.relative_to(root)} is not a regular file (a FIFO, socket or "
+                                 "device); a step's outputs must be regular files")
+            yield path
 
 
-def _alive(pid: int) -> bool:
+@contextmanager
+def _flock(path: Path, exclusive: bool) -> Iterator[None]:
+    """A shared or exclusive lock on ``path`` (fcntl); without a writable cache there is nothing to guard."""
+    import fcntl
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            yield
+            return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _stale(p: Path) -> bool:
+    """A scratch file or folder whose owning process is gone (named ``<kind>-<pid>-…``), or an hour old."""
+    parts = p.name.split("-")
+    if len(parts) > 2 and parts[1].isdigit():
+        return not pid_alive(int(parts[1]))
+    try:
+        return time.time() - p.lstat().st_mtime > 3600
+    except OSError:
+        return False
+
+
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

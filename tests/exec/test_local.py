@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -182,19 +183,32 @@ def test_two_concurrent_builds_run_each_step_once(project: ProjectDir) -> None:
     assert (project.root / "out" / "slow" / "s.txt").read_text() == "slow\n"
 
 
-def test_corrupt_blob_is_found_by_verify_and_rebuilt(project: ProjectDir) -> None:
+def test_an_edit_under_out_never_reaches_the_store_and_is_restored(project: ProjectDir) -> None:
     _two(project)
     assert project.cli("build").code == 0
     out_file = project.root / "out" / "upper" / "up.txt"
-    os.chmod(out_file, 0o644)  # a user edits a materialized output in place: it is the blob
-    out_file.write_text("tampered\n")
+    out_file.write_text("tampered\n")  # a copy, not the blob: the store is untouched
+    assert project.cli("cache", "verify").code == 0
+    res = project.cli("build", "--json")
+    assert res.code == 0 and res.json()["counts"] == {"cached": 2}
+    assert "restored files changed or removed under out/ for: upper" in res.json()["notes"]
+    assert out_file.read_text() == "HELLO\ndata\n"
+
+
+def test_corrupt_blob_is_found_by_verify_and_rebuilt(project: ProjectDir) -> None:
+    _two(project)
+    assert project.cli("build").code == 0
+    cas = project.root / "out" / ".cache" / "cas"
+    blob = next(b for b in cas.glob("*/*") if b.read_bytes() == b"HELLO\ndata\n")
+    blob.chmod(0o644)
+    blob.write_text("rotten!!!!!\n")
     res = project.cli("cache", "verify")
     assert res.code == 1
-    assert json.loads(res.out)["entries_dropped"] == ["command:upper"]
+    assert res.json()["entries_dropped"] == ["command:upper"]
     res = project.cli("build", "--json")
     assert res.code == 0
-    assert json.loads(res.out)["steps"]["command:upper"]["status"] == "built"
-    assert out_file.read_text() == "HELLO\ndata\n"
+    assert res.json()["steps"]["command:upper"]["status"] == "built"
+    assert (project.root / "out" / "upper" / "up.txt").read_text() == "HELLO\ndata\n"
     assert project.cli("cache", "verify").code == 0
 
 
@@ -244,14 +258,14 @@ def test_an_unexpected_error_fails_only_its_step(project: ProjectDir, monkeypatc
 cmd = ["sh", "-c", "echo solo > s.txt"]
 outputs = ["s.txt"]
 """)
-    real = LocalExecutor._dep_tree
+    real = LocalExecutor._inputs
 
-    def broken(self: LocalExecutor, dep_id: str) -> Path:
-        if dep_id == "command:gen":
+    def broken(self: LocalExecutor, node: Any) -> Any:
+        if "command:gen" in node.deps.values():
             raise RuntimeError("the dependency tree exploded")
-        return real(self, dep_id)
+        return real(self, node)
 
-    monkeypatch.setattr(LocalExecutor, "_dep_tree", broken)
+    monkeypatch.setattr(LocalExecutor, "_inputs", broken)
     stopped: list[bool] = []
 
     class Watch(Reporter):

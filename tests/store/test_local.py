@@ -43,7 +43,7 @@ def test_missing_entry_and_unreadable_entry_are_misses(tmp_path: Path) -> None:
 def test_stale_scratch_of_a_dead_build_is_removed(tmp_path: Path) -> None:
     store = Store(tmp_path)
     store.tmp.mkdir(parents=True)
-    dead = store.tmp / "run-abcdef-999999999-1234"  # no such pid
+    dead = store.tmp / "run-999999999-abcdef-1234"  # no such pid
     dead.mkdir()
     live = store.scratch("k")  # this process: alive
     assert store.clean_stale_tmp() == 1

@@ -205,7 +205,7 @@ def test_minilm_parity_with_real_weights(tmp_path: Path, shared_cache: Path) -> 
     assert {(r["runtime"], r["shape"]) for r in rows_b} == {
         (rt, f"seq {n}") for rt in ("pytorch", "pytorch-transformed", "onnxruntime", "aoti") for n in (16, 64)}
     for r in rows_b:  # throughput is batch / p50 latency, per row
-        assert r["throughput_per_s"] == pytest.approx(r["batch_size"] / (r["p50_ms"] / 1000), rel=1e-3)
+        assert r["throughput_per_s"] == pytest.approx(r["batch_size"] / (r["p50_ms"] / 1000), rel=1e-3, abs=0.06)
 
 
 def _hf_cache(tmp_path: Path) -> Path:

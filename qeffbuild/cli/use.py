@@ -29,6 +29,8 @@ def run_cmd(lazy: LazyProject, target: str, inputs: tuple[str, ...], runtime: st
     for row in rows:
         if "text" in row:
             click.echo(f"{row['input']}: {row['text']}")
+            for note in row.get("notes", []):
+                click.echo(f"note: {row['input']}: {note}", err=True)
         else:
             emb = row["embedding"]
             click.echo(f"{row['input']}: [{', '.join(f'{v:.4f}' for v in emb[:4])}, …] ({len(emb)} dims)")
@@ -49,10 +51,24 @@ def bench_cmd(lazy: LazyProject, target: str, iters: int, warmup: int, as_json: 
         return
     from ..reports import table
 
-    headers = ["runtime", "specialization", "dtype", "batch", "shape", "p50 ms", "p90 ms", "p99 ms", "throughput"]
+    headers = ["runtime", "specialization", "dtype", "batch", "shape", "p50 ms", "p90 ms", "p99 ms", "throughput",
+               "more"]
     click.echo(table(headers, [[r["runtime"], r["specialization"], r["dtype"], str(r["batch_size"]), r["shape"],
                                 f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}",
-                                f"{r['throughput_per_s']:.1f} {r['unit']}/s"] for r in rows]))
+                                f"{r['throughput_per_s']:.1f} {r['unit']}/s", _more(r)] for r in rows]))
+
+
+def _more(r: dict[str, object]) -> str:
+    """The columns only some rows have (speech: encoder, whole utterance, speed-up over generate)."""
+    parts = []
+    if "encoder_p50_ms" in r:
+        parts.append(f"encoder {r['encoder_p50_ms']} ms, {r['utterances_per_s']} utt/s")
+    if "speedup_per_token_vs_generate" in r:
+        parts.append(f"×{r['speedup_per_token_vs_generate']}/token, ×{r['speedup_per_utterance_vs_generate']}/utt "
+                     "vs generate")
+    if "vs" in r:
+        parts.append(str(r["vs"]))
+    return "; ".join(parts) or "-"
 
 
 @main.command()

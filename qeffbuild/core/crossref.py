@@ -12,7 +12,16 @@ from pathlib import Path, PurePosixPath
 
 from ..errors import Problem
 from .loader import ManifestFile, TargetRef, Workspace, display_path
-from .tables import ModelBase, PackageSource, PathSource, RandomSource, SpecializationBase, StepTable, ValidationBase
+from .tables import (
+    ComposedSource,
+    ModelBase,
+    PackageSource,
+    PathSource,
+    RandomSource,
+    SpecializationBase,
+    StepTable,
+    ValidationBase,
+)
 
 
 def hint(name: str, known: list[str]) -> str:
@@ -101,17 +110,23 @@ def cross_check(ws: Workspace, problems: list[Problem]) -> None:
 
 
 def _check_model(c: Checker, t: TargetRef, m: ModelBase) -> None:
-    src = m.source
+    _check_source(c, t, m.source, "source")
+    c.ws.plugins.tasks.get(m.task).check(c, t)
+
+
+def _check_source(c: Checker, t: TargetRef, src: object, key: str) -> None:
     if isinstance(src, PathSource):
-        c.path(t, "source.path", src.path, folder=True)
+        c.path(t, f"{key}.path", src.path, folder=True)
     elif isinstance(src, PackageSource):
-        _check_package(c, t, "source.package", src)
+        _check_package(c, t, f"{key}.package", src)
     elif isinstance(src, RandomSource):
         if isinstance(src.tokenizer, PathSource):
-            c.path(t, "source.tokenizer", src.tokenizer.path, folder=True)
+            c.path(t, f"{key}.tokenizer", src.tokenizer.path, folder=True)
         elif isinstance(src.tokenizer, PackageSource):
-            _check_package(c, t, "source.tokenizer", src.tokenizer)
-    c.ws.plugins.tasks.get(m.task).check(c, t)
+            _check_package(c, t, f"{key}.tokenizer", src.tokenizer)
+    elif isinstance(src, ComposedSource):
+        _check_source(c, t, src.encoder, f"{key}.encoder")
+        _check_source(c, t, src.decoder, f"{key}.decoder")
 
 
 def _check_package(c: Checker, t: TargetRef, key: str, src: PackageSource) -> None:

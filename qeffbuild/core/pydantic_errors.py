@@ -42,7 +42,7 @@ def _strip_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     """Drop pydantic's union-member tags (e.g. ``source.path.path`` → ``source.path``)."""
     out: list[Any] = []
     for i, part in enumerate(loc):
-        if i > 0 and loc[i - 1] == "source" and part in SOURCE_KINDS and i + 1 < len(loc):
+        if i > 0 and loc[i - 1] in ("source", "encoder", "decoder") and part in SOURCE_KINDS and i + 1 < len(loc):
             continue
         if isinstance(part, str) and (part.startswith(("function-", "list[", "dict[")) or "Source" in part):
             continue

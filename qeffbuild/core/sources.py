@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import InputError
 from .steps import FileInput
-from .tables import HubSource, PackageSource, PathSource, RandomSource
+from .tables import ComposedSource, HubSource, PackageSource, PathSource, RandomSource
 
 # Files that never affect a model (editor and VCS droppings, docs).
 _SKIP = re.compile(r"(^|/)(\.git|\.cache|__pycache__)(/|$)|\.(md|lock)$")
@@ -36,6 +36,7 @@ class Resolved:
     config: dict[str, Any] = field(default_factory=dict)  # config.json as found, for plan-time checks
     architecture: str | None = None  # the transformers class, when known without importing it
     model_type: str | None = None
+    paths: dict[str, Path] = field(default_factory=dict)  # role -> folder the load step reads (never in a key)
 
 
 def folder_files(folder: Path, label_prefix: str) -> tuple[FileInput, ...]:
@@ -126,7 +127,7 @@ def _described(params: dict[str, Any], files: tuple[FileInput, ...], folder: Pat
     archs = config.get("architectures")
     arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
     model_type = config.get("model_type") if isinstance(config.get("model_type"), str) else None
-    return Resolved(params, files, folder, config, arch, model_type)
+    return Resolved(params, files, folder, config, arch, model_type, {"source": folder})
 
 
 def resolve(source: Any, root: Path) -> Resolved:
@@ -144,21 +145,32 @@ def resolve(source: Any, root: Path) -> Resolved:
         params: dict[str, Any] = {"kind": "random", "architecture": source.random, "config": source.config,
                                   "seed": source.seed}
         files: tuple[FileInput, ...] = ()
+        paths: dict[str, Path] = {}
         if source.tokenizer is not None:
             tok = source.tokenizer
             folder = (root / tok.path).resolve() if isinstance(tok, PathSource) else package_folder(tok)
             params["tokenizer"] = {"kind": "path"} if isinstance(tok, PathSource) else \
                 {"kind": "package", "package": tok.package}
             files = tuple(f for f in folder_files(folder, "tokenizer") if is_preprocessor_file(f.path.name))
-        return Resolved(params, files, None, dict(source.config), source.random, None)
+            paths["tokenizer"] = folder
+        return Resolved(params, files, None, dict(source.config), source.random,
+                        source.config.get("model_type") if isinstance(source.config.get("model_type"), str) else None,
+                        paths)
+    if isinstance(source, ComposedSource):
+        return _composed(source, root)
     raise TypeError(f"unknown source {source!r}")
 
 
-def tokenizer_folder(source: RandomSource, root: Path) -> Path | None:
-    tok = source.tokenizer
-    if tok is None:
-        return None
-    return (root / tok.path).resolve() if isinstance(tok, PathSource) else package_folder(tok)
+def _composed(source: ComposedSource, root: Path) -> Resolved:
+    """Encoder and decoder resolved on their own; the model's identity covers both."""
+    sides = {"encoder": resolve(source.encoder, root), "decoder": resolve(source.decoder, root)}
+    files = tuple(FileInput(f"{side}/{f.label}", f.path) for side, r in sides.items() for f in r.files)
+    paths = {f"{side}-{role}": path for side, r in sides.items() for role, path in r.paths.items()}
+    config = {"model_type": "speech-encoder-decoder", "encoder": {"model_type": sides["encoder"].model_type,
+                                                                  **sides["encoder"].config},
+              "decoder": {"model_type": sides["decoder"].model_type, **sides["decoder"].config}}
+    params = {"kind": "composed", "encoder": sides["encoder"].params, "decoder": sides["decoder"].params}
+    return Resolved(params, files, None, config, "SpeechEncoderDecoderModel", "speech-encoder-decoder", paths)
 
 
 def is_preprocessor_file(name: str) -> bool:

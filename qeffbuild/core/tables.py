@@ -82,7 +82,7 @@ class RandomSource(Table):
         return result
 
 
-SOURCE_KINDS: dict[str, type[Table]] = {
+BASIC_SOURCES: dict[str, type[Table]] = {
     "path": PathSource,
     "hf": HubSource,
     "package": PackageSource,
@@ -91,24 +91,39 @@ SOURCE_KINDS: dict[str, type[Table]] = {
 
 
 def _source_kind(value: Any) -> str | None:
-    """The source kind is the one of path/hf/package/random that the table names."""
+    """The source kind is the one of path/hf/package/random that the table names (or encoder + decoder)."""
     if isinstance(value, BaseModel):
         value = value.model_dump()
     if not isinstance(value, dict):
         return None
-    kinds = [k for k in SOURCE_KINDS if k in value]
+    kinds = [k for k in BASIC_SOURCES if k in value]
+    if not kinds and "encoder" in value and "decoder" in value:
+        return "composed"
     return kinds[0] if len(kinds) == 1 else None
 
 
+_BASIC = (Annotated[PathSource, Tag("path")] | Annotated[HubSource, Tag("hf")]
+          | Annotated[PackageSource, Tag("package")] | Annotated[RandomSource, Tag("random")])
+_KIND_ERROR = "expected a table with exactly one of the keys path, hf, package, random"
+BasicSource = Annotated[_BASIC, Discriminator(_source_kind, custom_error_type="source_kind",
+                                              custom_error_message=_KIND_ERROR)]
+
+
+class ComposedSource(Table):
+    """An encoder and a decoder from two sources, joined as ``from_encoder_decoder_pretrained`` does."""
+
+    encoder: BasicSource = Field(description="The encoder: any source (path, hf, package, random).")
+    decoder: BasicSource = Field(description="The decoder (given cross-attention): any source.")
+
+
+SOURCE_KINDS: dict[str, type[Table]] = {**BASIC_SOURCES, "composed": ComposedSource}
+
 Source = Annotated[
-    Annotated[PathSource, Tag("path")]
-    | Annotated[HubSource, Tag("hf")]
-    | Annotated[PackageSource, Tag("package")]
-    | Annotated[RandomSource, Tag("random")],
+    _BASIC | Annotated[ComposedSource, Tag("composed")],
     Discriminator(
         _source_kind,
         custom_error_type="source_kind",
-        custom_error_message="expected a table with exactly one of the keys path, hf, package, random",
+        custom_error_message=_KIND_ERROR + " (or encoder and decoder, each a source)",
     ),
 ]
 

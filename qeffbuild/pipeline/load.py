@@ -20,7 +20,8 @@ from ..errors import InputError, ModelLoadError
 _ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
 
 
-def _random_model(src: dict[str, Any], overrides: dict[str, Any], auto_class: str) -> Any:
+def random_model(src: dict[str, Any], overrides: dict[str, Any]) -> Any:
+    """A transformers architecture built from its config with a fixed seed."""
     import torch
     import transformers
 
@@ -40,19 +41,25 @@ def _random_model(src: dict[str, Any], overrides: dict[str, Any], auto_class: st
     return cls(config).eval()
 
 
-def _load_folder(ctx: StepContext, folder: Path, p: dict[str, Any]) -> Any:
+def load_folder(ctx: StepContext, folder: Path, auto_class: str) -> Any:
+    """A model folder loaded with ``auto_class`` (config overrides applied); failures name the model and fix."""
     import transformers
 
+    p = ctx.params
     trust = bool(p["trust_remote_code"])
     name = ctx.node_id.partition(":")[2]  # load:<model name>
     try:
         config = transformers.AutoConfig.from_pretrained(folder, trust_remote_code=trust, **p["overrides"])
-        cls = getattr(transformers, p["auto_class"])
-        return cls.from_pretrained(folder, config=config, trust_remote_code=trust).eval()
+        cls = getattr(transformers, auto_class)
+        model = cls.from_pretrained(folder, config=config, trust_remote_code=trust).eval()
+        if (folder / "generation_config.json").is_file():
+            # Keep the checkpoint's own generation config (prompt tokens, suppressions) as it is.
+            model.generation_config = transformers.GenerationConfig.from_pretrained(folder)
+        return model
     except (OSError, ValueError, KeyError, RuntimeError, TypeError, AttributeError) as e:
-        raise ModelLoadError(_explain_load_error(name, folder, p, e)) from e
+        raise ModelLoadError(_explain_load_error(name, folder, {**p, "auto_class": auto_class}, e)) from e
     except Exception as e:  # safetensors' own error type, and whatever else a loader raises
-        raise ModelLoadError(_explain_load_error(name, folder, p, e)) from e
+        raise ModelLoadError(_explain_load_error(name, folder, {**p, "auto_class": auto_class}, e)) from e
 
 
 def _explain_load_error(name: str, folder: Path, p: dict[str, Any], e: Exception) -> str:
@@ -70,54 +77,52 @@ def _explain_load_error(name: str, folder: Path, p: dict[str, Any], e: Exception
     return f"model {name!r} ({folder}) failed to load: {type(e).__name__}: {first}"
 
 
-def _save_preprocessor(folder: Path, out: Path, kind: str, trust: bool) -> list[str]:
-    """Save the tokenizer or processor; return notes of what was changed, for the report."""
+def save_preprocessors(preprocessors: list[tuple[str, Path]], out: Path, trust: bool) -> list[str]:
+    """Save each tokenizer, processor or feature extractor; return notes of what was changed, for the report."""
     import transformers
 
     notes: list[str] = []
-    try:
-        if kind == "processor":
-            transformers.AutoProcessor.from_pretrained(folder, trust_remote_code=trust).save_pretrained(out)
-            return notes
-        tok = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=trust)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ModelLoadError(f"no usable tokenizer or processor in {folder}: {str(e).splitlines()[0][:300]}; "
-                             "a random model names one with source.tokenizer") from e
-    if tok.pad_token is None and tok.eos_token is not None:
-        # Decoder-only tokenizers (GPT-2) have no pad token: pad with EOS, as sentence-transformers does.
-        tok.pad_token = tok.eos_token
-        notes.append(f"the tokenizer has no pad token; padding with its eos token {tok.eos_token!r} "
-                     "(as sentence-transformers does)")
-    tok.save_pretrained(out)
+    for kind, folder in preprocessors:
+        try:
+            if kind == "processor":
+                transformers.AutoProcessor.from_pretrained(folder, trust_remote_code=trust).save_pretrained(out)
+            elif kind == "feature_extractor":
+                transformers.AutoFeatureExtractor.from_pretrained(folder, trust_remote_code=trust).save_pretrained(out)
+            else:
+                tok = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=trust)
+                if tok.pad_token is None and tok.eos_token is not None:
+                    # Decoder-only tokenizers (GPT-2) have no pad token: pad with EOS, as sentence-transformers does.
+                    tok.pad_token = tok.eos_token
+                    notes.append(f"the tokenizer has no pad token; padding with its eos token {tok.eos_token!r} "
+                                 "(as sentence-transformers does)")
+                tok.save_pretrained(out)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ModelLoadError(f"no usable {kind.replace('_', ' ')} in {folder}: {str(e).splitlines()[0][:300]}; "
+                                 "a random model names its folder with source.tokenizer") from e
     return notes
 
 
 def run(ctx: StepContext) -> None:
     p = ctx.params
-    src, trust = p["source"], bool(p["trust_remote_code"])
     out = ctx.out / "model"
-    if src["kind"] == "random":
-        model = _random_model(src, p["overrides"], p["auto_class"])
-        tokenizer_dir = ctx.paths.get("tokenizer")
+    if p.get("builder"):  # a family that constructs its models itself (speech encoder-decoders …)
+        model, preprocessors = load_attr(p["builder"])(ctx)
+    elif p["source"]["kind"] == "random":
+        model = random_model(p["source"], p["overrides"])
+        tok = ctx.paths.get("tokenizer")
+        preprocessors = [(p["preprocessor"], tok)] if tok is not None else []
     else:
         folder = ctx.paths["source"]
-        model = _load_folder(ctx, folder, p)
-        if (folder / "generation_config.json").is_file():
-            # Keep the checkpoint's own generation config (prompt tokens, suppressions) as it is.
-            from transformers import GenerationConfig
-
-            model.generation_config = GenerationConfig.from_pretrained(folder)
-        tokenizer_dir = folder
+        model = load_folder(ctx, folder, p["auto_class"])
+        preprocessors = [(p["preprocessor"], folder)]
         for name in _ST_FILES:
             if (folder / name).is_file():
                 out.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(folder / name, out / name)
         for pooling_dir in folder.glob("*_Pooling"):
             shutil.copytree(pooling_dir, out / pooling_dir.name)
-    if src["kind"] == "random" and p.get("post_load") and tokenizer_dir is not None:
-        load_attr(p["post_load"])(model, tokenizer_dir)
     model.save_pretrained(out)
-    notes = _save_preprocessor(tokenizer_dir, out, p["preprocessor"], trust) if tokenizer_dir is not None else []
+    notes = save_preprocessors(preprocessors, out, bool(p["trust_remote_code"]))
     (ctx.out / "notes.json").write_text(json.dumps(notes))
     print(f"saved {type(model).__name__} with {sum(t.numel() for t in model.parameters())} parameters")
     for note in notes:

@@ -69,24 +69,18 @@ def check_device(spec_ref: TargetRef, device: str) -> None:
 
 
 def load_node(x: Expansion, model: TargetRef, auto_class: str, preprocessor: str,
-              post_load: str | None = None) -> str:
-    """The model in the Hugging Face layout, overrides applied (``auto_class`` loads it)."""
+              extra: dict[str, Any] | None = None) -> str:
+    """The model in the Hugging Face layout, overrides applied (``auto_class`` loads it; a family may name a
+    ``builder`` in ``extra`` that constructs it instead, and add params of its own)."""
     spec: ModelBase = model.spec
     check_support(x, model)
     src = x.ws.source(model)
-    paths = {"source": src.folder} if src.folder else {}
-    if isinstance(spec.source, RandomSource) and spec.source.tokenizer is not None:
-        from ..core.sources import tokenizer_folder
-
-        folder = tokenizer_folder(spec.source, model.file.root)
-        if folder is not None:
-            paths["tokenizer"] = folder
     params = {"source": src.params, "overrides": spec.overrides, "task": spec.task, "auto_class": auto_class,
-              "preprocessor": preprocessor, "trust_remote_code": spec.trust_remote_code, "post_load": post_load}
+              "preprocessor": preprocessor, "trust_remote_code": spec.trust_remote_code, **(extra or {})}
     return x.graph.add(StepNode(
         id=f"load:{model.name}", kind="load", params=params, runner="qeffbuild.pipeline.load:run",
         version=LOAD_VERSION, toolchain=MODEL_TOOLCHAIN, files=src.files, target=model.name, out_subdir="",
-        salt=x.salt(model), paths=paths,
+        salt=x.salt(model), paths=dict(src.paths),
     ))
 
 

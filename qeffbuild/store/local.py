@@ -317,9 +317,12 @@ class LocalStore:
             for rel, digest in entry.outputs.items():
                 link_or_copy(self.blob_path(digest), staging / safe_relpath(rel))
             staging.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(final, ignore_errors=True)
             final.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(staging, final)
+            if final.exists() and not self._tree_intact(final, entry):
+                # Move a broken tree aside, never delete it in place: a step of another build may be reading
+                # it. The stale copy is swept with the scratch of dead processes.
+                os.rename(final, self.tmp / f"tree-{os.getpid()}-old-{uuid.uuid4().hex[:8]}")
+            os.rename(staging, final)  # fails when another build made it first: then theirs is used
         except OSError as e:
             shutil.rmtree(staging, ignore_errors=True)
             if e.errno in NO_SPACE:

@@ -60,8 +60,8 @@ class ChaosProject:
         for i in range(n):
             (root / "manifests" / "data" / f"in{i}.txt").write_text(f"input {i}\n")
             cats = " ".join(f"{{dep:s{d}}}/o.txt" for d in self.deps[i])
-            cmd = (f"echo x >> {{root}}/../.runs/s{i}; sleep {sleep}; "
-                   f"cat {cats} {{root}}/data/in{i}.txt | sha256sum > o.txt")
+            cmd = (f"echo x >> {{root}}/../.runs/s{i}; sleep {sleep}; "  # a missing input fails the step (no pipe)
+                   f"cat {cats} {{root}}/data/in{i}.txt > all && sha256sum < all > o.txt && rm all")
             deps = ", ".join(f'"s{d}"' for d in self.deps[i])
             lines.append(f'[steps.s{i}]\ncmd = ["sh", "-c", "{cmd}"]\ninputs = ["data/in{i}.txt"]\n'
                          f'outputs = ["o.txt"]\ndeps = [{deps}]\n')

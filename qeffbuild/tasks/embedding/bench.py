@@ -25,6 +25,9 @@ def _reference_session(model_dir: Path, pooling: str, normalize: bool) -> Sessio
 
 def bench(artifact: Any, node: StepNode, iters: int, warmup: int) -> list[dict[str, Any]]:
     """``artifact(role)`` gives the folder of the validation's upstream step with that role."""
+    from ...pipeline.torchutil import quiet_warnings
+
+    quiet_warnings()
     import numpy as np
 
     p = node.params

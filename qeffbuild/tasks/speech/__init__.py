@@ -1,58 +1,88 @@
-"""The speech seq2seq family: audio encoder + text decoder with the KV-cache retained-state rewrite.
+"""The speech seq2seq family: Whisper, Speech2Text and SpeechEncoderDecoder models (Wav2Vec2 or Hubert
+encoders with BERT, RoBERTa, GPT-2 or BART decoders), through one retained-state rewrite.
 
-Graph: load → {encoder, decoder-step} transform → export (ONNX) → compile per backend →
-validate (greedy decoding on every runtime, token for token against the unmodified
-model). This module is torch-free: manifest fields, plan-time checks, expansion. Step ids
-name roles (``transform:<spec>:decoder``); their keys carry the shapes, so ``explain``
-compares a changed ``ctx_len`` with the step's last build.
+Graph: load → encoder-side transform (per audio bucket: the model's encoder plus each layer's
+cross-attention keys/values, computed once) and decoder-step transform (the model's own
+decoder over an explicit KV cache of fixed ``ctx_len``) → export (ONNX) → compile per backend →
+validate (greedy decoding on every runtime, token for token against the unmodified model).
+
+This module is torch-free: manifest fields, plan-time facts (encoder lengths, decoder
+positions, prompt length, languages — from configs and tokenizer files) and expansion. Step
+ids name roles (``transform:<spec>:decoder``); keys carry the shapes.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ...checks import resolve_checks
 from ...core.plugins import Task
 from ...core.steps import MODEL_TOOLCHAIN, FileInput, StepNode
-from ...core.tables import ModelBase, SpecializationBase, ValidationBase
-from ...pipeline.nodes import check_backend, check_device, compile_node, config_int, export_node, load_node
+from ...core.tables import ModelBase, RandomSource, SpecializationBase, ValidationBase
+from ...pipeline.nodes import check_backend, check_device, compile_node, export_node, load_node, model_config
+from .families import ARCHITECTURES, SAMPLE_RATE, Architecture, FactError, architecture_of, whisper_prompt
 
 if TYPE_CHECKING:
     from ...core.graph import Expansion
     from ...core.loader import TargetRef
     from ...core.plugins import Plugins
 
-TRANSFORM_VERSION = 2
-VALIDATE_VERSION = 2
-PROMPT_MAX = 4  # <|startoftranscript|> <|lang|> <|task|> <|notimestamps|>
+TRANSFORM_VERSION = 3
+VALIDATE_VERSION = 3
+LOAD_BUILDER = "qeffbuild.tasks.speech.load:build"
 MIN_DECODE_STEPS = 20  # a cache wrong after step 1 must not pass: check many steps
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".opus", ".w64")
 
 
 class SpeechModel(ModelBase):
     task: Literal["speech-seq2seq"] = Field(description="Speech recognition with an encoder-decoder model.")
+    decoder_start_token_id: int | None = Field(None, ge=0, description="First decoder token (encoder-decoders).")
+    pad_token_id: int | None = Field(None, ge=0)
+    eos_token_id: int | None = Field(None, ge=0, description="End of text: stops transcription.")
 
 
 class SpeechSpecialization(SpecializationBase):
     ctx_len: int | None = Field(None, ge=1, le=65536, description="Decoder KV-cache length (retained state).")
-    encoder_ctx_len: int | None = Field(None, ge=1, le=65536, description="Encoder positions.")
+    encoder_ctx_len: int | None = Field(None, ge=1, le=65536,
+                                        description="Whisper: encoder positions (= max_source_positions).")
+    audio_len_s: list[float] = Field(default_factory=list, description="Speech2Text and encoder-decoder models: "
+                                     "audio lengths in seconds, one encoder graph each; an input uses the smallest "
+                                     "that fits.", json_schema_extra={"example": "audio_len_s = [2, 5]"})
+
+    @field_validator("audio_len_s", mode="before")
+    @classmethod
+    def _one(cls, v: Any) -> Any:
+        return [v] if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+    @field_validator("audio_len_s")
+    @classmethod
+    def _buckets(cls, v: list[float]) -> list[float]:
+        if any(s <= 0 or s > 3600 for s in v):
+            raise ValueError("every audio length must be > 0 and at most 3600 seconds")
+        if len({round(s * SAMPLE_RATE) for s in v}) != len(v):
+            raise ValueError("audio lengths must be distinct")
+        return sorted(v)
 
 
 class SpeechValidation(ValidationBase):
     inputs: str = Field(description="A folder of audio files (any format soundfile reads) with optional .txt "
                                     "transcripts beside them.")
-    max_new_tokens: int = Field(24, ge=1, le=4096,
-                                description="Greedy decode steps compared per utterance (≥ 20; EOS does not "
-                                            "stop them).")
-    language: str | None = Field("en", description="Language token of the decoder prompt (None: omit).")
+    max_new_tokens: int = Field(24, ge=1, le=4096, description="Greedy decode steps compared per utterance "
+                                                               "(≥ 20; EOS does not stop them).")
+    language: str | None = Field(None, description="Multilingual Whisper: the language token (default 'en').")
 
 
-def audio_files(folder: Any) -> list[Any]:
+def audio_files(folder: Path) -> list[Path]:
     """The audio files of a folder (by suffix, any case), sorted by name."""
     return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES),
                   key=lambda p: p.name)
+
+
+def bucket_name(seconds: float) -> str:
+    return f"encoder-{seconds:g}s"
 
 
 class SpeechTask(Task):
@@ -66,10 +96,11 @@ class SpeechTask(Task):
     run = "qeffbuild.tasks.speech.transcriber:run"
 
     def supports(self, architecture: str | None, model_type: str | None) -> bool:
-        return model_type == "whisper" or (architecture or "").startswith("Whisper")
+        return architecture_of(architecture, model_type) is not None
 
     def supported(self) -> str:
-        return "WhisperForConditionalGeneration (model_type whisper)"
+        return ("WhisperForConditionalGeneration, Speech2TextForConditionalGeneration and SpeechEncoderDecoderModel "
+                "(model_type " + ", ".join(t for a in ARCHITECTURES for t in a.model_types) + ")")
 
     def default_checks(self, runtime: str, dtype: str) -> dict[str, float]:
         # Generation: float32 tokens must equal the reference's; half precision reports its agreement.
@@ -79,45 +110,127 @@ class SpeechTask(Task):
         if ref.table == "validations":
             checker.path(ref, "inputs", ref.spec.inputs, folder=True)
 
+    # --- facts ---------------------------------------------------------------------------------
+    def arch(self, x: Expansion, model: TargetRef) -> Architecture:
+        src = x.ws.source(model)
+        found = architecture_of(src.architecture, src.model_type)
+        assert found is not None  # check_support ran in load()
+        return found
+
+    def config(self, x: Expansion, model: TargetRef) -> dict[str, Any]:
+        cfg = model_config(x, model)
+        m: SpeechModel = model.spec
+        for name in ("decoder_start_token_id", "pad_token_id", "eos_token_id"):
+            if getattr(m, name) is not None:
+                cfg[name] = getattr(m, name)
+        return cfg
+
+    def _fact(self, x: Expansion, ref: TargetRef, key: str, fn: Any) -> Any:
+        try:
+            return fn()
+        except FactError as e:
+            x.fail(ref, key, str(e))
+
+    def dims(self, x: Expansion, model: TargetRef, spec_ref: TargetRef) -> dict[str, Any]:
+        """batch, ctx_len, the encoder graphs (one per bucket) and the decoder's cross-attention length."""
+        s: SpeechSpecialization = spec_ref.spec
+        arch, cfg = self.arch(x, model), self.config(x, model)
+        max_tgt = self._fact(x, model, "source", lambda: arch.decoder_positions(cfg))
+        ctx = s.ctx_len or min(max_tgt, 448)
+        if ctx > max_tgt:
+            x.fail(spec_ref, "ctx_len", f"ctx_len {ctx} exceeds the model's decoder positions ({max_tgt})")
+        if not arch.bucketed:
+            if s.audio_len_s:
+                x.fail(spec_ref, "audio_len_s", "Whisper reads one fixed window (its max_source_positions); "
+                       "audio_len_s applies to Speech2Text and encoder-decoder models")
+            enc = self._fact(x, model, "source", lambda: arch.encoder_length(cfg, 0))
+            if s.encoder_ctx_len not in (None, enc):
+                x.fail(spec_ref, "encoder_ctx_len", f"encoder_ctx_len must equal the model's max_source_positions "
+                       f"({enc}): the unmodified reference encoder accepts only that length")
+            samples = self._fact(x, model, "source", lambda: arch.window_samples(cfg))
+            graphs = {"encoder": {"samples": samples, "encoder_len": enc, "seconds": samples / SAMPLE_RATE}}
+            return {"batch_size": s.batch_size, "ctx_len": ctx, "encoder_len": enc, "graphs": graphs}
+        if s.encoder_ctx_len is not None:
+            x.fail(spec_ref, "encoder_ctx_len", "encoder_ctx_len applies to Whisper; list audio_len_s instead")
+        if not s.audio_len_s:
+            x.fail(spec_ref, "audio_len_s", f"a {arch.name} specialization lists the audio lengths it compiles for, "
+                   "e.g. audio_len_s = [2, 5] (seconds)")
+        graphs = {}
+        for seconds in s.audio_len_s:
+            samples = round(seconds * SAMPLE_RATE)
+            enc = self._fact(x, spec_ref, "audio_len_s", lambda n=samples: arch.encoder_length(cfg, n))
+            graphs[bucket_name(seconds)] = {"samples": samples, "encoder_len": enc, "seconds": seconds}
+        longest = max(g["encoder_len"] for g in graphs.values())
+        limit = arch.max_encoder_positions(cfg)
+        if limit is not None and longest > limit:
+            x.fail(spec_ref, "audio_len_s", f"{max(s.audio_len_s):g} s gives {longest} encoder positions, more than "
+                   f"the model's max_source_positions ({limit})")
+        return {"batch_size": s.batch_size, "ctx_len": ctx, "encoder_len": longest, "graphs": graphs}
+
+    def prompt_length(self, x: Expansion, model: TargetRef, language: str | None, at: TargetRef) -> int:
+        arch = self.arch(x, model)
+        if arch is not ARCHITECTURES[0]:
+            if language is not None:
+                x.fail(at, "language", f"language applies to multilingual Whisper models, not {arch.name}")
+            cfg = self.config(x, model)
+            if cfg.get("decoder_start_token_id") is None and arch.inputs == "waveform":
+                x.fail(model, "decoder_start_token_id", "an encoder-decoder model needs decoder_start_token_id "
+                       "(and eos_token_id): set them here, e.g. from the decoder tokenizer's [CLS] and [SEP] ids")
+            return 1
+        src = x.ws.source(model)
+        tok = src.paths.get("tokenizer")
+        facts = whisper_prompt(src.folder, tok, language)
+        if language is not None and facts.languages is not None:
+            if not facts.languages and language != "en":
+                x.fail(at, "language", f"the model is English-only: it has no language tokens, so {language!r} "
+                       "cannot be asked for; remove language or set it to 'en'")
+            if facts.languages and language not in facts.languages:
+                from ...core.crossref import hint
+
+                x.fail(at, "language", f"language {language!r} is not one of the model's languages"
+                       f"{hint(language, list(facts.languages))} ({', '.join(facts.languages[:20])} …)")
+        return facts.length
+
+    # --- graph ---------------------------------------------------------------------------------
     def expand(self, x: Expansion, ref: TargetRef) -> list[str]:
         model = x.ws.model_of(ref)
         if ref.table == "models":
             return [self.load(x, model)]
         if ref.table == "specializations":
-            # A self-contained folder: the HF model (processor, configs), both programs, every artifact.
+            # A self-contained folder: the HF model (processor, configs), every program and artifact.
             dims = self.dims(x, model, ref)
             ids = [self.load(x, model)]
-            ids += [self.transform_node(x, model, ref, which, dims, ref.spec.device)
-                    for which in ("encoder", "decoder")]
+            ids += [self.transform_node(x, model, ref, which, dims, ref.spec.device) for which in self.graphs(dims)]
             return ids + [nid for b in ref.spec.compile for nid in self.compile_nodes(x, model, ref, b).values()]
         return [self.validate_node(x, model, ref)]
 
     @staticmethod
-    def load(x: Expansion, model: TargetRef) -> str:
-        return load_node(x, model, "AutoModelForSpeechSeq2Seq", "processor",
-                         "qeffbuild.tasks.speech.prompt:random_generation_config")
+    def graphs(dims: dict[str, Any]) -> list[str]:
+        return [*dims["graphs"], "decoder"]
 
-    def dims(self, x: Expansion, model: TargetRef, spec_ref: TargetRef) -> dict[str, int]:
-        """batch, encoder_ctx_len and ctx_len of a specialization, checked against the model."""
-        s: SpeechSpecialization = spec_ref.spec
-        max_src = config_int(x, model, ("max_source_positions",), 1500) or 1500
-        max_tgt = config_int(x, model, ("max_target_positions",), 448) or 448
-        enc = s.encoder_ctx_len or max_src
-        if enc != max_src:
-            x.fail(spec_ref, "encoder_ctx_len", f"encoder_ctx_len must equal the model's max_source_positions "
-                   f"({max_src}): the unmodified reference encoder accepts only that length")
-        ctx = s.ctx_len or max_tgt
-        if ctx > max_tgt:
-            x.fail(spec_ref, "ctx_len", f"ctx_len {ctx} exceeds the model's max_target_positions ({max_tgt})")
-        return {"batch_size": s.batch_size, "encoder_ctx_len": enc, "ctx_len": ctx}
+    def load(self, x: Expansion, model: TargetRef) -> str:
+        m: SpeechModel = model.spec
+        if isinstance(m.source, RandomSource) and m.source.random == "SpeechEncoderDecoderModel":
+            for side in ("encoder", "decoder"):
+                if not isinstance(m.source.config.get(side), dict) or "model_type" not in m.source.config[side]:
+                    x.fail(model, "source.config", f"a random SpeechEncoderDecoderModel needs config.{side} = "
+                           "{ model_type = \"…\", … }")
+        tokens = {k: getattr(m, k) for k in ("decoder_start_token_id", "pad_token_id", "eos_token_id")
+                  if getattr(m, k) is not None}
+        return load_node(x, model, "AutoModelForSpeechSeq2Seq", "processor",
+                         {"builder": LOAD_BUILDER, "token_ids": tokens})
 
     def transform_node(self, x: Expansion, model: TargetRef, spec_ref: TargetRef, which: str,
-                       dims: dict[str, int], device: str) -> str:
+                       dims: dict[str, Any], device: str) -> str:
         s: SpeechSpecialization = spec_ref.spec
-        params: dict[str, Any] = {"graph": which, "dtype": s.dtype, "batch_size": dims["batch_size"],
-                                  "encoder_ctx_len": dims["encoder_ctx_len"], "device": device}
-        if which == "decoder":  # only the decoder depends on ctx_len: changing it leaves the encoder cached
+        params: dict[str, Any] = {"graph": "decoder" if which == "decoder" else "encoder", "dtype": s.dtype,
+                                  "batch_size": dims["batch_size"], "encoder_len": dims["encoder_len"],
+                                  "device": device, "arch": self.arch(x, model).name}
+        if which == "decoder":  # only the decoder depends on ctx_len: changing it leaves the encoders cached
             params["ctx_len"] = dims["ctx_len"]
+        else:
+            params["samples"] = dims["graphs"][which]["samples"]
+            params["bucket_encoder_len"] = dims["graphs"][which]["encoder_len"]
         suffix = "" if device == s.device else f":{device}"
         return x.graph.add(StepNode(
             id=f"transform:{spec_ref.name}:{which}{suffix}", kind="transform",
@@ -131,12 +244,16 @@ class SpeechTask(Task):
         dims = self.dims(x, model, spec_ref)
         onnx = x.ws.plugins.backends.get(backend).consumes == "onnx"
         ids = {}
-        for which in ("encoder", "decoder"):
+        for which in self.graphs(dims):
             # ONNX is exported from the CPU program; AOTInductor compiles the program of its device.
             program = self.transform_node(x, model, spec_ref, which, dims, "cpu" if onnx else s.device)
             upstream = export_node(x, model, program, s.opset, f"export:{spec_ref.name}:{which}:opset{s.opset}",
                                    f"onnx-{which}") if onnx else program
-            shape = {k: v for k, v in dims.items() if which == "decoder" or k != "ctx_len"}
+            shape = {"batch_size": dims["batch_size"], "encoder_len": dims["encoder_len"]}
+            if which == "decoder":
+                shape["ctx_len"] = dims["ctx_len"]
+            else:
+                shape["samples"] = dims["graphs"][which]["samples"]
             ids[which] = compile_node(x, spec_ref, backend, upstream,
                                       {"graph": which, "device": s.device, "dtype": s.dtype, **shape},
                                       f"compile:{backend}:{spec_ref.name}:{which}", f"{backend}/{which}")
@@ -152,8 +269,10 @@ class SpeechTask(Task):
         if len(audio) < 2:
             x.fail(ref, "inputs", f"{v.inputs!r} holds {len(audio)} audio file(s); a speech validation needs at "
                    "least two utterances (any format soundfile reads, optional .txt transcript beside each)")
+        durations = _durations(x, ref, audio)
         transcripts = [p.with_suffix(".txt") for p in audio if p.with_suffix(".txt").is_file()]
         files = tuple(FileInput(f"{v.inputs}/{p.name}", p) for p in sorted(audio + transcripts))
+        prompt = self.prompt_length(x, model, v.language, ref)
         deps: dict[str, str] = {"model": self.load(x, model)}
         specs: list[dict[str, Any]] = []
         toolchain = {*MODEL_TOOLCHAIN, "numpy", "soundfile", "soxr", "jiwer"}
@@ -163,13 +282,17 @@ class SpeechTask(Task):
             s: SpeechSpecialization = sref.spec
             check_device(sref, s.device)
             dims = self.dims(x, model, sref)
-            if dims["ctx_len"] < v.max_new_tokens + PROMPT_MAX:
-                x.fail(sref, "ctx_len", f"ctx_len {dims['ctx_len']} cannot hold the prompt ({PROMPT_MAX}) plus "
-                       f"max_new_tokens ({v.max_new_tokens}) of validation {ref.name!r}")
-            specs.append({"name": name, "dtype": s.dtype, "device": s.device, **dims})
+            if dims["ctx_len"] < v.max_new_tokens + prompt - 1:
+                x.fail(sref, "ctx_len", f"ctx_len {dims['ctx_len']} cannot hold the prompt ({prompt} tokens) plus "
+                       f"max_new_tokens ({v.max_new_tokens}) of validation {ref.name!r}; make it at least "
+                       f"{v.max_new_tokens + prompt - 1}")
+            _check_buckets(x, ref, sref, dims, durations)
+            specs.append({"name": name, "dtype": s.dtype, "device": s.device, "batch_size": dims["batch_size"],
+                          "ctx_len": dims["ctx_len"], "encoder_len": dims["encoder_len"],
+                          "graphs": {g: d["samples"] for g, d in dims["graphs"].items()}})
             for runtime in runtimes.values():
                 if runtime.opens == "program":
-                    for which in ("encoder", "decoder"):
+                    for which in self.graphs(dims):
                         deps[f"program/{name}/{which}"] = self.transform_node(x, model, sref, which, dims, s.device)
                 elif runtime.opens != "reference":
                     toolchain.update(x.ws.plugins.backends.get(runtime.opens).toolchain)
@@ -179,9 +302,43 @@ class SpeechTask(Task):
             id=f"validate:{ref.name}", kind="validate", runner="qeffbuild.tasks.speech.validate:run",
             version=VALIDATE_VERSION, toolchain=tuple(sorted(toolchain)),
             params={"runtimes": {r: rt.opens for r, rt in runtimes.items()}, "specializations": specs,
-                    "max_new_tokens": v.max_new_tokens, "language": v.language,
+                    "max_new_tokens": v.max_new_tokens, "language": v.language, "arch": self.arch(x, model).name,
                     "checks": resolve_checks(self, v, [s["dtype"] for s in specs], [s["name"] for s in specs])},
             deps=deps, files=files, target=ref.name, out_subdir="", salt=x.salt(ref)))
+
+
+def _durations(x: Expansion, ref: TargetRef, audio: list[Path]) -> dict[str, float]:
+    """Each file's duration in seconds, from its header (soundfile reads no samples for this)."""
+    import soundfile
+
+    out = {}
+    for path in audio:
+        try:
+            info = soundfile.info(str(path))
+        except (RuntimeError, OSError, soundfile.LibsndfileError) as e:
+            x.fail(ref, "inputs", f"{path.name} is not audio soundfile can read ({e}); remove it or convert it")
+        if info.frames <= 0:
+            x.fail(ref, "inputs", f"{path.name} holds no audio")
+        out[path.name] = info.frames / info.samplerate
+    return out
+
+
+def _check_buckets(x: Expansion, ref: TargetRef, sref: TargetRef, dims: dict[str, Any],
+                   durations: dict[str, float]) -> None:
+    """Every input fits a graph, and every graph serves an input: an artifact nobody ran is not validated."""
+    graphs = sorted(dims["graphs"].items(), key=lambda kv: kv[1]["samples"])
+    longest = graphs[-1][1]["seconds"]
+    used: set[str] = set()
+    for name, seconds in sorted(durations.items()):
+        fit = next((g for g, d in graphs if d["seconds"] + 1e-9 >= seconds), None)
+        if fit is None:
+            x.fail(ref, "inputs", f"{name} is {seconds:.2f} s long, longer than the {longest:g} s that "
+                   f"specialization {sref.name!r} compiles for; add a longer audio_len_s or shorten the input")
+        used.add(fit)
+    unused = [g for g, _ in graphs if g not in used]
+    if unused and len(graphs) > 1:
+        x.fail(sref, "audio_len_s", f"{', '.join(unused)} serve(s) none of validation {ref.name!r}'s inputs, so "
+               "they would be unvalidated; add inputs of those lengths or drop the bucket")
 
 
 def register(plugins: Plugins) -> None:

@@ -1,4 +1,11 @@
-"""`qeffbuild bench` for speech: encoder latency and decode speed (ms/token, tokens/s) per runtime."""
+"""`qeffbuild bench` for speech, side by side with HF ``generate`` in one run.
+
+Per runtime and specialization: the encoder side's latency, per-token decode latency (ms/token,
+p50/p90/p99) and tokens/s, the whole transcription of an utterance (encoder included) and
+utterances/s at the specialization's batch size. Beside them, ``model.generate`` (eager PyTorch,
+greedy, the same inputs and batch, ``min_new_tokens`` = ``max_new_tokens`` so EOS cannot shorten
+either side), and each runtime's speed-up over it.
+"""
 
 from __future__ import annotations
 
@@ -9,49 +16,96 @@ from typing import Any
 from ...core.steps import StepNode
 
 
+def _percentiles(ms: list[float]) -> dict[str, float]:
+    import numpy as np
+
+    a = np.array(ms)
+    return {f"p{q}_ms": round(float(np.percentile(a, q)), 3) for q in (50, 90, 99)}
+
+
 def bench(artifact: Any, node: StepNode, iters: int, warmup: int) -> list[dict[str, Any]]:
     """``artifact(role)`` gives the folder of the validation's upstream step with that role."""
-    import numpy as np
-    from transformers import AutoProcessor
+    from ...pipeline.torchutil import quiet_warnings
+
+    quiet_warnings()
+    import torch
 
     from . import AUDIO_SUFFIXES
-    from .driver import DecodeConfig, features, greedy_decode, load_dataset
-    from .validate import open_pair
+    from .driver import DecodeConfig, Frontend, batches, greedy_decode, load_dataset, reference_encoder
+    from .transform import load_model
+    from .validate import open_graphs
 
     p = node.params
+    arch, steps = p["arch"], int(p["max_new_tokens"])
     model_dir = artifact("model") / "model"
-    dc = DecodeConfig.from_model_dir(model_dir, p["language"])
-    processor = AutoProcessor.from_pretrained(model_dir)
-    audio = sorted((f.path for f in node.files if Path(f.path).suffix.lower() in AUDIO_SUFFIXES),
-                   key=lambda f: f.name)
+    dc = DecodeConfig.from_model_dir(model_dir, p["language"], arch)
+    frontend = Frontend(model_dir, arch)
+    audio = sorted((f.path for f in node.files if Path(f.path).suffix.lower() in AUDIO_SUFFIXES), key=lambda f: f.name)
     utt = load_dataset(audio[:1])
-    steps = int(p["max_new_tokens"])
     inputs = {role: artifact(role) for role in node.deps}
+    model = load_model(model_dir, torch.float32)
     rows: list[dict[str, Any]] = []
-    for runtime, opens in p["runtimes"].items():
-        if opens == "reference":
-            continue  # the reference decodes without a cache: not a deployment runtime
-        for spec in p["specializations"]:
-            enc, dec = open_pair(runtime, opens, spec, inputs)
-            b = spec["batch_size"]
-            feats = np.repeat(features(processor, utt, dc.encoder_ctx_len), b, axis=0)
+    for spec in p["specializations"]:
+        b = spec["batch_size"]
+        graph = batches(utt, spec["graphs"], 1)[0][0]
+        feeds = frontend.features([utt[0].audio] * b, spec["graphs"][graph])
+        base = _generate_row(model, arch, feeds, dc, steps, spec, iters, warmup, reference_encoder)
+        rows.append(base)
+        for runtime, opens in p["runtimes"].items():
+            if opens == "reference":
+                continue  # the reference decodes without a cache: not a deployment runtime
+            encoders, decoder, decoder_io = open_graphs(runtime, opens, spec, inputs)
+            enc = encoders[graph]
             for _ in range(warmup):
-                greedy_decode(enc, dec, feats, dc, steps, spec["ctx_len"])
-            enc_ms, per_token_ms = [], []
+                greedy_decode(enc, decoder, feeds, dc, steps, decoder_io)
+            enc_ms, per_token, whole = [], [], []
             for _ in range(iters):
                 t0 = time.perf_counter()
-                enc.run({"input_features": feats})
+                enc.run(feeds)
                 t1 = time.perf_counter()
-                greedy_decode(enc, dec, feats, dc, steps, spec["ctx_len"])
+                greedy_decode(enc, decoder, feeds, dc, steps, decoder_io)
                 t2 = time.perf_counter()
                 enc_ms.append((t1 - t0) * 1000)
-                # one decode = one encoder run + (prompt - 1 + steps) decoder steps
-                per_token_ms.append(((t2 - t1) - (t1 - t0)) * 1000 / (len(dc.prompt) - 1 + steps))
-            lat = np.array(per_token_ms)
-            p50 = float(np.percentile(lat, 50))
-            rows.append({"runtime": runtime, "specialization": spec["name"], "dtype": spec["dtype"], "batch_size": b,
-                         "shape": f"ctx {spec['ctx_len']}", "encoder_p50_ms": round(float(np.median(enc_ms)), 3),
-                         "p50_ms": round(p50, 3), "p90_ms": round(float(np.percentile(lat, 90)), 3),
-                         "p99_ms": round(float(np.percentile(lat, 99)), 3),
-                         "throughput_per_s": round(b * 1000 / p50, 1), "unit": "tokens"})
+                whole.append((t2 - t1) * 1000)  # one decode = one encoder run + (prompt - 1 + steps) decoder steps
+                per_token.append(((t2 - t1) - (t1 - t0)) * 1000 / (len(dc.prompt) - 1 + steps))
+            rows.append(_row(runtime, spec, b, steps, enc_ms, per_token, whole, base))
     return rows
+
+
+def _generate_row(model: Any, arch: str, feeds: dict[str, Any], dc: Any, steps: int, spec: dict[str, Any],
+                  iters: int, warmup: int, reference_encoder: Any) -> dict[str, Any]:
+    import torch
+
+    from .driver import hf_generate, to_torch
+
+    runs = max(1, min(iters, 5))  # eager generate is the slow side: a few runs give a stable median
+    for _ in range(min(warmup, 1)):
+        hf_generate(model, arch, feeds, dc, steps, min_new_tokens=steps)
+    enc_ms, per_token, whole = [], [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            reference_encoder(model, arch, to_torch(feeds))
+        t1 = time.perf_counter()
+        hf_generate(model, arch, feeds, dc, steps, min_new_tokens=steps)
+        t2 = time.perf_counter()
+        enc_ms.append((t1 - t0) * 1000)
+        whole.append((t2 - t1) * 1000)
+        per_token.append(((t2 - t1) - (t1 - t0)) * 1000 / (len(dc.prompt) - 1 + steps))
+    return _row("generate (HF, eager)", spec, spec["batch_size"], steps, enc_ms, per_token, whole, None)
+
+
+def _row(runtime: str, spec: dict[str, Any], b: int, steps: int, enc_ms: list[float], per_token: list[float],
+         whole: list[float], base: dict[str, Any] | None) -> dict[str, Any]:
+    import numpy as np
+
+    lat = _percentiles(per_token)
+    utt_ms = float(np.median(whole))
+    row = {"runtime": runtime, "specialization": spec["name"], "dtype": spec["dtype"], "batch_size": b,
+           "shape": f"ctx {spec['ctx_len']}, {steps} tokens", "encoder_p50_ms": round(float(np.median(enc_ms)), 3),
+           **lat, "throughput_per_s": round(b * 1000 / lat["p50_ms"], 1), "unit": "tokens",
+           "utterance_p50_ms": round(utt_ms, 3), "utterances_per_s": round(b * 1000 / utt_ms, 3)}
+    if base is not None:
+        row["speedup_per_token_vs_generate"] = round(base["p50_ms"] / lat["p50_ms"], 2)
+        row["speedup_per_utterance_vs_generate"] = round(base["utterance_p50_ms"] / utt_ms, 2)
+    return row

@@ -1,22 +1,28 @@
-"""The speech seq2seq driver: audio → log-mel features → encoder → greedy decoder steps.
+"""The speech driver: audio → features → encoder side → greedy decoder steps, on any runtime.
 
-One decode loop serves every runtime: the decoder is a session taking the retained state
-(past keys/values of fixed ctx_len) and returning it updated. Logits processing follows
-the model's generation config (suppress_tokens, begin_suppress_tokens) as ``generate`` does.
+One decode loop serves every runtime and architecture: the encoder session returns each layer's
+cross-attention keys/values (and their mask), the decoder session takes the retained state
+(past keys/values of fixed ``ctx_len``) and returns it updated. Logits processing follows the
+model's generation config (suppress_tokens, begin_suppress_tokens) as ``generate`` does.
+
+Inputs go to the smallest compiled audio length that fits (Speech2Text and encoder-decoders; a
+Whisper has one window), batched by that length; a batch short of ``batch_size`` is filled with
+copies of a real row, whose results are dropped.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ...errors import InputError
 from ...runtimes import Session
-from .model import cache_names
+from .families import SAMPLE_RATE
 
-SAMPLE_RATE = 16000
+ENCODER_INPUTS = {"whisper": ("input_features",), "speech2text": ("input_features", "attention_mask"),
+                  "speech-encoder-decoder": ("input_values", "attention_mask")}
 
 
 @dataclass(frozen=True)
@@ -26,9 +32,13 @@ class Utterance:
     transcript: str | None
     note: str = ""  # e.g. resampling done
 
+    @property
+    def seconds(self) -> float:
+        return len(self.audio) / SAMPLE_RATE
+
 
 def load_audio(path: Path) -> tuple[Any, str]:
-    """A WAV file as float32 mono 16 kHz, and a note of any conversion made."""
+    """An audio file (anything soundfile reads) as float32 mono 16 kHz, and a note of any conversion made."""
     import numpy as np
     import soundfile as sf
 
@@ -65,53 +75,112 @@ def load_dataset(paths: list[Path]) -> list[Utterance]:
 class DecodeConfig:
     """What the decode loop needs to know about a model, read from its saved folder."""
 
+    arch: str
     prompt: list[int]
     eos: int
-    suppress: list[int]
-    begin_suppress: list[int]
-    n_layers: int
-    heads: int
-    head_dim: int
-    encoder_ctx_len: int
-    num_mel_bins: int
+    suppress: list[int] = field(default_factory=list)
+    begin_suppress: list[int] = field(default_factory=list)
 
     @classmethod
-    def from_model_dir(cls, model_dir: Path, language: str | None) -> DecodeConfig:
+    def from_model_dir(cls, model_dir: Path, language: str | None, arch: str) -> DecodeConfig:
         cfg = json.loads((model_dir / "config.json").read_text())
         gen_path = model_dir / "generation_config.json"
         gen = json.loads(gen_path.read_text()) if gen_path.is_file() else {}
-        start = gen.get("decoder_start_token_id", cfg.get("decoder_start_token_id"))
+
+        def pick(name: str) -> Any:
+            value = gen.get(name, cfg.get(name))
+            return value[0] if isinstance(value, list) and value else value
+
+        start, eos = pick("decoder_start_token_id"), pick("eos_token_id")
+        if start is None or eos is None:
+            raise InputError(f"{model_dir}: the model has no decoder_start_token_id or eos_token_id; set them in "
+                             "its [models.NAME] table")
         prompt = [int(start)]
-        lang_to_id = gen.get("lang_to_id") or {}
-        if lang_to_id and language:
-            token = f"<|{language}|>"
-            if token not in lang_to_id:
-                raise InputError(f"language {language!r} is not one of the model's languages "
-                                 f"({', '.join(sorted(k.strip('<|>') for k in lang_to_id)[:20])} …)")
-            prompt.append(int(lang_to_id[token]))
-        if (gen.get("task_to_id") or {}).get("transcribe") is not None:
-            prompt.append(int(gen["task_to_id"]["transcribe"]))
-        if gen.get("no_timestamps_token_id") is not None:
-            prompt.append(int(gen["no_timestamps_token_id"]))
-        eos = gen.get("eos_token_id", cfg.get("eos_token_id"))
-        eos = eos[0] if isinstance(eos, list) else eos
-        heads = int(cfg["decoder_attention_heads"])
-        return cls(
-            prompt=prompt, eos=int(eos),
-            suppress=list(gen.get("suppress_tokens") or cfg.get("suppress_tokens") or []),
-            begin_suppress=list(gen.get("begin_suppress_tokens") or cfg.get("begin_suppress_tokens") or []),
-            n_layers=int(cfg["decoder_layers"]), heads=heads, head_dim=int(cfg["d_model"]) // heads,
-            encoder_ctx_len=int(cfg["max_source_positions"]), num_mel_bins=int(cfg["num_mel_bins"]),
-        )
+        if arch == "whisper":
+            prompt += _whisper_prompt(gen, language)
+        elif gen.get("forced_bos_token_id") is not None:
+            prompt.append(int(gen["forced_bos_token_id"]))
+        return cls(arch, prompt, int(eos), list(gen.get("suppress_tokens") or cfg.get("suppress_tokens") or []),
+                   list(gen.get("begin_suppress_tokens") or cfg.get("begin_suppress_tokens") or []))
 
 
-def features(processor: Any, utterances: list[Utterance], encoder_ctx_len: int) -> Any:
-    """Log-mel features [N, mels, 2 × encoder_ctx_len], padded or cut to the encoder's length."""
-    fe = processor.feature_extractor
-    n_samples = 2 * encoder_ctx_len * fe.hop_length
-    out = fe([u.audio for u in utterances], sampling_rate=SAMPLE_RATE, return_tensors="np",
-             padding="max_length", max_length=n_samples, truncation=True)
-    return out["input_features"].astype("float32")
+def _whisper_prompt(gen: dict[str, Any], language: str | None) -> list[int]:
+    out = []
+    lang_to_id = gen.get("lang_to_id") or {}
+    if lang_to_id:
+        token = f"<|{language or 'en'}|>"
+        if token not in lang_to_id:
+            raise InputError(f"language {language!r} is not one of the model's languages "
+                             f"({', '.join(sorted(k.strip('<|>') for k in lang_to_id)[:20])} …)")
+        out.append(int(lang_to_id[token]))
+    elif language not in (None, "en"):
+        raise InputError(f"the model is English-only: it has no language token for {language!r}; remove language")
+    if (gen.get("task_to_id") or {}).get("transcribe") is not None:
+        out.append(int(gen["task_to_id"]["transcribe"]))
+    if gen.get("no_timestamps_token_id") is not None:
+        out.append(int(gen["no_timestamps_token_id"]))
+    return out
+
+
+class Frontend:
+    """The model's feature extractor and tokenizer: audio → encoder inputs, tokens → text."""
+
+    def __init__(self, model_dir: Path, arch: str) -> None:
+        import transformers
+
+        self.arch = arch
+        if arch == "speech-encoder-decoder":
+            self.fe = transformers.AutoFeatureExtractor.from_pretrained(model_dir)
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+        else:
+            processor = transformers.AutoProcessor.from_pretrained(model_dir)
+            self.fe, self.tokenizer = processor.feature_extractor, processor.tokenizer
+
+    def features(self, audios: list[Any], samples: int) -> dict[str, Any]:
+        """Encoder inputs for audio padded (or cut) to ``samples`` samples, named as the graphs name them."""
+        from .families import HOP, WINDOW
+
+        kw: dict[str, Any] = {"sampling_rate": SAMPLE_RATE, "return_tensors": "np", "padding": "max_length",
+                              "truncation": True}
+        if self.arch == "whisper":
+            return {"input_features": self.fe(audios, max_length=samples, **kw)["input_features"].astype("float32")}
+        if self.arch == "speech2text":
+            frames = max(1, 1 + (samples - WINDOW) // HOP)
+            out = self.fe(audios, max_length=frames, return_attention_mask=True, **kw)
+            return {"input_features": out["input_features"].astype("float32"),
+                    "attention_mask": out["attention_mask"].astype("int64")}
+        out = self.fe(audios, max_length=samples, return_attention_mask=True, **kw)
+        return {"input_values": out["input_values"].astype("float32"),
+                "attention_mask": out["attention_mask"].astype("int64")}
+
+    def text(self, tokens: list[int], eos: int) -> str:
+        text = self.tokenizer.decode(until_eos(tokens, eos), skip_special_tokens=True)
+        return str(text).strip()
+
+
+def fit(seconds: float, graphs: dict[str, int]) -> str | None:
+    """The smallest graph whose length holds ``seconds`` of audio (None: longer than all)."""
+    for name, samples in sorted(graphs.items(), key=lambda kv: kv[1]):
+        if samples >= round(seconds * SAMPLE_RATE) - 1:
+            return name
+    return None
+
+
+def batches(utts: list[Utterance], graphs: dict[str, int], batch: int) -> list[tuple[str, list[int]]]:
+    """(graph, rows) pairs: rows (utterance indices) of one graph, at most ``batch`` a time, shortest first."""
+    groups: dict[str, list[int]] = {}
+    for i, u in sorted(enumerate(utts), key=lambda iu: (len(iu[1].audio), iu[0])):
+        name = fit(u.seconds, graphs)
+        if name is None:
+            longest = max(graphs.values()) / SAMPLE_RATE
+            raise InputError(f"{u.name} is {u.seconds:.2f} s long, longer than every compiled audio length "
+                             f"({longest:g} s); add a longer audio_len_s or split the audio")
+        groups.setdefault(name, []).append(i)
+    return [(name, rows[k:k + batch]) for name, rows in groups.items() for k in range(0, len(rows), batch)]
+
+
+def pad_rows(rows: list[int], batch: int) -> list[int]:
+    return rows + [rows[0]] * (batch - len(rows))
 
 
 def process_logits(logits: Any, step: int, dc: DecodeConfig) -> Any:
@@ -128,61 +197,100 @@ def process_logits(logits: Any, step: int, dc: DecodeConfig) -> Any:
     return logits
 
 
-def greedy_decode(encoder: Session, decoder: Session, feats: Any, dc: DecodeConfig, steps: int,
-                  ctx_len: int, stop_at_eos: bool = False) -> Any:
+@dataclass
+class Decoded:
+    tokens: Any  # [B, steps] int64
+    finished: Any  # [B] bool: the row produced EOS within the steps
+
+
+def greedy_decode(encoder: Session, decoder: Session, enc_feeds: dict[str, Any], dc: DecodeConfig, steps: int,
+                  decoder_io: dict[str, Any], stop_at_eos: bool = False) -> Decoded:
     """``steps`` greedy tokens per row, feeding the decoder's retained state back each step.
 
-    For validation EOS does not stop the loop: every check compares all ``steps`` tokens, so
-    a cache that goes wrong after the first step cannot pass. Transcription stops at EOS.
+    For validation EOS does not stop the loop: every check compares all ``steps`` tokens, so a cache
+    that goes wrong after the first step cannot pass. Transcription stops when every row is done.
     """
     import numpy as np
 
-    b = feats.shape[0]
-    enc = encoder.run({"input_features": feats})[0]
-    names = cache_names(dc.n_layers)
-    past = {n: np.zeros((b, dc.heads, ctx_len, dc.head_dim), np.float32) for n in names}
-    out = np.zeros((b, steps), np.int64)
+    shapes = decoder_io["shapes"]
+    b = shapes["input_ids"][0]
+    enc_out = encoder.run(enc_feeds)
+    dtype = np.float32
+    state = {name: np.zeros(shapes[name], dtype) for name in decoder_io["inputs"] if name.startswith("past_")}
+    cross_names = [n for n in decoder_io["inputs"] if n.startswith("cross_") or n == "encoder_attention_mask"]
+    state.update(dict(zip(cross_names, enc_out, strict=True)))
+    past = [n for n in decoder_io["inputs"] if n.startswith("past_")]
+    out = np.full((b, steps), dc.eos, np.int64)
+    finished = np.zeros(b, bool)
     tok = np.full((b, 1), dc.prompt[0], np.int64)
     for pos in range(len(dc.prompt) - 1 + steps):
-        res = decoder.run({"input_ids": tok, "position_ids": np.full((b, 1), pos, np.int64),
-                           "encoder_hidden_states": enc, **past})
-        past = dict(zip(names, res[1:], strict=True))
+        res = decoder.run({"input_ids": tok, "position": np.array(pos, np.int64), **state})
+        state.update(dict(zip(past, res[1:], strict=True)))
         i = pos - (len(dc.prompt) - 1)
         if i < 0:
             tok = np.full((b, 1), dc.prompt[pos + 1], np.int64)
             continue
         nxt = process_logits(res[0][:, -1, :], i, dc).argmax(-1)
         out[:, i] = nxt
+        finished |= nxt == dc.eos
         tok = nxt[:, None].astype(np.int64)
-        if stop_at_eos and (out[:, : i + 1] == dc.eos).any(axis=1).all():
-            out[:, i + 1:] = dc.eos
+        if stop_at_eos and finished.all():
             break
-    return out
+    return Decoded(out, finished)
 
 
-def reference_decode(model: Any, feats: Any, dc: DecodeConfig, steps: int) -> Any:
+def to_torch(feeds: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    return {k: torch.from_numpy(v) for k, v in feeds.items()}
+
+
+def reference_encoder(model: Any, arch: str, feeds: dict[str, Any]) -> Any:
+    """The unmodified model's encoder outputs for ``feeds`` (torch)."""
+    if arch == "whisper":
+        return model.model.encoder(input_features=feeds["input_features"])
+    if arch == "speech2text":
+        return model.model.encoder(input_features=feeds["input_features"], attention_mask=feeds["attention_mask"])
+    return model.encoder(feeds["input_values"], attention_mask=feeds["attention_mask"])
+
+
+def reference_decode(model: Any, arch: str, feeds: dict[str, Any], dc: DecodeConfig, steps: int) -> Any:
     """The unmodified HF model, greedy, recomputing the whole sequence each step (no cache)."""
     import numpy as np
     import torch
 
-    seq = torch.tensor([dc.prompt] * feats.shape[0])
-    x = torch.from_numpy(feats)
+    t = to_torch(feeds)
+    first = next(iter(t.values()))
+    seq = torch.tensor([dc.prompt] * first.shape[0])
     with torch.no_grad():
-        enc = model.model.encoder(input_features=x)
+        enc = reference_encoder(model, arch, t)
+        extra = {"attention_mask": t["attention_mask"]} if "attention_mask" in t else {}
         for i in range(steps):
-            logits = model(encoder_outputs=enc, decoder_input_ids=seq).logits[:, -1, :].float().numpy()
-            nxt = torch.from_numpy(process_logits(logits, i, dc).argmax(-1))
+            logits = model(encoder_outputs=enc, decoder_input_ids=seq, use_cache=False, **extra).logits
+            nxt = torch.from_numpy(process_logits(logits[:, -1, :].float().numpy(), i, dc).argmax(-1))
             seq = torch.cat([seq, nxt[:, None]], dim=1)
     return seq[:, len(dc.prompt):].numpy().astype(np.int64)
 
 
-def hf_generate(model: Any, feats: Any, dc: DecodeConfig, steps: int) -> list[list[int]]:
-    """``model.generate`` with greedy settings: the tokens up to (not including) EOS."""
+def hf_generate(model: Any, arch: str, feeds: dict[str, Any], dc: DecodeConfig, steps: int,
+                min_new_tokens: int = 0) -> list[list[int]]:
+    """``model.generate``, greedy, same prompt: the tokens up to (not including) EOS."""
     import torch
 
+    t = to_torch(feeds)
+    first = t.pop(ENCODER_INPUTS[arch][0])
+    prompt = torch.tensor([dc.prompt] * first.shape[0])
+    kwargs: dict[str, Any] = {"max_new_tokens": steps, "do_sample": False, "num_beams": 1, **t}
+    if min_new_tokens:
+        kwargs["min_new_tokens"] = min_new_tokens
+    if arch != "whisper":  # greedy as our loop is: no beam, penalty or n-gram settings a checkpoint may carry
+        from transformers import GenerationConfig
+
+        kwargs["generation_config"] = GenerationConfig(
+            decoder_start_token_id=dc.prompt[0], eos_token_id=dc.eos, pad_token_id=model.config.pad_token_id,
+            suppress_tokens=dc.suppress or None, begin_suppress_tokens=dc.begin_suppress or None)
     with torch.no_grad():
-        out = model.generate(torch.from_numpy(feats), decoder_input_ids=torch.tensor([dc.prompt] * feats.shape[0]),
-                             max_new_tokens=steps, do_sample=False, num_beams=1)
+        out = model.generate(first, decoder_input_ids=prompt, **kwargs)
     rows = []
     for row in out.tolist():
         if row[: len(dc.prompt)] == dc.prompt:  # some versions return the prompt too
@@ -193,12 +301,3 @@ def hf_generate(model: Any, feats: Any, dc: DecodeConfig, steps: int) -> list[li
 
 def until_eos(tokens: list[int], eos: int) -> list[int]:
     return tokens[: tokens.index(eos)] if eos in tokens else tokens
-
-
-def batched(items: list[Any], size: int) -> list[list[Any]]:
-    """Rows of ``size``; the last is padded with its first item (results of pads are dropped)."""
-    out = []
-    for start in range(0, len(items), size):
-        chunk = items[start:start + size]
-        out.append(chunk + [chunk[0]] * (size - len(chunk)))
-    return out

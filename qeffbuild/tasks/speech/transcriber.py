@@ -1,92 +1,142 @@
 """Transcribe with a built speech specialization: the Python API behind `qeffbuild run`.
 
-A built specialization folder (``out/<specialization>/``) is self-contained: the Hugging
-Face model folder (processor, configs), the encoder and decoder-step programs, and every
-compiled artifact. :class:`Transcriber` opens one runtime of it; ``save`` copies the folder
-and ``load`` opens a saved copy again.
+A built specialization folder (``out/<specialization>/``) is self-contained: the Hugging Face model
+folder (tokenizer, feature extractor, configs), the encoder and decoder-step programs and every
+compiled artifact. :class:`Transcriber` opens one runtime of it; ``save`` copies the folder and
+``load`` opens a saved copy again. Texts come back in the order the files were given. Audio longer
+than the longest compiled length is decoded in consecutive windows; decoding that reaches the
+cache's length without an end of text is reported, never cut silently.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ...core.plugins import plugins
 from ...errors import UsageError
 
+ARCH_OF = {"whisper": "whisper", "speech_to_text": "speech2text", "speech-encoder-decoder": "speech-encoder-decoder"}
+
+
+@dataclass
+class Transcript:
+    input: str
+    text: str
+    notes: list[str] = field(default_factory=list)
+    truncated: bool = False
+
 
 class Transcriber:
     """Greedy transcription on one runtime of a built speech specialization."""
 
     def __init__(self, folder: Path, runtime: str = "onnxruntime", device: str = "cpu",
-                 language: str | None = "en") -> None:
-        from ...runtimes.io import read_io
-        from .driver import DecodeConfig
+                 language: str | None = None) -> None:
+        from .driver import DecodeConfig, Frontend
 
         self.folder = Path(folder)
-        self.runtime = runtime
+        self.runtime, self.device = runtime, device
         info = plugins().runtimes.get(runtime)
         if not info.runs_task("speech-seq2seq"):
             raise UsageError(f"runtime {runtime!r} does not run speech models")
+        if info.opens == "reference":
+            raise UsageError(f"runtime {runtime!r} is the reference; transcribe with a built artifact "
+                             "(pytorch-transformed, onnxruntime, aoti …)")
         self.model_dir = self.folder / "model"
-        if not (self.model_dir / "config.json").is_file():
-            raise UsageError(f"{self.folder} is not a built speech specialization (no model/config.json); "
-                             "build it with `qeffbuild build SPECIALIZATION`")
-        self.decode_config = DecodeConfig.from_model_dir(self.model_dir, language)
-        self.device = device
-        self.encoder, self.decoder = self._open(info.opens)
-        decoder_dir = self.folder / self._artifact_dir(info.opens, "decoder")
-        shapes = read_io(decoder_dir)["shapes"]
-        self.batch_size, self.ctx_len = shapes["input_ids"][0], shapes["past_key_0"][2]
-        self._processor: Any = None
+        try:
+            model_type = json.loads((self.model_dir / "config.json").read_text())["model_type"]
+        except (OSError, ValueError, KeyError):
+            raise UsageError(f"{self.folder} is not a built speech specialization (no model/config.json); build it "
+                             "with `qeffbuild build SPECIALIZATION`") from None
+        self.arch = ARCH_OF.get(model_type, "speech-encoder-decoder")
+        self.decode_config = DecodeConfig.from_model_dir(self.model_dir, language, self.arch)
+        self.frontend = Frontend(self.model_dir, self.arch)
+        self._open(info.opens)
 
-    def _artifact_dir(self, opens: str, which: str) -> str:
-        return f"transform-{which}" if opens in ("program", "reference") else f"{opens}/{which}"
-
-    def _open(self, opens: str) -> tuple[Any, Any]:
+    def _open(self, opens: str) -> None:
         from ...runtimes import open_session
 
-        if opens == "reference":
-            raise UsageError("runtime 'pytorch' is the reference; transcribe with pytorch-transformed, "
-                             "onnxruntime or aoti")
-        dirs = [self.folder / self._artifact_dir(opens, w) for w in ("encoder", "decoder")]
-        missing = [d for d in dirs if not d.is_dir()]
-        if missing:
-            raise UsageError(f"{self.folder} has no {opens!r} artifacts ({missing[0].name}); add that backend to the "
-                             "specialization's compile list")
-        return (open_session(plugins(), self.runtime, dirs[0], self.device),
-                open_session(plugins(), self.runtime, dirs[1], self.device))
+        base = self.folder if opens == "program" else self.folder / opens
+        prefix = "transform-" if opens == "program" else ""
+        decoder_dir = base / f"{prefix}decoder"
+        encoder_dirs = sorted(p for p in base.glob(f"{prefix}encoder*") if p.is_dir())
+        if not decoder_dir.is_dir() or not encoder_dirs:
+            raise UsageError(f"{self.folder} has no {opens!r} artifacts; add that backend to the specialization's "
+                             "compile list")
+        self.decoder_io = json.loads((decoder_dir / "io.json").read_text())
+        self.decoder = open_session(plugins(), self.runtime, decoder_dir, self.device)
+        self.encoders: dict[str, Any] = {}
+        self.graphs: dict[str, int] = {}
+        for d in encoder_dirs:
+            name = d.name.removeprefix(prefix)
+            self.graphs[name] = int(json.loads((d / "io.json").read_text())["samples"])
+            self.encoders[name] = open_session(plugins(), self.runtime, d, self.device)
+        shapes = self.decoder_io["shapes"]
+        self.batch_size = shapes["input_ids"][0]
+        self.ctx_len = next(v[2] for k, v in shapes.items() if k.startswith("past_"))
 
-    @property
-    def processor(self) -> Any:
-        if self._processor is None:
-            from transformers import AutoProcessor
+    def transcribe(self, paths: list[Path], max_new_tokens: int | None = None) -> list[str]:
+        return [t.text for t in self.transcribe_detailed(paths, max_new_tokens)]
 
-            self._processor = AutoProcessor.from_pretrained(self.model_dir)
-        return self._processor
-
-    def transcribe(self, wavs: list[Path], max_new_tokens: int | None = None) -> list[str]:
-        from .driver import batched, features, greedy_decode, load_dataset, until_eos
+    def transcribe_detailed(self, paths: list[Path], max_new_tokens: int | None = None) -> list[Transcript]:
+        """One transcript per file, in the order given, with notes (resampled, windows, cut at ctx_len)."""
+        from .driver import batches, greedy_decode, load_dataset, pad_rows, until_eos
 
         dc = self.decode_config
-        steps = min(max_new_tokens or self.ctx_len, self.ctx_len - len(dc.prompt) + 1)
-        utts = load_dataset([Path(w) for w in wavs])  # in the order given: texts[i] belongs to wavs[i]
+        room = self.ctx_len - len(dc.prompt) + 1
+        steps = min(max_new_tokens or room, room)
+        utts = load_dataset([Path(p) for p in paths])
         if not utts:
             raise UsageError("no audio files given")
-        feats = features(self.processor, utts, dc.encoder_ctx_len)
-        texts: list[str] = []
-        rows = list(range(len(utts)))
-        for chunk in batched(rows, self.batch_size):
-            tokens = greedy_decode(self.encoder, self.decoder, feats[chunk], dc, steps, self.ctx_len, stop_at_eos=True)
-            for i in range(min(self.batch_size, len(rows) - len(texts))):
-                ids = until_eos(tokens[i].tolist(), dc.eos)
-                texts.append(self.processor.tokenizer.decode(ids, skip_special_tokens=True).strip())
-        return texts
+        out = [Transcript(u.name, "", [u.note] if u.note else []) for u in utts]
+        if max_new_tokens and max_new_tokens > room:
+            for t in out:
+                t.notes.append(f"max_new_tokens {max_new_tokens} is more than ctx_len {self.ctx_len} holds after the "
+                               f"{len(dc.prompt)}-token prompt; decoding at most {room} tokens")
+        pieces, owners = self._windows(utts, out)
+        texts: dict[int, list[str]] = {}
+        for graph, rows in batches(pieces, self.graphs, self.batch_size):
+            padded = pad_rows(rows, self.batch_size)
+            feeds = self.frontend.features([pieces[i].audio for i in padded], self.graphs[graph])
+            decoded = greedy_decode(self.encoders[graph], self.decoder, feeds, dc, steps, self.decoder_io,
+                                    stop_at_eos=True)
+            for k, i in enumerate(rows):
+                tokens = until_eos(decoded.tokens[k].tolist(), dc.eos)
+                texts.setdefault(i, []).append(self.frontend.text(tokens, dc.eos))
+                if not decoded.finished[k]:
+                    t = out[owners[i]]
+                    t.truncated = True
+                    t.notes.append(f"decoding stopped after {steps} tokens without an end of text: the text may be cut "
+                                   f"(ctx_len {self.ctx_len}; raise it, or pass --max-new-tokens)")
+        for i, owner in enumerate(owners):
+            out[owner].text = " ".join(x for x in [out[owner].text, *texts.get(i, [])] if x).strip()
+        return out
+
+    def _windows(self, utts: list[Any], out: list[Transcript]) -> tuple[list[Any], list[int]]:
+        """Utterances longer than the longest compiled length become consecutive windows of it."""
+        from .driver import Utterance
+
+        longest = max(self.graphs.values())
+        pieces, owners = [], []
+        for n, u in enumerate(utts):
+            if len(u.audio) <= longest:
+                pieces.append(u)
+                owners.append(n)
+                continue
+            count = -(-len(u.audio) // longest)
+            out[n].notes.append(f"{u.seconds:.1f} s is longer than the {longest / 16000:g} s the model reads at once: "
+                                f"decoded in {count} consecutive windows")
+            for k in range(count):
+                pieces.append(Utterance(f"{u.name}#{k}", u.audio[k * longest:(k + 1) * longest], None))
+                owners.append(n)
+        return pieces, owners
 
     def save(self, dest: Path) -> Path:
-        """Copy the built folder to ``dest`` (hard links where possible); ``load(dest)`` opens it."""
-        shutil.copytree(self.folder, dest, copy_function=_link_or_copy, dirs_exist_ok=False)
+        """Copy the built folder to ``dest``; ``load(dest)`` opens it."""
+        shutil.copytree(self.folder, dest, dirs_exist_ok=False)
         return Path(dest)
 
     @classmethod
@@ -105,16 +155,11 @@ class Transcriber:
 
 def run(folder: Path, spec: dict[str, Any], runtime: str, inputs: list[str],
         options: dict[str, Any]) -> list[dict[str, Any]]:
-    """`qeffbuild run` for speech: transcribe audio files in the order given."""
+    """`qeffbuild run` for speech: transcribe audio files in the order given, with their notes."""
     missing = [a for a in inputs if not Path(a).is_file()]
     if missing:
         raise UsageError(f"no such audio file: {', '.join(missing)}")
     t = Transcriber(folder, runtime, spec["device"])
-    texts = t.transcribe([Path(a) for a in inputs], options.get("max_new_tokens"))
-    return [{"input": a, "text": text} for a, text in zip(inputs, texts, strict=True)]
-
-
-def _link_or_copy(src: str, dst: str) -> None:
-    from ...store import link_or_copy
-
-    link_or_copy(Path(src), Path(dst))
+    return [{"input": a, "text": tr.text, "notes": tr.notes, "truncated": tr.truncated}
+            for a, tr in zip(inputs, t.transcribe_detailed([Path(a) for a in inputs], options.get("max_new_tokens")),
+                             strict=True)]

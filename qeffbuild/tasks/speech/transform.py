@@ -1,50 +1,92 @@
-"""The speech transform (worker side): Whisper → encoder and decoder-step torch.export programs."""
+"""The speech transform (worker side): the encoder side (per audio length) or the decoder step as a
+torch.export program, through the generic retained-state rewrite (``retained.py``)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from ...core.steps import StepContext
-from ...pipeline.torchutil import example_inputs, quiet_warnings, torch_device, torch_dtype
-from .model import build_graphs, cache_names, present_names
+from ...pipeline.torchutil import quiet_warnings, torch_device, torch_dtype
+from .families import HOP, WINDOW
+from .retained import Adapter, DecoderStep, EncoderSide, cross_names, past_names, present_names, probe
+
+PROBE_SAMPLES = 16000  # the decoder's shapes do not depend on the audio length: probe with one second
+
+
+def load_model(folder: Path, dtype: Any = None) -> Any:
+    """A saved speech model, whichever of the architectures it is."""
+    import transformers
+
+    config = json.loads((folder / "config.json").read_text())
+    cls = transformers.SpeechEncoderDecoderModel if config.get("model_type") == "speech-encoder-decoder" else \
+        transformers.AutoModelForSpeechSeq2Seq
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    return cls.from_pretrained(folder, **kwargs).eval()
+
+
+def encoder_example(adapter: Adapter, batch: int, samples: int, device: str, dtype: Any) -> dict[str, Any]:
+    """Inputs of the encoder side for ``samples`` samples of audio, named as the graph names them."""
+    import torch
+
+    cfg = adapter.model.config
+    gen = torch.Generator().manual_seed(0)
+    if adapter.arch == "whisper":
+        frames = 2 * int(cfg.max_source_positions)
+        feats = torch.randn(batch, int(cfg.num_mel_bins), frames, generator=gen)
+        return {"input_features": feats.to(device=device, dtype=dtype)}
+    if adapter.arch == "speech2text":
+        frames = max(1, 1 + (samples - WINDOW) // HOP)
+        dim = int(cfg.input_feat_per_channel) * int(cfg.input_channels)
+        feats = torch.randn(batch, frames, dim, generator=gen).to(device=device, dtype=dtype)
+        return {"input_features": feats, "attention_mask": torch.ones(batch, frames, dtype=torch.long, device=device)}
+    wave = (torch.randn(batch, samples, generator=gen) * 0.1).to(device=device, dtype=dtype)
+    return {"input_values": wave, "attention_mask": torch.ones(batch, samples, dtype=torch.long, device=device)}
 
 
 def run(ctx: StepContext) -> None:
     quiet_warnings()
     import torch
-    from transformers import AutoModelForSpeechSeq2Seq
 
     p = ctx.params
-    dtype = torch_dtype(p["dtype"])
-    device = torch_device(p.get("device", "cpu"))
-    model = AutoModelForSpeechSeq2Seq.from_pretrained(ctx.inputs["model"] / "model", dtype=dtype).eval().to(device)
-    cfg = model.config
-    b, enc_ctx = int(p["batch_size"]), int(p["encoder_ctx_len"])
-    ctx_len = int(p.get("ctx_len") or 1)
-    encoder, decoder = build_graphs(model, ctx_len)
-    heads = cfg.decoder_attention_heads
+    dtype, device = torch_dtype(p["dtype"]), torch_device(p.get("device", "cpu"))
+    model = load_model(ctx.inputs["model"] / "model", dtype).to(device)
+    adapter = Adapter(model, p["arch"])
+    b, enc_len = int(p["batch_size"]), int(p["encoder_len"])
+    samples = int(p.get("samples") or PROBE_SAMPLES)
+    enc_inputs = encoder_example(adapter, b, samples, device, dtype)
+    info = probe(adapter, list(enc_inputs.values()))
+    n = info["n_layers"]
+    cross = [b, info["cross_heads"], enc_len, info["cross_head_dim"]]
+    mask_name = ["encoder_attention_mask"] if adapter.has_mask() else []
     if p["graph"] == "encoder":
-        shapes: dict[str, list[int]] = {"input_features": [b, cfg.num_mel_bins, 2 * enc_ctx]}
-        inputs = {"input_features": p["dtype"]}
-        outputs = ["encoder_hidden_states"]
-        module: Any = encoder
+        module: Any = EncoderSide(adapter, enc_len)
+        example = enc_inputs
+        inputs = {k: ("int64" if k == "attention_mask" else p["dtype"]) for k in example}
+        outputs = [*cross_names(n), *mask_name]
+        shapes = {k: list(v.shape) for k, v in example.items()}
     else:
-        cache = [b, heads, ctx_len, cfg.d_model // heads]
-        names = cache_names(cfg.decoder_layers)
-        shapes = {"input_ids": [b, 1], "position_ids": [b, 1], "encoder_hidden_states": [b, enc_ctx, cfg.d_model],
-                  **{n: cache for n in names}}
-        inputs = {"input_ids": "int64", "position_ids": "int64", "encoder_hidden_states": p["dtype"],
-                  **{n: p["dtype"] for n in names}}
-        outputs = ["logits", *present_names(cfg.decoder_layers)]
-        module = decoder
-    example = example_inputs(shapes, inputs, device)
-    if p["graph"] == "decoder":
-        example["position_ids"].zero_()
+        ctx_len = int(p["ctx_len"])
+        module = DecoderStep(adapter, n, info["hidden_size"])
+        past = [b, info["heads"], ctx_len, info["head_dim"]]
+        shapes = {"input_ids": [b, 1], "position": [], **{k: past for k in past_names(n)},
+                  **{k: cross for k in cross_names(n)}, **{k: [b, enc_len] for k in mask_name}}
+        inputs = {"input_ids": "int64", "position": "int64",
+                  **{k: p["dtype"] for k in past_names(n) + cross_names(n)}, **{k: "int64" for k in mask_name}}
+        example = {
+            "input_ids": torch.full((b, 1), adapter.start, dtype=torch.long, device=device),
+            "position": torch.tensor(0, dtype=torch.long, device=device),
+            **{k: torch.zeros(*past, dtype=dtype, device=device) for k in past_names(n)},
+            **{k: torch.randn(*cross).to(device=device, dtype=dtype) for k in cross_names(n)},
+            **{k: torch.ones(b, enc_len, dtype=torch.long, device=device) for k in mask_name},
+        }
+        outputs = ["logits", *present_names(n)]
     with torch.no_grad():
-        program = torch.export.export(module, tuple(example.values()), strict=False)
+        program = torch.export.export(module.eval(), tuple(example.values()), strict=False)
     torch.export.save(program, ctx.out / "program.pt2")
     io = {"inputs": inputs, "outputs": outputs, "shapes": shapes, "dtype": p["dtype"], "call": "positional",
-          "graph": p["graph"]}
+          "graph": p["graph"], "layers": info, "arch": p["arch"],
+          "samples": samples if p["graph"] == "encoder" else None}
     (ctx.out / "io.json").write_text(json.dumps(io, indent=1))
-    print(f"exported Whisper {p['graph']} ({p['dtype']}), shapes {shapes}")
+    print(f"exported the {p['arch']} {p['graph']} ({p['dtype']}), shapes {shapes}")

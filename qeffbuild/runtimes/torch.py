@@ -9,13 +9,15 @@ from .io import cast_feeds, read_io
 
 
 def to_numpy(values: Any) -> list[Any]:
+    """Outputs as numpy arrays that own their memory: a compiled runtime (AOTInductor) may reuse its output
+    buffers on the next call, and a view of one would change under the caller (a decoder's retained state)."""
     import torch
 
     if isinstance(values, torch.Tensor):
         values = [values]
     elif isinstance(values, dict):
         values = list(values.values())
-    return [v.detach().to("cpu", torch.float32).numpy() if v.is_floating_point() else v.detach().cpu().numpy()
+    return [(v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()).numpy().copy()
             for v in values]
 
 

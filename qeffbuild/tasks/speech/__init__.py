@@ -283,7 +283,8 @@ class SpeechTask(Task):
             check_device(sref, s.device)
             dims = self.dims(x, model, sref)
             if dims["ctx_len"] < v.max_new_tokens + prompt - 1:
-                x.fail(sref, "ctx_len", f"ctx_len {dims['ctx_len']} cannot hold the prompt ({prompt} tokens) plus "
+                x.fail(sref, "ctx_len", f"ctx_len {dims['ctx_len']} cannot hold the prompt ({prompt} token"
+                       f"{'s' if prompt != 1 else ''}) plus "
                        f"max_new_tokens ({v.max_new_tokens}) of validation {ref.name!r}; make it at least "
                        f"{v.max_new_tokens + prompt - 1}")
             _check_buckets(x, ref, sref, dims, durations)
@@ -337,8 +338,8 @@ def _check_buckets(x: Expansion, ref: TargetRef, sref: TargetRef, dims: dict[str
         used.add(fit)
     unused = [g for g, _ in graphs if g not in used]
     if unused and len(graphs) > 1:
-        x.fail(sref, "audio_len_s", f"{', '.join(unused)} serve(s) none of validation {ref.name!r}'s inputs, so "
-               "they would be unvalidated; add inputs of those lengths or drop the bucket")
+        x.fail(sref, "audio_len_s", f"{', '.join(unused)} would serve none of the inputs of validation {ref.name!r}, "
+               "so it would be unvalidated; add inputs of those lengths or drop that audio length")
 
 
 def register(plugins: Plugins) -> None:

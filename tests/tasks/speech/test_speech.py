@@ -83,37 +83,15 @@ def _validate_node(sp: ProjectDir) -> tuple[Any, dict[str, Path]]:
 @slow
 def test_a_decoder_with_a_baked_cache_fails_validation(sp: ProjectDir, tmp_path: Path) -> None:
     """The bug the retained-state rewrite prevents: a cache frozen into the graph as constants."""
-    import torch
-    from transformers import AutoModelForSpeechSeq2Seq
-
     from qeffbuild.core.steps import StepContext
     from qeffbuild.errors import ValidationFailed
-    from qeffbuild.tasks.speech.model import build_graphs
     from qeffbuild.tasks.speech.validate import run
 
+    from .baked import baked_decoder
+
     node, inputs = _validate_node(sp)
-    model = AutoModelForSpeechSeq2Seq.from_pretrained(inputs["model"] / "model").eval()
-    _, step = build_graphs(model, 32)
-
-    class BakedCache(torch.nn.Module):
-        """Takes the past as inputs but uses module buffers instead: exported, they are constants."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.step = step
-            for i in range(4):
-                self.register_buffer(f"cache{i}", torch.zeros(1, 2, 32, 32))
-
-        def forward(self, input_ids: Any, position_ids: Any, enc: Any, *past: Any) -> Any:
-            return self.step(input_ids, position_ids, enc, *(getattr(self, f"cache{i}") for i in range(4)))
-
-    good = inputs["program/whisper-tiny-random-b1/decoder"]
-    bad = tmp_path / "decoder"
-    bad.mkdir()
-    shutil.copy(good / "io.json", bad / "io.json")
-    args = (torch.tensor([[1]]), torch.tensor([[0]]), torch.zeros(1, 200, 64), *[torch.zeros(1, 2, 32, 32)] * 4)
-    torch.export.save(torch.export.export(BakedCache().eval(), args, strict=False), bad / "program.pt2")
-    inputs["program/whisper-tiny-random-b1/decoder"] = bad
+    role = f"program/{SPEC}/decoder"
+    inputs[role] = baked_decoder(inputs["model"] / "model", inputs[role], tmp_path / "decoder")
     params = {**node.params, "runtimes": {"pytorch": "reference", "pytorch-transformed": "program"}}
     out = tmp_path / "out"
     out.mkdir()
@@ -121,7 +99,7 @@ def test_a_decoder_with_a_baked_cache_fails_validation(sp: ProjectDir, tmp_path:
         run(StepContext(node.id, params, inputs, {f.label: f.path for f in node.files}, out))
     text = str(err.value)
     for wav in ("hello.wav", "numbers.wav", "weather.wav"):
-        assert f"pytorch-transformed [whisper-tiny-random-b1]: {wav}: tokens differ from step" in text
+        assert f"pytorch-transformed [{SPEC}]: {wav}: tokens differ from step" in text
     report = json.loads((out / "report.json").read_text())
     assert report["rows"][1]["token_agreement"] < 0.5
 
@@ -149,12 +127,17 @@ def test_run_and_the_transcriber_api_round_trip(sp: ProjectDir, tmp_path: Path) 
 
 
 @slow
-def test_bench_reports_decode_speed(sp: ProjectDir) -> None:
+def test_bench_reports_decode_speed_beside_generate(sp: ProjectDir) -> None:
     res = sp.cli("bench", PARITY, "-n", "2", "--warmup", "1", "--json")
     assert res.code == 0, res.err
-    rows = json.loads(res.out)
-    assert {r["runtime"] for r in rows} == {"pytorch-transformed", "onnxruntime", "aoti"}
-    assert all(r["unit"] == "tokens" and r["throughput_per_s"] > 0 for r in rows)
+    rows = {r["runtime"]: r for r in json.loads(res.out)}
+    assert set(rows) == {"generate (HF, eager)", "pytorch-transformed", "onnxruntime", "aoti"}
+    base = rows["generate (HF, eager)"]
+    for name in ("pytorch-transformed", "onnxruntime", "aoti"):
+        r = rows[name]
+        assert r["unit"] == "tokens" and r["throughput_per_s"] == pytest.approx(1000 / r["p50_ms"], rel=1e-2)
+        assert r["speedup_per_token_vs_generate"] == pytest.approx(base["p50_ms"] / r["p50_ms"], rel=2e-2)
+    assert "vs generate" in sp.cli("bench", PARITY, "-n", "1", "--warmup", "0").out
 
 
 @slow
@@ -216,11 +199,12 @@ max_new_tokens = %d
 
 @pytest.mark.parametrize(("ctx", "steps", "wavs", "message"), [
     (100, 24, 2, "manifests/project.toml:10: [specializations.w-b1] ctx_len: ctx_len 100 exceeds the model's "
-                 "max_target_positions (64)"),
+                 "decoder positions (64)"),
     (64, 5, 2, "[validations.w-parity] max_new_tokens: speech validations compare at least 20 decode steps"),
     (64, 24, 1, "[validations.w-parity] inputs: 'speech' holds 1 audio file(s); a speech validation needs at least "
                 "two"),
-    (20, 24, 2, "[specializations.w-b1] ctx_len: ctx_len 20 cannot hold the prompt (4) plus max_new_tokens (24)"),
+    (20, 24, 2, "[specializations.w-b1] ctx_len: ctx_len 20 cannot hold the prompt (1 token) plus max_new_tokens (24) "
+                "of validation 'w-parity'; make it at least 24"),
 ])
 def test_speech_specializations_that_do_not_fit_the_model(project: ProjectDir, ctx: int, steps: int, wavs: int,
                                                           message: str) -> None:

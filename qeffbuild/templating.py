@@ -29,3 +29,38 @@ def environment(project_root: Path | None = None) -> Any:
     loaders.append(FileSystemLoader(shipped_templates()))
     return Environment(loader=ChoiceLoader(loaders), undefined=StrictUndefined, keep_trailing_newline=True,
                        autoescape=False)
+
+
+def resolve_template(name: str, manifest_root: Path) -> Path:
+    """Where template ``name`` is read from: ``templates/`` beside the manifest, then in its parent
+    folder (a project root holding ``manifests/``), then the one qeffbuild ships."""
+    for folder in (manifest_root / "templates", manifest_root.parent / "templates", shipped_templates()):
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(f"template {name!r} is missing from qeffbuild's templates ({shipped_templates()}); "
+                            "reinstall qeffbuild")
+
+
+def render_files(files: dict[str, Path], name: str, **values: Any) -> str:
+    """Render template ``name`` from the files a step was given (labels ``template:<name>``)."""
+    from jinja2 import DictLoader, Environment, StrictUndefined
+
+    sources = {label.removeprefix("template:"): path.read_text() for label, path in files.items()
+               if label.startswith("template:")}
+    env = Environment(loader=DictLoader(sources), undefined=StrictUndefined, keep_trailing_newline=True,
+                      autoescape=False, trim_blocks=True, lstrip_blocks=True)
+    env.filters["tojson_plain"] = _json_value
+    env.filters["shell_quote"] = _shell_quote
+    return env.get_template(name).render(**values)
+
+
+def _json_value(value: Any) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=True)
+
+
+def _shell_quote(value: Any) -> str:
+    import shlex
+
+    return shlex.quote(str(value))

@@ -63,7 +63,9 @@ def env(lazy: LazyProject, as_json: bool) -> None:
     click.echo("backends:")
     for b in info["backends"]:
         for device, why in b["devices"].items():
-            click.echo(f"  {b['name']:<8} {device:<5} {'ok' if why is None else 'no: ' + why}")
+            click.echo(f"  {b['name']:<11} {device:<5} {'ok' if why is None else 'no: ' + why}")
+    for line in dict.fromkeys(b["toolchain"] for b in info["backends"] if b["toolchain"]):
+        click.echo(line)
     click.echo("runtimes: " + ", ".join(f"{r['name']} ({r['opens']})" for r in info["runtimes"]))
     click.echo("tasks: " + ", ".join(t["name"] for t in info["tasks"]))
     click.echo("plug-ins from: " + ", ".join(info["plugins"]))

@@ -35,7 +35,8 @@ def describe(lazy: Any) -> dict[str, Any]:
         "versions": {d: dist_version(d) for d in VERSIONED},
         "cuda": cuda_unavailable(),
         "backends": [{"name": b.name, "description": b.description, "consumes": b.consumes,
-                      "devices": {d: b.unavailable(d) for d in b.devices}} for b in loaded.backends.values()],
+                      "devices": {d: b.unavailable(d) for d in b.devices}, "toolchain": b.environment()}
+                     for b in loaded.backends.values()],
         "runtimes": [{"name": r.name, "opens": r.opens, "tasks": r.tasks, "description": r.description}
                      for r in loaded.runtimes.values()],
         "tasks": [{"name": t.name, "description": t.description, "builds": t.supported(), "metrics": t.metrics}

@@ -1,4 +1,4 @@
-"""The four kinds of plug-in (task families, compile backends, runtimes, metrics) and their loading.
+"""The kinds of plug-in (task families, compile backends, runtimes, metrics, ONNX passes) and their loading.
 
 A plug-in is described here by what planning needs, and nothing heavy: the code that
 imports torch, onnx or onnxruntime is named as ``module:attribute`` and imported only in
@@ -14,9 +14,9 @@ Every registry refuses an unknown name with the list of known ones.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn
 
 from ..errors import PluginError
 from .registry import Registry
@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP = "qeffbuild.plugins"
 # Rooms whose ``register(plugins)`` fills the registries with what qeffbuild ships; each finds
 # its own modules (a new backend file, metric file or family package needs no edit elsewhere).
-BUILTIN_ROOMS = ("qeffbuild.checks", "qeffbuild.backends", "qeffbuild.runtimes", "qeffbuild.tasks")
+BUILTIN_ROOMS = ("qeffbuild.checks", "qeffbuild.pipeline.onnx_passes", "qeffbuild.backends", "qeffbuild.runtimes",
+                 "qeffbuild.tasks")
 
 
 def load_attr(spec: str) -> Any:
@@ -56,6 +57,21 @@ class Metric:
 
 
 @dataclass(frozen=True)
+class OnnxPass:
+    """A named, versioned rewrite of an ONNX model that a backend asks for before it compiles.
+
+    ``apply`` is ``module:function``: ``(model: onnx.ModelProto, params) -> str`` (a one-line
+    summary of what it changed); the pass runs as its own cached step between export and compile.
+    """
+
+    name: str
+    version: int
+    description: str
+    apply: str
+    params: Mapping[str, Any] = field(default_factory=dict)  # part of the pass step's key
+
+
+@dataclass(frozen=True)
 class Runtime:
     """Where a validation or a user runs a model: the reference, the exported program, or a backend's artifact."""
 
@@ -65,6 +81,9 @@ class Runtime:
     tasks: tuple[str, ...] | None = None  # None: every task
     # "reference" runtimes other than the plain HF model name the function that runs them.
     runner: str | None = None
+    # task -> {metric: bound}: this runtime's default bounds where they differ from the family's
+    # (a float16 accelerator is held to its own tolerances, not float32's).
+    default_checks: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
     def runs_task(self, task: str) -> bool:
         return self.tasks is None or task in self.tasks
@@ -89,7 +108,23 @@ class Backend:
     version: ClassVar[int] = 1  # bump when its compile step's behaviour changes
     compile: ClassVar[str]  # module:function run in the worker: (StepContext) -> None
     session: ClassVar[str]  # module:callable opening an artifact folder: (folder, device) -> Session
-    options: ClassVar[type[Table] | None] = None  # a manifest sub-table [specializations.X.<name>]
+    options: ClassVar[type[Table] | None] = None  # a manifest sub-table [specializations.X.<options_key>]
+    options_key: ClassVar[str | None] = None  # the sub-table's name (default: the backend's name)
+    onnx_passes: ClassVar[tuple[str, ...]] = ()  # ONNX passes run (in order) on its input, each a cached step
+    # A backend whose artifact this one compiles from (the `qaic` QPC from the `qaic-bundle`); None: from
+    # the export (or program) directly.
+    builds_on: ClassVar[str | None] = None
+    # True: one artifact holds every shape of a specialization (a QPC with one graph per seq_len);
+    # False: one artifact per shape.
+    all_shapes_in_one: ClassVar[bool] = False
+    templates: ClassVar[tuple[str, ...]] = ()  # jinja2 templates it renders; their text enters its keys
+    # True: its compile params carry the family's graph facts (graph names, symbols, axis names,
+    # retained-state pairs) for backends that name dimensions, as `qaic-bundle` does.
+    symbolic_graphs: ClassVar[bool] = False
+
+    @classmethod
+    def options_table(cls) -> str:
+        return cls.options_key or cls.name
 
     def unavailable(self, device: str) -> str | None:
         """Why this backend cannot compile for ``device`` on this machine (None when it can)."""
@@ -103,6 +138,20 @@ class Backend:
 
     def tool_versions(self, device: str) -> dict[str, str]:
         return {}
+
+    def runtime_unavailable(self, device: str) -> str | None:
+        """Why its artifacts cannot be run here (None when they can); checked where a validation runs them."""
+        return self.unavailable(device)
+
+    def plan(self, fail: Callable[[str, str], NoReturn], params: dict[str, Any],
+             options: Any) -> dict[str, Any]:
+        """Plan-time: check a compile's ``params`` against the manifest ``options`` (``fail(key, message)``
+        reports a located problem) and return the params that enter its key."""
+        return params
+
+    def environment(self) -> str | None:
+        """A line for `qeffbuild env` about the toolchain this backend found (None: nothing to add)."""
+        return None
 
     def describe(self, device: str = "cpu") -> dict[str, Any]:
         why = self.unavailable(device)
@@ -156,6 +205,7 @@ class Plugins:
     backends: Registry[Backend] = field(default_factory=lambda: Registry("compile backend"))
     runtimes: Registry[Runtime] = field(default_factory=lambda: Registry("runtime"))
     metrics: Registry[Metric] = field(default_factory=lambda: Registry("metric"))
+    onnx_passes: Registry[OnnxPass] = field(default_factory=lambda: Registry("ONNX pass"))
     sources: list[str] = field(default_factory=list)  # where each plug-in module came from
 
     def load(self, module: str) -> None:

@@ -57,7 +57,9 @@ class TableClasses:
 
     def _specialization(self, task: str | None) -> type[Table]:
         bases = [t.specialization_table for t in self._tasks(task)]
-        options = {b.name: (b.options | None, Field(None, description=f"Options of the {b.name!r} backend."))
+        # Backends may share one sub-table (`qaic` and `qaic-bundle` both read [specializations.X.qaic]).
+        options = {b.options_table(): (b.options | None,
+                                       Field(None, description=f"Options of the {b.options_table()!r} backend."))
                    for b in self.plugins.backends.values() if b.options is not None}
         return _merge(f"{_title(task)}Specialization", bases, options)
 

@@ -17,7 +17,8 @@ KINDS = {
     "load": "resolve a model source, apply config overrides, save it in the Hugging Face layout",
     "transform": "PyTorch rewrites (pooling, KV retained state) captured as a torch.export program",
     "export": "ONNX through the dynamo exporter",
-    "compile": "a backend's artifact for one fixed shape",
+    "onnx-pass": "a named, versioned ONNX rewrite a backend needs (fp16 clip, external data)",
+    "compile": "a backend's artifact (one fixed shape, or every shape of a specialization)",
     "validate": "run every runtime on the inputs and check it against the reference",
 }
 MODEL_TOOLCHAIN = ("python", "torch", "transformers", "tokenizers", "safetensors")

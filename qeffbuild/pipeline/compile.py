@@ -17,8 +17,8 @@ def run(ctx: StepContext) -> None:
     load_attr(backend.compile)(ctx)
     upstream = ctx.inputs.get("onnx") or ctx.inputs["program"]
     io = json.loads((upstream / "io.json").read_text())
-    io["shapes"] = ctx.params.get("shapes") or io["shapes"]
+    io["shapes"] = ctx.params.get("shapes") or io.get("shapes")
     io["backend"] = backend.name
-    io["device"] = ctx.params["device"]
+    io["device"] = ctx.params.get("device")  # None: the artifact runs on its own hardware (a QPC on a card)
     (ctx.out / "io.json").write_text(json.dumps(io, indent=1))
     shutil.copy2(upstream / "io.json", ctx.out / "source-io.json")

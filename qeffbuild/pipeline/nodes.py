@@ -8,17 +8,18 @@ rebuilds `ort` artifacts and nothing else.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 from ..core.environment import cuda_unavailable
 from ..core.graph import Expansion
 from ..core.loader import TargetRef
-from ..core.steps import MODEL_TOOLCHAIN, StepNode
+from ..core.steps import MODEL_TOOLCHAIN, FileInput, StepNode
 from ..core.tables import ModelBase, RandomSource
 from ..errors import BackendUnavailable
 
 LOAD_VERSION = 3
 EXPORT_VERSION = 1
+ONNX_PASS_VERSION = 1  # the pass runner (loading, saving); each pass's own version is in its params
 COMPILE_RUNNER = "qeffbuild.pipeline.compile:run"
 
 
@@ -93,17 +94,79 @@ def export_node(x: Expansion, model: TargetRef, program: str, opset: int, step_i
     ))
 
 
+def onnx_pass_nodes(x: Expansion, spec_ref: TargetRef, upstream: str, passes: tuple[str, ...]) -> str:
+    """Chain the named ONNX passes after ``upstream`` (an export or an earlier pass); shared by every
+    specialization and backend that asks for the same passes on the same export."""
+    for name in passes:
+        p = x.ws.plugins.onnx_passes.get(name)
+        up = x.graph.nodes[upstream]
+        upstream = x.graph.add(StepNode(
+            id=f"onnx-pass:{name}:{upstream.partition(':')[2]}", kind="onnx-pass",
+            params={"pass": p.name, "pass_version": p.version, "pass_params": dict(p.params)},
+            runner="qeffbuild.pipeline.onnx_passes:run", version=ONNX_PASS_VERSION, toolchain=("python", "onnx", "numpy"),
+            deps={"onnx": upstream}, target=up.target, out_subdir=f"{up.out_subdir}+{name}", salt=up.salt,
+        ))
+    return upstream
+
+
 def compile_node(x: Expansion, spec_ref: TargetRef, backend: str, upstream: str, params: dict[str, Any],
-                 step_id: str, out_subdir: str) -> str:
-    """One backend artifact of one fixed shape, compiled from ``upstream`` (ONNX or a program)."""
+                 graph: str) -> str:
+    """The artifact of ``backend`` for one graph of a specialization (``graph``: ``seq16``, ``decoder`` …,
+    or "" for a backend that holds every shape in one artifact), compiled from ``upstream`` (ONNX or a program).
+
+    A backend that builds on another (the `qaic` QPC on the `qaic-bundle`) gets that one's node as
+    its input; one that asks for ONNX passes gets them chained in front of it.
+    """
     b = x.ws.plugins.backends.get(backend)
+    if b.builds_on is not None:
+        upstream = compile_node(x, spec_ref, b.builds_on, upstream, params, graph)
+    elif b.consumes == "onnx" and b.onnx_passes:
+        upstream = onnx_pass_nodes(x, spec_ref, upstream, b.onnx_passes)
     role = "onnx" if b.consumes == "onnx" else "program"
-    toolchain = ("python", *b.toolchain)
-    options = getattr(spec_ref.spec, backend, None) if b.options is not None else None
-    if options is not None:  # [specializations.X.<backend>]: part of the key
+    table = b.options_table()
+    options = getattr(spec_ref.spec, table, None) if b.options is not None else None
+    if options is not None:  # [specializations.X.<table>]: part of the key
         params = {**params, "options": options.model_dump()}
+
+    def fail(key: str, message: str) -> NoReturn:
+        x.fail(spec_ref, f"{table}.{key}" if key else table, message)
+
+    params = b.plan(fail, params, options)
+    if not b.symbolic_graphs:
+        params = {k: v for k, v in params.items() if k != "graph_facts"}
+    suffix = f":{graph}" if graph else ""
     return x.graph.add(StepNode(
-        id=step_id, kind="compile", params={"backend": backend, **params}, runner=COMPILE_RUNNER,
-        version=b.version, toolchain=toolchain, tool_versions=b.tool_versions(params.get("device", "cpu")),
-        deps={role: upstream}, target=spec_ref.name, out_subdir=out_subdir, salt=x.salt(spec_ref),
+        id=f"compile:{backend}:{spec_ref.name}{suffix}", kind="compile", params={"backend": backend, **params},
+        runner=COMPILE_RUNNER, version=b.version, toolchain=("python", *b.toolchain),
+        tool_versions=b.tool_versions(params.get("device", "cpu")), deps={role: upstream},
+        files=template_files(spec_ref, b.templates), target=spec_ref.name,
+        out_subdir=f"{backend}/{graph}" if graph else backend, salt=x.salt(spec_ref),
     ))
+
+
+def with_bases(x: Expansion, ids: list[str]) -> list[str]:
+    """Compile nodes plus the artifacts they build on (a `qaic` QPC's bundle), for a target's out/ folder."""
+    out: list[str] = []
+    for nid in ids:
+        node = x.graph.nodes[nid]
+        if node.kind == "compile" and x.ws.plugins.backends.get(node.params["backend"]).builds_on:
+            out.extend(with_bases(x, [node.deps["onnx"]]))
+        out.append(nid)
+    return list(dict.fromkeys(out))
+
+
+def template_files(spec_ref: TargetRef, names: tuple[str, ...]) -> tuple[FileInput, ...]:
+    """The templates a backend renders, as key inputs: a project's override changes the artifact's key."""
+    from ..templating import resolve_template
+
+    return tuple(FileInput(f"template:{name}", resolve_template(name, spec_ref.file.root)) for name in names)
+
+
+def check_runtime(x: Expansion, spec_ref: TargetRef, runtime: str, device: str) -> None:
+    """A validation that runs a backend's artifact needs that backend's runtime on this machine."""
+    opens = x.ws.plugins.runtimes.get(runtime).opens
+    if opens in ("reference", "program"):
+        return
+    why = x.ws.plugins.backends.get(opens).runtime_unavailable(device)
+    if why:
+        raise BackendUnavailable(f"{spec_ref.where('device')} runtime {runtime!r} cannot run here: {why}")

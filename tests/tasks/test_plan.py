@@ -66,7 +66,8 @@ def test_a_task_that_does_not_fit_the_model_is_a_manifest_error(project: Project
     """)
     text = _plan_error(project, "b")
     assert "[models.b] task: task 'speech-seq2seq' does not build BertModel (model_type None): it builds " \
-           "WhisperForConditionalGeneration (model_type whisper); it fits task 'embedding'" in text
+           "WhisperForConditionalGeneration, Speech2TextForConditionalGeneration and SpeechEncoderDecoderModel " \
+           "(model_type whisper, speech_to_text, speech-encoder-decoder); it fits task 'embedding'" in text
     text = _plan_error(project, "w")
     assert "task 'embedding' does not build WhisperForConditionalGeneration" in text and "'speech-seq2seq'" in text
 

@@ -16,7 +16,16 @@ from ...checks import resolve_checks
 from ...core.plugins import Runtime, Task
 from ...core.steps import MODEL_TOOLCHAIN, FileInput, StepNode
 from ...core.tables import ModelBase, SpecializationBase, ValidationBase
-from ...pipeline.nodes import check_backend, check_device, compile_node, config_int, export_node, load_node
+from ...pipeline.nodes import (
+    check_backend,
+    check_device,
+    check_runtime,
+    compile_node,
+    config_int,
+    export_node,
+    load_node,
+    with_bases,
+)
 
 if TYPE_CHECKING:
     from ...core.graph import Expansion
@@ -111,7 +120,8 @@ class EmbeddingTask(Task):
             # A self-contained folder: the HF model (tokenizer, config), the program, every artifact.
             s: EmbeddingSpecialization = ref.spec
             ids = [self.load(x, model), self.transform_node(x, model, s.dtype, s.device)]
-            return ids + [nid for backend in s.compile for nid in self.compile_nodes(x, model, ref, backend)]
+            return ids + with_bases(x, [nid for backend in s.compile
+                                        for nid in self.compile_nodes(x, model, ref, backend).values()])
         return [self.validate_node(x, model, ref)]
 
     @staticmethod
@@ -139,7 +149,8 @@ class EmbeddingTask(Task):
             deps={"model": self.load(x, model)}, target=model.name, out_subdir=f"transform-{dtype}", salt=x.salt(model),
         ))
 
-    def compile_nodes(self, x: Expansion, model: TargetRef, spec_ref: TargetRef, backend: str) -> list[str]:
+    def compile_nodes(self, x: Expansion, model: TargetRef, spec_ref: TargetRef, backend: str) -> dict[int, str]:
+        """``{seq_len: compile node}``: one artifact per length, or one for all (a QPC holds every length)."""
         s: EmbeddingSpecialization = spec_ref.spec
         check_backend(spec_ref, backend, s.device, x)
         limit = self.max_seq_len(x, model)
@@ -147,16 +158,31 @@ class EmbeddingTask(Task):
             if n > limit:
                 x.fail(spec_ref, "seq_len",
                        f"seq_len {n} exceeds the model's position limit ({limit}, from its config)")
-        if x.ws.plugins.backends.get(backend).consumes == "onnx":
+        b = x.ws.plugins.backends.get(backend)
+        if b.consumes == "onnx":
             upstream = export_node(x, model, self.transform_node(x, model, s.dtype, "cpu"), s.opset,
                                    f"export:{model.name}:{s.dtype}:opset{s.opset}", f"onnx-{s.dtype}")
         else:
             upstream = self.transform_node(x, model, s.dtype, s.device)
-        return [compile_node(x, spec_ref, backend, upstream,
-                             {"batch_size": s.batch_size, "seq_len": n, "device": s.device, "dtype": s.dtype,
-                              "shapes": {"input_ids": [s.batch_size, n], "attention_mask": [s.batch_size, n]}},
-                             f"compile:{backend}:{spec_ref.name}:seq{n}", f"{backend}/seq{n}")
-                for n in s.seq_len]
+        common = {"batch_size": s.batch_size, "device": s.device, "dtype": s.dtype,
+                  "graph_facts": self.graph_facts(s)}
+        if b.all_shapes_in_one:
+            nid = compile_node(x, spec_ref, backend, upstream, {**common, "seq_len": s.seq_len}, "")
+            return dict.fromkeys(s.seq_len, nid)
+        return {n: compile_node(x, spec_ref, backend, upstream,
+                                {**common, "seq_len": n,
+                                 "shapes": {"input_ids": [s.batch_size, n], "attention_mask": [s.batch_size, n]}},
+                                f"seq{n}")
+                for n in s.seq_len}
+
+    @staticmethod
+    def graph_facts(s: EmbeddingSpecialization) -> dict[str, Any]:
+        """Graph names and symbols as QEfficient's QEFFAutoModel names them (one graph per seq_len)."""
+        many = len(s.seq_len) > 1
+        return {"graphs": [{"name": f"Embedding_{i}" if many else "Embedding",
+                            "symbols": {"batch_size": s.batch_size, "seq_len": n}} for i, n in enumerate(s.seq_len)],
+                "axes": {"input_ids": ["batch_size", "seq_len"], "attention_mask": ["batch_size", "seq_len"]},
+                "retained": {}}
 
     def validate_node(self, x: Expansion, model: TargetRef, ref: TargetRef) -> str:
         v: EmbeddingValidation = ref.spec
@@ -175,9 +201,10 @@ class EmbeddingTask(Task):
                 if runtime.opens == "program":
                     deps[f"program/{s.dtype}/{s.device}"] = self.transform_node(x, model, s.dtype, s.device)
                 elif runtime.opens != "reference":
+                    check_runtime(x, sref, runtime.name, s.device)
                     toolchain.update(x.ws.plugins.backends.get(runtime.opens).toolchain)
-                    for nid in self.compile_nodes(x, model, sref, runtime.opens):
-                        deps[f"{runtime.opens}/{name}/seq{x.graph.nodes[nid].params['seq_len']}"] = nid
+                    for n, nid in self.compile_nodes(x, model, sref, runtime.opens).items():
+                        deps[f"{runtime.opens}/{name}/seq{n}"] = nid
         if "sentence-transformers" in v.runtimes:
             toolchain.add("sentence-transformers")
         return x.graph.add(StepNode(

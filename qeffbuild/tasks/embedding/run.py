@@ -34,10 +34,14 @@ def run(folder: Path, spec: dict[str, Any], runtime: str, inputs: list[str],
         session = open_session(plugins(), runtime, folder / f"transform-{spec['dtype']}", device)
         fn = lambda feeds, _seq: session.run(feeds)[0]  # noqa: E731
     else:
-        missing = [n for n in spec["seq_len"] if not (folder / opens / f"seq{n}").is_dir()]
+        # One artifact per length (seq16/, seq64/), or one holding every length (a QPC: the backend's folder).
+        one = folder / opens if (folder / opens / "io.json").is_file() else None
+        missing = [n for n in spec["seq_len"] if one is None and not (folder / opens / f"seq{n}").is_dir()]
         if missing:
             raise UsageError(f"{folder} has no {opens!r} artifacts; add {opens!r} to the specialization's compile list")
-        sessions = {n: open_session(plugins(), runtime, folder / opens / f"seq{n}", device) for n in spec["seq_len"]}
+        shared = open_session(plugins(), runtime, one, device) if one is not None else None
+        sessions = {n: shared or open_session(plugins(), runtime, folder / opens / f"seq{n}", device)
+                    for n in spec["seq_len"]}
         fn = lambda feeds, seq: sessions[seq].run(feeds)[0]  # noqa: E731
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out = run_bucketed(token_ids, fn, spec["batch_size"], spec["seq_len"], pad)

@@ -23,9 +23,10 @@ def _run_fn(runtime: str, opens: str, spec: dict[str, Any], inputs: dict[str, Pa
     if opens == "program":
         session = open_session(plugins(), runtime, inputs[f"program/{spec['dtype']}/{device}"], device)
         return lambda feeds, _seq: session.run(feeds)[0]
-    sessions = {n: open_session(plugins(), runtime, inputs[f"{opens}/{spec['name']}/seq{n}"], device)
-                for n in spec["seq_len"]}
-    return lambda feeds, seq: sessions[seq].run(feeds)[0]
+    folders = {n: inputs[f"{opens}/{spec['name']}/seq{n}"] for n in spec["seq_len"]}
+    # A backend that holds every length in one artifact (a QPC) is opened once.
+    opened = {f: open_session(plugins(), runtime, f, device) for f in dict.fromkeys(folders.values())}
+    return lambda feeds, seq: opened[folders[seq]].run(feeds)[0]
 
 
 def sentence_transformers_encode(model_dir: Path, sentences: list[str]) -> Any:

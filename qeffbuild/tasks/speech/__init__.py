@@ -22,7 +22,16 @@ from ...checks import resolve_checks
 from ...core.plugins import Task
 from ...core.steps import MODEL_TOOLCHAIN, FileInput, StepNode
 from ...core.tables import ModelBase, RandomSource, SpecializationBase, ValidationBase
-from ...pipeline.nodes import check_backend, check_device, compile_node, export_node, load_node, model_config
+from ...pipeline.nodes import (
+    check_backend,
+    check_device,
+    check_runtime,
+    compile_node,
+    export_node,
+    load_node,
+    model_config,
+    with_bases,
+)
 from .families import ARCHITECTURES, SAMPLE_RATE, Architecture, FactError, architecture_of, whisper_prompt
 
 if TYPE_CHECKING:
@@ -201,7 +210,8 @@ class SpeechTask(Task):
             dims = self.dims(x, model, ref)
             ids = [self.load(x, model)]
             ids += [self.transform_node(x, model, ref, which, dims, ref.spec.device) for which in self.graphs(dims)]
-            return ids + [nid for b in ref.spec.compile for nid in self.compile_nodes(x, model, ref, b).values()]
+            return ids + with_bases(x, [nid for b in ref.spec.compile
+                                        for nid in self.compile_nodes(x, model, ref, b).values()])
         return [self.validate_node(x, model, ref)]
 
     @staticmethod
@@ -254,10 +264,31 @@ class SpeechTask(Task):
                 shape["ctx_len"] = dims["ctx_len"]
             else:
                 shape["samples"] = dims["graphs"][which]["samples"]
+            facts = self.graph_facts(self.arch(x, model).name, which, dims)
             ids[which] = compile_node(x, spec_ref, backend, upstream,
-                                      {"graph": which, "device": s.device, "dtype": s.dtype, **shape},
-                                      f"compile:{backend}:{spec_ref.name}:{which}", f"{backend}/{which}")
+                                      {"graph": which, "device": s.device, "dtype": s.dtype, **shape,
+                                       "graph_facts": facts}, which)
         return ids
+
+    @staticmethod
+    def graph_facts(arch: str, which: str, dims: dict[str, Any]) -> dict[str, Any]:
+        """Graph names, symbols and axis names as QEfficient names Whisper's (``Encoder`` and ``Decode``;
+        ``encoder_ctx_len``, ``decoder_ctx_len``, ``feature_len``); the decoder's cache is retained state."""
+        cross = {"cross_*": ["batch_size", None, "encoder_ctx_len", None],
+                 "encoder_attention_mask": ["batch_size", "encoder_ctx_len"]}
+        symbols = {"batch_size": dims["batch_size"], "encoder_ctx_len": dims["encoder_len"]}
+        if which != "decoder":
+            features = {"whisper": ["batch_size", None, "feature_len"],
+                        "speech2text": ["batch_size", "feature_len", None]}.get(arch, ["batch_size", "feature_len"])
+            return {"graphs": [{"name": "Encoder", "symbols": symbols}], "retained": {},
+                    "axes": {"input_features": features, "input_values": features,
+                             "attention_mask": ["batch_size", "feature_len"], **cross}}
+        cache = ["batch_size", None, "decoder_ctx_len", None]
+        decode = {**symbols, "seq_len": 1, "decoder_ctx_len": dims["ctx_len"]}
+        return {"graphs": [{"name": "Decode", "symbols": decode}],
+                "retained": {"present_*": "past_*"},
+                "axes": {"input_ids": ["batch_size", "seq_len"], "past_*": cache, "present_*": cache,
+                         "logits": ["batch_size", "seq_len", None], **cross}}
 
     def validate_node(self, x: Expansion, model: TargetRef, ref: TargetRef) -> str:
         v: SpeechValidation = ref.spec
@@ -296,6 +327,7 @@ class SpeechTask(Task):
                     for which in self.graphs(dims):
                         deps[f"program/{name}/{which}"] = self.transform_node(x, model, sref, which, dims, s.device)
                 elif runtime.opens != "reference":
+                    check_runtime(x, sref, runtime.name, s.device)
                     toolchain.update(x.ws.plugins.backends.get(runtime.opens).toolchain)
                     for which, nid in self.compile_nodes(x, model, sref, runtime.opens).items():
                         deps[f"{runtime.opens}/{name}/{which}"] = nid

@@ -1,0 +1,148 @@
+"""ONNX passes: named, versioned rewrites a backend asks for between export and compile.
+
+Each pass is its own cached step (kind ``onnx-pass``), keyed by its name, version and params,
+so a backend that needs float16-safe constants shares that step with every specialization
+of the same export. The module is imported at plan time (to register the passes): onnx and
+numpy are imported inside the functions only.
+
+    fp16-clip       float32 constants outside the float16 range are clipped to ±65504 (−inf is kept:
+                    masks use it), as QEfficient's FP16ClipTransform does before `-convert-to-fp16`
+    external-data   weights stored in one external data file when the model is over 2 GiB (protobuf's
+                    limit), embedded otherwise
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..core.plugins import OnnxPass, load_attr, plugins
+from ..core.steps import StepContext
+
+if TYPE_CHECKING:
+    from ..core.plugins import Plugins
+
+FP16_MAX = 65504.0
+PROTOBUF_LIMIT = 2 * 1024**3
+DATA_FILE = "model.onnx.data"
+
+PASSES = (
+    OnnxPass("fp16-clip", 1, "clip float32 constants to the float16 range, keeping -inf",
+             "qeffbuild.pipeline.onnx_passes:fp16_clip"),
+    OnnxPass("external-data", 1, "weights in an external data file when the model is over 2 GiB",
+             "qeffbuild.pipeline.onnx_passes:external_data", {"limit_bytes": PROTOBUF_LIMIT}),
+)
+
+
+def register(registry: Plugins) -> None:
+    for p in PASSES:
+        registry.onnx_passes.add(p.name, p)
+
+
+# --- the passes -------------------------------------------------------------------------------
+
+
+def all_tensors(model: Any) -> Iterator[Any]:
+    """Every TensorProto stored in the model: initializers and tensor attributes (Constant nodes),
+    in the main graph, its subgraphs (If/Loop bodies) and its local functions."""
+
+    def graph_tensors(graph: Any) -> Iterator[Any]:
+        yield from graph.initializer
+        for node in graph.node:
+            yield from node_tensors(node)
+
+    def node_tensors(node: Any) -> Iterator[Any]:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from graph_tensors(attr.g)
+            for g in attr.graphs:
+                yield from graph_tensors(g)
+
+    yield from graph_tensors(model.graph)
+    for function in model.functions:
+        for node in function.node:
+            yield from node_tensors(node)
+
+
+def fp16_clip(model: Any, params: dict[str, Any], base_dir: Path) -> str:
+    """Clip float32 constants to [-65504, 65504] so `-convert-to-fp16` makes no infinities; −inf stays
+    (attention masks fill with it, and a clipped −inf would let masked positions leak through softmax)."""
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    changed = values = 0
+    for tensor in all_tensors(model):
+        if tensor.data_type != TensorProto.FLOAT:
+            continue
+        array = numpy_helper.to_array(tensor, str(base_dir))
+        over = (array > FP16_MAX) | ((array < -FP16_MAX) & ~np.isneginf(array))
+        if not over.any():
+            continue
+        clipped = np.where(np.isneginf(array), array, np.clip(array, -FP16_MAX, FP16_MAX)).astype(np.float32)
+        tensor.CopyFrom(numpy_helper.from_array(clipped, tensor.name))
+        changed += 1
+        values += int(over.sum())
+    return f"clipped {values} value(s) in {changed} float32 tensor(s) to the float16 range"
+
+
+def external_data(model: Any, params: dict[str, Any], base_dir: Path) -> str:
+    """Decide the storage: :func:`save` writes the weights to one external file above ``limit_bytes``."""
+    size = model_bytes(model)
+    external = size > int(params["limit_bytes"])
+    model.metadata_props.add(key="qeffbuild.external_data", value="1" if external else "0")
+    return f"{size / 1e6:.1f} MB of tensors: " + (f"external data in {DATA_FILE}" if external else "embedded")
+
+
+def model_bytes(model: Any) -> int:
+    """The bytes of every stored tensor (raw or in an external file)."""
+    total = 0
+    for tensor in all_tensors(model):
+        if tensor.data_location == 1:  # EXTERNAL
+            total += int(next((e.value for e in tensor.external_data if e.key == "length"), 0) or 0)
+        else:
+            total += tensor.ByteSize()
+    return total
+
+
+# --- loading and saving -----------------------------------------------------------------------
+
+
+def load(folder: Path) -> Any:
+    import onnx
+
+    return onnx.load(str(folder / "model.onnx"), load_external_data=True)
+
+
+def save(model: Any, out: Path, limit_bytes: int = PROTOBUF_LIMIT) -> bool:
+    """Write ``out/model.onnx``; weights go to ``model.onnx.data`` when the model is over ``limit_bytes``
+    (or an earlier external-data pass asked for it). Returns whether they went external."""
+    import onnx
+
+    flags = {p.key: p.value for p in model.metadata_props}
+    external = flags.get("qeffbuild.external_data") == "1" or model_bytes(model) > limit_bytes
+    path = out / "model.onnx"
+    if external:
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=DATA_FILE, size_threshold=1024)
+    else:
+        onnx.save_model(model, str(path))
+    return external
+
+
+def run(ctx: StepContext) -> None:
+    """The ``onnx-pass`` step: load the upstream ONNX, apply one pass, save, carry io.json along."""
+    src = ctx.inputs["onnx"]
+    onnx_pass = plugins().onnx_passes.get(ctx.params["pass"])
+    model = load(src)
+    summary = load_attr(onnx_pass.apply)(model, dict(ctx.params.get("pass_params", {})), src)
+    external = save(model, ctx.out)
+    shutil.copy2(src / "io.json", ctx.out / "io.json")
+    record = {"pass": onnx_pass.name, "version": onnx_pass.version, "summary": summary, "external_data": external}
+    (ctx.out / "pass.json").write_text(json.dumps(record, indent=1))
+    print(f"{onnx_pass.name} v{onnx_pass.version}: {summary}")

@@ -293,6 +293,33 @@ class Project:
         out: list[Any] = load_attr(task.run)(folder, spec, runtime, inputs, options or {})
         return out
 
+    def report(self, target: str, output: Path | None = None) -> Path:
+        """Re-render validation ``target``'s report.html from its built report.json, with the build's
+        provenance (every step's key and duration) added; returns where it was written."""
+        import contextlib
+        import json
+
+        from .core.plugins import load_attr
+        from .templating import resolve_template
+
+        ref = self._task_target(target, "validations", "report")
+        task = self.workspace.task_of(ref)
+        folder = self.out_dir / target
+        if task.report_html is None:
+            raise UsageError(f"task {task.name!r} writes no HTML report")
+        try:
+            report = json.loads((folder / "report.json").read_text())
+        except (OSError, ValueError):
+            raise UsageError(f"{target} has no report in {folder} yet; run `qeffbuild build {target}`") from None
+        with contextlib.suppress(OSError, ValueError):  # a failed validation has no build record; it still renders
+            report.setdefault("provenance", {})["build"] = json.loads((folder / "provenance.json").read_text())
+        template = resolve_template("report/report.html.j2", ref.file.root).read_text()
+        html: str = load_attr(task.report_html)(report, template, f"{target}: {task.name} validation")
+        dest = output or folder / "report.html"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(html)
+        return dest
+
     # --- maintenance -----------------------------------------------------------------------------
     def clean(self, names: list[str] | tuple[str, ...] = (), cache: bool = False) -> list[str]:
         """Remove the outputs of ``names`` (default: every target) from out/; ``cache`` removes the cache too."""

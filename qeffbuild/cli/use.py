@@ -58,6 +58,27 @@ def bench_cmd(lazy: LazyProject, target: str, iters: int, warmup: int, as_json: 
                                 f"{r['throughput_per_s']:.1f} {r['unit']}/s", _more(r)] for r in rows]))
 
 
+@main.command("report")
+@click.argument("target", shell_complete=complete_targets)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write here instead of out/TARGET/report.html.")
+@click.option("--open", "open_it", is_flag=True, help="Open it in the default browser.")
+@click.pass_obj
+@handle_errors
+def report_cmd(lazy: LazyProject, target: str, output: Path | None, open_it: bool) -> None:
+    """Re-render validation TARGET's report.html (with the build's provenance) and print where it is.
+
+    A build writes out/TARGET/report.html itself; this adds every step's key and duration, and picks
+    up an edited templates/report/report.html.j2. The next build restores the built copy.
+    """
+    path = lazy.get().report(target, output)
+    click.echo(str(path))
+    if open_it:
+        import webbrowser
+
+        webbrowser.open(path.resolve().as_uri())
+
+
 def _more(r: dict[str, object]) -> str:
     """The columns only some rows have (speech: encoder, whole utterance, speed-up over generate)."""
     parts = []

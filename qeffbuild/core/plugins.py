@@ -175,6 +175,8 @@ class Task:
     metrics: ClassVar[tuple[str, ...]]  # what its validation computes: the only metrics `checks` may bound
     bench: ClassVar[str | None] = None  # module:function behind `qeffbuild bench`
     run: ClassVar[str | None] = None  # module:function behind `qeffbuild run`
+    # module:function (report.json dict, template text, title) -> HTML, behind `qeffbuild report`
+    report_html: ClassVar[str | None] = None
     example: ClassVar[str] = ""  # a one-line hint shown when a model does not fit
 
     def supports(self, architecture: str | None, model_type: str | None) -> bool:

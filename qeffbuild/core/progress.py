@@ -7,6 +7,14 @@ import threading
 import time
 from typing import Any, TextIO
 
+PLAIN_PROGRESS_EVERY_S = 15.0
+
+
+def _eta(elapsed: float, done: int, total: int) -> str:
+    if done <= 0 or done >= total:
+        return f", {elapsed:.0f} s" if done >= total else ""
+    return f", {elapsed:.0f} s elapsed, about {elapsed / done * (total - done):.0f} s left"
+
 
 class Reporter:
     """Plain-line progress: one line per finished step (CI logs, pipes, ``--json`` off)."""
@@ -17,6 +25,7 @@ class Reporter:
         self.total = 0
         self.done = 0
         self._lock = threading.Lock()
+        self._progress: dict[str, tuple[float, float]] = {}  # step -> (first report, last line printed)
 
     def start(self, total: int) -> None:
         self.total = total
@@ -36,6 +45,16 @@ class Reporter:
         if not self.quiet:
             print(text, file=self.stream, flush=True)
 
+    def step_progress(self, step_id: str, done: int, total: int, unit: str, what: str = "") -> None:
+        """A running step's own progress (a validation's utterances): a line every 15 s at most."""
+        now = time.monotonic()
+        with self._lock:
+            start, last = self._progress.setdefault(step_id, (now, 0.0))
+            if self.quiet or (now - last < PLAIN_PROGRESS_EVERY_S and done < total):
+                return
+            self._progress[step_id] = (start, now)
+        print(f"  {step_id}: {done}/{total} {unit}{_eta(now - start, done, total)}", file=self.stream, flush=True)
+
     def stop(self) -> None:
         pass
 
@@ -46,25 +65,34 @@ class RichReporter(Reporter):
     def __init__(self, stream: TextIO | None = None) -> None:
         super().__init__(stream)
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.console = Console(file=self.stream)
         self.progress = Progress(
-            TextColumn("[bold]build"),
+            TextColumn("[bold]{task.fields[label]}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
+            TimeRemainingColumn(),
             TextColumn("{task.description}"),
             console=self.console,
             transient=False,
         )
         self.running: dict[str, float] = {}
         self.task: Any = None
+        self.step_tasks: dict[str, Any] = {}  # a running step's own bar (a validation's utterances)
 
     def start(self, total: int) -> None:
         super().start(total)
         self.progress.start()
-        self.task = self.progress.add_task("", total=total)
+        self.task = self.progress.add_task("", total=total, label="build")
 
     def _describe(self) -> str:
         now = time.monotonic()
@@ -77,8 +105,16 @@ class RichReporter(Reporter):
             self.running[step_id] = time.monotonic()
             self.progress.update(self.task, description=self._describe())
 
+    def step_progress(self, step_id: str, done: int, total: int, unit: str, what: str = "") -> None:
+        with self._lock:
+            if step_id not in self.step_tasks:
+                self.step_tasks[step_id] = self.progress.add_task("", total=total, label=f"  {step_id}")
+            self.progress.update(self.step_tasks[step_id], completed=done, total=total, description=f"{unit} {what}")
+
     def step_finished(self, step_id: str, status: str, duration: float) -> None:
         with self._lock:
+            if step_id in self.step_tasks:
+                self.progress.remove_task(self.step_tasks.pop(step_id))
             self.running.pop(step_id, None)
             self.done += 1
             colour = {"built": "green", "failed": "red", "check-failed": "red"}.get(status, "cyan")

@@ -68,3 +68,4 @@ class StepContext:
     out: Path  # write outputs here; everything under it becomes the step's outputs
     root: Path | None = None
     paths: dict[str, Path] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)  # "self" and each input role -> step key (provenance)

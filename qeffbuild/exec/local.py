@@ -33,6 +33,8 @@ from ..core.steps import StepNode
 from ..errors import Interrupted, StoreError
 from ..store import Store, clone_file
 from . import StepResult
+from .progress import ENV as PROGRESS_ENV
+from .progress import read as read_progress
 from .worker import EXIT_CHECK_FAILED, EXIT_USER_ERROR, summarize
 
 LOG_TAIL = 4000
@@ -259,7 +261,8 @@ class LocalExecutor:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(path, target)
 
-    def _spawn(self, step_id: str, args: list[str], cwd: Path, env: dict[str, str], log: Path) -> int:
+    def _spawn(self, step_id: str, args: list[str], cwd: Path, env: dict[str, str], log: Path,
+               progress: Path | None = None) -> int:
         with open(log, "wb") as logf:
             with self._procs_lock:
                 if self.stop.is_set():
@@ -276,7 +279,7 @@ class LocalExecutor:
             try:
                 if self.verbose:
                     self._stream(step_id, proc, logf)
-                code = proc.wait()
+                code = self._wait(step_id, proc, progress)
                 with contextlib.suppress(OSError):  # whatever the step left running goes with it
                     os.killpg(proc.pid, signal.SIGKILL)
                 return code
@@ -285,6 +288,21 @@ class LocalExecutor:
                     self._procs.pop(step_id, None)
                 with _LIVE_LOCK:
                     _LIVE_GROUPS.discard(proc.pid)
+
+    def _wait(self, step_id: str, proc: subprocess.Popen[bytes], progress: Path | None) -> int:
+        """Wait for the step, passing the progress its worker reports to the display meanwhile."""
+        if progress is None:
+            return proc.wait()
+        seen = None
+        while True:
+            try:
+                return proc.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                state = read_progress(progress)
+                if state is not None and state != seen:
+                    seen = state
+                    self.reporter.step_progress(step_id, state["done"], state["total"], str(state.get("unit", "")),
+                                                str(state.get("what", "")))
 
     def _stream(self, step_id: str, proc: subprocess.Popen[bytes], logf: Any) -> None:
         """-v: every line of the step's output goes to its log and, prefixed, to the reporter."""
@@ -328,12 +346,15 @@ class LocalExecutor:
             "out": str(out),
             "root": str(node.root) if node.root else None,
             "paths": {k: str(v) for k, v in node.paths.items()},
+            # for provenance in reports: this step's key and each input's
+            "keys": {"self": step.key, **{role: self.plan.by_id[dep].key for role, dep in node.deps.items()}},
         }
         req = scratch / "request.json"
         req.write_text(json.dumps(request))
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env[PROGRESS_ENV] = str(scratch / "progress.json")
         return self._spawn(node.id, [sys.executable, "-m", "qeffbuild.exec.worker", str(req)], scratch, env,
-                           scratch / "log.txt")
+                           scratch / "log.txt", progress=scratch / "progress.json")
 
 
 def _signatures(folders: Any) -> dict[str, tuple[int, int, int]]:

@@ -48,6 +48,7 @@ def main(request_path: str) -> int:
         out=Path(req["out"]),
         root=Path(req["root"]) if req.get("root") else None,
         paths={k: Path(v) for k, v in req.get("paths", {}).items()},
+        keys=dict(req.get("keys", {})),
     )
     failure = Path(request_path).parent / "failure.txt"
     try:

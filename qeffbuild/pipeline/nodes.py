@@ -103,7 +103,8 @@ def onnx_pass_nodes(x: Expansion, spec_ref: TargetRef, upstream: str, passes: tu
         upstream = x.graph.add(StepNode(
             id=f"onnx-pass:{name}:{upstream.partition(':')[2]}", kind="onnx-pass",
             params={"pass": p.name, "pass_version": p.version, "pass_params": dict(p.params)},
-            runner="qeffbuild.pipeline.onnx_passes:run", version=ONNX_PASS_VERSION, toolchain=("python", "onnx", "numpy"),
+            runner="qeffbuild.pipeline.onnx_passes:run", version=ONNX_PASS_VERSION,
+            toolchain=("python", "onnx", "numpy"),
             deps={"onnx": upstream}, target=up.target, out_subdir=f"{up.out_subdir}+{name}", salt=up.salt,
         ))
     return upstream

@@ -1,7 +1,8 @@
-"""The reports room: writing a validation's report (report.json, report.txt) and plain-text tables.
+"""The reports room: writing a validation's report (report.json, report.txt, report.html) and tables.
 
-A family renders its own table (``tasks/<family>/report.py``); this module writes the files,
-prints the table and turns a failed check into :class:`~qeffbuild.errors.ValidationFailed`.
+A family renders its own table and page content (``tasks/<family>/report.py``); this module writes
+the files, prints the table and turns a failed check into :class:`~qeffbuild.errors.ValidationFailed`.
+``html.py`` renders the self-contained HTML page; ``plots.py`` draws its SVG plots.
 """
 
 from __future__ import annotations
@@ -29,13 +30,16 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def publish(out: Path, report: dict[str, Any], render: Callable[[dict[str, Any]], str],
-            failure_text: Callable[[dict[str, Any]], str]) -> None:
-    """Write report.json and report.txt, print the table, and fail when a check did not hold."""
+            failure_text: Callable[[dict[str, Any]], str],
+            html: Callable[[dict[str, Any]], str] | None = None) -> None:
+    """Write report.json, report.txt and report.html, print the table, and fail when a check did not hold."""
     from ..errors import ValidationFailed
 
     text = render(report)
     (out / "report.json").write_text(json.dumps(report, indent=1))
     (out / "report.txt").write_text(text)
+    if html is not None:
+        (out / "report.html").write_text(html(report))
     print(text)
     if not report["ok"]:
         raise ValidationFailed(failure_text(report))

@@ -24,6 +24,7 @@ from ...pipeline.nodes import (
     config_int,
     export_node,
     load_node,
+    template_files,
     with_bases,
 )
 
@@ -34,7 +35,8 @@ if TYPE_CHECKING:
 
 Pooling = Literal["mean", "cls", "max", "avg", "last", "none"]
 TRANSFORM_VERSION = 1
-VALIDATE_VERSION = 2
+VALIDATE_VERSION = 3
+REPORT_TEMPLATES = ("report/report.html.j2",)
 # Config names of a model's position limit, in the order transformers' configs use them.
 POSITION_LIMITS = ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len", "seq_length")
 # Families whose position ids start after the padding index (RoBERTa: 514 positions serve 512 tokens).
@@ -92,6 +94,7 @@ class EmbeddingTask(Task):
     metrics: ClassVar[tuple[str, ...]] = ("mad", "max_abs", "cosine")
     bench = "qeffbuild.tasks.embedding.bench:bench"
     run = "qeffbuild.tasks.embedding.run:run"
+    report_html = "qeffbuild.tasks.embedding.report:render_html"
 
     def supports(self, architecture: str | None, model_type: str | None) -> bool:
         if model_type in NOT_TEXT_TYPES:
@@ -213,7 +216,8 @@ class EmbeddingTask(Task):
             params={"runtimes": {r: rt.opens for r, rt in runtimes.items()}, "specializations": specs,
                     "pooling": m.pooling, "normalize": m.normalize,
                     "checks": resolve_checks(self, v, [s["dtype"] for s in specs], [s["name"] for s in specs])},
-            deps=deps, files=(FileInput(v.inputs, ref.file.root / v.inputs),), target=ref.name, out_subdir="",
+            deps=deps, files=(FileInput(v.inputs, ref.file.root / v.inputs), *template_files(ref, REPORT_TEMPLATES)),
+            target=ref.name, out_subdir="",
             salt=x.salt(ref),
         ))
 

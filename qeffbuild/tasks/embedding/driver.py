@@ -8,6 +8,7 @@ fits, as QEfficient's runtime does.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ class Bucketed:
     embeddings: Any  # [N, dim] float32, input order
     seq_len_of: list[int]  # the compiled seq_len each input ran with
     batches_per_seq_len: dict[int, int] = field(default_factory=dict)
+    latency_s: list[dict[str, Any]] = field(default_factory=list)  # per batch: seq_len, rows, seconds
 
 
 def check_lengths(token_ids: list[list[int]], longest: int, seq_lens: list[int] | None = None,
@@ -60,6 +62,7 @@ def run_bucketed(token_ids: list[list[int]], run: RunFn, batch_size: int, seq_le
     outputs: dict[int, Any] = {}
     seq_of: dict[int, int] = {}
     used: dict[int, int] = {}
+    timings: list[dict[str, Any]] = []
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
         need = max(len(token_ids[i]) for i in rows)
@@ -70,13 +73,15 @@ def run_bucketed(token_ids: list[list[int]], run: RunFn, batch_size: int, seq_le
             src = token_ids[rows[r] if r < len(rows) else rows[0]]  # pad the batch with a real row
             batch_ids[r, : len(src)] = src
             mask[r, : len(src)] = 1
+        t0 = time.perf_counter()
         out = np.asarray(run({"input_ids": batch_ids, "attention_mask": mask}, seq))
+        timings.append({"seq_len": seq, "rows": len(rows), "seconds": round(time.perf_counter() - t0, 6)})
         for r, i in enumerate(rows):
             outputs[i] = out[r]
             seq_of[i] = seq
         used[seq] = used.get(seq, 0) + 1
     emb = np.stack([outputs[i] for i in range(len(token_ids))]).astype(np.float32)
-    return Bucketed(emb, [seq_of[i] for i in range(len(token_ids))], dict(sorted(used.items())))
+    return Bucketed(emb, [seq_of[i] for i in range(len(token_ids))], dict(sorted(used.items())), timings)
 
 
 def reference(model_dir: Path, sentences: list[str], pooling: str, normalize: bool, batch_size: int = 8) -> Any:

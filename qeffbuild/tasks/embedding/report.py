@@ -6,6 +6,7 @@ from typing import Any
 
 from ...checks import check
 from ...reports import fmt, table
+from ...reports.html import Page, Plot, Table
 
 
 def render(report: dict[str, Any]) -> str:
@@ -36,3 +37,72 @@ def failure_text(report: dict[str, Any]) -> str:
             if bad:
                 lines.append(f"    input {i + 1} {report['inputs'][i][:50]!r}: {'; '.join(bad)}")
     return "\n".join(lines)
+
+
+def _label(r: dict[str, Any]) -> str:
+    return r["runtime"] if not r.get("specialization") else f"{r['runtime']} · {r['specialization']}"
+
+
+def _num(v: Any, digits: int = 3) -> Any:
+    return "-" if v is None else float(f"{float(v):.{digits}g}")
+
+
+def _short(rows: list[dict[str, Any]]) -> list[str]:
+    """Plot labels: the runtime alone when every row has the same specialization."""
+    specs = {r.get("specialization") for r in rows if r.get("specialization")}
+    return [r["runtime"] if len(specs) <= 1 else _label(r) for r in rows]
+
+
+def page(report: dict[str, Any], title: str) -> Page:
+    """The HTML page: summary, MAD and cosine per runtime, latency, throughput against seq_len and batch."""
+    from ...reports import plots
+
+    rows = [r for r in report["rows"] if "skipped" not in r]
+    facts = [("inputs", f"{len(report['inputs'])} sentences, {min(report['tokens'])}–{max(report['tokens'])} tokens"),
+             ("reference", report["reference"])] + [("note", n) for n in report.get("notes", [])]
+    summary = Table("Summary", ["runtime", "specialization", "dtype", "batch", "MAD", "max-abs", "min cosine",
+                                "sequences/s", "result"],
+                    [[r["runtime"], r["specialization"] or "-", r["dtype"], r.get("batch_size") or "-",
+                      _num(r.get("mad")), _num(r.get("max_abs")), _num(r.get("cosine"), 7),
+                      _num(r.get("sequences_per_s")), "ok" if r["ok"] else "FAIL"] for r in report["rows"]
+                     if "skipped" not in r],
+                    note="Against the reference on every input: mean and largest absolute difference, lowest "
+                         "per-input cosine similarity.", status_column=8)
+    out = Page(title, report["ok"], facts, [f"{_label(r)}: {f}" for r in report["rows"] for f in r.get("failures", [])],
+               [summary], provenance=report.get("provenance", {}))
+    compared = [r for r in rows if r.get("runtime") != "pytorch"]
+    if compared:
+        short = _short(compared)
+        out.plots.append(Plot("Mean absolute difference from the reference", plots.bars(
+            short, [r.get("mad") for r in compared], "MAD (log scale)", log=True),
+            "Lower is closer; float32 runtimes sit near 1e-7, half precision near 1e-3."))
+        out.plots.append(Plot("Lowest cosine similarity per runtime", plots.bars(
+            short, [r.get("cosine") for r in compared], "min cosine", fmt="{:.6f}"),
+            "The least similar input's cosine with the reference embedding."))
+    timed = {label: [b["seconds"] * 1000 for b in r.get("latency_s", [])]
+             for label, r in zip(_short(rows), rows, strict=True) if r.get("latency_s")}
+    if timed:
+        out.plots.append(Plot("Latency per batch", plots.boxes(timed, "ms per batch"),
+                              "Each dot is one batch at its compiled seq_len."))
+    by_seq: dict[str, list[tuple[float, float]]] = {}
+    for r in rows:
+        per: dict[int, list[float]] = {}
+        for b in r.get("latency_s", []):
+            per.setdefault(int(b["seq_len"]), []).append(b["rows"] / b["seconds"] if b["seconds"] > 0 else 0.0)
+        if len(per) > 1:
+            by_seq[_label(r)] = [(n, sum(v) / len(v)) for n, v in sorted(per.items())]
+    if by_seq:
+        out.plots.append(Plot("Throughput against sequence length", plots.lines(by_seq, "seq_len", "sequences/s"),
+                              "Mean over the batches that ran at each compiled length."))
+    per_input = Table("Per input", ["#", "sentence", "tokens", *[f"{_label(r)} cosine" for r in compared]],
+                      [[i + 1, s[:80], report["tokens"][i], *[_num(r["per_input"][i].get("cosine"), 7)
+                                                               if r.get("per_input") else "-" for r in compared]]
+                       for i, s in enumerate(report["inputs"])], collapsed=len(report["inputs"]) > 40)
+    out.details.append(per_input)
+    return out
+
+
+def render_html(report: dict[str, Any], template_text: str, title: str) -> str:
+    from ...reports.html import render as render_page
+
+    return render_page(page(report, title), template_text)

@@ -13,9 +13,10 @@ from ...core.plugins import load_attr, plugins
 from ...core.steps import StepContext
 from ...pipeline.torchutil import quiet_warnings
 from ...reports import publish
+from ...reports.html import template_from
 from ...runtimes import open_session
 from .driver import Bucketed, RunFn, check_lengths, read_sentences, reference, run_bucketed, tokenize
-from .report import failure_text, render
+from .report import failure_text, render, render_html
 
 
 def _run_fn(runtime: str, opens: str, spec: dict[str, Any], inputs: dict[str, Path]) -> RunFn:
@@ -44,7 +45,7 @@ def run(ctx: StepContext) -> None:
     p = ctx.params
     model_dir = ctx.inputs["model"] / "model"
     notes = _load_notes(ctx.inputs["model"])
-    sentences = read_sentences(next(iter(ctx.files.values())))
+    sentences = read_sentences(next(f for label, f in ctx.files.items() if not label.startswith("template:")))
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -80,8 +81,19 @@ def run(ctx: StepContext) -> None:
         "notes": notes,
         "rows": rows,
         "ok": all(r["ok"] for r in rows),
+        "provenance": {"keys": ctx.keys, "versions": _versions()},
     }
-    publish(ctx.out, report, render, failure_text)
+    title = ctx.node_id.partition(":")[2]
+    publish(ctx.out, report, render, failure_text,
+            lambda r: render_html(r, template_from(ctx.files), f"{title}: embedding validation"))
+
+
+def _versions() -> dict[str, str]:
+    from ... import __version__
+    from ...core.keys import dist_version
+
+    dists = ("torch", "transformers", "onnx", "onnxruntime", "numpy", "sentence-transformers", "matplotlib")
+    return {"qeffbuild": __version__, **{d: dist_version(d) for d in dists}}
 
 
 def _load_notes(model_step: Path) -> list[str]:
@@ -114,7 +126,12 @@ def _row(runtime: str, spec: dict[str, Any] | None, ref: Any, got: Any, bounds: 
         "bounds": bounds,
         "seconds": round(seconds, 3),
         "batches_per_seq_len": {str(k): v for k, v in bucketed.batches_per_seq_len.items()} if bucketed else None,
+        "batch_size": spec["batch_size"] if spec else None,
+        "latency_s": bucketed.latency_s if bucketed else [],
     }
+    if bucketed and bucketed.latency_s:
+        busy = sum(b["seconds"] for b in bucketed.latency_s)
+        row["sequences_per_s"] = round(len(bucketed.seq_len_of) / busy, 2) if busy > 0 else None
     try:
         metrics = compare(ref, got)
     except ShapeMismatch as e:  # a listed failure in the report, never a crashed worker

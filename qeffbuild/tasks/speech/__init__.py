@@ -13,14 +13,13 @@ ids name roles (``transform:<spec>:decoder``); keys carry the shapes.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
 from ...checks import resolve_checks
 from ...core.plugins import Task
-from ...core.steps import MODEL_TOOLCHAIN, FileInput, StepNode
+from ...core.steps import MODEL_TOOLCHAIN, StepNode
 from ...core.tables import ModelBase, RandomSource, SpecializationBase, ValidationBase
 from ...pipeline.nodes import (
     check_backend,
@@ -30,9 +29,12 @@ from ...pipeline.nodes import (
     export_node,
     load_node,
     model_config,
+    template_files,
     with_bases,
 )
+from .dataset import AUDIO_SUFFIXES, DataError, select
 from .families import ARCHITECTURES, SAMPLE_RATE, Architecture, FactError, architecture_of, whisper_prompt
+from .normalize import default_normalizer
 
 if TYPE_CHECKING:
     from ...core.graph import Expansion
@@ -40,10 +42,12 @@ if TYPE_CHECKING:
     from ...core.plugins import Plugins
 
 TRANSFORM_VERSION = 3
-VALIDATE_VERSION = 3
+VALIDATE_VERSION = 4
 LOAD_BUILDER = "qeffbuild.tasks.speech.load:build"
+HALF_WER_MARGIN = 0.02  # absolute: 2 WER points over the float32 reference's (on the validation's data)
 MIN_DECODE_STEPS = 20  # a cache wrong after step 1 must not pass: check many steps
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".opus", ".w64")
+REPORT_TEMPLATES = ("report/report.html.j2",)
+__all__ = ["AUDIO_SUFFIXES", "SpeechTask"]
 
 
 class SpeechModel(ModelBase):
@@ -77,17 +81,32 @@ class SpeechSpecialization(SpecializationBase):
 
 
 class SpeechValidation(ValidationBase):
-    inputs: str = Field(description="A folder of audio files (any format soundfile reads) with optional .txt "
-                                    "transcripts beside them.")
-    max_new_tokens: int = Field(24, ge=1, le=4096, description="Greedy decode steps compared per utterance "
-                                                               "(≥ 20; EOS does not stop them).")
+    inputs: str = Field(description="A folder of audio files (optional .txt transcripts beside them), a CSV/TSV or "
+                                    "JSONL table (path and text columns, paths relative to it), an audiofolder "
+                                    "(metadata.csv with file_name) or a dataset saved with datasets' save_to_disk.")
+    split: str | None = Field(None, description="Audiofolders and saved data sets: the split to read.")
+    audio_column: str | None = Field(None, description="The audio column (default: path in tables, file_name in "
+                                                       "audiofolders, audio in saved data sets).")
+    text_column: str | None = Field(None, description="The transcripts' column (default: the first of text, "
+                                                      "transcription, sentence, transcript).")
+    max_duration_s: float | None = Field(None, gt=0, le=36000, description="Skip rows longer than this.")
+    limit: int | None = Field(None, ge=1, description="Read at most this many rows (after shuffling).")
+    shuffle_seed: int | None = Field(None, ge=0, lt=2**32, description="Shuffle the rows with this seed first.")
+    max_new_tokens: int = Field(24, ge=1, le=4096, description="Greedy steps compared token for token with the "
+                                                               "reference on the exact subset (≥ 20; EOS does not "
+                                                               "stop them).")
+    exact_subset: int = Field(8, ge=1, le=100000, description="How many utterances (the first selected, plus one per "
+                                                               "compiled audio length) the reference decodes for the "
+                                                               "token-for-token check; WER covers every utterance.")
+    generation_max_length: int | None = Field(None, ge=1, le=4096, description="Evaluation: new tokens per utterance "
+                                                                              "at most, each row stopping at its EOS "
+                                                                              "(default: max_new_tokens).")
     language: str | None = Field(None, description="Multilingual Whisper: the language token (default 'en').")
-
-
-def audio_files(folder: Path) -> list[Path]:
-    """The audio files of a folder (by suffix, any case), sorted by name."""
-    return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES),
-                  key=lambda p: p.name)
+    task: Literal["transcribe", "translate"] | None = Field(None, description="Multilingual Whisper: the task token "
+                                                                             "(default transcribe).")
+    normalizer: Literal["whisper-english", "whisper-basic", "simple"] | None = Field(
+        None, description="Text normalization before WER/CER (default: whisper-english for English, else "
+                          "whisper-basic).")
 
 
 def bucket_name(seconds: float) -> str:
@@ -103,6 +122,7 @@ class SpeechTask(Task):
     metrics: ClassVar[tuple[str, ...]] = ("token_agreement", "wer", "cer")
     bench = "qeffbuild.tasks.speech.bench:bench"
     run = "qeffbuild.tasks.speech.transcriber:run"
+    report_html = "qeffbuild.tasks.speech.report:render_html"
 
     def supports(self, architecture: str | None, model_type: str | None) -> bool:
         return architecture_of(architecture, model_type) is not None
@@ -112,12 +132,16 @@ class SpeechTask(Task):
                 "(model_type " + ", ".join(t for a in ARCHITECTURES for t in a.model_types) + ")")
 
     def default_checks(self, runtime: str, dtype: str) -> dict[str, float]:
-        # Generation: float32 tokens must equal the reference's; half precision reports its agreement.
-        return {} if runtime == "pytorch" else {"token_agreement": 1.0 if dtype == "float32" else 0.0}
+        # float32 tokens must equal the reference's on the exact subset. Half precision cannot (its
+        # tokens drift); its WER must stay within HALF_WER_MARGIN of float32's on the same data.
+        if runtime == "pytorch":
+            return {}
+        return {"token_agreement": 1.0} if dtype == "float32" else {"wer_delta": HALF_WER_MARGIN}
 
     def check(self, checker: Any, ref: TargetRef) -> None:
-        if ref.table == "validations":
-            checker.path(ref, "inputs", ref.spec.inputs, folder=True)
+        # A validation's inputs are resolved when it is planned (dataset.select), not at load: data that
+        # is generated (scripts/make_eval_set.py) or absent blocks that validation only, not the project.
+        return None
 
     # --- facts ---------------------------------------------------------------------------------
     def arch(self, x: Expansion, model: TargetRef) -> Architecture:
@@ -176,11 +200,14 @@ class SpeechTask(Task):
                    f"the model's max_source_positions ({limit})")
         return {"batch_size": s.batch_size, "ctx_len": ctx, "encoder_len": longest, "graphs": graphs}
 
-    def prompt_length(self, x: Expansion, model: TargetRef, language: str | None, at: TargetRef) -> int:
+    def prompt_length(self, x: Expansion, model: TargetRef, language: str | None, at: TargetRef,
+                      task: str | None = None) -> int:
         arch = self.arch(x, model)
         if arch is not ARCHITECTURES[0]:
             if language is not None:
                 x.fail(at, "language", f"language applies to multilingual Whisper models, not {arch.name}")
+            if task is not None:
+                x.fail(at, "task", f"task applies to Whisper models, not {arch.name}")
             cfg = self.config(x, model)
             if cfg.get("decoder_start_token_id") is None and arch.inputs == "waveform":
                 x.fail(model, "decoder_start_token_id", "an encoder-decoder model needs decoder_start_token_id "
@@ -198,6 +225,9 @@ class SpeechTask(Task):
 
                 x.fail(at, "language", f"language {language!r} is not one of the model's languages"
                        f"{hint(language, list(facts.languages))} ({', '.join(facts.languages[:20])} …)")
+        if task == "translate" and facts.tasks is not None and "translate" not in facts.tasks:
+            x.fail(at, "task", "the model has no <|translate|> token (English-only Whisper models only transcribe); "
+                   "remove task or set it to 'transcribe'")
         return facts.length
 
     # --- graph ---------------------------------------------------------------------------------
@@ -295,30 +325,33 @@ class SpeechTask(Task):
         if v.max_new_tokens < MIN_DECODE_STEPS:
             x.fail(ref, "max_new_tokens", f"speech validations compare at least {MIN_DECODE_STEPS} decode steps "
                    f"(a cache that is wrong after the first step must not pass); got {v.max_new_tokens}")
-        folder = ref.file.root / v.inputs
-        audio = audio_files(folder)
-        if len(audio) < 2:
-            x.fail(ref, "inputs", f"{v.inputs!r} holds {len(audio)} audio file(s); a speech validation needs at "
-                   "least two utterances (any format soundfile reads, optional .txt transcript beside each)")
-        durations = _durations(x, ref, audio)
-        transcripts = [p.with_suffix(".txt") for p in audio if p.with_suffix(".txt").is_file()]
-        files = tuple(FileInput(f"{v.inputs}/{p.name}", p) for p in sorted(audio + transcripts))
-        prompt = self.prompt_length(x, model, v.language, ref)
+        try:
+            sel = select(v, ref.file.root)
+        except DataError as e:
+            x.fail(ref, e.key, str(e))
+        if sel.kind != "hf" and len(sel.rows) < 2:
+            x.fail(ref, "inputs", f"{v.inputs!r} gives {len(sel.rows)} utterance(s); a speech validation needs at "
+                   "least two")
+        durations = {r["name"]: r["seconds"] for r in sel.rows}
+        prompt = self.prompt_length(x, model, v.language, ref, v.task)
+        length = max(v.max_new_tokens, v.generation_max_length or 0)
         deps: dict[str, str] = {"model": self.load(x, model)}
         specs: list[dict[str, Any]] = []
-        toolchain = {*MODEL_TOOLCHAIN, "numpy", "soundfile", "soxr", "jiwer"}
+        toolchain = {*MODEL_TOOLCHAIN, "numpy", "soundfile", "soxr", "jiwer", "matplotlib", "jinja2"}
+        if sel.kind == "hf":
+            toolchain.add("datasets")
         runtimes = {r: x.ws.plugins.runtimes.get(r) for r in v.runtimes}
         for name in v.specializations:
             sref = x.ws.targets[name]
             s: SpeechSpecialization = sref.spec
             check_device(sref, s.device)
             dims = self.dims(x, model, sref)
-            if dims["ctx_len"] < v.max_new_tokens + prompt - 1:
+            if dims["ctx_len"] < length + prompt - 1:
                 x.fail(sref, "ctx_len", f"ctx_len {dims['ctx_len']} cannot hold the prompt ({prompt} token"
-                       f"{'s' if prompt != 1 else ''}) plus "
-                       f"max_new_tokens ({v.max_new_tokens}) of validation {ref.name!r}; make it at least "
-                       f"{v.max_new_tokens + prompt - 1}")
-            _check_buckets(x, ref, sref, dims, durations)
+                       f"{'s' if prompt != 1 else ''}) plus the {length} new tokens of validation {ref.name!r} "
+                       f"(max_new_tokens, generation_max_length); make it at least {length + prompt - 1}")
+            if durations:
+                _check_buckets(x, ref, sref, dims, durations)
             specs.append({"name": name, "dtype": s.dtype, "device": s.device, "batch_size": dims["batch_size"],
                           "ctx_len": dims["ctx_len"], "encoder_len": dims["encoder_len"],
                           "graphs": {g: d["samples"] for g, d in dims["graphs"].items()}})
@@ -331,29 +364,34 @@ class SpeechTask(Task):
                     toolchain.update(x.ws.plugins.backends.get(runtime.opens).toolchain)
                     for which, nid in self.compile_nodes(x, model, sref, runtime.opens).items():
                         deps[f"{runtime.opens}/{name}/{which}"] = nid
+        checks = resolve_checks(self, v, [s["dtype"] for s in specs], [s["name"] for s in specs])
+        checks = _text_checks(x, ref, checks, sel.has_text)
         return x.graph.add(StepNode(
             id=f"validate:{ref.name}", kind="validate", runner="qeffbuild.tasks.speech.validate:run",
             version=VALIDATE_VERSION, toolchain=tuple(sorted(toolchain)),
             params={"runtimes": {r: rt.opens for r, rt in runtimes.items()}, "specializations": specs,
-                    "max_new_tokens": v.max_new_tokens, "language": v.language, "arch": self.arch(x, model).name,
-                    "checks": resolve_checks(self, v, [s["dtype"] for s in specs], [s["name"] for s in specs])},
-            deps=deps, files=files, target=ref.name, out_subdir="", salt=x.salt(ref)))
+                    "max_new_tokens": v.max_new_tokens, "generation_max_length": v.generation_max_length or
+                    v.max_new_tokens, "exact_subset": v.exact_subset, "language": v.language, "task": v.task,
+                    "normalizer": v.normalizer or default_normalizer(v.language), "arch": self.arch(x, model).name,
+                    "inputs": {**sel.params, "rows": sel.rows, "source": v.inputs}, "checks": checks},
+            deps=deps, files=sel.files + template_files(ref, REPORT_TEMPLATES), target=ref.name, out_subdir="",
+            salt=x.salt(ref), paths=sel.paths))
 
 
-def _durations(x: Expansion, ref: TargetRef, audio: list[Path]) -> dict[str, float]:
-    """Each file's duration in seconds, from its header (soundfile reads no samples for this)."""
-    import soundfile
-
-    out = {}
-    for path in audio:
-        try:
-            info = soundfile.info(str(path))
-        except (RuntimeError, OSError, soundfile.LibsndfileError) as e:
-            x.fail(ref, "inputs", f"{path.name} is not audio soundfile can read ({e}); remove it or convert it")
-        if info.frames <= 0:
-            x.fail(ref, "inputs", f"{path.name} holds no audio")
-        out[path.name] = info.frames / info.samplerate
-    return out
+def _text_checks(x: Expansion, ref: TargetRef, checks: dict[str, Any], has_text: bool | None) -> dict[str, Any]:
+    """WER, CER and ΔWER need transcripts: bounds the manifest sets on them are refused without any; the
+    half-precision default (ΔWER) is dropped, and the report says the agreement was not bounded."""
+    if has_text is not False:
+        return checks
+    v: SpeechValidation = ref.spec
+    for runtime, bounds in v.checks.items():
+        for metric in ("wer", "cer", "wer_delta"):
+            if metric in bounds:
+                x.fail(ref, f"checks.{runtime}.{metric}", f"{metric} needs transcripts, and the inputs of "
+                       f"{ref.name!r} have none; add them (a .txt beside each file, or a text column) or drop "
+                       "the bound")
+    return {r: {s: {m: b for m, b in bounds.items() if m not in ("wer", "cer", "wer_delta")}
+                for s, bounds in per_spec.items()} for r, per_spec in checks.items()}
 
 
 def _check_buckets(x: Expansion, ref: TargetRef, sref: TargetRef, dims: dict[str, Any],

@@ -39,13 +39,19 @@ class Utterance:
 
 def load_audio(path: Path) -> tuple[Any, str]:
     """An audio file (anything soundfile reads) as float32 mono 16 kHz, and a note of any conversion made."""
+    return decode_audio(path, str(path))
+
+
+def decode_audio(source: Any, where: str) -> tuple[Any, str]:
+    """Audio from a path or a file-like object (a data set's bytes) as float32 mono 16 kHz, and a note."""
     import numpy as np
     import soundfile as sf
 
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        data, rate = sf.read(source if not isinstance(source, Path) else str(source), dtype="float32",
+                             always_2d=True)
     except Exception as e:
-        raise InputError(f"{path}: cannot read audio ({e}); expected an audio file soundfile reads (WAV, FLAC, "
+        raise InputError(f"{where}: cannot read audio ({e}); expected an audio file soundfile reads (WAV, FLAC, "
                          "OGG, MP3 …)") from e
     notes = []
     if data.shape[1] > 1:
@@ -57,8 +63,17 @@ def load_audio(path: Path) -> tuple[Any, str]:
         audio = soxr.resample(audio, int(rate), SAMPLE_RATE, quality="HQ").astype(np.float32)
         notes.append(f"resampled from {rate} Hz to {SAMPLE_RATE} Hz")
     if audio.size == 0:
-        raise InputError(f"{path}: the audio is empty")
+        raise InputError(f"{where}: the audio is empty")
     return audio.astype(np.float32), "; ".join(notes)
+
+
+def load_rows(rows: list[dict[str, Any]], files: dict[str, Path]) -> list[Utterance]:
+    """The selected rows of a folder, table or audiofolder (their files are the step's input files)."""
+    out = []
+    for r in rows:
+        audio, note = load_audio(files[r["label"]])
+        out.append(Utterance(r["name"], audio, r["text"] or None, note))
+    return out
 
 
 def load_dataset(paths: list[Path]) -> list[Utterance]:
@@ -82,7 +97,8 @@ class DecodeConfig:
     begin_suppress: list[int] = field(default_factory=list)
 
     @classmethod
-    def from_model_dir(cls, model_dir: Path, language: str | None, arch: str) -> DecodeConfig:
+    def from_model_dir(cls, model_dir: Path, language: str | None, arch: str,
+                       task: str | None = None) -> DecodeConfig:
         cfg = json.loads((model_dir / "config.json").read_text())
         gen_path = model_dir / "generation_config.json"
         gen = json.loads(gen_path.read_text()) if gen_path.is_file() else {}
@@ -97,14 +113,14 @@ class DecodeConfig:
                              "its [models.NAME] table")
         prompt = [int(start)]
         if arch == "whisper":
-            prompt += _whisper_prompt(gen, language)
+            prompt += _whisper_prompt(gen, language, task or "transcribe")
         elif gen.get("forced_bos_token_id") is not None:
             prompt.append(int(gen["forced_bos_token_id"]))
         return cls(arch, prompt, int(eos), list(gen.get("suppress_tokens") or cfg.get("suppress_tokens") or []),
                    list(gen.get("begin_suppress_tokens") or cfg.get("begin_suppress_tokens") or []))
 
 
-def _whisper_prompt(gen: dict[str, Any], language: str | None) -> list[int]:
+def _whisper_prompt(gen: dict[str, Any], language: str | None, task: str = "transcribe") -> list[int]:
     out = []
     lang_to_id = gen.get("lang_to_id") or {}
     if lang_to_id:
@@ -115,8 +131,11 @@ def _whisper_prompt(gen: dict[str, Any], language: str | None) -> list[int]:
         out.append(int(lang_to_id[token]))
     elif language not in (None, "en"):
         raise InputError(f"the model is English-only: it has no language token for {language!r}; remove language")
-    if (gen.get("task_to_id") or {}).get("transcribe") is not None:
-        out.append(int(gen["task_to_id"]["transcribe"]))
+    task_to_id = gen.get("task_to_id") or {}
+    if task_to_id.get(task) is not None:
+        out.append(int(task_to_id[task]))
+    elif task != "transcribe" and task_to_id:
+        raise InputError(f"the model has no <|{task}|> token; remove task or set it to 'transcribe'")
     if gen.get("no_timestamps_token_id") is not None:
         out.append(int(gen["no_timestamps_token_id"]))
     return out
@@ -204,11 +223,13 @@ class Decoded:
 
 
 def greedy_decode(encoder: Session, decoder: Session, enc_feeds: dict[str, Any], dc: DecodeConfig, steps: int,
-                  decoder_io: dict[str, Any], stop_at_eos: bool = False) -> Decoded:
-    """``steps`` greedy tokens per row, feeding the decoder's retained state back each step.
+                  decoder_io: dict[str, Any], stop_at_eos: bool = False, min_steps: int = 0) -> Decoded:
+    """Up to ``steps`` greedy tokens per row, feeding the decoder's retained state back each step.
 
-    For validation EOS does not stop the loop: every check compares all ``steps`` tokens, so a cache
-    that goes wrong after the first step cannot pass. Transcription stops when every row is done.
+    Without ``stop_at_eos`` EOS does not stop the loop: every check compares all ``steps`` tokens, so a
+    cache that goes wrong after the first step cannot pass. With it the loop ends once every row has
+    emitted EOS and ``min_steps`` are done (a row's tokens after its EOS are the model's, kept for the
+    token checks; its text ends at EOS).
     """
     import numpy as np
 
@@ -234,7 +255,8 @@ def greedy_decode(encoder: Session, decoder: Session, enc_feeds: dict[str, Any],
         out[:, i] = nxt
         finished |= nxt == dc.eos
         tok = nxt[:, None].astype(np.int64)
-        if stop_at_eos and finished.all():
+        if stop_at_eos and finished.all() and i + 1 >= min_steps:
+            out = out[:, : i + 1]
             break
     return Decoded(out, finished)
 

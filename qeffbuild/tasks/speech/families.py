@@ -107,6 +107,7 @@ def architecture_of(architecture: str | None, model_type: str | None) -> Archite
 class PromptFacts:
     length: int
     languages: tuple[str, ...] | None  # None: unknown (the model decides); (): English-only / no language token
+    tasks: tuple[str, ...] | None = None  # "transcribe", "translate" tokens it has (None: unknown)
 
 
 def whisper_prompt(folder: Path | None, tokenizer: Path | None, language: str | None) -> PromptFacts:
@@ -114,17 +115,19 @@ def whisper_prompt(folder: Path | None, tokenizer: Path | None, language: str | 
     gen = _json(folder / "generation_config.json") if folder else {}
     if gen:
         langs = tuple(sorted(k.strip("<|>") for k in (gen.get("lang_to_id") or {})))
-        has_task = bool((gen.get("task_to_id") or {}).get("transcribe") is not None)
+        tasks = tuple(sorted(t for t, i in (gen.get("task_to_id") or {}).items() if i is not None))
         has_nots = gen.get("no_timestamps_token_id") is not None
     elif tokenizer is not None:
         vocab = _added_tokens(tokenizer)
         if vocab is None:
             return PromptFacts(4, None)
         langs = tuple(sorted(t.strip("<|>") for t in vocab if re.fullmatch(r"<\|[a-z]{2,3}\|>", t)))
-        has_task, has_nots = "<|transcribe|>" in vocab, "<|notimestamps|>" in vocab
+        tasks = tuple(t for t in ("transcribe", "translate") if f"<|{t}|>" in vocab)
+        has_nots = "<|notimestamps|>" in vocab
     else:
-        return PromptFacts(1, ())
-    return PromptFacts(1 + (1 if langs else 0) + has_task + has_nots, langs)  # multilingual: a language token
+        return PromptFacts(1, (), ())
+    has_task = bool(tasks)
+    return PromptFacts(1 + (1 if langs else 0) + has_task + has_nots, langs, tasks)  # multilingual: a language token
 
 
 def _added_tokens(folder: Path) -> set[str] | None:

@@ -1,33 +1,44 @@
-"""The speech validation's readable table (agreement, WER/CER, the decoded text) and its failure message."""
+"""The speech validation's reports: the text table, the failure message and the HTML page's content."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ...reports import table
+from ...reports.html import Page, Plot, Table
+
+
+def _f(v: Any, spec: str = ".3f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _label(r: dict[str, Any]) -> str:
+    return r["runtime"] if not r["specialization"] else f"{r['runtime']} · {r['specialization']}"
 
 
 def render(report: dict[str, Any]) -> str:
-    headers = ["runtime", "specialization", "dtype", "token agreement", "WER", "CER", "tokens/s", "result"]
-    rows = []
-    for r in report["rows"]:
-        wer = f"{r['wer']:.3f}" if r.get("wer") is not None else "-"
-        cer = f"{r['cer']:.3f}" if r.get("cer") is not None else "-"
-        agreement = f"{r['token_agreement']:.3f}" if r.get("token_agreement") is not None else "-"
-        rows.append([r["runtime"], r["specialization"] or "-", r["dtype"], agreement, wer, cer,
-                     str(r.get("tokens_per_s") or "-"), "ok" if r["ok"] else "FAIL"])
-    out = [f"{len(report['inputs'])} utterances × {report['steps']} greedy steps; prompt {report['prompt']}; "
+    headers = ["runtime", "specialization", "dtype", "batch", "token agreement", "WER", "ΔWER", "CER", "samples/s",
+               "RTF", "tokens/s", "result"]
+    rows = [[r["runtime"], r["specialization"] or "-", r["dtype"], str(r.get("batch_size", "-")),
+             _f(r.get("token_agreement")), _f(r.get("wer")), _f(r.get("wer_delta"), "+.3f"), _f(r.get("cer")),
+             _f(r.get("samples_per_s"), ".2f"), _f(r.get("rtf"), ".3f"), str(r.get("tokens_per_s") or "-"),
+             "ok" if r["ok"] else "FAIL"] for r in report["rows"]]
+    out = [f"{len(report['inputs'])} utterances ({report['audio_s']:.1f} s of audio) from {report['source']}; "
+           f"exact tokens on {len(report['exact_subset'])} × {report['steps']} steps; transcripts of at most "
+           f"{report['generation_max_length']} tokens; normalizer {report['normalizer']}; prompt {report['prompt']}",
            f"reference: {report['reference']}"]
     out += [f"note: {name}: {note}" for name, note in report.get("notes", {}).items()]
     out += [table(headers, rows), ""]
-    for i, name in enumerate(report["inputs"]):
+    for i, name in enumerate(report["inputs"][:12]):
         out.append(f"{name}: transcript {report['transcripts'][i]!r}")
         for r in report["rows"]:
-            if not r.get("per_input"):
+            per = r["per_input"][i] if r.get("per_input") else None
+            if per is None:
                 continue
-            per = r["per_input"][i]
-            mark = "" if per["first_mismatch"] is None else f"  (differs from step {per['first_mismatch']})"
-            out.append(f"  {r['runtime']:<20} {per['text']!r}{mark}")
+            mark = "" if per.get("first_mismatch") is None else f"  (differs from step {per['first_mismatch']})"
+            out.append(f"  {_label(r):<36} {per['text']!r}{mark}")
+    if len(report["inputs"]) > 12:
+        out.append(f"… {len(report['inputs']) - 12} more utterances in report.json and report.html")
     return "\n".join(out) + "\n"
 
 
@@ -37,3 +48,90 @@ def failure_text(report: dict[str, Any]) -> str:
         for f in r["failures"]:
             lines.append(f"  {r['runtime']} [{r['specialization'] or '-'}]: {f}")
     return "\n".join(lines)
+
+
+def _short(rows: list[dict[str, Any]]) -> list[str]:
+    """Plot labels: the runtime alone when every row has the same specialization."""
+    specs = {r.get("specialization") for r in rows if r.get("specialization")}
+    return [r["runtime"] if len(specs) <= 1 else _label(r) for r in rows]
+
+
+def page(report: dict[str, Any], title: str) -> Page:
+    """The HTML page: summary, agreement, WER (per runtime and per utterance), latency and throughput."""
+    from ...reports import plots
+
+    rows = report["rows"]
+    labels = _short(rows)
+    has_wer = any(r.get("wer") is not None for r in rows)
+    facts = [("inputs", f"{len(report['inputs'])} utterances, {report['audio_s']:.1f} s of audio, from "
+                        f"{report['source']} ({report['source_kind']})"),
+             ("exact tokens", f"{len(report['exact_subset'])} utterances × {report['steps']} greedy steps against "
+                              "the reference"),
+             ("transcripts", f"at most {report['generation_max_length']} new tokens, each row stopping at its end "
+                             f"of text; normalizer {report['normalizer']}"),
+             ("reference", report["reference"]), ("architecture", report["architecture"]),
+             ("prompt", str(report["prompt"]))]
+    summary = Table("Summary", ["runtime", "specialization", "dtype", "batch", "token agreement", "WER", "ΔWER",
+                                "CER", "samples/s", "RTF", "tokens/s", "result"],
+                    [[r["runtime"], r["specialization"] or "-", r["dtype"], r.get("batch_size", "-"),
+                      _num(r.get("token_agreement")), _num(r.get("wer")), _num(r.get("wer_delta")), _num(r.get("cer")),
+                      _num(r.get("samples_per_s"), 2), _num(r.get("rtf"), 4), r.get("tokens_per_s") or "-",
+                      "ok" if r["ok"] else "FAIL"] for r in rows],
+                    note="token agreement: share of greedy tokens equal to the reference's on the exact subset; "
+                         "ΔWER: WER minus the float32 reference's on the same data; RTF: decode time / audio time.",
+                    status_column=11)
+    page = Page(title, report["ok"], facts, [f"{_label(r)}: {f}" for r in rows for f in r["failures"]], [summary],
+                provenance=report.get("provenance", {}))
+    page.plots.append(Plot("Token agreement with the reference (exact subset)", plots.bars(
+        labels, [r.get("token_agreement") for r in rows], "share of tokens equal", fmt="{:.3f}"),
+        "1.000 means every greedy token of every checked utterance equals the reference's."))
+    if has_wer:
+        ref_wer = rows[0].get("wer")
+        page.plots.append(Plot("WER per runtime", plots.bars(labels, [r.get("wer") for r in rows], "WER",
+                                                             line=ref_wer, line_label="float32 reference"),
+                               f"normalizer: {report['normalizer']}"))
+        page.plots.append(Plot("WER per utterance", plots.dots(
+            report["inputs"], {label: [p.get("wer") for p in r["per_input"]] for label, r in zip(labels, rows,
+                                                                                                    strict=True)},
+            "WER"),
+            "One dot per utterance and runtime; the utterances are numbered as in the table below."))
+    page.plots.append(Plot("Latency per batch", plots.boxes(
+        {label: [b["seconds"] * 1000 for b in r.get("latency_s", [])] for label, r in zip(labels, rows, strict=True)},
+        "ms per batch"),
+        "Each dot is one batch (features, encoder and every decoder step); box: quartiles."))
+    throughput = _throughput(rows)
+    if throughput:
+        page.plots.append(Plot("Throughput against batch size", plots.lines(throughput, "batch size", "samples/s"),
+                               "Every runtime that ran at more than one batch size."))
+    detail = Table("Transcripts per utterance",
+                   ["#", "utterance", "seconds", "transcript", *[f"{_label(r)}" for r in rows]],
+                   [[i + 1, name, report["durations_s"][i], report["transcripts"][i] or "-",
+                     *[_hyp(r["per_input"][i]) for r in rows]] for i, name in enumerate(report["inputs"])],
+                   note="Each runtime's text (and its WER when there is a transcript).",
+                   collapsed=len(report["inputs"]) > 40)
+    page.details.append(detail)
+    return page
+
+
+def _num(v: Any, digits: int = 3) -> Any:
+    return "-" if v is None else round(float(v), digits)
+
+
+def _hyp(per: dict[str, Any]) -> str:
+    wer = f" (WER {per['wer']:.2f})" if per.get("wer") is not None else ""
+    mark = f" [differs from step {per['first_mismatch']}]" if per.get("first_mismatch") is not None else ""
+    return f"{per['text']!r}{wer}{mark}"
+
+
+def _throughput(rows: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
+    by: dict[str, dict[int, float]] = {}
+    for r in rows:
+        if r.get("samples_per_s") is not None and r["specialization"]:
+            by.setdefault(f"{r['runtime']} ({r['dtype']})", {})[int(r["batch_size"])] = float(r["samples_per_s"])
+    return {k: sorted(v.items()) for k, v in by.items() if len(v) > 1}
+
+
+def render_html(report: dict[str, Any], template_text: str, title: str) -> str:
+    from ...reports.html import render as render_page
+
+    return render_page(page(report, title), template_text)

@@ -1,11 +1,19 @@
-"""Speech validation (worker side): greedy decoding on every runtime, token for token against the reference.
+"""Speech validation and evaluation (worker side).
 
-The reference is the unmodified Hugging Face model in float32, decoded greedily without a cache,
-one utterance at a time, on the same padded input a runtime sees (the specialization's audio
-length that fits it); ``generate`` (greedy) must agree with it up to EOS. Every runtime ×
-specialization decodes in batches of its ``batch_size`` and must give each utterance the
-reference's tokens over ``max_new_tokens`` steps (so a row's tokens are those of batch 1);
-WER/CER against transcripts.
+Two questions, one pass over the data:
+
+1. **Does every runtime compute the model?** On the *exact subset* (the first ``exact_subset``
+   utterances, plus one for each compiled audio length), the reference — the unmodified Hugging
+   Face model in float32, greedy, no cache, batch 1, on the padded input the runtime sees — gives
+   ``max_new_tokens`` tokens, and every float32 runtime × specialization must give the same ones
+   (EOS does not stop them). ``model.generate`` must agree with the reference up to EOS.
+2. **How well, and how fast?** Every utterance is decoded in batches of the specialization's size,
+   each row stopping at its own EOS (at most ``generation_max_length`` tokens), and the texts are
+   scored against the transcripts (WER, CER after the normalizer; ΔWER against the float32
+   reference's, which is ``model.generate`` at the first specialization's batch size). Each row
+   records samples/s, the real-time factor and every batch's latency.
+
+The report is report.json, report.txt and a self-contained report.html.
 """
 
 from __future__ import annotations
@@ -21,23 +29,26 @@ from ...checks.text import cer, wer
 from ...checks.tokens import first_mismatch, token_agreement
 from ...core.plugins import plugins
 from ...core.steps import StepContext
+from ...errors import InputError
+from ...exec.progress import StepProgress
 from ...pipeline.torchutil import quiet_warnings
 from ...reports import publish
+from ...reports.html import template_from
 from ...runtimes import Session, open_session
-from . import AUDIO_SUFFIXES
 from .driver import (
     DecodeConfig,
     Frontend,
     Utterance,
     batches,
+    fit,
     greedy_decode,
     hf_generate,
-    load_dataset,
+    load_rows,
     pad_rows,
     reference_decode,
     until_eos,
 )
-from .report import failure_text, render
+from .report import failure_text, render, render_html
 
 
 def open_graphs(runtime: str, opens: str, spec: dict[str, Any],
@@ -51,35 +62,92 @@ def open_graphs(runtime: str, opens: str, spec: dict[str, Any],
     return encoders, open_session(plugins(), runtime, folder, dev), decoder_io
 
 
-def decode_all(frontend: Frontend, encoders: dict[str, Session], decoder: Session, decoder_io: dict[str, Any],
-               utts: list[Utterance], spec: dict[str, Any], dc: DecodeConfig, steps: int) -> Any:
-    """Every utterance decoded in batches of the specialization's size, on the audio length that fits it."""
-    import numpy as np
+def read_inputs(inputs: dict[str, Any], ctx: StepContext) -> list[Utterance]:
+    if inputs["kind"] == "hf":
+        from .dataset import open_hf
 
-    out = np.zeros((len(utts), steps), np.int64)
+        return [Utterance(name, audio, text or None) for name, audio, text in open_hf(ctx.paths["dataset"], inputs)]
+    return load_rows(inputs["rows"], ctx.files)
+
+
+def exact_subset(utts: list[Utterance], specs: list[dict[str, Any]], n: int) -> list[int]:
+    """The first ``n`` utterances, plus the first of every compiled audio length none of them uses: every
+    artifact is held to exact tokens."""
+    chosen = list(range(min(n, len(utts))))
+    for spec in specs:
+        used = {fit(utts[i].seconds, spec["graphs"]) for i in chosen}
+        for i, u in enumerate(utts):
+            graph = fit(u.seconds, spec["graphs"])
+            if graph not in used:
+                chosen.append(i)
+                used.add(graph)
+    return sorted(set(chosen))
+
+
+class Timed:
+    """Per-batch wall-clock latencies of one decode of the whole set."""
+
+    def __init__(self) -> None:
+        self.batches: list[dict[str, Any]] = []
+
+    def add(self, graph: str, rows: int, seconds: float) -> None:
+        self.batches.append({"graph": graph, "rows": rows, "seconds": round(seconds, 5)})
+
+    @property
+    def total(self) -> float:
+        return sum(b["seconds"] for b in self.batches)
+
+
+def decode_all(frontend: Frontend, encoders: dict[str, Session], decoder: Session, decoder_io: dict[str, Any],
+               utts: list[Utterance], spec: dict[str, Any], dc: DecodeConfig, steps: int, min_steps: int,
+               progress: StepProgress, label: str) -> tuple[list[list[int]], Timed]:
+    """Every utterance in batches of the specialization's size, on the audio length that fits it; a batch
+    stops when each row has emitted EOS and ``min_steps`` are done."""
+    out: list[list[int]] = [[] for _ in utts]
+    timed = Timed()
     b = spec["batch_size"]
     for graph, rows in batches(utts, spec["graphs"], b):
         padded = pad_rows(rows, b)
+        t0 = time.perf_counter()
         feeds = frontend.features([utts[i].audio for i in padded], spec["graphs"][graph])
-        decoded = greedy_decode(encoders[graph], decoder, feeds, dc, steps, decoder_io)
+        decoded = greedy_decode(encoders[graph], decoder, feeds, dc, steps, decoder_io, stop_at_eos=True,
+                                min_steps=min_steps)
+        timed.add(graph, len(rows), time.perf_counter() - t0)
         for k, i in enumerate(rows):
-            out[i] = decoded.tokens[k]
-    return out
+            out[i] = [int(t) for t in decoded.tokens[k]]
+        progress.advance(len(rows), label)
+    return out, timed
 
 
-def references(model: Any, frontend: Frontend, utts: list[Utterance], spec: dict[str, Any], dc: DecodeConfig,
-               steps: int, cache: dict[tuple[str, int], Any]) -> Any:
-    """The reference's tokens per utterance at batch 1, on the padded input ``spec`` gives it."""
-    import numpy as np
+def generate_all(model: Any, frontend: Frontend, utts: list[Utterance], spec: dict[str, Any], dc: DecodeConfig,
+                 steps: int, progress: StepProgress) -> tuple[list[list[int]], Timed]:
+    """The float32 reference's transcripts: ``model.generate`` (greedy, cached), batched as ``spec``."""
+    out: list[list[int]] = [[] for _ in utts]
+    timed = Timed()
+    b = spec["batch_size"]
+    for graph, rows in batches(utts, spec["graphs"], b):
+        t0 = time.perf_counter()
+        feeds = frontend.features([utts[i].audio for i in rows], spec["graphs"][graph])
+        got = hf_generate(model, dc.arch, feeds, dc, steps)
+        timed.add(graph, len(rows), time.perf_counter() - t0)
+        for k, i in enumerate(rows):
+            out[i] = got[k]
+        progress.advance(len(rows), "pytorch generate")
+    return out, timed
 
-    out = np.zeros((len(utts), steps), np.int64)
-    for graph, rows in batches(utts, spec["graphs"], 1):
-        samples = spec["graphs"][graph]
-        key = (utts[rows[0]].name, samples)
+
+def references(model: Any, frontend: Frontend, utts: list[Utterance], subset: list[int], spec: dict[str, Any],
+               dc: DecodeConfig, steps: int, cache: dict[tuple[str, int], Any],
+               progress: StepProgress) -> dict[int, Any]:
+    """The reference's tokens for the subset at batch 1, on the padded input ``spec`` gives each."""
+    out = {}
+    for i in subset:
+        samples = spec["graphs"][fit(utts[i].seconds, spec["graphs"]) or ""]
+        key = (utts[i].name, samples)
         if key not in cache:
-            cache[key] = reference_decode(model, dc.arch, frontend.features([utts[rows[0]].audio], samples), dc,
-                                          steps)[0]
-        out[rows[0]] = cache[key]
+            cache[key] = reference_decode(model, dc.arch, frontend.features([utts[i].audio], samples), dc, steps)[0]
+            progress.advance(1, "reference")
+        out[i] = cache[key]
     return out
 
 
@@ -87,97 +155,149 @@ def run(ctx: StepContext) -> None:
     quiet_warnings()
     import torch
 
+    from .normalize import make as make_normalizer
     from .transform import load_model
 
     p = ctx.params
-    steps, arch = int(p["max_new_tokens"]), p["arch"]
+    steps, gen_len, arch = int(p["max_new_tokens"]), int(p["generation_max_length"]), p["arch"]
     model_dir = ctx.inputs["model"] / "model"
-    audio = sorted((f for f in ctx.files.values() if f.suffix.lower() in AUDIO_SUFFIXES), key=lambda f: f.name)
-    utts = load_dataset(audio)
+    utts = read_inputs(p["inputs"], ctx)
+    if len(utts) < 2:
+        raise InputError(f"{p['inputs']['source']} gives {len(utts)} utterance(s); a speech validation needs at "
+                         "least 2")
     frontend = Frontend(model_dir, arch)
-    dc = DecodeConfig.from_model_dir(model_dir, p["language"], arch)
+    dc = DecodeConfig.from_model_dir(model_dir, p["language"], arch, p["task"])
+    normalize = make_normalizer(p["normalizer"], model_dir)
     model = load_model(model_dir, torch.float32)
-    ref_cache: dict[tuple[str, int], Any] = {}
-    first = p["specializations"][0]
+    specs = p["specializations"]
+    subset = exact_subset(utts, specs, int(p["exact_subset"]))
+    evaluated = [(r, s) for r, o in p["runtimes"].items() if o != "reference" for s in specs]
+    progress = StepProgress(len(subset) * (1 + len(specs)) + len(utts) * (1 + len(evaluated)), "utterances")
+    texts_of = lambda toks: [frontend.text(t[:gen_len], dc.eos) for t in toks]  # noqa: E731
+    timings: dict[str, float] = {}
+
     t0 = time.perf_counter()
-    ref = references(model, frontend, utts, first, dc, steps, ref_cache)
-    ref_s = time.perf_counter() - t0
-    gen_agrees = _generate_agrees(model, frontend, utts, first, dc, steps, ref)
-    ref_bounds: dict[str, float] = next(iter(p["checks"].get("pytorch", {}).values()), {})
-    rows = [_row("pytorch", None, ref, ref, utts, frontend, dc, ref_bounds, ref_s, steps)]
-    rows[0]["generate_agrees"] = all(gen_agrees)
-    if not all(gen_agrees):
-        rows[0]["failures"].append("the greedy reference loop disagrees with model.generate on "
-                                   f"{[u.name for u, ok in zip(utts, gen_agrees, strict=True) if not ok]}")
-        rows[0]["ok"] = False
-    for runtime, opens in p["runtimes"].items():
-        if opens == "reference":
-            continue
-        for spec in p["specializations"]:
-            expected = references(model, frontend, utts, spec, dc, steps, ref_cache)
-            encoders, decoder, decoder_io = open_graphs(runtime, opens, spec, ctx.inputs)
-            t0 = time.perf_counter()
-            got = decode_all(frontend, encoders, decoder, decoder_io, utts, spec, dc, steps)
-            seconds = time.perf_counter() - t0
-            rows.append(_row(runtime, spec, expected, got, utts, frontend, dc, p["checks"][runtime][spec["name"]],
-                             seconds, steps))
+    ref_cache: dict[tuple[str, int], Any] = {}
+    first = specs[0]
+    ref = references(model, frontend, utts, subset, first, dc, steps, ref_cache, progress)
+    gen_agrees = _generate_agrees(model, frontend, utts, subset, first, dc, steps, ref, progress)
+    timings["reference (exact subset)"] = time.perf_counter() - t0
+    gen_tokens, gen_timed = generate_all(model, frontend, utts, first, dc, gen_len, progress)
+    base = _Scorer(utts, normalize)
+    ref_row = base.row("pytorch", None, {i: ref[i] for i in subset}, {i: ref[i] for i in subset},
+                       texts_of(gen_tokens), gen_timed, [len(t) for t in gen_tokens],
+                       next(iter(p["checks"].get("pytorch", {}).values()), {}), steps, None)
+    ref_row["batch_size"] = first["batch_size"]
+    ref_row["generate_agrees"] = all(gen_agrees.values())
+    if not ref_row["generate_agrees"]:
+        ref_row["failures"].append("the greedy reference loop disagrees with model.generate on "
+                                   f"{[utts[i].name for i, ok in gen_agrees.items() if not ok]}")
+        ref_row["ok"] = False
+    rows = [ref_row]
+    for runtime, spec in evaluated:
+        t0 = time.perf_counter()
+        expected = references(model, frontend, utts, subset, spec, dc, steps, ref_cache, progress)
+        encoders, decoder, decoder_io = open_graphs(runtime, p["runtimes"][runtime], spec, ctx.inputs)
+        tokens, timed = decode_all(frontend, encoders, decoder, decoder_io, utts, spec, dc, max(steps, gen_len),
+                                   steps, progress, f"{runtime} {spec['name']}")
+        got = {i: tokens[i][:steps] for i in subset}
+        rows.append(base.row(runtime, spec, expected, got, texts_of(tokens), timed,
+                             [len(until_eos(t[:gen_len], dc.eos)) for t in tokens],
+                             p["checks"][runtime][spec["name"]], steps, ref_row.get("wer")))
+        timings[f"{runtime} {spec['name']}"] = time.perf_counter() - t0
+    audio_s = sum(u.seconds for u in utts)
     report = {
-        "task": "speech-seq2seq",
-        "architecture": arch,
-        "reference": "pytorch (unmodified Hugging Face model, float32, greedy, batch 1)",
-        "inputs": [u.name for u in utts],
-        "durations_s": [round(u.seconds, 3) for u in utts],
-        "notes": {u.name: u.note for u in utts if u.note},
-        "transcripts": [u.transcript for u in utts],
-        "prompt": dc.prompt,
-        "steps": steps,
-        "rows": rows,
-        "ok": all(r["ok"] for r in rows),
+        "task": "speech-seq2seq", "architecture": arch,
+        "reference": "pytorch: the unmodified Hugging Face model in float32 — greedy without a cache at batch 1 for "
+                     "the exact tokens; model.generate (greedy) for its transcripts",
+        "source": p["inputs"]["source"], "source_kind": p["inputs"]["kind"],
+        "inputs": [u.name for u in utts], "durations_s": [round(u.seconds, 3) for u in utts],
+        "audio_s": round(audio_s, 3), "notes": {u.name: u.note for u in utts if u.note},
+        "transcripts": [u.transcript for u in utts], "exact_subset": [utts[i].name for i in subset],
+        "prompt": dc.prompt, "steps": steps, "generation_max_length": gen_len, "normalizer": p["normalizer"],
+        "rows": rows, "ok": all(r["ok"] for r in rows),
+        "provenance": {"keys": ctx.keys, "versions": _versions(), "timings_s": {k: round(v, 3)
+                                                                               for k, v in timings.items()}},
     }
-    publish(ctx.out, report, render, failure_text)
+    title = ctx.node_id.partition(":")[2]
+    publish(ctx.out, report, render, failure_text,
+            lambda r: render_html(r, template_from(ctx.files), f"{title}: speech validation"))
 
 
-def _generate_agrees(model: Any, frontend: Frontend, utts: list[Utterance], spec: dict[str, Any],
-                     dc: DecodeConfig, steps: int, ref: Any) -> list[bool]:
-    out = []
-    for graph, rows in batches(utts, spec["graphs"], 1):
-        i = rows[0]
-        gen = hf_generate(model, dc.arch, frontend.features([utts[i].audio], spec["graphs"][graph]), dc, steps)[0]
-        r = ref[i].tolist()
-        out.append((i, gen == until_eos(r, dc.eos)[: len(gen)] and (len(gen) == steps or dc.eos in r)))
-    return [ok for _, ok in sorted(out)]
+class _Scorer:
+    """One report row per runtime × specialization: exact tokens on the subset, WER on everything, speed."""
 
+    def __init__(self, utts: list[Utterance], normalize: Any) -> None:
+        self.utts, self.normalize = utts, normalize
+        self.has_text = all(u.transcript for u in utts)
 
-def _row(runtime: str, spec: dict[str, Any] | None, ref: Any, got: Any, utts: list[Utterance], frontend: Frontend,
-         dc: DecodeConfig, bounds: dict[str, float], seconds: float, steps: int) -> dict[str, Any]:
-    row: dict[str, Any] = {"runtime": runtime, "specialization": spec["name"] if spec else None,
-                           "dtype": spec["dtype"] if spec else "float32", "bounds": bounds,
-                           "batch_size": spec["batch_size"] if spec else 1, "seconds": round(seconds, 3)}
-    try:
-        agreement = token_agreement(ref, got)
-    except ShapeMismatch as e:
-        row.update(token_agreement=None, failures=[str(e)], ok=False, per_input=[], tokens_per_s=None)
+    def row(self, runtime: str, spec: dict[str, Any] | None, ref: dict[int, Any], got: dict[int, Any],
+            texts: list[str], timed: Timed, generated: list[int], bounds: dict[str, float], steps: int,
+            reference_wer: float | None) -> dict[str, Any]:
+        import numpy as np
+
+        total = timed.total
+        row: dict[str, Any] = {
+            "runtime": runtime, "specialization": spec["name"] if spec else None,
+            "dtype": spec["dtype"] if spec else "float32", "batch_size": spec["batch_size"] if spec else 1,
+            "bounds": bounds, "seconds": round(total, 3),
+            "samples_per_s": round(len(self.utts) / total, 3) if total > 0 else None,
+            "rtf": round(total / sum(u.seconds for u in self.utts), 4),
+            "tokens_per_s": round(sum(generated) / total, 1) if total > 0 else None,
+            "latency_s": timed.batches,
+        }
+        order = sorted(ref)
+        values: dict[str, float] = {}
+        failures: list[str] = []
+        try:
+            values["token_agreement"] = token_agreement(np.array([ref[i] for i in order]),
+                                                        np.array([got[i] for i in order]))
+        except ShapeMismatch as e:
+            failures.append(str(e))
+        per: list[dict[str, Any]] = []
+        for i, u in enumerate(self.utts):
+            item: dict[str, Any] = {"input": u.name, "text": texts[i]}
+            if u.transcript:
+                item["wer"] = round(wer([u.transcript], [texts[i]], self.normalize), 4)
+            if i in got:
+                r_i, g_i = [int(t) for t in ref[i]], [int(t) for t in got[i]]
+                item.update(tokens=g_i, first_mismatch=first_mismatch(r_i, g_i),
+                            mismatches=sum(a != b for a, b in zip(r_i, g_i, strict=False)))
+            per.append(item)
+        if self.has_text:
+            refs = [u.transcript or "" for u in self.utts]
+            values["wer"], values["cer"] = wer(refs, texts, self.normalize), cer(refs, texts, self.normalize)
+            if reference_wer is not None:
+                values["wer_delta"] = values["wer"] - reference_wer
+        failures += check(values, bounds)
+        if values.get("token_agreement", 1.0) < bounds.get("token_agreement", 0.0):
+            for i in order:
+                item = per[i]
+                if item.get("first_mismatch") is not None:
+                    j = item["first_mismatch"]
+                    failures.append(f"{item['input']}: tokens differ from step {j} on ({item['mismatches']} of "
+                                    f"{steps} steps differ; at step {j} the reference has {int(ref[i][j])}, this "
+                                    f"runtime {item['tokens'][j]})")
+        row.update({k: round(v, 6) for k, v in values.items()}, failures=failures, ok=not failures, per_input=per)
         return row
-    per: list[dict[str, Any]] = []
-    for i, u in enumerate(utts):
-        ref_i, got_i = [int(t) for t in ref[i]], [int(t) for t in got[i]]
-        per.append({"input": u.name, "tokens": got_i, "text": frontend.text(got_i, dc.eos),
-                    "first_mismatch": first_mismatch(ref_i, got_i),
-                    "mismatches": sum(a != b for a, b in zip(ref_i, got_i, strict=True))})
-    values: dict[str, float] = {"token_agreement": agreement}
-    if all(u.transcript for u in utts):
-        hyps = [r["text"] for r in per]
-        refs = [u.transcript or "" for u in utts]
-        values["wer"], values["cer"] = wer(refs, hyps), cer(refs, hyps)
-    failures = check(values, bounds)
-    if agreement < bounds.get("token_agreement", 0.0):
-        for i, r in enumerate(per):
-            if r["first_mismatch"] is not None:
-                j = r["first_mismatch"]
-                failures.append(
-                    f"{r['input']}: tokens differ from step {j} on ({r['mismatches']} of {steps} steps differ; "
-                    f"at step {j} the reference has {int(ref[i][j])}, this runtime {r['tokens'][j]})"
-                )
-    row.update(values, failures=failures, ok=not failures, per_input=per,
-               tokens_per_s=round(len(utts) * steps / seconds, 1) if seconds > 0 else None)
-    return row
+
+
+def _generate_agrees(model: Any, frontend: Frontend, utts: list[Utterance], subset: list[int], spec: dict[str, Any],
+                     dc: DecodeConfig, steps: int, ref: dict[int, Any], progress: StepProgress) -> dict[int, bool]:
+    """``model.generate`` at batch 1 against the reference loop on the subset (up to EOS)."""
+    out = {}
+    for i in subset:
+        samples = spec["graphs"][fit(utts[i].seconds, spec["graphs"]) or ""]
+        gen = hf_generate(model, dc.arch, frontend.features([utts[i].audio], samples), dc, steps)[0]
+        r = [int(t) for t in ref[i]]
+        out[i] = gen == until_eos(r, dc.eos)[: len(gen)] and (len(gen) == steps or dc.eos in r)
+        progress.advance(1, "model.generate check")
+    return out
+
+
+def _versions() -> dict[str, str]:
+    from ... import __version__
+    from ...core.keys import dist_version
+
+    dists = ("torch", "transformers", "onnx", "onnxruntime", "numpy", "jiwer", "matplotlib", "datasets")
+    return {"qeffbuild": __version__, **{d: dist_version(d) for d in dists}}

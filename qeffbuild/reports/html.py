@@ -1,0 +1,64 @@
+"""The HTML report: one self-contained file per validation (no network, no JavaScript at view time).
+
+A family turns its report.json into a :class:`Page` (facts, tables, plots); this module renders
+it with ``templates/report/report.html.j2``. The validation step renders it from the template
+it was given (the template's text is part of its key); ``qeffbuild report TARGET`` re-renders a
+built target's report, adding the build's provenance (every step's key and duration).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TEMPLATE = "report/report.html.j2"
+
+
+@dataclass
+class Table:
+    title: str
+    headers: list[str]
+    rows: list[list[Any]]
+    note: str = ""
+    status_column: int | None = None  # the column holding ok / FAIL (coloured)
+    collapsed: bool = False  # long tables start folded
+
+
+@dataclass
+class Plot:
+    title: str
+    svg: str
+    caption: str = ""
+
+
+@dataclass
+class Page:
+    title: str
+    ok: bool
+    facts: list[tuple[str, str]]
+    failures: list[str] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    plots: list[Plot] = field(default_factory=list)
+    details: list[Table] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def render(page: Page, template_text: str) -> str:
+    from jinja2 import Environment, StrictUndefined
+
+    env = Environment(undefined=StrictUndefined, autoescape=True, trim_blocks=True, lstrip_blocks=True,
+                      keep_trailing_newline=True)
+    env.filters["pretty"] = lambda v: json.dumps(v, indent=1, sort_keys=True)
+    return env.from_string(template_text).render(page=page)
+
+
+def template_from(files: dict[str, Path]) -> str:
+    """The report template a step was given (label ``template:report/report.html.j2``)."""
+    return files[f"template:{TEMPLATE}"].read_text()
+
+
+def provenance_rows(provenance: dict[str, Any]) -> dict[str, Any]:
+    """Provenance as the template shows it: keys, versions, timings (any may be missing)."""
+    return {k: provenance.get(k, {}) for k in ("keys", "versions", "timings_s", "build")}

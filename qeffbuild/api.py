@@ -311,8 +311,11 @@ class Project:
             report = json.loads((folder / "report.json").read_text())
         except (OSError, ValueError):
             raise UsageError(f"{target} has no report in {folder} yet; run `qeffbuild build {target}`") from None
-        with contextlib.suppress(OSError, ValueError):  # a failed validation has no build record; it still renders
-            report.setdefault("provenance", {})["build"] = json.loads((folder / "provenance.json").read_text())
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):  # a failed validation has no record
+            record = json.loads((folder / "provenance.json").read_text())
+            report.setdefault("provenance", {})["build"] = {
+                "materialized_at": record["materialized_at"], "qeffbuild": record["qeffbuild"],
+                "steps": [{k: s[k] for k in ("id", "kind", "key", "duration_s")} for s in record["steps"]]}
         template = resolve_template("report/report.html.j2", ref.file.root).read_text()
         html: str = load_attr(task.report_html)(report, template, f"{target}: {task.name} validation")
         dest = output or folder / "report.html"

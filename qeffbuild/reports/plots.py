@@ -44,7 +44,14 @@ def _svg(fig: Any, bottom: float = 0.0) -> str:
 
 
 def _width(n: int) -> float:
-    return min(11.0, max(5.0, 0.55 * n + 2.5))
+    return min(8.0, max(6.0, 0.55 * n + 2.5))
+
+
+def _xticks(ax: Any, positions: Sequence[float], labels: Sequence[str]) -> None:
+    """Category labels, slanted when they are long or many, so they never overlap."""
+    slant = len(labels) > 3 or max((len(x) for x in labels), default=0) > 14
+    ax.set_xticks(list(positions), list(labels), rotation=20 if slant else 0, ha="right" if slant else "center",
+                  fontsize=8)
 
 
 def bars(labels: Sequence[str], values: Sequence[float | None], ylabel: str, *, log: bool = False,
@@ -65,8 +72,7 @@ def bars(labels: Sequence[str], values: Sequence[float | None], ylabel: str, *, 
     if line is not None:
         ax.axhline(line, color="#333333", linestyle="--", linewidth=1, label=line_label)
         ax.legend(loc="lower right", fontsize=8)
-    ax.set_xticks(list(xs), labels, rotation=20 if len(labels) > 3 else 0, ha="right" if len(labels) > 3 else "center",
-                  fontsize=8)
+    _xticks(ax, list(xs), labels)
     ax.set_ylabel(ylabel)
     return _svg(fig)
 
@@ -77,12 +83,13 @@ def dots(items: Sequence[str], series: Mapping[str, Sequence[float | None]], yla
     n = max(1, len(series))
     ncol = min(3, n)
     legend_rows = (n + ncol - 1) // ncol
-    fig, ax = plt.subplots(figsize=(_width(len(items)), 3.4 + 0.22 * legend_rows))
+    fig, ax = plt.subplots(figsize=(7.0, 3.4 + 0.22 * legend_rows))
     for k, (name, values) in enumerate(series.items()):
         xs = [i + (k - (n - 1) / 2) * 0.8 / n for i, v in enumerate(values) if v is not None]
         ys = [v for v in values if v is not None]
         ax.scatter(xs, ys, s=18, color=PALETTE[k % len(PALETTE)], label=name, zorder=3)
-    ax.set_xticks(range(len(items)), [str(i + 1) for i in range(len(items))], fontsize=7)
+    step = max(1, len(items) // 20)  # at most ~20 tick labels
+    ax.set_xticks(range(0, len(items), step), [str(i + 1) for i in range(0, len(items), step)], fontsize=7)
     ax.set_xlabel("utterance (numbered as in the table below)")
     ax.set_ylabel(ylabel)
     if series:  # below the plot, so it hides no dot
@@ -102,8 +109,7 @@ def boxes(groups: Mapping[str, Sequence[float]], ylabel: str) -> str:
             jitter = [(j % 5 - 2) * 0.04 for j in range(len(values))]
             ax.scatter([i + d for d in jitter], values, s=8, color=PALETTE[(i - 1) % len(PALETTE)], alpha=0.7,
                        zorder=3)
-    ax.set_xticks(range(1, len(names) + 1), names, rotation=20 if len(names) > 3 else 0,
-                  ha="right" if len(names) > 3 else "center", fontsize=8)
+    _xticks(ax, range(1, len(names) + 1), names)
     ax.set_ylabel(ylabel)
     return _svg(fig)
 
@@ -117,6 +123,7 @@ def lines(series: Mapping[str, Sequence[tuple[float, float]]], xlabel: str, ylab
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=PALETTE[k % len(PALETTE)], label=name)
     xs = sorted({p[0] for points in series.values() for p in points})
     ax.set_xticks(xs, [f"{x:g}" for x in xs])
+    ax.set_ylim(bottom=0)  # throughput from zero: a small gain must look small
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)

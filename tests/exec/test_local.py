@@ -277,3 +277,39 @@ outputs = ["s.txt"]
     assert result.steps["command:upper"]["message"].startswith("RuntimeError: the dependency tree exploded")
     assert result.steps["command:solo"]["status"] == "built" and result.steps["command:gen"]["status"] == "built"
     assert stopped == [True]
+
+
+def test_step_progress_reaches_both_reporters(tmp_path: Path) -> None:
+    """A worker's progress file becomes a line (plain) or a bar with an ETA (terminal)."""
+    import io
+
+    from qeffbuild.core.progress import Reporter, RichReporter
+    from qeffbuild.exec.progress import StepProgress, read
+
+    stream = io.StringIO()
+    plain = Reporter(stream)
+    plain.step_progress("validate:v", 3, 10, "decodes")  # the first report prints
+    plain.step_progress("validate:v", 4, 10, "decodes")  # within 15 s: quiet
+    plain.step_progress("validate:v", 10, 10, "decodes")  # the last always prints
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("  validate:v: 3/10 decodes") and lines[-1].startswith("  validate:v: 10/10 decodes")
+    assert len(lines) == 2
+
+    rich = RichReporter(io.StringIO())
+    rich.start(2)
+    rich.step_started("validate:v")
+    rich.step_progress("validate:v", 5, 10, "decodes", "onnxruntime b4")
+    assert rich.progress.tasks[1].completed == 5 and rich.progress.tasks[1].total == 10
+    rich.step_finished("validate:v", "built", 1.0)
+    assert len(rich.progress.tasks) == 1  # the step's own bar goes when it ends
+    rich.stop()
+
+    import os
+
+    os.environ["QEFFBUILD_PROGRESS"] = str(tmp_path / "p.json")
+    try:
+        sp = StepProgress(4, "decodes")
+        sp.advance(4, "done")
+    finally:
+        del os.environ["QEFFBUILD_PROGRESS"]
+    assert read(tmp_path / "p.json") == {"done": 4, "total": 4, "unit": "decodes", "what": "done"}

@@ -75,15 +75,17 @@ def page(report: dict[str, Any], title: str) -> Page:
         short = _short(compared)
         out.plots.append(Plot("Mean absolute difference from the reference", plots.bars(
             short, [r.get("mad") for r in compared], "MAD (log scale)", log=True),
-            "Lower is closer; float32 runtimes sit near 1e-7, half precision near 1e-3."))
+            "Lower is closer to the reference; the summary table has each bound."))
         out.plots.append(Plot("Lowest cosine similarity per runtime", plots.bars(
             short, [r.get("cosine") for r in compared], "min cosine", fmt="{:.6f}"),
             "The least similar input's cosine with the reference embedding."))
-    timed = {label: [b["seconds"] * 1000 for b in r.get("latency_s", [])]
+    timed = {label: [b["seconds"] * 1000 / b["rows"] for b in r.get("latency_s", [])]
              for label, r in zip(_short(rows), rows, strict=True) if r.get("latency_s")}
     if timed:
-        out.plots.append(Plot("Latency per batch", plots.boxes(timed, "ms per batch"),
-                              "Each dot is one batch at its compiled seq_len."))
+        out.plots.append(Plot("Latency per sequence", plots.boxes(timed, "ms per sequence"),
+                              "Each dot is one batch's time at its compiled seq_len, divided by its sequences. "
+                              "Validation timings include each runtime's first calls; `qeffbuild bench` measures "
+                              "the steady state."))
     by_seq: dict[str, list[tuple[float, float]]] = {}
     for r in rows:
         per: dict[int, list[float]] = {}

@@ -30,18 +30,22 @@ def bench(artifact: Any, node: StepNode, iters: int, warmup: int) -> list[dict[s
     quiet_warnings()
     import torch
 
-    from . import AUDIO_SUFFIXES
-    from .driver import DecodeConfig, Frontend, batches, greedy_decode, load_dataset, reference_encoder
+    from .driver import DecodeConfig, Frontend, Utterance, batches, greedy_decode, load_rows, reference_encoder
     from .transform import load_model
     from .validate import open_graphs
 
     p = node.params
     arch, steps = p["arch"], int(p["max_new_tokens"])
     model_dir = artifact("model") / "model"
-    dc = DecodeConfig.from_model_dir(model_dir, p["language"], arch)
+    dc = DecodeConfig.from_model_dir(model_dir, p["language"], arch, p.get("task"))
     frontend = Frontend(model_dir, arch)
-    audio = sorted((f.path for f in node.files if Path(f.path).suffix.lower() in AUDIO_SUFFIXES), key=lambda f: f.name)
-    utt = load_dataset(audio[:1])
+    if p["inputs"]["kind"] == "hf":  # the validation's first utterance, as it reads it
+        from .dataset import open_hf
+
+        name, audio, text = open_hf(node.paths["dataset"], {**p["inputs"], "limit": 1})[0]
+        utt = [Utterance(name, audio, text)]
+    else:
+        utt = load_rows(p["inputs"]["rows"][:1], {f.label: Path(f.path) for f in node.files})
     inputs = {role: artifact(role) for role in node.deps}
     model = load_model(model_dir, torch.float32)
     rows: list[dict[str, Any]] = []

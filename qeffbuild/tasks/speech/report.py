@@ -95,10 +95,12 @@ def page(report: dict[str, Any], title: str) -> Page:
                                                                                                     strict=True)},
             "WER"),
             "One dot per utterance and runtime; the utterances are numbered as in the table below."))
-    page.plots.append(Plot("Latency per batch", plots.boxes(
-        {label: [b["seconds"] * 1000 for b in r.get("latency_s", [])] for label, r in zip(labels, rows, strict=True)},
-        "ms per batch"),
-        "Each dot is one batch (features, encoder and every decoder step); box: quartiles."))
+    page.plots.append(Plot("Latency per utterance", plots.boxes(
+        {label: [b["seconds"] * 1000 / b["rows"] for b in r.get("latency_s", [])]
+         for label, r in zip(labels, rows, strict=True)}, "ms per utterance"),
+        "Each dot is one batch's time (features, encoder and every decoder step) divided by its utterances; "
+        "box: quartiles. Validation timings include each runtime's first calls; `qeffbuild bench` measures the "
+        "steady state."))
     throughput = _throughput(rows)
     if throughput:
         page.plots.append(Plot("Throughput against batch size", plots.lines(throughput, "batch size", "samples/s"),

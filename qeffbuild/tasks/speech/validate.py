@@ -146,8 +146,8 @@ def references(model: Any, frontend: Frontend, utts: list[Utterance], subset: li
         key = (utts[i].name, samples)
         if key not in cache:
             cache[key] = reference_decode(model, dc.arch, frontend.features([utts[i].audio], samples), dc, steps)[0]
-            progress.advance(1, "reference")
         out[i] = cache[key]
+        progress.advance(1, "reference")
     return out
 
 
@@ -172,7 +172,9 @@ def run(ctx: StepContext) -> None:
     specs = p["specializations"]
     subset = exact_subset(utts, specs, int(p["exact_subset"]))
     evaluated = [(r, s) for r, o in p["runtimes"].items() if o != "reference" for s in specs]
-    progress = StepProgress(len(subset) * (1 + len(specs)) + len(utts) * (1 + len(evaluated)), "utterances")
+    # units: the reference on the subset (first spec, then each runtime × spec), the generate check on it,
+    # then every utterance decoded by generate and by each runtime × spec
+    progress = StepProgress(len(subset) * (2 + len(evaluated)) + len(utts) * (1 + len(evaluated)), "decodes")
     texts_of = lambda toks: [frontend.text(t[:gen_len], dc.eos) for t in toks]  # noqa: E731
     timings: dict[str, float] = {}
 

@@ -150,8 +150,11 @@ def test_bfloat16_reports_token_agreement(sp: ProjectDir) -> None:
     ref = np.array([p["tokens"] for p in rows["pytorch"]["per_input"]])
     got = np.array([p["tokens"] for p in rows["aoti"]["per_input"]])
     assert rows["aoti"]["token_agreement"] == pytest.approx(float((ref == got).mean()))  # measured, not assumed
-    assert rows["aoti"]["bounds"] == {"token_agreement": 0.0}
-    assert "token agreement" in (sp.root / "out" / "whisper-tiny-random-bf16-agreement" / "report.txt").read_text()
+    # half precision is held to its WER: within 2 points of the float32 reference's, on the same data
+    assert rows["aoti"]["bounds"] == {"wer_delta": 0.02}
+    assert rows["aoti"]["wer_delta"] == pytest.approx(rows["aoti"]["wer"] - rows["pytorch"]["wer"], abs=1e-6)
+    text = (sp.root / "out" / "whisper-tiny-random-bf16-agreement" / "report.txt").read_text()
+    assert "token agreement" in text and "ΔWER" in text
 
 
 def test_audio_is_resampled_to_16k_mono(tmp_path: Path) -> None:
@@ -201,10 +204,10 @@ max_new_tokens = %d
     (100, 24, 2, "manifests/project.toml:10: [specializations.w-b1] ctx_len: ctx_len 100 exceeds the model's "
                  "decoder positions (64)"),
     (64, 5, 2, "[validations.w-parity] max_new_tokens: speech validations compare at least 20 decode steps"),
-    (64, 24, 1, "[validations.w-parity] inputs: 'speech' holds 1 audio file(s); a speech validation needs at least "
+    (64, 24, 1, "[validations.w-parity] inputs: 'speech' gives 1 utterance(s); a speech validation needs at least "
                 "two"),
-    (20, 24, 2, "[specializations.w-b1] ctx_len: ctx_len 20 cannot hold the prompt (1 token) plus max_new_tokens (24) "
-                "of validation 'w-parity'; make it at least 24"),
+    (20, 24, 2, "[specializations.w-b1] ctx_len: ctx_len 20 cannot hold the prompt (1 token) plus the 24 new tokens "
+                "of validation 'w-parity' (max_new_tokens, generation_max_length); make it at least 24"),
 ])
 def test_speech_specializations_that_do_not_fit_the_model(project: ProjectDir, ctx: int, steps: int, wavs: int,
                                                           message: str) -> None:

@@ -24,9 +24,9 @@ from .core.planner import Plan, make_plan
 from .core.progress import Reporter
 from .core.statcache import History
 from .errors import BuildError, UsageError
-from .store import Store, open_store
+from .store import LocalStore, Store, open_store
 
-OK_STATUSES = ("cached", "built", "shared")
+OK_STATUSES = ("cached", "built", "shared", "remote")
 
 
 @dataclass
@@ -118,14 +118,21 @@ class Project:
 
     # --- building ---------------------------------------------------------------------------
     def build(self, names: list[str] | tuple[str, ...] = (), jobs: int | None = None, keep_going: bool = False,
-              reporter: Reporter | None = None, force: tuple[str, ...] = (), verbose: bool = False) -> BuildResult:
+              reporter: Reporter | None = None, force: tuple[str, ...] = (), verbose: bool = False,
+              executor: str = "local", ray_address: str | None = None, remote_cache: str | None = None,
+              remote_upload: bool | None = None, remote_required: bool | None = None) -> BuildResult:
         """Build ``names``: run what is not cached, check what is, and lay out every target's folder.
 
+        ``executor`` is ``local`` (processes on this machine) or ``ray`` (tasks on the Ray cluster at
+        ``ray_address``). ``remote_cache`` (else ``$QEFFBUILD_REMOTE_CACHE``) is read through before
+        anything runs and receives what this build makes (unless ``remote_upload`` is False).
         Holds the store's shared lock throughout, so `cache gc` and `cache verify` never run beside it.
         """
         t0 = time.perf_counter()
         if force:
             self.resolve(force)
+        if executor not in ("local", "ray"):
+            raise UsageError(f"unknown executor {executor!r}: use local or ray")
         with self.store.shared():
             plan = self.plan(names, with_reasons=False, force=force)
             reporter = reporter or Reporter(quiet=True)
@@ -135,24 +142,66 @@ class Project:
             results: dict[str, dict[str, Any]] = {
                 s.id: {"status": "cached", "duration_s": 0.0, "message": ""} for s in plan.steps if s.cached
             }
+            remote = self._remote(plan, results, remote_cache, remote_upload, remote_required)
             if plan.to_run():
-                from .exec.local import LocalExecutor
-
                 self.store.clean_stale_tmp()
-                ran = LocalExecutor(plan, self.store, jobs or os.cpu_count() or 1, keep_going, reporter,
-                                    self.out_dir, verbose=verbose).run()
+                on_built = (lambda sid, key: self._upload(remote, key)) if remote is not None else None
+                ran = self._executor(executor, plan, jobs, keep_going, reporter, verbose, on_built, ray_address).run()
                 for sid, r in ran.items():
                     results[sid] = {"status": r.status, "duration_s": round(r.duration_s, 3), "message": r.message}
+                    if r.where:
+                        results[sid]["where"] = r.where
             self.history.record({s.id: (s.key, s.node.target) for s in plan.steps
                                  if results.get(s.id, {}).get("status") in OK_STATUSES})
             self.store.record_root(str(self.out_dir), {s.key for s in plan.steps})
             outputs, status = self._materialize(plan, results, stale)
+            self._count(results, remote)
             self.store.stat.flush()
-        notes = list(dict.fromkeys([*self.state.notes, *self.store.notes]))
+        notes = list(dict.fromkeys([*self.state.notes, *self.store.notes, *(remote.notes if remote else [])]))
         repaired = [t for t, state in out_state.items() if state == "repaired"]
         if repaired:
             notes.append(f"restored files changed or removed under out/ for: {', '.join(repaired)}")
         return BuildResult(plan.targets, results, outputs, status, time.perf_counter() - t0, notes)
+
+    def _executor(self, kind: str, plan: Plan, jobs: int | None, keep_going: bool, reporter: Reporter,
+                  verbose: bool, on_built: Any, ray_address: str | None) -> Any:
+        if kind == "ray":
+            from .exec.ray_cluster import RayExecutor
+
+            return RayExecutor(plan, self.store, jobs or 0, keep_going, reporter, self.out_dir, verbose=verbose,
+                               on_built=on_built, address=ray_address)
+        from .exec.local import LocalExecutor
+
+        return LocalExecutor(plan, self.store, jobs or os.cpu_count() or 1, keep_going, reporter, self.out_dir,
+                             verbose=verbose, on_built=on_built)
+
+    def _remote(self, plan: Plan, results: dict[str, dict[str, Any]], url: str | None, upload: bool | None,
+                required: bool | None) -> Any:
+        """Read the remote cache through for every step that would run: a hit (verified) is cached here."""
+        from .store.remote import from_settings
+
+        if not plan.to_run() or not isinstance(self.store, LocalStore):
+            return None
+        remote = from_settings(self.store, url, upload, required)
+        if remote is None:
+            return None
+        for step in plan.to_run():
+            if not step.forced and remote.fetch(step.key) is not None:
+                step.cached = True
+                results[step.id] = {"status": "remote", "duration_s": 0.0, "message": ""}
+        return remote
+
+    def _upload(self, remote: Any, key: str) -> None:
+        entry = self.store.lookup(key)
+        if entry is not None:
+            remote.push(entry)
+
+    def _count(self, results: dict[str, dict[str, Any]], remote: Any) -> None:
+        statuses = [r["status"] for r in results.values()]
+        self.state.add_counters({"local.hits": statuses.count("cached"), "steps.built": statuses.count("built")},
+                                "", time.time())
+        if remote is not None:
+            remote.record()
 
     def _materialize(self, plan: Plan, results: dict[str, dict[str, Any]],
                      stale: list[str]) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:

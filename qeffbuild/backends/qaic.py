@@ -202,6 +202,7 @@ class QaicBackend(QaicBundleBackend):
     compile = "qeffbuild.backends.qaic:compile_qpc"
     session = "qeffbuild.backends.qaic:QaicSession"
     builds_on = "qaic-bundle"
+    cluster_resource = "qaic"  # on Ray: only nodes started with --resources '{"qaic": 1}' compile and run QPCs
     onnx_passes = ()
     symbolic_graphs = False
     templates = ()

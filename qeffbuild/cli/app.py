@@ -43,11 +43,14 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except QeffbuildError as e:
+            if e.exit_code == 130:
+                _exiting_interrupted()
             if kwargs.get("as_json"):
                 click.echo(json.dumps(error_json(e), indent=1))
             click.echo(f"error: {e}" if "\n" not in str(e) else str(e), err=True)
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
+            _exiting_interrupted()
             click.echo("interrupted", err=True)
             sys.exit(130)
         except Exception as e:  # a bug in qeffbuild, not the user's mistake: short, with how to see more
@@ -69,11 +72,18 @@ def _on_signal(signum: int, _frame: Any) -> None:
     global _signals_seen
     _signals_seen += 1
     if _signals_seen > 1:
-        if "qeffbuild.exec.local" in sys.modules:
-            sys.modules["qeffbuild.exec.local"].kill_all_groups()
+        if "qeffbuild.exec.runner" in sys.modules:
+            sys.modules["qeffbuild.exec.runner"].kill_all_groups()
         sys.stderr.write("interrupted twice: stopped at once\n")
         os._exit(130)
     raise KeyboardInterrupt
+
+
+def _exiting_interrupted() -> None:
+    """The build has stopped and is exiting 130: a signal arriving now (a second Ctrl-C, a supervisor's
+    SIGTERM) must not turn that into death by signal while the interpreter shuts down."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def echo_json(data: Any) -> None:

@@ -45,17 +45,30 @@ def _print_result(result: Any) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Stream every running step's log to stderr.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON result on stdout: per-target and per-step status.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", envvar="QEFFBUILD_EXECUTOR",
+              show_envvar=True, show_default=True, help="Where steps run: this machine, or a Ray cluster.")
+@click.option("--ray-address", envvar="RAY_ADDRESS", show_envvar=True,
+              help="The Ray cluster (HOST:PORT); default: a running local one, else a new one.")
+@click.option("--remote-cache", "remote_cache", envvar="QEFFBUILD_REMOTE_CACHE", show_envvar=True, metavar="URL",
+              help="A shared cache (s3://bucket/prefix, file:///mount): read through, and uploaded to.")
+@click.option("--remote-upload/--no-remote-upload", default=None,
+              help="Upload what this build makes (default: yes; $QEFFBUILD_REMOTE_UPLOAD=0 for read-only CI).")
+@click.option("--remote-required", is_flag=True, default=None,
+              help="Fail when the remote cache cannot be used (default: warn and build locally).")
 @click.pass_obj
 @handle_errors
 def build(lazy: LazyProject, targets: tuple[str, ...], jobs: int | None, keep_going: bool, force: bool,
-          verbose: bool, as_json: bool, quiet: bool) -> None:
+          verbose: bool, as_json: bool, quiet: bool, executor: str, ray_address: str | None,
+          remote_cache: str | None, remote_upload: bool | None, remote_required: bool | None) -> None:
     """Build TARGETS (default: the manifests' defaults); run only what changed."""
     from ..core.progress import make_reporter
 
     project = lazy.get()
     forced = tuple(project.resolve(targets)) if force else ()
     result = project.build(targets, jobs=jobs, keep_going=keep_going, force=forced, verbose=verbose,
-                           reporter=make_reporter(quiet or as_json))
+                           reporter=make_reporter(quiet or as_json), executor=executor, ray_address=ray_address,
+                           remote_cache=remote_cache, remote_upload=remote_upload,
+                           remote_required=remote_required or None)
     if as_json:
         echo_json(result.to_json())
         if not result.ok:

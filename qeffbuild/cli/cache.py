@@ -18,8 +18,9 @@ def cache() -> None:
 @click.pass_obj
 @handle_errors
 def cache_stats(lazy: LazyProject) -> None:
-    """Entries, blobs and bytes in the cache."""
-    echo_json(lazy.get().store.stats())
+    """Entries, blobs and bytes in the cache; hits (local and remote) and bytes up and down, all builds."""
+    project = lazy.get()
+    echo_json({**project.store.stats(), "totals": project.state.counters()})
 
 
 @cache.command("verify")

@@ -121,6 +121,8 @@ class Backend:
     # True: its compile params carry the family's graph facts (graph names, symbols, axis names,
     # retained-state pairs) for backends that name dimensions, as `qaic-bundle` does.
     symbolic_graphs: ClassVar[bool] = False
+    # A Ray custom resource its steps need (only nodes with the device have it): `qaic` for Cloud AI 100.
+    cluster_resource: ClassVar[str | None] = None
 
     @classmethod
     def options_table(cls) -> str:

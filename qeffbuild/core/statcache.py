@@ -23,6 +23,7 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS file_digests (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER,"
     " ctime_ns INTEGER, inode INTEGER, digest TEXT)",
     "CREATE TABLE IF NOT EXISTS history (ns TEXT, step TEXT, key TEXT, target TEXT, PRIMARY KEY (ns, step))",
+    "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER, detail TEXT, updated REAL)",
 )
 Row = tuple[int, int, int, int, str]
 
@@ -84,6 +85,18 @@ class StateDB:
                 self.conn.executemany(sql, rows)
         except sqlite3.Error as e:
             self.notes.append(f"could not update {self.db_path} ({e}); continuing without it")
+
+    def add_counters(self, counts: dict[str, int], detail: str = "", when: float = 0.0) -> None:
+        """Add to running totals (cache hits, bytes up and down): `qeffbuild cache stats` shows them."""
+        self.write("INSERT INTO counters VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+                   "value = value + excluded.value, detail = excluded.detail, updated = excluded.updated",
+                   [(k, int(v), detail, when) for k, v in counts.items()])
+
+    def counters(self) -> dict[str, int]:
+        try:
+            return {n: int(v) for n, v in self.conn.execute("SELECT name, value FROM counters").fetchall()}
+        except sqlite3.Error:
+            return {}
 
     def close(self) -> None:
         if self._conn is not None:

@@ -1,7 +1,8 @@
 """The exec room: the Executor protocol and the result of running one step.
 
-``local.py`` runs a plan's uncached steps as processes on this machine; ``worker.py`` is
-the process a Python step runs in.
+``local.py`` schedules a plan's uncached steps on this machine; ``ray_cluster.py`` on a Ray
+cluster; ``runner.py`` runs one step (either way); ``worker.py`` is the process a Python step
+runs in; ``progress.py`` carries a long step's progress to the display.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ class StepResult:
     status: str  # built | shared | failed | check-failed | skipped | interrupted
     duration_s: float = 0.0
     message: str = ""
+    report: dict[str, bytes] | None = None  # a failed validation's report files, laid out under out/
+    where: str = ""  # the machine (Ray node) that ran it, when not this one
 
 
 class Executor(Protocol):

@@ -1,62 +1,40 @@
 """The local executor: runs a plan's uncached steps in parallel, each in its own process group.
 
-Threads schedule; processes run. A command step's child is the user's command, a Python
-step's child is ``python -m qeffbuild.exec.worker``. Per-key locks make concurrent builds run
-each step once. Each child leads its own process group: stopping (Ctrl-C, SIGTERM, a failure
-without ``-k``) kills the whole group, grandchildren included, removes scratch and releases
-every lock; a second signal kills the groups and exits 130 at once.
-
-A command step gets copies of its inputs (it may write them; the store's blobs stay intact); a
-Python step reads the store's read-only trees and must leave them as they were (checked).
+Threads schedule; :class:`~qeffbuild.exec.runner.StepRunner` runs each step in its own process
+group. Per-key locks make concurrent builds run each step once. Stopping (Ctrl-C, SIGTERM, a
+failure without ``-k``) kills every running group, grandchildren included, removes scratch and
+releases every lock; a second signal kills the groups and exits 130 at once. Other executors
+(``ray_cluster.py``) reuse the scheduling and replace :meth:`LocalExecutor.execute`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import re
-import shutil
-import signal
-import stat
-import subprocess
-import sys
 import threading
-import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any
 
+from ..core.materialize import STAMP
 from ..core.planner import Plan, PlannedStep
 from ..core.progress import Reporter
-from ..core.steps import StepNode
-from ..errors import Interrupted, StoreError
-from ..store import Store, clone_file
+from ..errors import Interrupted
+from ..store import Store
 from . import StepResult
-from .progress import ENV as PROGRESS_ENV
-from .progress import read as read_progress
-from .worker import EXIT_CHECK_FAILED, EXIT_USER_ERROR, summarize
+from .runner import Job, StepRunner, kill_all_groups
 
-LOG_TAIL = 4000
-_LIVE_GROUPS: set[int] = set()  # process groups of running steps, for a second signal's hard stop
-_LIVE_LOCK = threading.Lock()
-
-
-def kill_all_groups() -> None:
-    """Kill every running step's process group (used by the CLI on a second signal)."""
-    with _LIVE_LOCK:
-        for pgid in list(_LIVE_GROUPS):
-            with contextlib.suppress(OSError):
-                os.killpg(pgid, signal.SIGKILL)
-
-
-class _Stopped(Exception):
-    pass
+__all__ = ["LocalExecutor", "kill_all_groups"]
 
 
 class LocalExecutor:
+    """Runs the plan's uncached steps, ``jobs`` at a time, dependencies first.
+
+    ``on_built(step_id, key)`` is called in the scheduling thread after each step is stored (the
+    remote cache uploads it there).
+    """
+
     def __init__(self, plan: Plan, store: Store, jobs: int, keep_going: bool, reporter: Reporter,
-                 out_root: Path, verbose: bool = False) -> None:
+                 out_root: Path, verbose: bool = False, on_built: Callable[[str, str], None] | None = None) -> None:
         self.plan = plan
         self.verbose = verbose
         self.store = store
@@ -64,9 +42,9 @@ class LocalExecutor:
         self.keep_going = keep_going
         self.reporter = reporter
         self.out_root = out_root
+        self.on_built = on_built
         self.stop = threading.Event()
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._procs_lock = threading.Lock()
+        self.runner = StepRunner(store, reporter, self.stop, verbose)
 
     # --- scheduling ------------------------------------------------------------------------
     def run(self) -> dict[str, StepResult]:
@@ -100,6 +78,8 @@ class LocalExecutor:
                     res = fut.result()
                     results[sid] = res
                     self.reporter.step_finished(sid, res.status, res.duration_s)
+                    if res.status == "built" and self.on_built is not None:
+                        self.on_built(sid, todo[sid].key)
                     if res.status in ("built", "shared"):
                         for dep in dependents.get(sid, []):
                             if dep in waiting:  # a dependent already skipped after another failure is gone
@@ -139,288 +119,27 @@ class LocalExecutor:
                 stack.extend(dependents.get(d, []))
 
     def _kill_all(self) -> None:
-        with self._procs_lock:
-            for p in self._procs.values():
-                if p.poll() is None:
-                    with contextlib.suppress(OSError):
-                        os.killpg(p.pid, signal.SIGKILL)  # the step and everything it started
+        self.runner.kill_all()
 
     # --- one step ----------------------------------------------------------------------------
     def _run_step(self, step: PlannedStep) -> StepResult:
-        t0 = time.monotonic()
-        from filelock import Timeout
+        result = self.execute(Job.of(self.plan, step))
+        if result.status == "check-failed" and result.report:
+            self._keep_failed_report(step, result.report)
+        return result
 
-        try:
-            lock = self.store.lock(step.key)
-        except OSError as e:
-            return StepResult(step.id, "failed", 0.0, f"cannot lock {step.id} in the cache: {e}; make the cache "
-                                                      "writable or set QEFFBUILD_CACHE_DIR")
-        while True:  # wait for a concurrent build running this step, but stay responsive to Ctrl-C
-            try:
-                lock.acquire(timeout=0.2)
-                break
-            except Timeout:
-                if self.stop.is_set():
-                    return StepResult(step.id, "interrupted")
-        scratch: Path | None = None
-        try:
-            if not step.forced and self.store.has(step.key):  # another build ran it while we waited for the lock
-                return StepResult(step.id, "shared", time.monotonic() - t0)
-            scratch = self.store.scratch(step.key)
-            out = scratch / "out"
-            out.mkdir()
-            inputs, consumed = self._inputs(step.node)
-            command = step.node.is_command
-            before = _signatures(inputs.values())
-            if command:
-                code = self._run_command(step.node, scratch, out, inputs)
-            else:
-                code = self._run_worker(step, scratch, out, inputs)
-            log = _tail(scratch / "log.txt")
-            if self.stop.is_set():
-                return StepResult(step.id, "interrupted")
-            if not command and _signatures(inputs.values()) != before:
-                return StepResult(step.id, "failed", time.monotonic() - t0,
-                                  "the step modified its inputs (read-only files of the cache); this is a bug in "
-                                  f"its code, not a cacheable result\n{log}")
-            if code != 0:
-                kept = self._keep_log(step.id, scratch / "log.txt")
-                result = self._failure(step, scratch, code, log, time.monotonic() - t0, not command)
-                result.message += f"\n(full log: {kept})"
-                if _disk_full(scratch):
-                    result.message += (f"\nno space left on the device of the cache ({self.store.root}), where steps "
-                                       "run: free space there, or point QEFFBUILD_CACHE_DIR at a larger disk")
-                return result
-            if command:
-                missing = _keep_declared(out, step.node.params["outputs"])
-                if missing:
-                    return StepResult(step.id, "failed", time.monotonic() - t0,
-                                      f"the command exited 0 but did not write {', '.join(missing)} as regular "
-                                      f"files; declared outputs are written under {{out}} (its working folder)\n{log}")
-            duration = time.monotonic() - t0
-            self.store.commit(step.key, step.id, out, step.material, duration, log, consumed)
-            return StepResult(step.id, "built", duration)
-        except _Stopped:
-            return StepResult(step.id, "interrupted")
-        except StoreError as e:
-            return StepResult(step.id, "failed", time.monotonic() - t0, str(e))
-        except Exception as e:  # anything unexpected fails this step only, with what went wrong
-            return StepResult(step.id, "failed", time.monotonic() - t0, summarize(e))
-        finally:
-            if scratch is not None:
-                _remove(scratch)
-            lock.release()
+    def execute(self, job: Job) -> StepResult:
+        """Run one job; here in this process's thread (the Ray executor sends it to a node)."""
+        return self.runner.run(job)
 
-    def _inputs(self, node: StepNode) -> tuple[dict[str, Path], tuple[str, ...]]:
-        """Each upstream role's checked tree, and the digests of every blob the step will read."""
-        inputs: dict[str, Path] = {}
-        consumed: set[str] = set()
-        for role, dep in node.deps.items():
-            entry = self.store.lookup(self.plan.by_id[dep].key)
-            if entry is None:
-                raise StoreError(f"the cache entry of {dep} is missing or was corrupt; run the build again")
-            inputs[role] = self.store.tree(entry)
-            consumed.update(entry.outputs.values())
-        return inputs, tuple(sorted(consumed))
-
-    def _keep_log(self, step_id: str, log: Path) -> Path:
-        """A failed step's whole log outlives its scratch folder: out/.cache/logs/<step>.log."""
-        dest = self.store.root / "logs" / (re.sub(r"[^A-Za-z0-9_.-]+", "_", step_id)[:200] + ".log")
-        with contextlib.suppress(OSError):
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if log.exists():
-                shutil.copyfile(log, dest)
-        return dest
-
-    def _failure(self, step: PlannedStep, scratch: Path, code: int, log: str, duration: float,
-                 worker: bool) -> StepResult:
-        failure = scratch / "failure.txt"
-        text = failure.read_text(errors="replace") if failure.exists() else ""
-        if worker and code == EXIT_CHECK_FAILED:
-            self._keep_failed_report(step.node, scratch / "out")
-            return StepResult(step.id, "check-failed", duration, text)
-        if worker and code == EXIT_USER_ERROR:
-            return StepResult(step.id, "failed", duration, text)
-        how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-        if text:  # a worker crash: the exception itself first, the log's last lines after it
-            return StepResult(step.id, "failed", duration, f"{text}\n--- log (last lines) ---\n{log}".rstrip())
-        return StepResult(step.id, "failed", duration, f"{how}\n--- log (last lines) ---\n{log}".rstrip())
-
-    def _keep_failed_report(self, node: StepNode, out: Path) -> None:
+    def _keep_failed_report(self, step: PlannedStep, files: dict[str, bytes]) -> None:
         """A failed validation is not cached, but its report is what the user must read."""
-        from ..core.materialize import STAMP
-
-        dest = self.out_root / node.target
+        dest = self.out_root / step.node.target
         with contextlib.suppress(OSError):
             dest.mkdir(parents=True, exist_ok=True)
             (dest / STAMP).unlink(missing_ok=True)
-            for path in out.rglob("*"):
-                if path.is_file() and not path.is_symlink():
-                    target = dest / path.relative_to(out)
-                    target.unlink(missing_ok=True)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(path, target)
+            for name, data in files.items():
+                target = dest / name
+                target.unlink(missing_ok=True)
+                target.write_bytes(data)
 
-    def _spawn(self, step_id: str, args: list[str], cwd: Path, env: dict[str, str], log: Path,
-               progress: Path | None = None) -> int:
-        with open(log, "wb") as logf:
-            with self._procs_lock:
-                if self.stop.is_set():
-                    raise _Stopped
-                try:
-                    proc = subprocess.Popen(args, cwd=cwd, env=env, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            stdout=subprocess.PIPE if self.verbose else logf, start_new_session=True)
-                except OSError as e:
-                    logf.write(f"cannot start {args[0]!r}: {e}\n".encode())
-                    return 127
-                self._procs[step_id] = proc
-                with _LIVE_LOCK:
-                    _LIVE_GROUPS.add(proc.pid)
-            try:
-                if self.verbose:
-                    self._stream(step_id, proc, logf)
-                code = self._wait(step_id, proc, progress)
-                with contextlib.suppress(OSError):  # whatever the step left running goes with it
-                    os.killpg(proc.pid, signal.SIGKILL)
-                return code
-            finally:
-                with self._procs_lock:
-                    self._procs.pop(step_id, None)
-                with _LIVE_LOCK:
-                    _LIVE_GROUPS.discard(proc.pid)
-
-    def _wait(self, step_id: str, proc: subprocess.Popen[bytes], progress: Path | None) -> int:
-        """Wait for the step, passing the progress its worker reports to the display meanwhile."""
-        if progress is None:
-            return proc.wait()
-        seen = None
-        while True:
-            try:
-                return proc.wait(timeout=0.5)
-            except subprocess.TimeoutExpired:
-                state = read_progress(progress)
-                if state is not None and state != seen:
-                    seen = state
-                    self.reporter.step_progress(step_id, state["done"], state["total"], str(state.get("unit", "")),
-                                                str(state.get("what", "")))
-
-    def _stream(self, step_id: str, proc: subprocess.Popen[bytes], logf: Any) -> None:
-        """-v: every line of the step's output goes to its log and, prefixed, to the reporter."""
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            logf.write(raw)
-            self.reporter.message(f"[{step_id}] {raw.decode(errors='replace').rstrip()}")
-
-    def _run_command(self, node: StepNode, scratch: Path, out: Path, inputs: dict[str, Path]) -> int:
-        dep_dirs: dict[str, Path] = {}
-        for name, roles in node.dep_targets.items():
-            folder = scratch / "deps" / name
-            folder.mkdir(parents=True)
-            for role in roles:
-                sub = self.plan.graph.nodes[node.deps[role]].out_subdir
-                for f in inputs[role].rglob("*"):
-                    if f.is_file():
-                        clone_file(f, folder / sub / f.relative_to(inputs[role]))  # a copy: the command may write it
-            dep_dirs[name] = folder
-        values = {"out": str(out), "root": str(node.root or "")}
-        values.update({f"dep:{k}": str(v) for k, v in dep_dirs.items()})
-
-        def expand(arg: str) -> str:
-            return re.sub(r"\{(out|root|dep:[A-Za-z0-9_.-]+)\}", lambda m: values.get(m.group(1), m.group(0)), arg)
-
-        env = dict(os.environ)
-        env.update({k: expand(v) for k, v in node.params["env"].items()})
-        env["QEFFBUILD_OUT"] = str(out)
-        env["QEFFBUILD_ROOT"] = values["root"]
-        args = [expand(a) for a in node.params["cmd"]]
-        return self._spawn(node.id, args, out, env, scratch / "log.txt")
-
-    def _run_worker(self, step: PlannedStep, scratch: Path, out: Path, inputs: dict[str, Path]) -> int:
-        node = step.node
-        request = {
-            "node_id": node.id,
-            "runner": node.runner,
-            "params": node.params,
-            "inputs": {k: str(v) for k, v in inputs.items()},
-            "files": {f.label: str(f.path) for f in node.files},
-            "out": str(out),
-            "root": str(node.root) if node.root else None,
-            "paths": {k: str(v) for k, v in node.paths.items()},
-            # for provenance in reports: this step's key and each input's
-            "keys": {"self": step.key, **{role: self.plan.by_id[dep].key for role, dep in node.deps.items()}},
-        }
-        req = scratch / "request.json"
-        req.write_text(json.dumps(request))
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env[PROGRESS_ENV] = str(scratch / "progress.json")
-        return self._spawn(node.id, [sys.executable, "-m", "qeffbuild.exec.worker", str(req)], scratch, env,
-                           scratch / "log.txt", progress=scratch / "progress.json")
-
-
-def _signatures(folders: Any) -> dict[str, tuple[int, int, int]]:
-    """(size, mtime, inode) of every file under ``folders``: a step that edits its inputs changes one."""
-    sigs: dict[str, tuple[int, int, int]] = {}
-    for folder in folders:
-        for path in Path(folder).rglob("*"):
-            with contextlib.suppress(OSError):
-                st = os.lstat(path)
-                if stat.S_ISREG(st.st_mode):
-                    sigs[str(path)] = (st.st_size, st.st_mtime_ns, st.st_ino)
-    return sigs
-
-
-def _disk_full(path: Path, margin: int = 1 << 20) -> bool:
-    try:
-        st = os.statvfs(path)
-    except OSError:
-        return False
-    return st.f_bavail * st.f_frsize < margin
-
-
-def _remove(path: Path) -> None:
-    """Remove a scratch folder even where a step left read-only subfolders."""
-    def onerror(func: Any, p: str, _exc: Any) -> None:
-        with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(p), 0o700)
-            os.chmod(p, 0o700)
-            func(p)
-
-    shutil.rmtree(path, onerror=onerror)
-
-
-def _tail(path: Path, lines: int = 25) -> str:
-    """The log's last lines (each cut to 300 characters): enough to see, never a wall of text."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 64 * 1024))
-            data = f.read()
-    except OSError:
-        return ""
-    tail = data.decode(errors="replace").splitlines()[-lines:]
-    return "\n".join(ln if len(ln) <= 300 else ln[:297] + "..." for ln in tail)[-LOG_TAIL:]
-
-
-def _keep_declared(out: Path, declared: list[str]) -> list[str]:
-    """Delete undeclared entries from ``out`` (links included, never followed); return the declared
-    outputs that are missing or not regular files."""
-    wanted = {Path(d).as_posix() for d in declared}
-    prefixes = {p.as_posix() for d in wanted for p in Path(d).parents}
-    for dirpath, dirs, files in os.walk(out, topdown=False):
-        for name in files + [d for d in dirs if os.path.islink(os.path.join(dirpath, d))]:
-            path = Path(dirpath) / name
-            if path.relative_to(out).as_posix() not in wanted:
-                path.unlink()
-        folder = Path(dirpath)
-        if folder != out and folder.relative_to(out).as_posix() not in prefixes and not any(folder.iterdir()):
-            folder.rmdir()
-    missing = []
-    for d in sorted(wanted):
-        try:
-            st = os.lstat(out / d)
-        except OSError:
-            missing.append(d)
-            continue
-        if not stat.S_ISREG(st.st_mode):
-            missing.append(d)
-    return missing

@@ -296,6 +296,35 @@ class LocalStore:
         self.stat.record(dst, digest)
         return digest
 
+    # --- imports: what a remote cache hands over ------------------------------------------------
+    def import_blob(self, path: Path, digest: str, source: str) -> bool:
+        """Move a downloaded file in as blob ``digest`` if its content has that digest; else quarantine it
+        (under ``quarantine/<source>``) and return False."""
+        actual = digest_file(path)
+        if actual != digest:
+            self._quarantine_file(path, source)
+            self.corrupt.add(digest)
+            return False
+        dst = self.blob_path(digest)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+        os.chmod(path, 0o444)
+        os.replace(path, dst)
+        self.stat.record(dst, digest)
+        return True
+
+    def import_entry(self, entry: ActionEntry) -> None:
+        """Write an entry whose blobs are all here (checked by the caller), as :meth:`commit` does last."""
+        self._ensure()
+        data = json.dumps(entry.to_json(), indent=1, sort_keys=True).encode()
+        try:
+            atomic_write(self.entry_path(entry.key), data, self.tmp)
+        except OSError as e:
+            if e.errno in NO_SPACE:
+                raise no_space(e, self.root, f"storing {entry.step} from the remote cache") from e
+            raise StoreError(f"cannot store {entry.step} from the remote cache in {self.root}: {e}") from e
+
     # --- trees: an entry's outputs by name ----------------------------------------------------
     def tree(self, entry: ActionEntry) -> Path:
         """A folder with the entry's outputs under their names (hard links into cas/), checked first.

@@ -251,21 +251,21 @@ def test_a_failure_beside_a_slow_success_is_reported_not_a_crash(project: Projec
 
 def test_an_unexpected_error_fails_only_its_step(project: ProjectDir, monkeypatch: pytest.MonkeyPatch) -> None:
     from qeffbuild.core.progress import Reporter
-    from qeffbuild.exec.local import LocalExecutor
+    from qeffbuild.exec.runner import StepRunner
 
     project.manifest(TWO_STEPS.replace('inputs = ["in.txt"]\n', "") + """
 [steps.solo]
 cmd = ["sh", "-c", "echo solo > s.txt"]
 outputs = ["s.txt"]
 """)
-    real = LocalExecutor._inputs
+    real = StepRunner._inputs
 
-    def broken(self: LocalExecutor, node: Any) -> Any:
-        if "command:gen" in node.deps.values():
+    def broken(self: StepRunner, job: Any) -> Any:
+        if "command:gen" in job.node.deps.values():
             raise RuntimeError("the dependency tree exploded")
-        return real(self, node)
+        return real(self, job)
 
-    monkeypatch.setattr(LocalExecutor, "_inputs", broken)
+    monkeypatch.setattr(StepRunner, "_inputs", broken)
     stopped: list[bool] = []
 
     class Watch(Reporter):

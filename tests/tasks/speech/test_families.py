@@ -225,7 +225,7 @@ inputs = "audio"
     ("audio_len_s = [2, 5]", ["hello.wav", "weather.wav"], "",
      "[specializations.s2t-b1] audio_len_s: encoder-5s would serve none of the inputs of validation 's2t-parity'"),
     ("", ["hello.wav", "weather.wav"], "", "audio_len_s: a speech2text specialization lists the audio lengths"),
-    ("audio_len_s = [3]", ["hello.wav", "notes.wav"], "", "inputs: notes.wav is not audio soundfile can read"),
+    ("audio_len_s = [3]", ["hello.wav", "notes.wav"], "", "inputs: notes.wav: not audio soundfile can read"),
     ("audio_len_s = [3]", [], "", "inputs: 'audio' holds no audio files"),
     ("audio_len_s = [3]", ["hello.wav", "weather.wav"], 'language = "fr"',
      "language: language applies to multilingual Whisper models, not speech2text"),

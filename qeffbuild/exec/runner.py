@@ -1,0 +1,382 @@
+"""Running one step: lock its key, lay out its inputs, run it in its own process group, store its outputs.
+
+:class:`StepRunner` is what every executor runs per step: the local executor in a thread of
+this process, the Ray executor in a task on any node that mounts the cache. A :class:`Job` is
+everything it needs, and pickles (keys, the node, its material; no plan).
+
+A command step's child is the user's command, a Python step's child is ``python -m
+qeffbuild.exec.worker``. Each child leads its own process group, so stopping kills the whole
+group, grandchildren included. A command step gets copies of its inputs (it may write them; the
+store's blobs stay intact); a Python step reads the store's read-only trees and must leave them
+as they were (checked).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..core.planner import Plan, PlannedStep
+from ..core.progress import Reporter
+from ..core.steps import StepNode
+from ..errors import StoreError
+from ..store import Store, clone_file
+from . import StepResult
+from .progress import ENV as PROGRESS_ENV
+from .progress import read as read_progress
+from .worker import EXIT_CHECK_FAILED, EXIT_USER_ERROR, summarize
+
+LOG_TAIL = 4000
+REPORT_FILES = ("report.json", "report.txt", "report.html")
+_LIVE_GROUPS: set[int] = set()  # process groups of running steps, for a second signal's hard stop
+_LIVE_LOCK = threading.Lock()
+
+
+def kill_all_groups() -> None:
+    """Kill every running step's process group (used by the CLI on a second signal)."""
+    with _LIVE_LOCK:
+        for pgid in list(_LIVE_GROUPS):
+            with contextlib.suppress(OSError):
+                os.killpg(pgid, signal.SIGKILL)
+
+
+class _Stopped(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Job:
+    """One step to run, as a runner on any machine needs it."""
+
+    id: str
+    key: str
+    node: StepNode
+    material: dict[str, Any]
+    forced: bool = False
+    dep_keys: dict[str, str] = field(default_factory=dict)  # role -> the upstream step's key
+    dep_subdirs: dict[str, str] = field(default_factory=dict)  # role -> its out/ sub-folder (command steps)
+
+    @classmethod
+    def of(cls, plan: Plan, step: PlannedStep) -> Job:
+        deps = step.node.deps
+        return cls(step.id, step.key, step.node, step.material, step.forced,
+                   {role: plan.by_id[d].key for role, d in deps.items()},
+                   {role: plan.graph.nodes[d].out_subdir for role, d in deps.items()})
+
+
+class StepRunner:
+    """Runs jobs against one store; ``die_with_parent`` makes each step's process die with this one
+    (a Ray worker that is killed must not leave its step running)."""
+
+    def __init__(self, store: Store, reporter: Reporter, stop: threading.Event, verbose: bool = False,
+                 die_with_parent: bool = False) -> None:
+        self.store = store
+        self.reporter = reporter
+        self.stop = stop
+        self.verbose = verbose
+        self.die_with_parent = die_with_parent
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._procs_lock = threading.Lock()
+
+    def kill_all(self) -> None:
+        with self._procs_lock:
+            for p in self._procs.values():
+                if p.poll() is None:
+                    with contextlib.suppress(OSError):
+                        os.killpg(p.pid, signal.SIGKILL)  # the step and everything it started
+
+    def run(self, step: Job) -> StepResult:
+        t0 = time.monotonic()
+        from filelock import Timeout
+
+        try:
+            lock = self.store.lock(step.key)
+        except OSError as e:
+            return StepResult(step.id, "failed", 0.0, f"cannot lock {step.id} in the cache: {e}; make the cache "
+                                                      "writable or set QEFFBUILD_CACHE_DIR")
+        while True:  # wait for a concurrent build running this step, but stay responsive to Ctrl-C
+            try:
+                lock.acquire(timeout=0.2)
+                break
+            except Timeout:
+                if self.stop.is_set():
+                    return StepResult(step.id, "interrupted")
+        scratch: Path | None = None
+        try:
+            if not step.forced and self.store.has(step.key):  # another build ran it while we waited for the lock
+                return StepResult(step.id, "shared", time.monotonic() - t0)
+            scratch = self.store.scratch(step.key)
+            out = scratch / "out"
+            out.mkdir()
+            inputs, consumed = self._inputs(step)
+            command = step.node.is_command
+            before = _signatures(inputs.values())
+            if command:
+                code = self._run_command(step, scratch, out, inputs)
+            else:
+                code = self._run_worker(step, scratch, out, inputs)
+            log = _tail(scratch / "log.txt")
+            if self.stop.is_set():
+                return StepResult(step.id, "interrupted")
+            if not command and _signatures(inputs.values()) != before:
+                return StepResult(step.id, "failed", time.monotonic() - t0,
+                                  "the step modified its inputs (read-only files of the cache); this is a bug in "
+                                  f"its code, not a cacheable result\n{log}")
+            if code != 0:
+                kept = self._keep_log(step.id, scratch / "log.txt")
+                result = self._failure(step, scratch, code, log, time.monotonic() - t0, not command)
+                result.message += f"\n(full log: {kept})"
+                if _disk_full(scratch):
+                    result.message += (f"\nno space left on the device of the cache ({self.store.root}), where steps "
+                                       "run: free space there, or point QEFFBUILD_CACHE_DIR at a larger disk")
+                return result
+            if command:
+                missing = _keep_declared(out, step.node.params["outputs"])
+                if missing:
+                    return StepResult(step.id, "failed", time.monotonic() - t0,
+                                      f"the command exited 0 but did not write {', '.join(missing)} as regular "
+                                      f"files; declared outputs are written under {{out}} (its working folder)\n{log}")
+            duration = time.monotonic() - t0
+            self.store.commit(step.key, step.id, out, step.material, duration, log, consumed)
+            return StepResult(step.id, "built", duration)
+        except _Stopped:
+            return StepResult(step.id, "interrupted")
+        except StoreError as e:
+            return StepResult(step.id, "failed", time.monotonic() - t0, str(e))
+        except Exception as e:  # anything unexpected fails this step only, with what went wrong
+            return StepResult(step.id, "failed", time.monotonic() - t0, summarize(e))
+        finally:
+            if scratch is not None:
+                _remove(scratch)
+            lock.release()
+
+    def _inputs(self, step: Job) -> tuple[dict[str, Path], tuple[str, ...]]:
+        """Each upstream role's checked tree, and the digests of every blob the step will read."""
+        inputs: dict[str, Path] = {}
+        consumed: set[str] = set()
+        for role, dep in step.node.deps.items():
+            entry = self.store.lookup(step.dep_keys[role])
+            if entry is None:
+                raise StoreError(f"the cache entry of {dep} is missing or was corrupt; run the build again")
+            inputs[role] = self.store.tree(entry)
+            consumed.update(entry.outputs.values())
+        return inputs, tuple(sorted(consumed))
+
+    def _keep_log(self, step_id: str, log: Path) -> Path:
+        """A failed step's whole log outlives its scratch folder: out/.cache/logs/<step>.log."""
+        dest = self.store.root / "logs" / (re.sub(r"[^A-Za-z0-9_.-]+", "_", step_id)[:200] + ".log")
+        with contextlib.suppress(OSError):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if log.exists():
+                shutil.copyfile(log, dest)
+        return dest
+
+    def _failure(self, step: Job, scratch: Path, code: int, log: str, duration: float,
+                 worker: bool) -> StepResult:
+        failure = scratch / "failure.txt"
+        text = failure.read_text(errors="replace") if failure.exists() else ""
+        if worker and code == EXIT_CHECK_FAILED:  # not cached, but its report is what the user must read
+            return StepResult(step.id, "check-failed", duration, text, report=_report_files(scratch / "out"))
+        if worker and code == EXIT_USER_ERROR:
+            return StepResult(step.id, "failed", duration, text)
+        how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        if text:  # a worker crash: the exception itself first, the log's last lines after it
+            return StepResult(step.id, "failed", duration, f"{text}\n--- log (last lines) ---\n{log}".rstrip())
+        return StepResult(step.id, "failed", duration, f"{how}\n--- log (last lines) ---\n{log}".rstrip())
+
+    def _spawn(self, step_id: str, args: list[str], cwd: Path, env: dict[str, str], log: Path,
+               progress: Path | None = None) -> int:
+        with open(log, "wb") as logf:
+            with self._procs_lock:
+                if self.stop.is_set():
+                    raise _Stopped
+                try:
+                    proc = subprocess.Popen(args, cwd=cwd, env=env, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            stdout=subprocess.PIPE if self.verbose else logf, start_new_session=True,
+                                            preexec_fn=_die_with_parent if self.die_with_parent else None)
+                except OSError as e:
+                    logf.write(f"cannot start {args[0]!r}: {e}\n".encode())
+                    return 127
+                self._procs[step_id] = proc
+                with _LIVE_LOCK:
+                    _LIVE_GROUPS.add(proc.pid)
+            try:
+                if self.verbose:
+                    self._stream(step_id, proc, logf)
+                code = self._wait(step_id, proc, progress)
+                with contextlib.suppress(OSError):  # whatever the step left running goes with it
+                    os.killpg(proc.pid, signal.SIGKILL)
+                return code
+            finally:
+                with self._procs_lock:
+                    self._procs.pop(step_id, None)
+                with _LIVE_LOCK:
+                    _LIVE_GROUPS.discard(proc.pid)
+
+    def _wait(self, step_id: str, proc: subprocess.Popen[bytes], progress: Path | None) -> int:
+        """Wait for the step, passing the progress its worker reports to the display meanwhile."""
+        if progress is None:
+            return proc.wait()
+        seen = None
+        while True:
+            try:
+                return proc.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                state = read_progress(progress)
+                if state is not None and state != seen:
+                    seen = state
+                    self.reporter.step_progress(step_id, state["done"], state["total"], str(state.get("unit", "")),
+                                                str(state.get("what", "")))
+
+    def _stream(self, step_id: str, proc: subprocess.Popen[bytes], logf: Any) -> None:
+        """-v: every line of the step's output goes to its log and, prefixed, to the reporter."""
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            logf.write(raw)
+            self.reporter.message(f"[{step_id}] {raw.decode(errors='replace').rstrip()}")
+
+    def _run_command(self, step: Job, scratch: Path, out: Path, inputs: dict[str, Path]) -> int:
+        node = step.node
+        dep_dirs: dict[str, Path] = {}
+        for name, roles in node.dep_targets.items():
+            folder = scratch / "deps" / name
+            folder.mkdir(parents=True)
+            for role in roles:
+                sub = step.dep_subdirs[role]
+                for f in inputs[role].rglob("*"):
+                    if f.is_file():
+                        clone_file(f, folder / sub / f.relative_to(inputs[role]))  # a copy: the command may write it
+            dep_dirs[name] = folder
+        values = {"out": str(out), "root": str(node.root or "")}
+        values.update({f"dep:{k}": str(v) for k, v in dep_dirs.items()})
+
+        def expand(arg: str) -> str:
+            return re.sub(r"\{(out|root|dep:[A-Za-z0-9_.-]+)\}", lambda m: values.get(m.group(1), m.group(0)), arg)
+
+        env = dict(os.environ)
+        env.update({k: expand(v) for k, v in node.params["env"].items()})
+        env["QEFFBUILD_OUT"] = str(out)
+        env["QEFFBUILD_ROOT"] = values["root"]
+        args = [expand(a) for a in node.params["cmd"]]
+        return self._spawn(node.id, args, out, env, scratch / "log.txt")
+
+    def _run_worker(self, step: Job, scratch: Path, out: Path, inputs: dict[str, Path]) -> int:
+        node = step.node
+        request = {
+            "node_id": node.id,
+            "runner": node.runner,
+            "params": node.params,
+            "inputs": {k: str(v) for k, v in inputs.items()},
+            "files": {f.label: str(f.path) for f in node.files},
+            "out": str(out),
+            "root": str(node.root) if node.root else None,
+            "paths": {k: str(v) for k, v in node.paths.items()},
+            # for provenance in reports: this step's key and each input's
+            "keys": {"self": step.key, **step.dep_keys},
+        }
+        req = scratch / "request.json"
+        req.write_text(json.dumps(request))
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env[PROGRESS_ENV] = str(scratch / "progress.json")
+        return self._spawn(node.id, [sys.executable, "-m", "qeffbuild.exec.worker", str(req)], scratch, env,
+                           scratch / "log.txt", progress=scratch / "progress.json")
+
+
+def _signatures(folders: Any) -> dict[str, tuple[int, int, int]]:
+    """(size, mtime, inode) of every file under ``folders``: a step that edits its inputs changes one."""
+    sigs: dict[str, tuple[int, int, int]] = {}
+    for folder in folders:
+        for path in Path(folder).rglob("*"):
+            with contextlib.suppress(OSError):
+                st = os.lstat(path)
+                if stat.S_ISREG(st.st_mode):
+                    sigs[str(path)] = (st.st_size, st.st_mtime_ns, st.st_ino)
+    return sigs
+
+
+def _disk_full(path: Path, margin: int = 1 << 20) -> bool:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < margin
+
+
+def _remove(path: Path) -> None:
+    """Remove a scratch folder even where a step left read-only subfolders."""
+    def onerror(func: Any, p: str, _exc: Any) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(p), 0o700)
+            os.chmod(p, 0o700)
+            func(p)
+
+    shutil.rmtree(path, onerror=onerror)
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    """The log's last lines (each cut to 300 characters): enough to see, never a wall of text."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            data = f.read()
+    except OSError:
+        return ""
+    tail = data.decode(errors="replace").splitlines()[-lines:]
+    return "\n".join(ln if len(ln) <= 300 else ln[:297] + "..." for ln in tail)[-LOG_TAIL:]
+
+
+def _keep_declared(out: Path, declared: list[str]) -> list[str]:
+    """Delete undeclared entries from ``out`` (links included, never followed); return the declared
+    outputs that are missing or not regular files."""
+    wanted = {Path(d).as_posix() for d in declared}
+    prefixes = {p.as_posix() for d in wanted for p in Path(d).parents}
+    for dirpath, dirs, files in os.walk(out, topdown=False):
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(dirpath, d))]:
+            path = Path(dirpath) / name
+            if path.relative_to(out).as_posix() not in wanted:
+                path.unlink()
+        folder = Path(dirpath)
+        if folder != out and folder.relative_to(out).as_posix() not in prefixes and not any(folder.iterdir()):
+            folder.rmdir()
+    missing = []
+    for d in sorted(wanted):
+        try:
+            st = os.lstat(out / d)
+        except OSError:
+            missing.append(d)
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            missing.append(d)
+    return missing
+
+
+def _report_files(out: Path) -> dict[str, bytes]:
+    """A failed validation's report files (small), for the executor to lay out under out/."""
+    files = {}
+    for name in REPORT_FILES:
+        with contextlib.suppress(OSError):
+            files[name] = (out / name).read_bytes()
+    return files
+
+
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec: no Python-level locks here
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)

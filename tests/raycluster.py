@@ -1,0 +1,56 @@
+"""A real two-node Ray cluster on loopback: `ray start --head` plus `ray start --address` (the second
+node offers the custom resource ``qaic``), each with its own temporary folder, stopped after."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class RayCluster:
+    address: str
+    env: dict[str, str]
+
+    def nodes(self) -> dict[str, dict[str, float]]:
+        """Node id -> its resources (through a short-lived driver)."""
+        import json
+        import sys
+
+        code = (f"import ray, json; ray.init(address={self.address!r}, log_to_driver=False, logging_level=40); "
+                "print(json.dumps({n['NodeID']: n['Resources'] for n in ray.nodes() if n['Alive']}))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**os.environ, **self.env}, check=True)
+        data: dict[str, dict[str, float]] = json.loads(out.stdout.strip().splitlines()[-1])
+        return data
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def ray_cluster(root: Path) -> Iterator[RayCluster]:
+    ray = shutil.which("ray")
+    if ray is None:
+        raise RuntimeError("the `ray` command (pip install 'qeffbuild[ray]', in the dev extra) is not on PATH")
+    port = _free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    common = ["--num-cpus=2", "--object-store-memory=100000000", "--disable-usage-stats"]
+    try:
+        subprocess.run([ray, "start", "--head", f"--port={port}", "--include-dashboard=false",
+                        f"--temp-dir={root / 'head'}", *common], check=True, capture_output=True, env=env)
+        subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", "--resources={\"qaic\": 1}", *common],
+                       check=True, capture_output=True, env=env)
+        yield RayCluster(f"127.0.0.1:{port}", {"RAY_ADDRESS": f"127.0.0.1:{port}", "RAY_USAGE_STATS_ENABLED": "0"})
+    finally:
+        # `ray stop` stops every Ray process of this user on this machine: the test cluster is the only one
+        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env)

@@ -151,6 +151,8 @@ class Project:
                     results[sid] = {"status": r.status, "duration_s": round(r.duration_s, 3), "message": r.message}
                     if r.where:
                         results[sid]["where"] = r.where
+                    if r.dispatch_s is not None:
+                        results[sid]["dispatch_s"] = r.dispatch_s
             self.history.record({s.id: (s.key, s.node.target) for s in plan.steps
                                  if results.get(s.id, {}).get("status") in OK_STATUSES})
             self.store.record_root(str(self.out_dir), {s.key for s in plan.steps})

@@ -38,12 +38,13 @@ def _free_port() -> int:
 
 
 @contextmanager
-def ray_cluster(root: Path) -> Iterator[RayCluster]:
+def ray_cluster(root: Path, config: dict[str, str] | None = None) -> Iterator[RayCluster]:
+    """``config``: Ray system settings for the cluster's daemons, as RAY_* environment variables."""
     ray = shutil.which("ray")
     if ray is None:
         raise RuntimeError("the `ray` command (pip install 'qeffbuild[ray]', in the dev extra) is not on PATH")
     port = _free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(config or {})}
     common = ["--num-cpus=2", "--object-store-memory=100000000", "--disable-usage-stats"]
     try:
         subprocess.run([ray, "start", "--head", f"--port={port}", "--include-dashboard=false",

@@ -19,6 +19,7 @@ class StepResult:
     message: str = ""
     report: dict[str, bytes] | None = None  # a failed validation's report files, laid out under out/
     where: str = ""  # the machine (Ray node) that ran it, when not this one
+    dispatch_s: float | None = None  # Ray: time from submitting the task to its result, less the step's own
 
 
 class Executor(Protocol):

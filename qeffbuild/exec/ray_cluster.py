@@ -21,10 +21,12 @@ forwarded from the driver to the tasks.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,18 +45,30 @@ FORWARDED_ENV = ("QAIC_COMPILER", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRAN
                  "TOKENIZERS_PARALLELISM", "QEFFBUILD_DEBUG")
 
 
+_STORES: dict[str, Any] = {}  # per worker process: the cache opened once, reused by its next tasks
+_FLUSHED: dict[str, float] = {}
+FLUSH_EVERY_S = 5.0
+
+
 def run_on_node(cache_root: str, job: Job) -> StepResult:
     """The Ray task: run one job against the cache at ``cache_root`` on this node."""
     import ray
 
     from ..store import open_store
 
-    store = open_store(Path(cache_root))
+    store = _STORES.get(cache_root)
+    if store is None:
+        store = _STORES[cache_root] = open_store(Path(cache_root))
     runner = StepRunner(store, Reporter(quiet=True), threading.Event(), die_with_parent=True)
     try:
         result = runner.run(job)
     finally:
-        store.stat.flush()
+        # The digests of new blobs are a speed-up for later builds, not a correctness matter (the driver
+        # verifies what it reads): written every few seconds, not after every task, so that workers on
+        # one machine do not queue on the state database's lock.
+        if time.monotonic() - _FLUSHED.get(cache_root, 0.0) > FLUSH_EVERY_S:
+            store.stat.flush()
+            _FLUSHED[cache_root] = time.monotonic()
     result.where = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
     return result
 
@@ -99,12 +113,13 @@ class RayExecutor(LocalExecutor):
         self._task = ray.remote(run_on_node)
         self._live: set[Any] = set()
         self._live_lock = threading.Lock()
-        if jobs == 0:
+        if jobs == 0:  # as many steps in flight as the cluster has CPUs
             self.jobs = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
 
     def execute(self, job: Job) -> StepResult:
         ray = self._ray
+        submitted = time.perf_counter()
         ref = self._task.options(
             **resources_for(job), max_retries=MAX_RETRIES, retry_exceptions=False, name=job.id[:200],
             runtime_env={"env_vars": self.env} if self.env else None,
@@ -112,20 +127,22 @@ class RayExecutor(LocalExecutor):
         with self._live_lock:
             self._live.add(ref)
         try:
+            future = ref.future()  # completed by Ray's callback: no polling delay on the result
             while True:
-                ready, _ = ray.wait([ref], timeout=0.25)
-                if ready:
+                try:
+                    result: StepResult = future.result(timeout=0.25)
                     break
-                if self.stop.is_set():
-                    ray.cancel(ref, force=True)
+                except concurrent.futures.TimeoutError:
+                    if self.stop.is_set():
+                        ray.cancel(ref, force=True)
+                        return StepResult(job.id, "interrupted")
+                except ray.exceptions.TaskCancelledError:
                     return StepResult(job.id, "interrupted")
-            try:
-                result: StepResult = ray.get(ref)
-            except ray.exceptions.TaskCancelledError:
-                return StepResult(job.id, "interrupted")
-            except ray.exceptions.RayError as e:  # retries exhausted: a worker or node kept dying
-                return StepResult(job.id, "failed", message=f"the Ray task of {job.id} failed after {MAX_RETRIES} "
-                                                            f"retries: {type(e).__name__}: {str(e)[:500]}")
+                except ray.exceptions.RayError as e:  # retries exhausted: a worker or node kept dying
+                    return StepResult(job.id, "failed", message=f"the Ray task of {job.id} failed after "
+                                                                f"{MAX_RETRIES} retries: {type(e).__name__}: "
+                                                                f"{str(e)[:500]}")
+            result.dispatch_s = round(max(0.0, time.perf_counter() - submitted - result.duration_s), 4)
             return result
         finally:
             with self._live_lock:

@@ -297,10 +297,10 @@ class LocalStore:
         return digest
 
     # --- imports: what a remote cache hands over ------------------------------------------------
-    def import_blob(self, path: Path, digest: str, source: str) -> bool:
-        """Move a downloaded file in as blob ``digest`` if its content has that digest; else quarantine it
-        (under ``quarantine/<source>``) and return False."""
-        actual = digest_file(path)
+    def import_blob(self, path: Path, digest: str, source: str, actual: str | None = None) -> bool:
+        """Move a downloaded file in as blob ``digest`` if its content has that digest (``actual``: hashed
+        while downloading); else quarantine it (under ``quarantine/<source>``) and return False."""
+        actual = actual or digest_file(path)
         if actual != digest:
             self._quarantine_file(path, source)
             self.corrupt.add(digest)

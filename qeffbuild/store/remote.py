@@ -33,6 +33,7 @@ from .local import ActionEntry, CorruptEntry, LocalStore, parse_entry
 ENV_URL = "QEFFBUILD_REMOTE_CACHE"
 ENV_UPLOAD = "QEFFBUILD_REMOTE_UPLOAD"
 ENV_REQUIRED = "QEFFBUILD_REMOTE_REQUIRED"
+CHUNK = 32 << 20  # download in 32 MiB reads
 SECRETISH = re.compile(r"(?i)(secret|token|signature|credential|password|key)=[^&\s]+")
 
 
@@ -137,7 +138,7 @@ class RemoteCache:
         self.local._ensure()
         tmp = self.local.tmp / f"remote-{os.getpid()}-{uuid.uuid4().hex}"
         try:
-            self.fs.get_file(self._blob(digest), str(tmp))
+            actual = self._stream(self._blob(digest), tmp)
         except FileNotFoundError:
             self.notes.append(f"the remote entry of {step} names blob {digest[:12]}, which the remote does not "
                               "have; the step runs here and is uploaded again")
@@ -149,7 +150,7 @@ class RemoteCache:
             self._failed(e, "downloading from")
             return False
         size = tmp.stat().st_size
-        if not self.local.import_blob(tmp, digest, "remote"):
+        if not self.local.import_blob(tmp, digest, "remote", actual):
             self.counts["corrupt"] += 1
             self.bad_blobs.add(digest)
             self.notes.append(f"a blob of {step} downloaded from {self.url} did not match its digest "
@@ -158,6 +159,17 @@ class RemoteCache:
             return False
         self.counts["bytes_down"] += size
         return True
+
+    def _stream(self, source: str, dest: Path) -> str:
+        """Download ``source`` to ``dest``, hashing on the way (one pass over the bytes); its blake3."""
+        from blake3 import blake3
+
+        hasher = blake3()
+        with self.fs.open(source, "rb", block_size=CHUNK, cache_type="none") as src, open(dest, "wb") as out:
+            while chunk := src.read(CHUNK):
+                hasher.update(chunk)
+                out.write(chunk)
+        return str(hasher.hexdigest())
 
     # --- write behind --------------------------------------------------------------------------
     def push(self, entry: ActionEntry) -> None:

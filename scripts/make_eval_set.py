@@ -50,7 +50,8 @@ def make(out: Path) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             raw = Path(tmp) / "raw.wav"
             subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text], check=True)
-            subprocess.run(["sox", "-D", "-V1", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(out / name)], check=True)
+            subprocess.run(["sox", "-D", "-V1", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(out / name)],
+                           check=True)
         rows.append({"path": name, "text": text})
     with open(out / "eval.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["path", "text"])

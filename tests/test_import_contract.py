@@ -1,8 +1,10 @@
 """The import contract: the engine, store, executors, checks, CLI and each family's __init__ never import
-torch, transformers, onnx or onnxruntime (import-linter, configured in pyproject.toml)."""
+torch, transformers, onnx, onnxruntime or Ray (import-linter, configured in pyproject.toml; the Ray
+executor alone may import Ray)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -58,4 +60,19 @@ def test_listing_model_targets_imports_none_of_them(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-c", code, str(REPO / "manifests")], cwd=tmp_path, capture_output=True,
                          text=True)
     assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_local_build_never_imports_ray(tmp_path: Path) -> None:
+    """The contract lets qeffbuild.exec.ray_cluster import Ray; a local build must never load that module."""
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / "s.toml").write_text(
+        '[project]\nname = "p"\n\n[steps.a]\ncmd = ["sh", "-c", "echo a > a.txt"]\noutputs = ["a.txt"]\n')
+    code = ("import sys\nfrom qeffbuild.cli import main\n"
+            "try:\n    main(['build', 'a'])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "print(sorted(m for m in ('ray', 'qeffbuild.exec.ray_cluster', 'fsspec') if m in sys.modules))\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "QEFFBUILD_CACHE_DIR": str(tmp_path / "cache")})
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (tmp_path / "out" / "a" / "a.txt").read_text() == "a\n", sorted((tmp_path / "out").rglob("*"))
     assert res.stdout.strip().splitlines()[-1] == "[]"

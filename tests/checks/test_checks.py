@@ -44,7 +44,8 @@ def test_bounds_read_the_metrics_direction() -> None:
     assert check({"mad": float("nan")}, {"mad": 1.0}) == ["mad = nan, expected ≤ 1"]  # NaN never passes
     assert check({}, {"wer": 0.5}) == ["wer was not measured, expected ≤ 0.5"]  # a check that did not run fails
     assert {m.name: m.higher_is_better for m in builtin_metrics()} == {
-        "mad": False, "max_abs": False, "cosine": True, "token_agreement": True, "wer": False, "cer": False}
+        "mad": False, "max_abs": False, "cosine": True, "token_agreement": True, "wer": False, "cer": False,
+        "wer_delta": False}
 
 
 def test_tensor_metrics_and_shape_mismatch() -> None:

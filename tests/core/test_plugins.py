@@ -90,10 +90,10 @@ def test_builtin_plugins_fill_every_registry() -> None:
     assert p.tasks.names() == ["embedding", "speech-seq2seq"]
     assert {"ort", "aoti", "qaic"} <= set(p.backends.names())
     assert {"pytorch", "pytorch-transformed", "onnxruntime", "aoti", "sentence-transformers"} <= set(p.runtimes)
-    assert {"mad", "max_abs", "cosine", "token_agreement", "wer", "cer"} <= set(p.metrics)
+    assert {"mad", "max_abs", "cosine", "token_agreement", "wer", "cer", "wer_delta"} <= set(p.metrics)
     fresh = Plugins()
     fresh.load("qeffbuild.checks")
-    assert fresh.metrics.names() == sorted(["mad", "max_abs", "cosine", "token_agreement", "wer", "cer"])
+    assert fresh.metrics.names() == sorted(["mad", "max_abs", "cosine", "token_agreement", "wer", "cer", "wer_delta"])
 
 
 def test_an_entry_point_backend_with_options_plans_and_keys(project: ProjectDir) -> None:

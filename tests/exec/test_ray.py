@@ -30,8 +30,8 @@ deps = ["s0", "s1", "s2", "s3"]
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
-    with ray_cluster(tmp_path_factory.mktemp("ray")) as c:
+def cluster() -> Iterator[RayCluster]:
+    with ray_cluster() as c:
         yield c
 
 

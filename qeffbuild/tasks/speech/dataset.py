@@ -264,7 +264,7 @@ def open_hf(folder: Path, params: dict[str, Any]) -> list[tuple[str, Any, str | 
     import numpy as np
 
     from ...errors import InputError
-    from .driver import decode_audio
+    from .audio import decode_audio
 
     rel = params["inputs"]
     try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +156,6 @@ def run(ctx: StepContext) -> None:
     quiet_warnings()
     import torch
 
-    from .normalize import make as make_normalizer
     from .transform import load_model
 
     p = ctx.params
@@ -303,3 +303,22 @@ def _versions() -> dict[str, str]:
 
     dists = ("torch", "transformers", "onnx", "onnxruntime", "numpy", "jiwer", "matplotlib", "datasets")
     return {"qeffbuild": __version__, **{d: dist_version(d) for d in dists}}
+
+
+def make_normalizer(name: str, model_dir: Path | None = None) -> Callable[[str], str]:
+    """The named normalizer (see normalize.py); Whisper's English one reads the model's normalizer.json."""
+    if name == "simple":
+        from ...checks.text import normalize_text
+
+        return normalize_text
+    if name == "whisper-basic":
+        from transformers.models.whisper.english_normalizer import BasicTextNormalizer
+
+        return BasicTextNormalizer()
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    spelling: dict[str, str] = {}
+    path = model_dir / "normalizer.json" if model_dir else None
+    if path is not None and path.is_file():
+        spelling = json.loads(path.read_text())
+    return EnglishTextNormalizer(spelling)

@@ -84,3 +84,13 @@ def checkout(root: Path, cache: Path | None = None) -> ProjectDir:
 
     shutil.copytree(REPO / "manifests", root / "manifests")
     return ProjectDir(root, {"QEFFBUILD_CACHE_DIR": str(cache)} if cache else None)
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie awaiting its parent does not count)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return not (status.exists() and "zombie" in status.read_text())

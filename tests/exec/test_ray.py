@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ..helpers import ProjectDir
+from ..helpers import ProjectDir, alive
 from ..raycluster import RayCluster, ray_cluster
 
 pytestmark = pytest.mark.slow
@@ -124,15 +124,6 @@ outputs = ["o.txt"]
     assert proc.returncode == 130, err
     step = int(pids.read_text().split()[0])
     deadline = time.monotonic() + 30
-    while _alive(step) and time.monotonic() < deadline:
+    while alive(step) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not _alive(step), "the step kept running on the cluster after Ctrl-C"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    status = Path(f"/proc/{pid}/status")
-    return not (status.exists() and "zombie" in status.read_text())
+    assert not alive(step), "the step kept running on the cluster after Ctrl-C"

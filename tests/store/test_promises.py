@@ -16,7 +16,7 @@ import pytest
 
 from qeffbuild.store.local import CorruptEntry, parse_entry
 
-from ..helpers import ProjectDir
+from ..helpers import ProjectDir, alive
 
 ONE = """
 [project]
@@ -159,18 +159,10 @@ def test_stopping_kills_a_steps_grandchildren_and_a_second_signal_exits_130(proj
         assert "Traceback" not in err
         child = int(marker.read_text())
         deadline = time.monotonic() + 60
-        while _alive(child) and time.monotonic() < deadline:
+        while alive(child) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _alive(child), "the step's background process outlived the build"
+        assert not alive(child), "the step's background process outlived the build"
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    status = Path(f"/proc/{pid}/status")
-    return not (status.exists() and "zombie" in status.read_text())
 
 
 def test_gc_keeps_what_other_projects_sharing_the_cache_need(tmp_path: Path) -> None:

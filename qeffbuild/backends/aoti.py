@@ -47,7 +47,36 @@ def compile_model(ctx: StepContext) -> None:
         else:
             static = torch.export.export(program.module(), (), example, strict=False)
         path = torch._inductor.aoti_compile_and_package(static, package_path=str(ctx.out / "model.pt2"))
+    if device == "cuda":
+        probe_load(Path(path))
     print(f"AOTInductor package {path} for {device}, shapes {shapes}")
+
+
+def probe_load(package: Path) -> None:
+    """Load a CUDA package in a child process before it is cached: with torch 2.11 and CUDA 13 on our GPU
+    machine ``aoti_load_package`` segfaults on every CUDA package (a two-layer MLP too), which would
+    otherwise surface later as a validation or a user's process dying."""
+    import signal
+    import subprocess
+    import sys
+
+    from ..errors import BackendUnavailable
+
+    code = "import sys, torch; torch._inductor.aoti_load_package(sys.argv[1]); print('loaded')"
+    done = subprocess.run([sys.executable, "-c", code, str(package)], capture_output=True, text=True, timeout=600)
+    if done.returncode == 0 and "loaded" in done.stdout:
+        return
+    how = (f"died with {signal.Signals(-done.returncode).name}" if done.returncode < 0
+           else f"exited {done.returncode}: {done.stderr.strip()[-500:]}")
+    raise BackendUnavailable(
+        f"an AOTInductor CUDA package cannot be loaded on this machine (the load probe {how}; torch "
+        f"{torch_version()}); compile CUDA specializations with `inductor` instead: compile = [\"inductor\"]")
+
+
+def torch_version() -> str:
+    import torch
+
+    return f"{torch.__version__}, CUDA {torch.version.cuda}"
 
 
 class AotiSession:
@@ -62,6 +91,10 @@ class AotiSession:
         self._calling = TorchCalling(torch._inductor.aoti_load_package(str(folder / "model.pt2")), read_io(folder),
                                      device)
         self.io = self._calling.io
+        self.device = self._calling.device
 
     def run(self, feeds: dict[str, Any]) -> list[Any]:
         return self._calling.run(feeds)
+
+    def run_tensors(self, feeds: dict[str, Any]) -> list[Any]:
+        return self._calling.run_tensors(feeds)

@@ -87,6 +87,8 @@ def _more(r: dict[str, object]) -> str:
     if "speedup_per_token_vs_generate" in r:
         parts.append(f"×{r['speedup_per_token_vs_generate']}/token, ×{r['speedup_per_utterance_vs_generate']}/utt "
                      "vs generate")
+    if "speedup_vs_encode" in r:
+        parts.append(f"×{r['speedup_vs_encode']} vs sentence-transformers encode")
     if "vs" in r:
         parts.append(str(r["vs"]))
     return "; ".join(parts) or "-"

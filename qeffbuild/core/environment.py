@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import platform
+import re
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,33 @@ def cuda_unavailable() -> str | None:
     return None
 
 
+@functools.cache
+def gpu_facts() -> dict[str, str]:
+    """The GPU kind and the CUDA versions that make a compiled CUDA artifact valid, read without importing
+    torch: ``nvidia-smi`` for the first GPU's name and compute capability, torch's own ``version.py`` for
+    the CUDA it was built with. Empty where there is no GPU."""
+    if cuda_unavailable() is not None or shutil.which("nvidia-smi") is None:
+        return {}
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    name, capability, driver = ([*(x.strip() for x in out.splitlines()[0].split(",")), "", "", ""])[:3]
+    return {"gpu": name, "compute_capability": capability, "cuda_driver": driver, "torch_cuda": torch_cuda()}
+
+
+def torch_cuda() -> str:
+    """The CUDA version torch was built with (``torch.version.cuda``), from its version.py, without importing torch."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or spec.origin is None:
+        return "none"
+    version_py = Path(spec.origin).parent / "version.py"
+    text = version_py.read_text() if version_py.is_file() else ""
+    match = re.search(r"^cuda\s*(?::[^=]*)?=\s*['\"]([^'\"]+)['\"]", text, re.MULTILINE)
+    return match.group(1) if match else "none"
+
+
 def describe(lazy: Any) -> dict[str, Any]:
     from .. import __version__
 
@@ -34,6 +65,7 @@ def describe(lazy: Any) -> dict[str, Any]:
         "platform": platform.platform(terse=True),
         "versions": {d: dist_version(d) for d in VERSIONED},
         "cuda": cuda_unavailable(),
+        "gpu": gpu_facts(),
         "backends": [{"name": b.name, "description": b.description, "consumes": b.consumes,
                       "devices": {d: b.unavailable(d) for d in b.devices}, "toolchain": b.environment()}
                      for b in loaded.backends.values()],

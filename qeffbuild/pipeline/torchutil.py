@@ -40,6 +40,17 @@ def example_inputs(shapes: dict[str, list[int]], dtypes: dict[str, str], device:
     return out
 
 
+def strict_fp32() -> None:
+    """Full float32 matmuls and convolutions (no TF32) where outputs are compared or compiled: TF32 alone
+    moved GPU outputs by up to 0.55 from the CPU reference (cuDNN allows it for convolutions by default,
+    and Whisper's encoder starts with two)."""
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+
+
 def quiet_warnings() -> None:
     """Silence the export toolchain's chatter; real problems still raise."""
     import logging

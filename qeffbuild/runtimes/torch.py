@@ -13,10 +13,6 @@ def to_numpy(values: Any) -> list[Any]:
     buffers on the next call, and a view of one would change under the caller (a decoder's retained state)."""
     import torch
 
-    if isinstance(values, torch.Tensor):
-        values = [values]
-    elif isinstance(values, dict):
-        values = list(values.values())
     return [(v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()).numpy().copy()
             for v in values]
 
@@ -34,16 +30,28 @@ class TorchCalling:
     def run(self, feeds: dict[str, Any]) -> list[Any]:
         import torch
 
+        tensors = {}
+        for name, value in cast_feeds(feeds, self.io).items():
+            t = torch.from_numpy(value)
+            if self.io["inputs"][name] == "bfloat16":
+                t = t.to(torch.bfloat16)
+            tensors[name] = t.to(self.device)
+        return to_numpy(self.run_tensors(tensors))
+
+    def run_tensors(self, feeds: dict[str, Any]) -> list[Any]:
+        """Torch tensors in (on this session's device, in the artifact's dtypes), torch tensors out, no copy:
+        a device-resident decode loop keeps its state on the device. Outputs may be the callable's own
+        buffers (AOTInductor, CUDA graphs), valid until its next call."""
+        import torch
+
         with torch.no_grad():
-            tensors = {}
-            for name, value in cast_feeds(feeds, self.io).items():
-                t = torch.from_numpy(value)
-                if self.io["inputs"][name] == "bfloat16":
-                    t = t.to(torch.bfloat16)
-                tensors[name] = t.to(self.device)
             if self.io.get("call") == "positional":
-                return to_numpy(self.fn(*tensors.values()))
-            return to_numpy(self.fn(**tensors))
+                out = self.fn(*(feeds[name] for name in self.io["inputs"]))
+            else:
+                out = self.fn(**feeds)
+        if isinstance(out, torch.Tensor):
+            return [out]
+        return list(out.values()) if isinstance(out, dict) else list(out)
 
 
 class TorchSession(TorchCalling):

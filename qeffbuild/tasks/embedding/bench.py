@@ -25,14 +25,18 @@ def _reference_session(model_dir: Path, pooling: str, normalize: bool) -> Sessio
 
 def bench(artifact: Any, node: StepNode, iters: int, warmup: int) -> list[dict[str, Any]]:
     """``artifact(role)`` gives the folder of the validation's upstream step with that role."""
-    from ...pipeline.torchutil import quiet_warnings
+    from ...pipeline.torchutil import quiet_warnings, strict_fp32
 
     quiet_warnings()
+    strict_fp32()  # no TF32: runtimes are compared with a float32 reference
     import numpy as np
 
     p = node.params
     model_dir = artifact("model") / "model"
     rows: list[dict[str, Any]] = []
+    for spec in p["specializations"]:  # the baseline users run today, on the same device and in the same precision
+        for seq in spec["seq_len"] if p["pooling"] in ST_POOLING else ():
+            rows.append(_encode_row(model_dir, p, spec, seq, iters, warmup))
     for runtime, opens in p["runtimes"].items():
         if opens == "reference" and runtime != "pytorch":
             continue  # e.g. sentence-transformers: its encode() batches and tokenizes, not comparable per shape
@@ -54,4 +58,47 @@ def bench(artifact: Any, node: StepNode, iters: int, warmup: int) -> list[dict[s
                 rows.append({"runtime": runtime, "specialization": spec["name"], "dtype": spec["dtype"],
                              "batch_size": b, "shape": f"seq {seq}", **lat,
                              "throughput_per_s": round(b / (lat["p50_ms"] / 1000), 1), "unit": "sequences"})
+    return _with_speedups(rows)
+
+
+def _with_speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each runtime's sequences/s over sentence-transformers' at the same specialization and length."""
+    base = {(r["specialization"], r["shape"]): r["throughput_per_s"] for r in rows if r["runtime"] == ENCODE}
+    for r in rows:
+        ref = base.get((r["specialization"], r["shape"]))
+        if r["runtime"] != ENCODE and ref:
+            r["speedup_vs_encode"] = round(r["throughput_per_s"] / ref, 2)
     return rows
+
+
+ENCODE = "sentence-transformers encode"
+ST_POOLING = {"mean": "mean", "cls": "cls", "max": "max", "last": "lasttoken"}  # ours -> sentence-transformers'
+
+
+
+def _encode_row(model_dir: Path, p: dict[str, Any], spec: dict[str, Any], seq: int, iters: int,
+                warmup: int) -> dict[str, Any]:
+    """``SentenceTransformer.encode`` of ``batch_size`` texts that each fill ``seq`` tokens, with the model's
+    pooling, in the specialization's precision on its device (half precision as ``model.half()``)."""
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+
+    from ...pipeline.torchutil import torch_device
+
+    word = models.Transformer(str(model_dir), max_seq_length=seq)
+    modules = [word, models.Pooling(word.get_word_embedding_dimension(), pooling_mode=ST_POOLING[p["pooling"]])]
+    if p["normalize"]:
+        modules.append(models.Normalize())
+    st = SentenceTransformer(modules=modules, device=torch_device(spec["device"]))
+    if spec["dtype"] != "float32":
+        st = st.to(getattr(torch, spec["dtype"]))
+    b = spec["batch_size"]
+    texts = [" ".join(["word"] * (2 * seq)) + f" {i}" for i in range(b)]  # truncated to exactly seq tokens
+
+    def encode() -> None:
+        st.encode(texts, batch_size=b, convert_to_numpy=True, show_progress_bar=False)
+
+    lat = percentiles(time_calls(encode, warmup, iters))
+    return {"runtime": ENCODE, "specialization": spec["name"], "dtype": spec["dtype"], "batch_size": b,
+            "shape": f"seq {seq}", **lat, "throughput_per_s": round(b / (lat["p50_ms"] / 1000), 1),
+            "unit": "sequences"}

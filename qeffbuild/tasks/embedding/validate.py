@@ -11,7 +11,7 @@ from ...checks import check
 from ...checks.tensor import ShapeMismatch, compare, per_row
 from ...core.plugins import load_attr, plugins
 from ...core.steps import StepContext
-from ...pipeline.torchutil import quiet_warnings
+from ...pipeline.torchutil import quiet_warnings, strict_fp32
 from ...reports import publish
 from ...reports.html import template_from
 from ...runtimes import open_session
@@ -42,6 +42,7 @@ def sentence_transformers_encode(model_dir: Path, sentences: list[str]) -> Any:
 
 def run(ctx: StepContext) -> None:
     quiet_warnings()
+    strict_fp32()  # no TF32: runtimes are compared with a float32 reference
     p = ctx.params
     model_dir = ctx.inputs["model"] / "model"
     notes = _load_notes(ctx.inputs["model"])

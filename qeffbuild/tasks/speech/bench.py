@@ -25,10 +25,10 @@ def _percentiles(ms: list[float]) -> dict[str, float]:
 
 def bench(artifact: Any, node: StepNode, iters: int, warmup: int) -> list[dict[str, Any]]:
     """``artifact(role)`` gives the folder of the validation's upstream step with that role."""
-    from ...pipeline.torchutil import quiet_warnings
+    from ...pipeline.torchutil import quiet_warnings, strict_fp32
 
     quiet_warnings()
-    import torch
+    strict_fp32()  # no TF32: runtimes are compared with a float32 reference
 
     from .driver import DecodeConfig, Frontend, Utterance, batches, greedy_decode, load_rows, reference_encoder
     from .transform import load_model
@@ -47,13 +47,18 @@ def bench(artifact: Any, node: StepNode, iters: int, warmup: int) -> list[dict[s
     else:
         utt = load_rows(p["inputs"]["rows"][:1], {f.label: Path(f.path) for f in node.files})
     inputs = {role: artifact(role) for role in node.deps}
-    model = load_model(model_dir, torch.float32)
+    from ...pipeline.torchutil import torch_device, torch_dtype
+
+    models: dict[tuple[str, str], Any] = {}
     rows: list[dict[str, Any]] = []
     for spec in p["specializations"]:
         b = spec["batch_size"]
         graph = batches(utt, spec["graphs"], 1)[0][0]
         feeds = frontend.features([utt[0].audio] * b, spec["graphs"][graph])
-        base = _generate_row(model, arch, feeds, dc, steps, spec, iters, warmup, reference_encoder)
+        where = (spec["device"], spec["dtype"])  # generate runs on the same device, in the same precision
+        if where not in models:
+            models[where] = load_model(model_dir, torch_dtype(spec["dtype"])).to(torch_device(spec["device"]))
+        base = _generate_row(models[where], arch, feeds, dc, steps, spec, iters, warmup, reference_encoder)
         rows.append(base)
         for runtime, opens in p["runtimes"].items():
             if opens == "reference":
@@ -89,7 +94,8 @@ def _generate_row(model: Any, arch: str, feeds: dict[str, Any], dc: Any, steps: 
     for _ in range(runs):
         t0 = time.perf_counter()
         with torch.no_grad():
-            reference_encoder(model, arch, to_torch(feeds))
+            reference_encoder(model, arch, to_torch(feeds, model))
+        _sync(model.device)
         t1 = time.perf_counter()
         hf_generate(model, arch, feeds, dc, steps, min_new_tokens=steps)
         t2 = time.perf_counter()
@@ -97,6 +103,13 @@ def _generate_row(model: Any, arch: str, feeds: dict[str, Any], dc: Any, steps: 
         whole.append((t2 - t1) * 1000)
         per_token.append(((t2 - t1) - (t1 - t0)) * 1000 / (len(dc.prompt) - 1 + steps))
     return _row("generate (HF, eager)", spec, spec["batch_size"], steps, enc_ms, per_token, whole, None)
+
+
+def _sync(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _row(runtime: str, spec: dict[str, Any], b: int, steps: int, enc_ms: list[float], per_token: list[float],

@@ -175,6 +175,10 @@ def greedy_decode(encoder: Session, decoder: Session, enc_feeds: dict[str, Any],
     """
     import numpy as np
 
+    if hasattr(encoder, "run_tensors") and hasattr(decoder, "run_tensors"):
+        from .device_decode import greedy_decode_on_device
+
+        return greedy_decode_on_device(encoder, decoder, enc_feeds, dc, steps, decoder_io, stop_at_eos, min_steps)
     shapes = decoder_io["shapes"]
     b = shapes["input_ids"][0]
     enc_out = encoder.run(enc_feeds)
@@ -203,10 +207,14 @@ def greedy_decode(encoder: Session, decoder: Session, enc_feeds: dict[str, Any],
     return Decoded(out, finished)
 
 
-def to_torch(feeds: dict[str, Any]) -> dict[str, Any]:
+def to_torch(feeds: dict[str, Any], model: Any = None) -> dict[str, Any]:
+    """Numpy feeds as tensors; with ``model``, on its device and with float inputs in its dtype."""
     import torch
 
-    return {k: torch.from_numpy(v) for k, v in feeds.items()}
+    out = {k: torch.from_numpy(v) for k, v in feeds.items()}
+    if model is not None:
+        out = {k: v.to(model.device, model.dtype if v.is_floating_point() else v.dtype) for k, v in out.items()}
+    return out
 
 
 def reference_encoder(model: Any, arch: str, feeds: dict[str, Any]) -> Any:
@@ -241,9 +249,9 @@ def hf_generate(model: Any, arch: str, feeds: dict[str, Any], dc: DecodeConfig, 
     """``model.generate``, greedy, same prompt: the tokens up to (not including) EOS."""
     import torch
 
-    t = to_torch(feeds)
+    t = to_torch(feeds, model)
     first = t.pop(ENCODER_INPUTS[arch][0])
-    prompt = torch.tensor([dc.prompt] * first.shape[0])
+    prompt = torch.tensor([dc.prompt] * first.shape[0], device=model.device)
     kwargs: dict[str, Any] = {"max_new_tokens": steps, "do_sample": False, "num_beams": 1, **t}
     if min_new_tokens:
         kwargs["min_new_tokens"] = min_new_tokens

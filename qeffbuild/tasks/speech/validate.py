@@ -32,7 +32,7 @@ from ...core.plugins import plugins
 from ...core.steps import StepContext
 from ...errors import InputError
 from ...exec.progress import StepProgress
-from ...pipeline.torchutil import quiet_warnings
+from ...pipeline.torchutil import quiet_warnings, strict_fp32
 from ...reports import publish
 from ...reports.html import template_from
 from ...runtimes import Session, open_session
@@ -154,6 +154,7 @@ def references(model: Any, frontend: Frontend, utts: list[Utterance], subset: li
 
 def run(ctx: StepContext) -> None:
     quiet_warnings()
+    strict_fp32()  # no TF32: runtimes are compared with a float32 reference
     import torch
 
     from .transform import load_model

@@ -265,3 +265,43 @@ def test_run_names_a_missing_audio_file(sp: ProjectDir) -> None:
     assert missing.code == 2 and "no such audio file: nope.wav" in missing.err and "Traceback" not in missing.err
     unknown = sp.cli("run", "whisper-tiny-randon-b1", "nope.wav")
     assert unknown.code == 2 and "did you mean 'whisper-tiny-random-b1'?" in unknown.err
+
+
+class _NumpyOnly:
+    """A session seen through the runtime interface alone (no run_tensors): the host loop runs it."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+
+    def run(self, feeds: dict[str, Any]) -> list[Any]:
+        return list(self.session.run(feeds))
+
+
+@slow
+@pytest.mark.parametrize("runtime", ["pytorch-transformed", "aoti"])
+def test_the_device_loop_returns_what_the_host_loop_returns(sp: ProjectDir, runtime: str) -> None:
+    """Torch runtimes decode on their device (state, logits processing and EOS there); the host loop runs
+    ONNX Runtime. Both must give the same tokens, the same finished flags and the same cut at EOS."""
+    from qeffbuild import Transcriber
+    from qeffbuild.tasks.speech.driver import greedy_decode, load_dataset
+
+    t = Transcriber.from_target(SPEC, runtime, sp.api())
+    assert hasattr(t.decoder, "run_tensors")
+    (utt,) = load_dataset([sp.root / "manifests" / "data" / "speech" / "hello.wav"])
+    graph = next(iter(t.graphs))
+    feeds = t.frontend.features([utt.audio], t.graphs[graph])
+    encoder = t.encoders[graph]
+    for stop, min_steps in ((False, 0), (True, 0), (True, 5)):
+        host = greedy_decode(_NumpyOnly(encoder), _NumpyOnly(t.decoder), feeds, t.decode_config, 20, t.decoder_io,
+                             stop_at_eos=stop, min_steps=min_steps)
+        device = greedy_decode(encoder, t.decoder, feeds, t.decode_config, 20, t.decoder_io, stop_at_eos=stop,
+                               min_steps=min_steps)
+        assert device.tokens.dtype == host.tokens.dtype == np.int64
+        np.testing.assert_array_equal(device.tokens, host.tokens)
+        np.testing.assert_array_equal(device.finished, host.finished)
+    # the cut at EOS, with a config whose EOS is the first token this model emits: both loops stop there
+    first = int(host.tokens[0, 0])
+    early = type(t.decode_config)(**{**t.decode_config.__dict__, "eos": first})
+    host = greedy_decode(_NumpyOnly(encoder), _NumpyOnly(t.decoder), feeds, early, 20, t.decoder_io, stop_at_eos=True)
+    device = greedy_decode(encoder, t.decoder, feeds, early, 20, t.decoder_io, stop_at_eos=True)
+    assert host.tokens.shape == device.tokens.shape == (1, 1) and bool(device.finished[0])

@@ -1,0 +1,167 @@
+"""The `inductor` backend: the exported program plus Inductor's cache artifacts for its shapes.
+
+AOTInductor packages for CUDA segfault on load on our GPU machine (torch 2.11, CUDA 13), so CUDA
+builds go through ``torch.compile`` instead. The compile step compiles the program for the
+specialization's fixed shapes and runs it (on CUDA with CUDA graphs: ``mode="reduce-overhead"``),
+then saves Inductor's portable cache artifacts (``torch.compiler.save_cache_artifacts``: FX graph,
+AOTAutograd and Triton kernel caches). A session loads those artifacts first, so compiling in a
+fresh process finds every kernel built: no Inductor code generation and no autotuning are left,
+only Dynamo's trace and the CUDA-graph capture.
+
+The artifacts are valid only for the torch version, the CUDA it was built with and the GPU kind
+they were made on, so those enter the step key (``tool_versions``): a build on another GPU kind is
+another key. On CPU the same backend runs Inductor's C++ code (no CUDA graphs), which is how the
+tests exercise it on machines without a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..core.environment import cuda_unavailable, gpu_facts
+from ..core.plugins import Backend, Runtime
+from ..core.steps import StepContext
+
+ARTIFACT = "inductor-cache.bin"
+
+
+class InductorBackend(Backend):
+    name = "inductor"
+    description = "torch.compile (Inductor; CUDA graphs on CUDA): the program plus Inductor's cache artifacts"
+    consumes = "program"
+    devices = ("cpu", "cuda")
+    toolchain = ("torch", "triton")
+    version = 1
+    compile = "qeffbuild.backends.inductor:compile_model"
+    session = "qeffbuild.backends.inductor:InductorSession"
+    runtimes = (Runtime("inductor", "the program compiled by Inductor from its cache artifacts", "inductor"),)
+
+    def unavailable(self, device: str) -> str | None:
+        why = super().unavailable(device)
+        if why or device != "cuda":
+            return why
+        return cuda_unavailable()
+
+    def tool_versions(self, device: str) -> dict[str, str]:
+        # Inductor's kernels are specific to the GPU kind and CUDA version: they are part of the key
+        return gpu_facts() if device == "cuda" else {}
+
+    def environment(self) -> str | None:
+        facts = gpu_facts()
+        if not facts:
+            return None
+        return (f"{facts['gpu']} (compute capability {facts['compute_capability']}, driver {facts['cuda_driver']}), "
+                f"torch built with CUDA {facts['torch_cuda']}")
+
+
+def mode_for(device: str) -> str:
+    """CUDA graphs on CUDA (one launch per call); plain Inductor on CPU."""
+    return "reduce-overhead" if device == "cuda" else "default"
+
+
+def compile_model(ctx: StepContext) -> None:
+    import torch
+
+    from ..pipeline.torchutil import example_inputs, strict_fp32, torch_device
+
+    p = ctx.params
+    src = ctx.inputs["program"]
+    io = json.loads((src / "io.json").read_text())
+    device = p["device"]
+    shapes = p.get("shapes") or io["shapes"]  # the compile specializes to these (dynamic=False)
+    strict_fp32()
+    for name in ("program.pt2", "io.json"):
+        shutil.copy2(src / name, ctx.out / name)
+    # A private cache folder: every kernel is compiled (and recorded) in this step, none borrowed from
+    # an earlier build in the machine's shared cache, so the saved artifacts are complete.
+    with tempfile.TemporaryDirectory(prefix="qeffbuild-inductor-") as cache, _private_caches(Path(cache)):
+        session = InductorSession(ctx.out, device, artifacts=False)
+        feeds = example_inputs(shapes, io["inputs"], torch_device(device))
+        t0 = time.perf_counter()
+        for _ in range(3):  # CUDA graph trees warm up, then record, then replay
+            session.run_tensors(feeds)
+        compile_s = time.perf_counter() - t0
+        saved = torch.compiler.save_cache_artifacts()
+    if saved is None:
+        raise RuntimeError("torch.compiler.save_cache_artifacts() returned nothing: Inductor cached no artifact")
+    blob, info = saved
+    (ctx.out / ARTIFACT).write_bytes(blob)
+    meta = {"mode": mode_for(device), "device": device, "shapes": shapes, "torch": torch.__version__,
+            "cuda": torch.version.cuda, "compile_s": round(compile_s, 2), "artifact_bytes": len(blob),
+            "capability": list(torch.cuda.get_device_capability()) if device == "cuda" else None}
+    (ctx.out / "inductor.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print(f"inductor ({meta['mode']}) for {device}, shapes {shapes}: compiled and ran in {compile_s:.1f} s; "
+          f"cache artifacts {len(blob) / 1e6:.1f} MB ({_describe(info)})")
+
+
+@contextmanager
+def _private_caches(folder: Path) -> Iterator[None]:
+    names = {"TORCHINDUCTOR_CACHE_DIR": str(folder), "TRITON_CACHE_DIR": str(folder / "triton")}
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ.update(names)  # read by Inductor and Triton at each use, not at import
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _describe(info: Any) -> str:
+    counts = {k: len(v) for k, v in (getattr(info, "artifacts", None) or {}).items() if v}
+    return ", ".join(f"{n} {k}" for k, n in counts.items()) or "no breakdown"
+
+
+class InductorSession:
+    """The program compiled by ``torch.compile``, its kernels taken from the saved cache artifacts.
+
+    ``run`` takes and returns numpy (every runtime's interface); ``run_tensors`` takes and returns torch
+    tensors on the session's device, so a decode loop keeps its state there. On CUDA its outputs live
+    in the CUDA graph's buffers until the next call: callers copy what they keep.
+    """
+
+    def __init__(self, folder: Path, device: str = "cpu", artifacts: bool = True) -> None:
+        import torch
+
+        from ..pipeline.torchutil import load_program, strict_fp32
+        from ..runtimes.io import read_io
+        from ..runtimes.torch import TorchCalling
+
+        strict_fp32()
+        if artifacts:
+            blob = folder / ARTIFACT
+            if not blob.is_file():
+                from ..errors import ModelLoadError
+
+                raise ModelLoadError(f"{folder} has no {ARTIFACT}; rebuild the specialization")
+            torch.compiler.load_cache_artifacts(blob.read_bytes())
+        program = load_program(folder / "program.pt2")
+        fn = torch.compile(program.module(), mode=mode_for(device), fullgraph=True, dynamic=False)
+        self._cuda = device == "cuda"
+        self._calling = TorchCalling(fn, read_io(folder), device)
+        self.io = self._calling.io
+        self.device = self._calling.device
+
+    def run(self, feeds: dict[str, Any]) -> list[Any]:
+        self._step()
+        return self._calling.run(feeds)
+
+    def run_tensors(self, feeds: dict[str, Any]) -> list[Any]:
+        self._step()
+        return self._calling.run_tensors(feeds)
+
+    def _step(self) -> None:
+        if self._cuda:  # outputs of the last call may be overwritten from here on: callers have copied them
+            import torch
+
+            torch.compiler.cudagraph_mark_step_begin()

@@ -81,14 +81,15 @@ def _encode_row(model_dir: Path, p: dict[str, Any], spec: dict[str, Any], seq: i
     """``SentenceTransformer.encode`` of ``batch_size`` texts that each fill ``seq`` tokens, with the model's
     pooling, in the specialization's precision on its device (half precision as ``model.half()``)."""
     import torch
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import Normalize, Pooling, Transformer
 
     from ...pipeline.torchutil import torch_device
 
-    word = models.Transformer(str(model_dir), max_seq_length=seq)
-    modules = [word, models.Pooling(word.get_word_embedding_dimension(), pooling_mode=ST_POOLING[p["pooling"]])]
+    word = Transformer(str(model_dir), max_seq_length=seq)
+    modules = [word, Pooling(word.get_word_embedding_dimension(), pooling_mode=ST_POOLING[p["pooling"]])]
     if p["normalize"]:
-        modules.append(models.Normalize())
+        modules.append(Normalize())
     st = SentenceTransformer(modules=modules, device=torch_device(spec["device"]))
     if spec["dtype"] != "float32":
         st = st.to(getattr(torch, spec["dtype"]))

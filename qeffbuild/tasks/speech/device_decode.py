@@ -68,7 +68,7 @@ def _trim(tokens: Any, eos: int, min_steps: int, ended_at: int) -> int:
     done); the device loop only looks every few steps, so it may have decoded a few more."""
     import numpy as np
 
-    seen = np.maximum.accumulate(tokens == eos, axis=1).all(axis=0)  # [steps]: every row has ended by then
+    seen: Any = np.logical_or.accumulate(tokens == eos, axis=1).all(axis=0)  # [steps]: every row has ended by then
     ends = np.flatnonzero(seen[max(min_steps - 1, 0):])
     if ends.size:
         return int(ends[0]) + max(min_steps - 1, 0) + 1

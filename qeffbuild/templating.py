@@ -14,7 +14,7 @@ from typing import Any
 def shipped_templates() -> Path:
     package = Path(__file__).resolve().parent
     for candidate in (package / "templates", package.parent / "templates"):
-        if candidate.is_dir():
+        if (candidate / "project.toml.j2").is_file():  # an empty folder left by an install is not it
             return candidate
     raise FileNotFoundError(f"qeffbuild's templates are missing (looked in {package / 'templates'}); reinstall it")
 

@@ -101,7 +101,7 @@ def test_aoti_cuda_packages_are_probed_before_they_are_cached(project: ProjectDi
              .replace('specializations = ["tb-cuda", "tb-cuda-fp16"]\nruntimes = ["pytorch", "pytorch-transformed", '
                       '"inductor"]', 'specializations = ["tb-cuda"]\nruntimes = ["pytorch", "aoti"]'))
     res = project.cli("build", "tb-cuda-parity")
-    assert "Traceback" not in res.err
+    assert res.code in (0, 1) and "internal error" not in res.err, res.err  # a step's failure, never a crash
     if res.code == 0:
         print("AOTInductor CUDA packages load on this machine")
         return

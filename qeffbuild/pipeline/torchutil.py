@@ -104,7 +104,8 @@ def _no_unpickling() -> Iterator[None]:
     def refuse(*_args: Any, **_kwargs: Any) -> Any:
         raise pickle.UnpicklingError("qeffbuild loads no pickled objects from artifacts")
 
-    real_load, real_obj, real_pickle = torch.load, torch._C._pickle_load_obj, _package.pickle
+    real_load, real_obj = torch.load, torch._C._pickle_load_obj
+    real_pickle = getattr(_package, "pickle", None)  # the archive module imports pickle from torch 2.12 on
 
     def weights_only(*args: Any, **kwargs: Any) -> Any:
         kwargs["weights_only"] = True
@@ -112,8 +113,11 @@ def _no_unpickling() -> Iterator[None]:
 
     torch.load = weights_only
     torch._C._pickle_load_obj = refuse
-    _package.pickle = type("NoPickle", (), {"loads": staticmethod(refuse), "load": staticmethod(refuse)})  # type: ignore[assignment]
+    if real_pickle is not None:
+        _package.pickle = type("NoPickle", (), {"loads": staticmethod(refuse), "load": staticmethod(refuse)})  # type: ignore[assignment]
     try:
         yield
     finally:
-        torch.load, torch._C._pickle_load_obj, _package.pickle = real_load, real_obj, real_pickle
+        torch.load, torch._C._pickle_load_obj = real_load, real_obj
+        if real_pickle is not None:
+            _package.pickle = real_pickle

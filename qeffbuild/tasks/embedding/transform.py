@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from ...core.steps import StepContext
 from ...pipeline.torchutil import quiet_warnings, torch_device, torch_dtype
@@ -20,8 +21,12 @@ def run(ctx: StepContext) -> None:
     device = torch_device(p.get("device", "cpu"))
     model = AutoModel.from_pretrained(ctx.inputs["model"] / "model", dtype=torch_dtype(p["dtype"])).eval().to(device)
     wrapped = make_pooled(model, p["pooling"], p["normalize"])
-    batch = Dim("batch", min=1, max=4096)
-    seq = Dim("seq", min=1, max=int(p["max_seq_len"]))
+    batch: Any = Dim("batch", min=1, max=4096)
+    seq: Any = Dim("seq", min=1, max=int(p["max_seq_len"]))
+    if device.startswith("cuda"):
+        # SDPA's CUDA kernels pad the sequence to a multiple of 8, a guard export cannot prove for every
+        # length in a named range; AUTO lets export keep it as a run-time check of the program.
+        batch = seq = Dim.AUTO
     example = {name: torch.ones(2, 8, dtype=torch.int64, device=device) for name in ("input_ids", "attention_mask")}
     with torch.no_grad():
         program = torch.export.export(

@@ -1,0 +1,17 @@
+#!/bin/sh
+# The GPU numbers in the notes, in one run on a CUDA host (a checkout with qeffbuild importable):
+#   sh scripts/gpu-run.sh RESULTS_DIR
+# Builds and validates manifests/gpu.toml's targets, then (on a quiet GPU) benches them beside
+# HF generate and sentence-transformers encode, and measures a fresh process's start-up.
+set -u
+R=${1:-gpu-results}
+mkdir -p "$R"
+Q="python3 -m qeffbuild"
+$Q env --json > "$R/env.json" 2>&1
+timeout 330 $Q build -j 4 whisper-tiny-dims-cuda-parity minilm-dims-cuda-parity whisper-tiny-dims-cuda-half \
+  > "$R/build.txt" 2>&1; echo "build exit $?" >> "$R/build.txt"
+timeout 90 $Q bench whisper-tiny-dims-cuda-parity -n 10 --warmup 2 --json > "$R/bench-speech.json" 2> "$R/bench-speech.err"
+timeout 60 $Q bench minilm-dims-cuda-parity -n 20 --warmup 3 --json > "$R/bench-embed.json" 2> "$R/bench-embed.err"
+timeout 60 $Q build whisper-tiny-dims-cuda-b1 > /dev/null 2>&1  # materialize out/<spec>/ (cached)
+timeout 60 python3 benchmarks/gpu_startup.py --runs 3 > "$R/startup.txt" 2>&1
+echo done >> "$R/build.txt"

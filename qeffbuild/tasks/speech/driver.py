@@ -231,17 +231,17 @@ def reference_decode(model: Any, arch: str, feeds: dict[str, Any], dc: DecodeCon
     import numpy as np
     import torch
 
-    t = to_torch(feeds)
+    t = to_torch(feeds, model)
     first = next(iter(t.values()))
-    seq = torch.tensor([dc.prompt] * first.shape[0])
+    seq = torch.tensor([dc.prompt] * first.shape[0], device=model.device)
     with torch.no_grad():
         enc = reference_encoder(model, arch, t)
         extra = {"attention_mask": t["attention_mask"]} if "attention_mask" in t else {}
         for i in range(steps):
             logits = model(encoder_outputs=enc, decoder_input_ids=seq, use_cache=False, **extra).logits
-            nxt = torch.from_numpy(process_logits(logits[:, -1, :].float().numpy(), i, dc).argmax(-1))
-            seq = torch.cat([seq, nxt[:, None]], dim=1)
-    return seq[:, len(dc.prompt):].numpy().astype(np.int64)
+            nxt = torch.from_numpy(process_logits(logits[:, -1, :].float().cpu().numpy(), i, dc).argmax(-1))
+            seq = torch.cat([seq, nxt[:, None].to(model.device)], dim=1)
+    return seq[:, len(dc.prompt):].cpu().numpy().astype(np.int64)
 
 
 def hf_generate(model: Any, arch: str, feeds: dict[str, Any], dc: DecodeConfig, steps: int,

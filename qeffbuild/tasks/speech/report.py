@@ -28,6 +28,10 @@ def render(report: dict[str, Any]) -> str:
            f"{report['generation_max_length']} tokens; normalizer {report['normalizer']}; prompt {report['prompt']}",
            f"reference: {report['reference']}"]
     out += [f"note: {name}: {note}" for name, note in report.get("notes", {}).items()]
+    for r in report["rows"]:
+        out += [f"note: model.generate differs from the reference loop on {t['input']} at step {t['step']} "
+                f"({t['generate_token']} for {t['reference_token']}), a near tie: the reference's logits differ by "
+                f"{t['logit_gap']:.2g}" for t in r.get("generate_near_ties", [])]
     out += [table(headers, rows), ""]
     for i, name in enumerate(report["inputs"][:12]):
         out.append(f"{name}: transcript {report['transcripts'][i]!r}")

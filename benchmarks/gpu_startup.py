@@ -28,11 +28,14 @@ from qeffbuild.tasks.speech.transcriber import Transcriber
 import torch
 from torch._dynamo.utils import counters
 t1 = time.perf_counter()
+print(f"imported in {t1 - t0:.2f} s", file=sys.stderr, flush=True)
 tr = Transcriber.load(Path(sys.argv[1]), "inductor", "cuda")
 t2 = time.perf_counter()
+print(f"loaded in {t2 - t1:.2f} s", file=sys.stderr, flush=True)
 tr.transcribe([Path(sys.argv[2])], max_new_tokens=1)
 torch.cuda.synchronize()
 t3 = time.perf_counter()
+print(f"first token after {t3 - t2:.2f} s more", file=sys.stderr, flush=True)
 tr.transcribe([Path(sys.argv[2])], max_new_tokens=128)
 t4 = time.perf_counter()
 print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "first_token_s": t3 - t2, "load_to_first_token_s": t3 - t1,
@@ -48,14 +51,19 @@ def main() -> None:
     ap.add_argument("--audio", type=Path, default=Path("manifests/data/speech/hello.wav"))
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--timeout", type=float, default=120, help="seconds one fresh process may take")
     args = ap.parse_args()
     folder = args.out / args.spec
     if not (folder / "inductor").is_dir():
         sys.exit(f"{folder}/inductor not found: build it first (qeffbuild build {args.spec})")
     runs = []
     for _ in range(args.runs):
-        done = subprocess.run([sys.executable, "-c", CHILD, str(folder), str(args.audio)], capture_output=True,
-                              text=True)
+        try:
+            done = subprocess.run([sys.executable, "-c", CHILD, str(folder), str(args.audio)], capture_output=True,
+                                  text=True, timeout=args.timeout)
+        except subprocess.TimeoutExpired as e:
+            sys.exit(f"the child process ran past {args.timeout} s; it had printed:\n{_text(e.stdout)}\n"
+                     f"{_text(e.stderr)[-3000:]}")
         if done.returncode != 0:
             sys.exit(f"the child process failed:\n{done.stderr[-3000:]}")
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -72,6 +80,10 @@ def main() -> None:
               f"FX graph cache {r['fxgraph_cache_hit']} hits, {r['fxgraph_cache_miss']} misses")
     print(f"median load→first token: {summary['median_load_to_first_token_s']:.2f} s (target ≤ 5 s); "
           f"the same graphs compiled from empty caches at build time: {built}")
+
+
+def _text(out: bytes | str | None) -> str:
+    return out.decode(errors="replace") if isinstance(out, bytes) else (out or "")
 
 
 if __name__ == "__main__":

@@ -2,11 +2,16 @@
 
 AOTInductor packages for CUDA segfault on load on our GPU machine (torch 2.11, CUDA 13), so CUDA
 builds go through ``torch.compile`` instead. The compile step compiles the program for the
-specialization's fixed shapes and runs it (on CUDA with CUDA graphs: ``mode="reduce-overhead"``),
-then saves Inductor's portable cache artifacts (``torch.compiler.save_cache_artifacts``: FX graph,
-AOTAutograd and Triton kernel caches). A session loads those artifacts first, so compiling in a
-fresh process finds every kernel built: no Inductor code generation and no autotuning are left,
-only Dynamo's trace and the CUDA-graph capture.
+specialization's fixed shapes and runs it, then saves Inductor's portable cache artifacts
+(``torch.compiler.save_cache_artifacts``: FX graph, AOTAutograd and Triton kernel caches). A
+session loads those artifacts first, so compiling in a fresh process finds every kernel built: no
+Inductor code generation is left, only Dynamo's trace.
+
+CUDA graphs are not Inductor's (``mode="reduce-overhead"``): its CUDA-graph trees copy every
+non-parameter input into their own buffers and check them in Python on each call, which costs more
+than a small decoder step. The session says it is ``capturable`` instead, and the decode loop
+captures a whole step (decoder, state update, argmax) over its own static buffers as one graph
+(``tasks/speech/device_decode.py``); a batch of embeddings is GPU-bound and needs none.
 
 The artifacts are valid only for the torch version, the CUDA it was built with and the GPU kind
 they were made on, so those enter the step key (``tool_versions``): a build on another GPU kind is
@@ -39,7 +44,7 @@ class InductorBackend(Backend):
     consumes = "program"
     devices = ("cpu", "cuda")
     toolchain = ("torch", "triton")
-    version = 1
+    version = 2  # 2: no CUDA-graph trees (mode default); the decode loop captures whole steps
     compile = "qeffbuild.backends.inductor:compile_model"
     session = "qeffbuild.backends.inductor:InductorSession"
     runtimes = (Runtime("inductor", "the program compiled by Inductor from its cache artifacts", "inductor"),)
@@ -62,9 +67,7 @@ class InductorBackend(Backend):
                 f"torch built with CUDA {facts['torch_cuda']}")
 
 
-def mode_for(device: str) -> str:
-    """CUDA graphs on CUDA (one launch per call); plain Inductor on CPU."""
-    return "reduce-overhead" if device == "cuda" else "default"
+MODE = "default"  # Inductor's kernels, no CUDA graphs of its own (see above); the key holds it via version
 
 
 def compile_model(ctx: StepContext) -> None:
@@ -86,7 +89,7 @@ def compile_model(ctx: StepContext) -> None:
         session = InductorSession(ctx.out, device, artifacts=False)
         feeds = example_inputs(shapes, io["inputs"], torch_device(device))
         t0 = time.perf_counter()
-        for _ in range(3):  # CUDA graph trees warm up, then record, then replay
+        for _ in range(2):  # compile, then one call on the compiled code
             session.run_tensors(feeds)
         compile_s = time.perf_counter() - t0
         saved = torch.compiler.save_cache_artifacts()
@@ -94,7 +97,7 @@ def compile_model(ctx: StepContext) -> None:
         raise RuntimeError("torch.compiler.save_cache_artifacts() returned nothing: Inductor cached no artifact")
     blob, info = saved
     (ctx.out / ARTIFACT).write_bytes(blob)
-    meta = {"mode": mode_for(device), "device": device, "shapes": shapes, "torch": torch.__version__,
+    meta = {"mode": MODE, "device": device, "shapes": shapes, "torch": torch.__version__,
             "cuda": torch.version.cuda, "compile_s": round(compile_s, 2), "artifact_bytes": len(blob),
             "capability": list(torch.cuda.get_device_capability()) if device == "cuda" else None}
     (ctx.out / "inductor.json").write_text(json.dumps(meta, indent=1) + "\n")
@@ -126,8 +129,8 @@ class InductorSession:
     """The program compiled by ``torch.compile``, its kernels taken from the saved cache artifacts.
 
     ``run`` takes and returns numpy (every runtime's interface); ``run_tensors`` takes and returns torch
-    tensors on the session's device, so a decode loop keeps its state there. On CUDA its outputs live
-    in the CUDA graph's buffers until the next call: callers copy what they keep.
+    tensors on the session's device, so a decode loop keeps its state there. ``capturable``: on CUDA a
+    caller may capture calls into a CUDA graph (the compiled code does no host work once warm).
     """
 
     def __init__(self, folder: Path, device: str = "cpu", artifacts: bool = True) -> None:
@@ -146,22 +149,14 @@ class InductorSession:
                 raise ModelLoadError(f"{folder} has no {ARTIFACT}; rebuild the specialization")
             torch.compiler.load_cache_artifacts(blob.read_bytes())
         program = load_program(folder / "program.pt2")
-        fn = torch.compile(program.module(), mode=mode_for(device), fullgraph=True, dynamic=False)
-        self._cuda = device == "cuda"
+        fn = torch.compile(program.module(), mode=MODE, fullgraph=True, dynamic=False)
+        self.capturable = device == "cuda"
         self._calling = TorchCalling(fn, read_io(folder), device)
         self.io = self._calling.io
         self.device = self._calling.device
 
     def run(self, feeds: dict[str, Any]) -> list[Any]:
-        self._step()
         return self._calling.run(feeds)
 
     def run_tensors(self, feeds: dict[str, Any]) -> list[Any]:
-        self._step()
         return self._calling.run_tensors(feeds)
-
-    def _step(self) -> None:
-        if self._cuda:  # outputs of the last call may be overwritten from here on: callers have copied them
-            import torch
-
-            torch.compiler.cudagraph_mark_step_begin()

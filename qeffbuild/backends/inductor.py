@@ -36,6 +36,7 @@ from ..core.plugins import Backend, Runtime
 from ..core.steps import StepContext
 
 ARTIFACT = "inductor-cache.bin"
+AUTOTUNED = "autotuned.json"  # Triton's chosen launch configs, which the cache artifacts leave out
 
 
 class InductorBackend(Backend):
@@ -93,16 +94,41 @@ def compile_model(ctx: StepContext) -> None:
             session.run_tensors(feeds)
         compile_s = time.perf_counter() - t0
         saved = torch.compiler.save_cache_artifacts()
+        tuned = _best_configs(Path(cache))
     if saved is None:
         raise RuntimeError("torch.compiler.save_cache_artifacts() returned nothing: Inductor cached no artifact")
     blob, info = saved
     (ctx.out / ARTIFACT).write_bytes(blob)
+    (ctx.out / AUTOTUNED).write_text(json.dumps(tuned, indent=1) + "\n")
     meta = {"mode": MODE, "device": device, "shapes": shapes, "torch": torch.__version__,
             "cuda": torch.version.cuda, "compile_s": round(compile_s, 2), "artifact_bytes": len(blob),
             "capability": list(torch.cuda.get_device_capability()) if device == "cuda" else None}
     (ctx.out / "inductor.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(f"inductor ({meta['mode']}) for {device}, shapes {shapes}: compiled and ran in {compile_s:.1f} s; "
-          f"cache artifacts {len(blob) / 1e6:.1f} MB ({_describe(info)})")
+          f"cache artifacts {len(blob) / 1e6:.1f} MB ({_describe(info)}); {len(tuned)} autotuned kernel configs")
+
+
+def _best_configs(cache: Path) -> dict[str, str]:
+    """Triton's autotuning results (``*.best_config`` beside each kernel), by path under the cache folder.
+
+    Inductor's cache artifacts hold the kernels but not which of a kernel's launch configs won, so a
+    fresh process would benchmark them all again on its first call (~1.5 s for a Whisper-tiny step).
+    Kernel paths are content hashes, the same under any cache folder."""
+    return {str(f.relative_to(cache)): f.read_text() for f in sorted(cache.rglob("*.best_config"))}
+
+
+def _restore_best_configs(folder: Path) -> None:
+    saved = folder / AUTOTUNED
+    if not saved.is_file():
+        return
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    root = Path(cache_dir())
+    for rel, text in json.loads(saved.read_text()).items():
+        target = (root / rel).resolve()
+        if root.resolve() in target.parents and not target.exists():  # never outside the cache folder
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
 
 
 @contextmanager
@@ -148,6 +174,7 @@ class InductorSession:
 
                 raise ModelLoadError(f"{folder} has no {ARTIFACT}; rebuild the specialization")
             torch.compiler.load_cache_artifacts(blob.read_bytes())
+            _restore_best_configs(folder)
         program = load_program(folder / "program.pt2")
         fn = torch.compile(program.module(), mode=MODE, fullgraph=True, dynamic=False)
         self.capturable = device == "cuda"

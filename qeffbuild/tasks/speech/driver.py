@@ -90,12 +90,10 @@ class Frontend:
         import transformers
 
         self.arch = arch
-        if arch == "speech-encoder-decoder":
-            self.fe = transformers.AutoFeatureExtractor.from_pretrained(model_dir)
-            self.tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
-        else:
-            processor = transformers.AutoProcessor.from_pretrained(model_dir)
-            self.fe, self.tokenizer = processor.feature_extractor, processor.tokenizer
+        # the processor's two halves, loaded apart: AutoProcessor imports the image and video processing
+        # stacks too (seconds of a transcriber's start-up) for the same two objects
+        self.fe = transformers.AutoFeatureExtractor.from_pretrained(model_dir)
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
 
     def features(self, audios: list[Any], samples: int) -> dict[str, Any]:
         """Encoder inputs for audio padded (or cut) to ``samples`` samples, named as the graphs name them."""

@@ -84,7 +84,7 @@ def load_program(path: Path) -> Any:
 
     from ..errors import ModelLoadError
 
-    with _no_unpickling():
+    with _no_unpickling(), _cached_type_hints():
         try:
             program = torch.export.load(path)
         except Exception as e:
@@ -92,6 +92,32 @@ def load_program(path: Path) -> Any:
                                  f"({type(e).__name__}: {str(e)[:300]}); rebuild it with this qeffbuild and torch, "
                                  "and never load programs from untrusted places") from e
     return program
+
+
+@contextmanager
+def _cached_type_hints() -> Iterator[None]:
+    """``typing.get_type_hints`` memoized per class while a program loads.
+
+    torch's deserializer asks it again for every node of the graph (tens of thousands of calls, ~1 s
+    of a Whisper-tiny transcriber's start-up); a class's hints do not change while it loads."""
+    import typing
+
+    original = typing.get_type_hints
+    memo: dict[tuple[Any, int], Any] = {}
+
+    def cached(obj: Any, globalns: Any = None, localns: Any = None, include_extras: bool = False) -> Any:
+        if not isinstance(obj, type) or localns is not None or include_extras:
+            return original(obj, globalns, localns, include_extras)
+        key = (obj, id(globalns))
+        if key not in memo:
+            memo[key] = original(obj, globalns)
+        return memo[key]
+
+    typing.get_type_hints = cached
+    try:
+        yield
+    finally:
+        typing.get_type_hints = original
 
 
 @contextmanager

@@ -136,7 +136,12 @@ def _check_package(c: Checker, t: TargetRef, key: str, src: PackageSource) -> No
                          "source = { path = ... })")
         return
     folder = Path(next(iter(spec.submodule_search_locations))) / src.subdir
-    if not folder.is_dir():
+    try:
+        found = folder.is_dir()
+    except OSError as e:  # a name the file system refuses (too long, …)
+        c.report(t, key.replace(".package", ".subdir"), f"cannot use subdir {src.subdir[:80]!r}: {e.strerror}")
+        return
+    if not found:
         c.report(t, key, f"package {src.package!r} has no folder {src.subdir!r} ({folder})")
 
 

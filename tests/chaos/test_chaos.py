@@ -66,6 +66,21 @@ def test_mutated_manifests_never_crash_or_hang(fuzz_root: Path) -> None:
     assert crashes == []
 
 
+def test_a_name_the_file_system_refuses_is_a_located_error(fuzz_root: Path) -> None:
+    """Every quoted value of the shipped manifests, one at a time, replaced by a 300-character name (too
+    long for a file name): paths, package folders, data sets and class names all end in a qeffbuild error."""
+    import re
+
+    long_name = '"' + "a" * 300 + '"'
+    crashes = []
+    for name in SEED_MANIFESTS:
+        text = (REPO / "manifests" / name).read_text()
+        for m in re.finditer(r'"[^"\n]*"', text):
+            if problem := fuzz_case(fuzz_root, text[:m.start()] + long_name + text[m.end():]):
+                crashes.append(f"{name}:{text[:m.start()].count(chr(10)) + 1}: {problem}")
+    assert crashes == []
+
+
 KEYS = st.sampled_from(["source", "task", "pooling", "seq_len", "ctx_len", "model", "specializations",
                         "runtimes", "inputs", "checks", "cmd", "outputs", "deps", "dtype", "compile", "random",
                         "config", "path", "hf", "package", "batch_size", "max_new_tokens", "name", "x"])

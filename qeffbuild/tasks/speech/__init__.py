@@ -25,6 +25,7 @@ from ...pipeline.nodes import (
     check_backend,
     check_device,
     check_runtime,
+    check_support,
     compile_node,
     export_node,
     load_node,
@@ -147,7 +148,9 @@ class SpeechTask(Task):
     def arch(self, x: Expansion, model: TargetRef) -> Architecture:
         src = x.ws.source(model)
         found = architecture_of(src.architecture, src.model_type)
-        assert found is not None  # check_support ran in load()
+        if found is None:  # a validation can be expanded before its model is checked: the same located error
+            check_support(x, model)
+        assert found is not None  # check_support raised otherwise
         return found
 
     def config(self, x: Expansion, model: TargetRef) -> dict[str, Any]:

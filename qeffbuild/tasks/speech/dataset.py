@@ -72,6 +72,13 @@ def kind_of(path: Path) -> str:
 def select(v: Any, root: Path) -> Selection:
     """Resolve validation ``v``'s inputs (relative to ``root``, the manifest's folder)."""
     path = root / v.inputs
+    try:
+        path.stat()
+    except FileNotFoundError:
+        pass
+    except OSError as e:  # a name the file system refuses (too long, a loop, …)
+        raise DataError("inputs", f"cannot use {v.inputs[:80]!r}: {e.strerror}; point inputs at a folder of audio, "
+                                  "a CSV/JSONL table, an audiofolder or a saved dataset") from None
     if not path.exists():
         raise DataError("inputs", f"{v.inputs!r} does not exist (relative to {root}); make it, or point inputs at "
                                   "a folder of audio, a CSV/JSONL table, an audiofolder or a saved dataset")

@@ -106,12 +106,20 @@ def decode_all(frontend: Frontend, encoders: dict[str, Session], decoder: Sessio
                utts: list[Utterance], spec: dict[str, Any], dc: DecodeConfig, steps: int, min_steps: int,
                progress: StepProgress, label: str) -> tuple[list[list[int]], Timed]:
     """Every utterance in batches of the specialization's size, on the audio length that fits it; a batch
-    stops when each row has emitted EOS and ``min_steps`` are done."""
+    stops when each row has emitted EOS and ``min_steps`` are done.
+
+    Each audio length's first batch is first decoded for one token, untimed: a compiled runtime
+    (inductor) compiles and captures its graphs there, so the speed columns measure decoding."""
     out: list[list[int]] = [[] for _ in utts]
     timed = Timed()
     b = spec["batch_size"]
+    warm: set[str] = set()
     for graph, rows in batches(utts, spec["graphs"], b):
         padded = pad_rows(rows, b)
+        if graph not in warm:
+            warm.add(graph)
+            feeds = frontend.features([utts[i].audio for i in padded], spec["graphs"][graph])
+            greedy_decode(encoders[graph], decoder, feeds, dc, 1, decoder_io)
         t0 = time.perf_counter()
         feeds = frontend.features([utts[i].audio for i in padded], spec["graphs"][graph])
         decoded = greedy_decode(encoders[graph], decoder, feeds, dc, steps, decoder_io, stop_at_eos=True,

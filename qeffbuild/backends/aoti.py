@@ -23,10 +23,7 @@ class AotiBackend(Backend):
     runtimes = (Runtime("aoti", "the AOTInductor package", "aoti"),)
 
     def unavailable(self, device: str) -> str | None:
-        why = super().unavailable(device)
-        if why or device != "cuda":
-            return why
-        return cuda_unavailable()
+        return super().unavailable(device) or (cuda_unavailable() if device == "cuda" else None)
 
 
 def compile_model(ctx: StepContext) -> None:

@@ -41,7 +41,7 @@ AUTOTUNED = "autotuned.json"  # Triton's chosen launch configs, which the cache 
 
 class InductorBackend(Backend):
     name = "inductor"
-    description = "torch.compile (Inductor; CUDA graphs on CUDA): the program plus Inductor's cache artifacts"
+    description = "torch.compile (Inductor): the program plus Inductor's cache artifacts for its shapes"
     consumes = "program"
     devices = ("cpu", "cuda")
     toolchain = ("torch", "triton")
@@ -51,10 +51,7 @@ class InductorBackend(Backend):
     runtimes = (Runtime("inductor", "the program compiled by Inductor from its cache artifacts", "inductor"),)
 
     def unavailable(self, device: str) -> str | None:
-        why = super().unavailable(device)
-        if why or device != "cuda":
-            return why
-        return cuda_unavailable()
+        return super().unavailable(device) or (cuda_unavailable() if device == "cuda" else None)
 
     def tool_versions(self, device: str) -> dict[str, str]:
         # Inductor's kernels are specific to the GPU kind and CUDA version: they are part of the key

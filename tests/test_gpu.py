@@ -70,7 +70,7 @@ def _build_ok(project: ProjectDir, target: str) -> None:
 
 def _project(project: ProjectDir, manifest: str = MANIFEST) -> None:
     project.manifest(manifest)
-    shutil.copytree(REPO / "tests" / "fixtures" / "bert-tokenizer", project.root / "manifests" / "bert-tokenizer")
+    shutil.copytree(REPO / "manifests" / "data" / "bert-tokenizer", project.root / "manifests" / "bert-tokenizer")
     project.write("manifests/data/sentences.txt", (REPO / "manifests" / "data" / "sentences.txt").read_text())
 
 

@@ -138,7 +138,7 @@ def test_a_plugin_backend_and_runtime_build_and_validate(project: ProjectDir) ->
     from ..helpers import REPO
 
     env = _install(project.root, PLUGIN)
-    shutil.copytree(REPO / "tests" / "fixtures" / "bert-tokenizer", project.root / "manifests" / "tok")
+    shutil.copytree(REPO / "manifests" / "data" / "bert-tokenizer", project.root / "manifests" / "tok")
     shutil.copy(REPO / "manifests" / "data" / "sentences.txt", project.root / "manifests" / "s.txt")
     project.manifest((MANIFEST % 1).replace("config = {", 'tokenizer = { path = "tok" }, config = {').replace(
         "seq_len = [8]", "seq_len = [64]") + """

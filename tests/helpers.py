@@ -14,6 +14,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "manifests" / "data"
 
+# Limits on how long a test waits for a child only catch hangs: a slow or loaded machine must never
+# trip them. Building every model a test module needs takes ~3 min on an idle 2-core machine, so
+# 40 min means "stuck", not "slow". No test asserts on how fast anything ran.
+HANG_S = float(os.environ.get("QEFFBUILD_TEST_HANG_S", 2400))
+
 
 @dataclass
 class Result:
@@ -41,7 +46,7 @@ class ProjectDir:
     def manifest(self, text: str, name: str = "project.toml") -> Path:
         return self.write(f"manifests/{name}", text)
 
-    def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 900,
+    def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = HANG_S,
             cwd: Path | None = None) -> Result:
         return run_cli(cwd or self.root, *args, env={**(self.env or {}), **(env or {})}, timeout=timeout)
 
@@ -71,7 +76,7 @@ def noop_build(root: Path, target: str, env: dict[str, str] | None = None) -> di
     return result
 
 
-def run_cli(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 900) -> Result:
+def run_cli(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = HANG_S) -> Result:
     full_env = {**os.environ, **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "qeffbuild", *args], cwd=cwd, capture_output=True, text=True,
                           env=full_env, timeout=timeout, stdin=subprocess.DEVNULL)

@@ -20,6 +20,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from .helpers import HANG_S
+
 ACCESS_KEY, SECRET_KEY = "QEFFTESTACCESSKEY", "qeff-test-secret-never-printed"
 BUCKET = "qeffbuild-cache"
 
@@ -74,7 +76,7 @@ def s3_server(root: Path, volume_mb: int = 64) -> Iterator[S3Server]:
     env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_ENDPOINT_URL": endpoint,
            "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + HANG_S  # only a hang ends the wait
         while True:
             try:
                 urllib.request.urlopen(endpoint, timeout=1)

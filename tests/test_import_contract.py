@@ -10,12 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .helpers import REPO
+from .helpers import HANG_S, REPO
 
 
 def _lint(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("lint-imports") or str(Path(sys.executable).parent / "lint-imports")
-    return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, timeout=HANG_S)
 
 
 def test_the_contract_in_pyproject_is_kept() -> None:

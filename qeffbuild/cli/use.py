@@ -83,12 +83,12 @@ def _more(r: dict[str, object]) -> str:
     """The columns only some rows have (speech: encoder, whole utterance, speed-up over generate)."""
     parts = []
     if "encoder_p50_ms" in r:
-        parts.append(f"encoder {r['encoder_p50_ms']} ms, {r['utterances_per_s']} utt/s")
+        parts.append(f"encoder {r['encoder_p50_ms']:.2f} ms, {r['utterances_per_s']:.2f} utt/s")
     if "speedup_per_token_vs_generate" in r:
-        parts.append(f"×{r['speedup_per_token_vs_generate']}/token, ×{r['speedup_per_utterance_vs_generate']}/utt "
-                     "vs generate")
+        parts.append(f"×{r['speedup_per_token_vs_generate']:.2f}/token, "
+                     f"×{r['speedup_per_utterance_vs_generate']:.2f}/utt vs generate")
     if "speedup_vs_encode" in r:
-        parts.append(f"×{r['speedup_vs_encode']} vs sentence-transformers encode")
+        parts.append(f"×{r['speedup_vs_encode']:.2f} vs sentence-transformers encode")
     if "vs" in r:
         parts.append(str(r["vs"]))
     return "; ".join(parts) or "-"

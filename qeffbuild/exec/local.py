@@ -22,6 +22,8 @@ from ..errors import Interrupted
 from ..store import Store
 from . import StepResult
 from .runner import Job, StepRunner, kill_all_groups
+from .zygote import Zygote
+from .zygote import enabled as zygote_enabled
 
 __all__ = ["LocalExecutor", "kill_all_groups"]
 
@@ -32,6 +34,8 @@ class LocalExecutor:
     ``on_built(step_id, key)`` is called in the scheduling thread after each step is stored (the
     remote cache uploads it there).
     """
+
+    runs_steps_here = True  # Python steps fork from this machine's zygote (the Ray executor's run on nodes)
 
     def __init__(self, plan: Plan, store: Store, jobs: int, keep_going: bool, reporter: Reporter,
                  out_root: Path, verbose: bool = False, on_built: Callable[[str, str], None] | None = None) -> None:
@@ -44,10 +48,22 @@ class LocalExecutor:
         self.out_root = out_root
         self.on_built = on_built
         self.stop = threading.Event()
-        self.runner = StepRunner(store, reporter, self.stop, verbose)
+        # Python steps fork from a warm zygote when more than one will run (one step gains nothing)
+        python_steps = sum(not s.node.is_command for s in plan.to_run())
+        self.zygote = Zygote() if self.runs_steps_here and zygote_enabled() and python_steps > 1 else None
+        self.runner = StepRunner(store, reporter, self.stop, verbose, zygote=self.zygote)
 
     # --- scheduling ------------------------------------------------------------------------
     def run(self) -> dict[str, StepResult]:
+        if self.zygote is not None:
+            self.zygote.start()
+        try:
+            return self._schedule()
+        finally:
+            if self.zygote is not None:
+                self.zygote.close()
+
+    def _schedule(self) -> dict[str, StepResult]:
         todo = {s.id: s for s in self.plan.to_run()}
         waiting = {sid: {d for d in s.node.deps.values() if d in todo} for sid, s in todo.items()}
         dependents: dict[str, list[str]] = {}

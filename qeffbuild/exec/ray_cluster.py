@@ -92,6 +92,8 @@ def resources_for(job: Job) -> dict[str, Any]:
 class RayExecutor(LocalExecutor):
     """:class:`LocalExecutor`'s scheduling, with each step sent to a Ray cluster."""
 
+    runs_steps_here = False
+
     def __init__(self, plan: Plan, store: Store, jobs: int, keep_going: bool, reporter: Reporter, out_root: Path,
                  verbose: bool = False, on_built: Callable[[str, str], None] | None = None,
                  address: str | None = None) -> None:

@@ -38,6 +38,7 @@ from . import StepResult
 from .progress import ENV as PROGRESS_ENV
 from .progress import read as read_progress
 from .worker import EXIT_CHECK_FAILED, EXIT_USER_ERROR, summarize
+from .zygote import Zygote
 
 LOG_TAIL = 4000
 REPORT_FILES = ("report.json", "report.txt", "report.html")
@@ -82,13 +83,14 @@ class StepRunner:
     (a Ray worker that is killed must not leave its step running)."""
 
     def __init__(self, store: Store, reporter: Reporter, stop: threading.Event, verbose: bool = False,
-                 die_with_parent: bool = False) -> None:
+                 die_with_parent: bool = False, zygote: Zygote | None = None) -> None:
         self.store = store
         self.reporter = reporter
         self.stop = stop
         self.verbose = verbose
         self.die_with_parent = die_with_parent
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.zygote = zygote  # forks Python steps with the heavy libraries imported (None: spawn each)
+        self._procs: dict[str, Any] = {}  # step id -> its Popen or ZygoteProcess
         self._procs_lock = threading.Lock()
 
     def kill_all(self) -> None:
@@ -198,18 +200,22 @@ class StepRunner:
         return StepResult(step.id, "failed", duration, f"{how}\n--- log (last lines) ---\n{log}".rstrip())
 
     def _spawn(self, step_id: str, args: list[str], cwd: Path, env: dict[str, str], log: Path,
-               progress: Path | None = None) -> int:
+               progress: Path | None = None, request: Path | None = None) -> int:
         with open(log, "wb") as logf:
             with self._procs_lock:
                 if self.stop.is_set():
                     raise _Stopped
-                try:
-                    proc = subprocess.Popen(args, cwd=cwd, env=env, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            stdout=subprocess.PIPE if self.verbose else logf, start_new_session=True,
-                                            preexec_fn=_die_with_parent if self.die_with_parent else None)
-                except OSError as e:
-                    logf.write(f"cannot start {args[0]!r}: {e}\n".encode())
-                    return 127
+                proc = self._fork(request, cwd, env, logf) if request is not None else None
+                if proc is None:
+                    try:
+                        proc = subprocess.Popen(args, cwd=cwd, env=env, stderr=subprocess.STDOUT,
+                                                stdin=subprocess.DEVNULL,
+                                                stdout=subprocess.PIPE if self.verbose else logf,
+                                                start_new_session=True,
+                                                preexec_fn=_die_with_parent if self.die_with_parent else None)
+                    except OSError as e:
+                        logf.write(f"cannot start {args[0]!r}: {e}\n".encode())
+                        return 127
                 self._procs[step_id] = proc
                 with _LIVE_LOCK:
                     _LIVE_GROUPS.add(proc.pid)
@@ -226,7 +232,20 @@ class StepRunner:
                 with _LIVE_LOCK:
                     _LIVE_GROUPS.discard(proc.pid)
 
-    def _wait(self, step_id: str, proc: subprocess.Popen[bytes], progress: Path | None) -> int:
+    def _fork(self, request: Path, cwd: Path, env: dict[str, str], logf: Any) -> Any:
+        """A Python step forked by the zygote (its stdout a pipe under -v); None: spawn it instead."""
+        if self.zygote is None:
+            return None
+        if not self.verbose:
+            return self.zygote.spawn(str(request), str(cwd), env, logf.fileno())
+        read, write = os.pipe()
+        try:
+            proc = self.zygote.spawn(str(request), str(cwd), env, write, os.fdopen(read, "rb"))
+        finally:
+            os.close(write)
+        return proc
+
+    def _wait(self, step_id: str, proc: Any, progress: Path | None) -> int:
         """Wait for the step, passing the progress its worker reports to the display meanwhile."""
         if progress is None:
             return proc.wait()
@@ -241,7 +260,7 @@ class StepRunner:
                     self.reporter.step_progress(step_id, state["done"], state["total"], str(state.get("unit", "")),
                                                 str(state.get("what", "")))
 
-    def _stream(self, step_id: str, proc: subprocess.Popen[bytes], logf: Any) -> None:
+    def _stream(self, step_id: str, proc: Any, logf: Any) -> None:
         """-v: every line of the step's output goes to its log and, prefixed, to the reporter."""
         assert proc.stdout is not None
         for raw in proc.stdout:
@@ -292,7 +311,7 @@ class StepRunner:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env[PROGRESS_ENV] = str(scratch / "progress.json")
         return self._spawn(node.id, [sys.executable, "-m", "qeffbuild.exec.worker", str(req)], scratch, env,
-                           scratch / "log.txt", progress=scratch / "progress.json")
+                           scratch / "log.txt", progress=scratch / "progress.json", request=req)
 
 
 def _signatures(folders: Any) -> dict[str, tuple[int, int, int]]:

@@ -23,4 +23,5 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
     import numpy as np
 
     ms = np.array(seconds) * 1000
-    return {f"p{q}_ms": round(float(np.percentile(ms, q)), 3) for q in (50, 90, 99)}
+    # unrounded: rows are data (--json), and ratios of them must be exact; the CLI rounds for display
+    return {f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 90, 99)}

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..helpers import HANG_S
+
 BAD_WORDS = ("Traceback", "internal error")
 
 
@@ -76,7 +78,7 @@ class ChaosProject:
         return {f"s{i}": v for i, v in out.items()}
 
     # --- running ------------------------------------------------------------------------------
-    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, timeout: float = HANG_S) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "qeffbuild", *args], cwd=self.root, capture_output=True,
                               text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
@@ -168,7 +170,7 @@ def concurrent_scenario(p: ChaosProject, tally: Tally, builders: int, what: str,
     gcs = [p.popen("cache", "gc") for _ in range(2)] if with_gc else []
     results = []
     for proc in procs + gcs:
-        out, err = proc.communicate(timeout=300)
+        out, err = proc.communicate(timeout=HANG_S)
         results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
     for res in results:
         if res.returncode != 0:

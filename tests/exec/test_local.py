@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ..helpers import ProjectDir
+from ..helpers import HANG_S, ProjectDir
 
 TWO_STEPS = """
 [project]
@@ -129,7 +129,7 @@ outputs = ["s.txt"]
 """
 
 
-def _wait_for(path: Path, timeout: float = 30) -> None:
+def _wait_for(path: Path, timeout: float = HANG_S) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
         assert time.monotonic() < deadline, f"{path} never appeared"
@@ -164,7 +164,7 @@ def test_ctrl_c_stops_cleanly_and_the_next_build_resumes(project: ProjectDir) ->
     proc = project.popen("build", start_new_session=True)
     _wait_for(project.root / "manifests" / "slow.started")
     os.killpg(proc.pid, signal.SIGINT)
-    _out, err = proc.communicate(timeout=60)
+    _out, err = proc.communicate(timeout=HANG_S)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert _cache_tmp_is_empty(project)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ..helpers import ProjectDir, alive
+from ..helpers import HANG_S, ProjectDir, alive
 from ..raycluster import RayCluster, ray_cluster
 
 pytestmark = pytest.mark.slow
@@ -91,13 +91,13 @@ cmd = ["sh", "-c", "echo $PPID >> {pids}; sleep 4; echo survived > o.txt"]
 outputs = ["o.txt"]
 """)
     proc = p.popen("build", "--executor", "ray")
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + HANG_S  # only a hang ends the wait
     while not pids.exists() or not pids.read_text().strip():
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.1)
     worker = int(pids.read_text().split()[0])
     os.kill(worker, signal.SIGKILL)  # the Ray worker running the step dies mid-step
-    _out, err = proc.communicate(timeout=180)
+    _out, err = proc.communicate(timeout=HANG_S)
     assert proc.returncode == 0, err
     attempts = pids.read_text().split()
     assert len(attempts) == 2 and attempts[0] != attempts[1]  # retried in a fresh worker
@@ -115,15 +115,15 @@ cmd = ["sh", "-c", "echo $$ >> {pids}; sleep 60; echo no > o.txt"]
 outputs = ["o.txt"]
 """)
     proc = p.popen("build", "--executor", "ray", start_new_session=True)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + HANG_S  # only a hang ends the wait
     while not pids.exists() or not pids.read_text().strip():
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.1)
     os.kill(proc.pid, signal.SIGINT)
-    _out, err = proc.communicate(timeout=60)
+    _out, err = proc.communicate(timeout=HANG_S)
     assert proc.returncode == 130, err
     step = int(pids.read_text().split()[0])
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + HANG_S  # only a hang ends the wait
     while alive(step) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not alive(step), "the step kept running on the cluster after Ctrl-C"

@@ -16,7 +16,7 @@ import pytest
 
 from qeffbuild.store.local import CorruptEntry, parse_entry
 
-from ..helpers import ProjectDir, alive
+from ..helpers import HANG_S, ProjectDir, alive
 
 ONE = """
 [project]
@@ -103,7 +103,7 @@ def test_a_traversal_entry_writes_nothing_outside(project: ProjectDir, tmp_path:
 def _in_namespace(project: ProjectDir, setup: str, *args: str) -> subprocess.CompletedProcess[str]:
     cli = " ".join([sys.executable, "-m", "qeffbuild", *args])
     return subprocess.run(["unshare", "-Urm", "sh", "-c", f"{setup} && cd {project.root} && {cli}"],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "QEFFBUILD_DEBUG": ""})
+                          capture_output=True, text=True, timeout=HANG_S, env={**os.environ, "QEFFBUILD_DEBUG": ""})
 
 
 @namespaces
@@ -147,18 +147,18 @@ def test_stopping_kills_a_steps_grandchildren_and_a_second_signal_exits_130(proj
         marker.unlink(missing_ok=True)
         (project.root / "started").unlink(missing_ok=True)
         proc = project.popen("build", start_new_session=True)
-        deadline = time.monotonic() + 180  # generous: other tests may be compiling models on every core
+        deadline = time.monotonic() + HANG_S  # only a hang ends the wait
         while not (project.root / "started").exists():
             assert time.monotonic() < deadline, "the step never started"
             time.sleep(0.05)
         for sig in signals:
             os.kill(proc.pid, sig)
             time.sleep(0.05)
-        _out, err = proc.communicate(timeout=60)
+        _out, err = proc.communicate(timeout=HANG_S)
         assert proc.returncode == 130, err
         assert "Traceback" not in err
         child = int(marker.read_text())
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + HANG_S  # only a hang ends the wait
         while alive(child) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not alive(child), "the step's background process outlived the build"

@@ -57,7 +57,7 @@ def bench(artifact: Any, node: StepNode, iters: int, warmup: int) -> list[dict[s
                 lat = percentiles(time_calls(partial(session.run, feeds), warmup, iters))
                 rows.append({"runtime": runtime, "specialization": spec["name"], "dtype": spec["dtype"],
                              "batch_size": b, "shape": f"seq {seq}", **lat,
-                             "throughput_per_s": round(b / (lat["p50_ms"] / 1000), 1), "unit": "sequences"})
+                             "throughput_per_s": b / (lat["p50_ms"] / 1000), "unit": "sequences"})
     return _with_speedups(rows)
 
 
@@ -67,7 +67,7 @@ def _with_speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in rows:
         ref = base.get((r["specialization"], r["shape"]))
         if r["runtime"] != ENCODE and ref:
-            r["speedup_vs_encode"] = round(r["throughput_per_s"] / ref, 2)
+            r["speedup_vs_encode"] = r["throughput_per_s"] / ref
     return rows
 
 
@@ -101,5 +101,5 @@ def _encode_row(model_dir: Path, p: dict[str, Any], spec: dict[str, Any], seq: i
 
     lat = percentiles(time_calls(encode, warmup, iters))
     return {"runtime": ENCODE, "specialization": spec["name"], "dtype": spec["dtype"], "batch_size": b,
-            "shape": f"seq {seq}", **lat, "throughput_per_s": round(b / (lat["p50_ms"] / 1000), 1),
+            "shape": f"seq {seq}", **lat, "throughput_per_s": b / (lat["p50_ms"] / 1000),
             "unit": "sequences"}

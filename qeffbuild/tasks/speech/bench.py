@@ -20,7 +20,7 @@ def _percentiles(ms: list[float]) -> dict[str, float]:
     import numpy as np
 
     a = np.array(ms)
-    return {f"p{q}_ms": round(float(np.percentile(a, q)), 3) for q in (50, 90, 99)}
+    return {f"p{q}_ms": float(np.percentile(a, q)) for q in (50, 90, 99)}
 
 
 def bench(artifact: Any, node: StepNode, iters: int, warmup: int) -> list[dict[str, Any]]:
@@ -119,10 +119,10 @@ def _row(runtime: str, spec: dict[str, Any], b: int, steps: int, enc_ms: list[fl
     lat = _percentiles(per_token)
     utt_ms = float(np.median(whole))
     row = {"runtime": runtime, "specialization": spec["name"], "dtype": spec["dtype"], "batch_size": b,
-           "shape": f"ctx {spec['ctx_len']}, {steps} tokens", "encoder_p50_ms": round(float(np.median(enc_ms)), 3),
-           **lat, "throughput_per_s": round(b * 1000 / lat["p50_ms"], 1), "unit": "tokens",
-           "utterance_p50_ms": round(utt_ms, 3), "utterances_per_s": round(b * 1000 / utt_ms, 3)}
+           "shape": f"ctx {spec['ctx_len']}, {steps} tokens", "encoder_p50_ms": float(np.median(enc_ms)),
+           **lat, "throughput_per_s": b * 1000 / lat["p50_ms"], "unit": "tokens",
+           "utterance_p50_ms": utt_ms, "utterances_per_s": b * 1000 / utt_ms}
     if base is not None:
-        row["speedup_per_token_vs_generate"] = round(base["p50_ms"] / lat["p50_ms"], 2)
-        row["speedup_per_utterance_vs_generate"] = round(base["utterance_p50_ms"] / utt_ms, 2)
+        row["speedup_per_token_vs_generate"] = base["p50_ms"] / lat["p50_ms"]
+        row["speedup_per_utterance_vs_generate"] = base["utterance_p50_ms"] / utt_ms
     return row

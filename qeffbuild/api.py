@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -21,7 +22,7 @@ from .core.graph import Graph, expand
 from .core.loader import Workspace, load
 from .core.materialize import check_out, materialize
 from .core.planner import Plan, make_plan
-from .core.progress import Reporter
+from .core.progress import ApiReporter, Reporter
 from .core.statcache import History
 from .errors import BuildError, UsageError
 from .store import LocalStore, Store, open_store
@@ -120,8 +121,12 @@ class Project:
     def build(self, names: list[str] | tuple[str, ...] = (), jobs: int | None = None, keep_going: bool = False,
               reporter: Reporter | None = None, force: tuple[str, ...] = (), verbose: bool = False,
               executor: str = "local", ray_address: str | None = None, remote_cache: str | None = None,
-              remote_upload: bool | None = None, remote_required: bool | None = None) -> BuildResult:
+              remote_upload: bool | None = None, remote_required: bool | None = None,
+              progress: Callable[[dict[str, Any]], None] | None = None) -> BuildResult:
         """Build ``names``: run what is not cached, check what is, and lay out every target's folder.
+
+        Without a ``reporter`` (the CLI's display), progress goes to the ``qeffbuild`` logger and, as
+        event dicts, to ``progress`` (see :class:`~qeffbuild.core.progress.ApiReporter`).
 
         ``executor`` is ``local`` (processes on this machine) or ``ray`` (tasks on the Ray cluster at
         ``ray_address``). ``remote_cache`` (else ``$QEFFBUILD_REMOTE_CACHE``) is read through before
@@ -135,7 +140,7 @@ class Project:
             raise UsageError(f"unknown executor {executor!r}: use local or ray")
         with self.store.shared():
             plan = self.plan(names, with_reasons=False, force=force)
-            reporter = reporter or Reporter(quiet=True)
+            reporter = reporter or ApiReporter(progress)
             out_state = {t: check_out(plan, t, self.store, self.out_dir) for t in plan.targets}
             stale = [t for t, state in out_state.items() if state == "stale"]
             self._verify_needed(plan, stale)
@@ -160,10 +165,19 @@ class Project:
             self._count(results, remote)
             self.store.stat.flush()
         notes = list(dict.fromkeys([*self.state.notes, *self.store.notes, *(remote.notes if remote else [])]))
+        notes += self._random_note(plan.targets)
         repaired = [t for t, state in out_state.items() if state == "repaired"]
         if repaired:
             notes.append(f"restored files changed or removed under out/ for: {', '.join(repaired)}")
         return BuildResult(plan.targets, results, outputs, status, time.perf_counter() - t0, notes)
+
+    def _random_note(self, targets: list[str]) -> list[str]:
+        random = [t for t in targets
+                  if self.workspace.targets[t].table == "validations" and self.workspace.random_weights(t)]
+        if not random:
+            return []
+        return [f"{', '.join(random)}: random weights — 'ok' means every runtime gives the reference model's "
+                "answers, not that the model is any good (its WER and transcripts are noise)"]
 
     def _executor(self, kind: str, plan: Plan, jobs: int | None, keep_going: bool, reporter: Reporter,
                   verbose: bool, on_built: Any, ray_address: str | None) -> Any:
@@ -213,10 +227,14 @@ class Project:
         for t in plan.targets:
             own = plan.graph.outputs[t]
             if all(results.get(sid, {}).get("status") in OK_STATUSES for sid in own):
-                if t in stale or rebuilt.intersection(own):
+                laid_out = t in stale or bool(rebuilt.intersection(own))
+                if laid_out:
                     materialize(plan, t, self.store, self.out_dir)
                 outputs[t] = str(self.out_dir / t)
-                status[t] = {"status": "ok", "output": outputs[t]}
+                status[t] = {"status": "ok", "output": outputs[t], "ran": bool(rebuilt.intersection(own)),
+                             "materialized": laid_out}
+                if self.workspace.random_weights(t):  # ok means "the runtimes agree", not "the model works"
+                    status[t]["random_weights"] = True
             else:
                 failed = [sid for sid in plan.closure(t)
                           if results.get(sid, {}).get("status") not in (*OK_STATUSES, "skipped")]
@@ -298,6 +316,7 @@ class Project:
     def bench(self, target: str, iters: int = 20, warmup: int = 3) -> list[dict[str, Any]]:
         """Latency and throughput of every runtime of validation ``target`` (built first)."""
         from .core.plugins import load_attr
+        from .reports.timing import machine_load
 
         ref = self._task_target(target, "validations", "bench")
         task = self.workspace.task_of(ref)
@@ -309,7 +328,9 @@ class Project:
         plan = self.plan([target], with_reasons=False)
         node = plan.graph.nodes[plan.graph.outputs[target][0]]
         rows: list[dict[str, Any]] = load_attr(task.bench)(self.artifact_finder(plan, node.id), node, iters, warmup)
-        return rows
+        load = machine_load()  # after the run: the load it ran under (a 1-minute average)
+        random = bool(self.workspace.random_weights(target))
+        return [{**r, **load, "random_weights": random} for r in rows]
 
     def built_specialization(self, target: str, task: str | None = None) -> tuple[Path, dict[str, Any]]:
         """Build ``target`` (a specialization, or a validation's first) and return its folder and fields."""

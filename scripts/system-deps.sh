@@ -15,6 +15,9 @@ fi
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 echo "installing:$missing" >&2
-$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+# another apt (unattended upgrades, a second install) may hold the dpkg lock: wait for it rather than fail
+lock="-o DPkg::Lock::Timeout=900"
 # shellcheck disable=SC2086
-$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get $lock update -qq
+# shellcheck disable=SC2086
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get $lock install -y -qq --no-install-recommends $missing >/dev/null

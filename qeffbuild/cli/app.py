@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+from .. import __version__
 from ..errors import ManifestError, QeffbuildError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -120,7 +121,7 @@ class LazyProject:
               show_envvar=True, help="Outputs folder. Default: out/ beside manifests/.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, envvar="QEFFBUILD_CACHE_DIR",
               show_envvar=True, help="Cache folder. Default: OUT_DIR/.cache.")
-@click.version_option(package_name="qeffbuild")
+@click.version_option(version=__version__, prog_name="qeffbuild")
 @click.pass_context
 def main(ctx: click.Context, manifests: tuple[Path, ...], out_dir: Path | None, cache_dir: Path | None) -> None:
     """qeffbuild: build, cache and validate model artifacts declared in TOML manifests."""
@@ -132,6 +133,40 @@ def main(ctx: click.Context, manifests: tuple[Path, ...], out_dir: Path | None, 
     # qeffbuild never downloads at build time: hub ids resolve from the local cache only.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     ctx.obj = LazyProject(_manifest_paths(manifests), out_dir, cache_dir)
+
+
+def _late_option(name: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    """The callback of a project option given after the subcommand: it overrides the group's value."""
+
+    def set_it(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
+        if value is None or value == ():
+            return
+        lazy = ctx.find_root().obj
+        if isinstance(lazy, LazyProject):
+            manifests, out_dir, cache_dir = lazy.args
+            if name == "manifests":
+                manifests = list(value)
+            elif name == "out_dir":
+                out_dir = value
+            else:
+                cache_dir = value
+            lazy.args = (manifests, out_dir, cache_dir)
+
+    return set_it
+
+
+def add_project_options(command: click.Command) -> None:
+    """Accept -m, --out-dir and --cache-dir after the subcommand too (`qeffbuild build -m x.toml`), as before
+    it; given in both places, the later wins."""
+    command.params += [
+        click.Option(["-m", "--manifest", "manifests"], multiple=True, type=click.Path(path_type=Path),
+                     expose_value=False, callback=_late_option("manifests"), is_eager=True,
+                     help="Manifest file or folder (repeatable); as before the subcommand."),
+        click.Option(["--out-dir"], type=click.Path(path_type=Path), expose_value=False, is_eager=True,
+                     callback=_late_option("out_dir"), help="Outputs folder; as before the subcommand."),
+        click.Option(["--cache-dir"], type=click.Path(path_type=Path), expose_value=False, is_eager=True,
+                     callback=_late_option("cache_dir"), help="Cache folder; as before the subcommand."),
+    ]
 
 
 def complete_targets(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:

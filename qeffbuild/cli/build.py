@@ -16,20 +16,25 @@ def _summary(result: Any) -> str:
     steps = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"
     n = len(result.targets)
     if result.ok:
-        up = " (up to date)" if counts.keys() <= {"cached"} else ""
+        up = ""
+        if counts.keys() <= {"cached"}:  # nothing ran: out/ was either current or laid out again from the cache
+            restored = any(s.get("materialized") for s in result.target_status.values())
+            up = " (restored from the cache)" if restored else " (up to date)"
         return f"ok: {n} target{'s' if n != 1 else ''}{up}; steps: {steps}; {result.wall_s:.2f}s"
     failed = result.failed_targets
     return (f"FAILED: {len(failed)} of {n} target{'s' if n != 1 else ''} ({', '.join(failed)}); steps: {steps}; "
             f"{result.wall_s:.2f}s")
 
 
-def _print_result(result: Any) -> None:
+def _print_result(result: Any, verbose: bool = False) -> None:
     for sid, info in result.failures.items():
         if info["status"] != "skipped":
             click.echo(f"\n{info['status'].upper()}: {sid}\n{info['message']}".rstrip(), err=True)
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
     for t in result.targets:
+        if verbose and result.target_status.get(t, {}).get("ran"):
+            continue  # -v streamed the step's own output, its report table included
         report = Path(result.outputs.get(t, "")) / "report.txt"
         if t in result.outputs and report.is_file():
             click.echo(report.read_text().rstrip())
@@ -74,7 +79,7 @@ def build(lazy: LazyProject, targets: tuple[str, ...], jobs: int | None, keep_go
         if not result.ok:
             click.echo(_summary(result), err=True)
     else:
-        _print_result(result)
+        _print_result(result, verbose)
     sys.exit(0 if result.ok else 1)
 
 

@@ -12,15 +12,21 @@ from .app import LazyProject, complete_targets, echo_json, handle_errors, main
 @click.pass_obj
 @handle_errors
 def ls_cmd(lazy: LazyProject, as_json: bool) -> None:
-    """List every target of the manifests, with its file and line."""
+    """List every target of the manifests, with its file and line; * marks what `qeffbuild build` builds."""
+    from ..reports import table
+
     ws = lazy.get().workspace
+    defaults = set(ws.defaults())
     rows = [{"name": r.name, "kind": r.kind, "task": ws.task_of(r).name if r.table != "steps" else None,
-             "file": r.file.display, "line": r.file.line(r.table, r.name)} for r in ws.targets.values()]
+             "default": r.name in defaults, "file": r.file.display, "line": r.file.line(r.table, r.name)}
+            for r in ws.targets.values()]
     if as_json:
         echo_json(rows)
         return
-    for r in rows:
-        click.echo(f"{r['name']:<32} {r['kind']:<15} {r['task'] or '-':<16} {r['file']}:{r['line']}")
+    click.echo(table(["", "target", "kind", "task", "where"],
+                     [["*" if r["default"] else "", r["name"], r["kind"], r["task"] or "-", f"{r['file']}:{r['line']}"]
+                      for r in rows]))
+    click.echo("* built by `qeffbuild build` with no target (the manifests' default lists)")
 
 
 @main.command()

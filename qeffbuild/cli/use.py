@@ -22,15 +22,20 @@ def run_cmd(lazy: LazyProject, target: str, inputs: tuple[str, ...], runtime: st
             as_json: bool) -> None:
     """Use a built specialization on INPUTS: transcribe audio files (speech), embed sentences or @files
     of sentences (embedding). Builds the specialization first if needed."""
-    rows = lazy.get().run(target, runtime, list(inputs), {"max_new_tokens": max_new_tokens})
-    if as_json:
-        echo_json(rows)
+    project = lazy.get()
+    rows = project.run(target, runtime, list(inputs), {"max_new_tokens": max_new_tokens})
+    random = project.workspace.random_weights(target)
+    if as_json:  # the model's raw text is data here: JSON escapes it
+        echo_json([{**row, "random_weights": True} for row in rows] if random else rows)
         return
+    if random:
+        click.echo(f"note: {target} has random weights: its output is noise (it shows the artifact runs, not what a "
+                   "trained model would say)", err=True)
     for row in rows:
         if "text" in row:
-            click.echo(f"{row['input']}: {row['text']}")
+            click.echo(f"{printable(row['input'])}: {printable(row['text'])}")
             for note in row.get("notes", []):
-                click.echo(f"note: {row['input']}: {note}", err=True)
+                click.echo(f"note: {printable(row['input'])}: {note}", err=True)
         else:
             emb = row["embedding"]
             click.echo(f"{row['input']}: [{', '.join(f'{v:.4f}' for v in emb[:4])}, …] ({len(emb)} dims)")
@@ -50,12 +55,16 @@ def bench_cmd(lazy: LazyProject, target: str, iters: int, warmup: int, as_json: 
         echo_json(rows)
         return
     from ..reports import table
+    from ..reports.timing import warnings_for
 
     headers = ["runtime", "specialization", "dtype", "batch", "shape", "p50 ms", "p90 ms", "p99 ms", "throughput",
                "more"]
     click.echo(table(headers, [[r["runtime"], r["specialization"], r["dtype"], str(r["batch_size"]), r["shape"],
                                 f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}",
                                 f"{r['throughput_per_s']:.1f} {r['unit']}/s", _more(r)] for r in rows]))
+    if rows:
+        for warning in warnings_for(rows, rows[0]):
+            click.echo(f"warning: {warning}", err=True)
 
 
 @main.command("report")
@@ -77,6 +86,12 @@ def report_cmd(lazy: LazyProject, target: str, output: Path | None, open_it: boo
         import webbrowser
 
         webbrowser.open(path.resolve().as_uri())
+
+
+def printable(text: str) -> str:
+    """Text for a terminal: control and format characters (ESC, BEL, bidi overrides a model or a file name may
+    hold) written as escapes, so they cannot move the cursor, ring or reorder what follows."""
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode() for c in text)
 
 
 def _more(r: dict[str, object]) -> str:

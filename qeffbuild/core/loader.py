@@ -20,7 +20,7 @@ from ..errors import ManifestError, Problem, UsageError
 from .diagnostics import Path as KeyPath
 from .diagnostics import index_lines, line_of, syntax_error_line
 from .pydantic_errors import explain_errors
-from .tables import TABLES, Manifest, ModelBase, ProjectTable, StepTable, Table
+from .tables import TABLES, Manifest, ModelBase, ProjectTable, StepTable, Table, random_weights
 
 if TYPE_CHECKING:
     from .plugins import Plugins, Task
@@ -115,6 +115,13 @@ class Workspace:
     def task_of(self, ref: TargetRef) -> Task:
         return self.plugins.tasks.get(self.model_of(ref).spec.task)
 
+    def random_weights(self, name: str) -> bool | None:
+        """Whether target ``name`` is built from a random-weight model (None: a command step)."""
+        ref = self.targets[name]
+        if ref.table == "steps":
+            return None
+        return random_weights(self.model_of(ref).spec.source)
+
     def source(self, model: TargetRef) -> Resolved:
         """The model's source made concrete (folder, files, config), once per workspace."""
         if model.name not in self._sources:
@@ -177,8 +184,9 @@ def load(paths: list[Path], plugins: Plugins | None = None) -> Workspace:
     for p in parsed:
         v.first_pass(p)
     models = {name: m for p in parsed for name, m in p.tables["models"].items()}
+    declared = {name for p in parsed for name in p.data["models"]}
     for p in parsed:
-        v.second_pass(p, models)
+        v.second_pass(p, models, declared)
     files = [ManifestFile(p.path, p.display, p.path.parent, Manifest(p.project, **p.tables), p.lines,  # type: ignore[arg-type]
                           frozenset(p.broken)) for p in parsed if p.project is not None]
     ws = Workspace(files, plugins, classes)
@@ -248,15 +256,23 @@ class _Validator:
         for name, body in p.data["steps"].items():
             self._keep(p, "steps", name, self._validate(p, StepTable, ("steps", name), body))
 
-    def second_pass(self, p: _Parsed, models: dict[str, Table]) -> None:
-        """[specializations.*] and [validations.*], each by the task of the model it names."""
+    def second_pass(self, p: _Parsed, models: dict[str, Table], declared: set[str]) -> None:
+        """[specializations.*] and [validations.*], each by the task of the model it names (``declared``: every
+        model table's name, those that failed validation too)."""
         for table in ("specializations", "validations"):
             for name, body in p.data[table].items():
                 name_of_model = body.get("model") if isinstance(body, dict) else None
                 model = models.get(name_of_model) if isinstance(name_of_model, str) else None
                 task = model.task if isinstance(model, ModelBase) else None
+                unknown = isinstance(name_of_model, str) and name_of_model not in declared
+                if unknown:  # the real mistake first; the family's required keys are unknowable without it
+                    self.problems.append(Problem(
+                        p.display, p.lines.of((table, name, "model")), f"{table}.{name}", "model",
+                        f"unknown model {name_of_model!r}{_hint(str(name_of_model), sorted(declared))} (known: "
+                        f"{', '.join(sorted(declared)) or 'none; add a [models.NAME] table'})"))
                 cls = self.classes.of(table, task)
-                self._keep(p, table, name, self._validate(p, cls, (table, name), body, task))
+                value = self._validate(p, cls, (table, name), body, task, skip_missing=unknown)
+                self._keep(p, table, name, None if unknown else value)
 
     def _model(self, p: _Parsed, name: str, body: Any) -> None:
         if not isinstance(body, dict):
@@ -283,13 +299,15 @@ class _Validator:
         else:
             p.tables[table][name] = value
 
-    def _validate(self, p: _Parsed, cls: type[Table], prefix: KeyPath, body: Any, task: str | None = None) -> Any:
+    def _validate(self, p: _Parsed, cls: type[Table], prefix: KeyPath, body: Any, task: str | None = None,
+                  skip_missing: bool = False) -> Any:
         from pydantic import ValidationError
 
         try:
             return cls.model_validate(body)
         except ValidationError as e:
-            self.problems.extend(explain_errors(e, p.display, p.lines.index, prefix, cls, self.classes, task))
+            self.problems.extend(explain_errors(e, p.display, p.lines.index, prefix, cls, self.classes, task,
+                                                skip_missing))
             return None
         except RecursionError:
             self.problems.append(Problem(p.display, p.lines.of(prefix), ".".join(map(str, prefix)), "",

@@ -59,6 +59,48 @@ class Reporter:
         pass
 
 
+class ApiReporter(Reporter):
+    """What :meth:`Project.build` reports when no display is given: ``logging`` records on the ``qeffbuild``
+    logger (a finished step at INFO, a started one and a step's own progress at DEBUG), and each event as a dict
+    to ``callback`` — ``{"event": "start" | "step_started" | "step_finished" | "step_progress", "step", "status",
+    "duration_s", "done", "total", "unit"}`` (the keys that apply)."""
+
+    def __init__(self, callback: Any = None) -> None:
+        super().__init__(quiet=True)
+        import logging
+
+        self.log = logging.getLogger("qeffbuild")
+        self.callback = callback
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        if self.callback is not None:
+            self.callback(event)
+
+    def start(self, total: int) -> None:
+        super().start(total)
+        self.log.info("%d steps to run", total)
+        self._emit({"event": "start", "total": total})
+
+    def step_started(self, step_id: str) -> None:
+        self.log.debug("started %s", step_id)
+        self._emit({"event": "step_started", "step": step_id, "done": self.done, "total": self.total})
+
+    def step_finished(self, step_id: str, status: str, duration: float) -> None:
+        with self._lock:
+            self.done += 1
+            done = self.done
+        self.log.info("[%d/%d] %s %s (%.1fs)", done, self.total, status, step_id, duration)
+        self._emit({"event": "step_finished", "step": step_id, "status": status, "duration_s": duration,
+                    "done": done, "total": self.total})
+
+    def step_progress(self, step_id: str, done: int, total: int, unit: str, what: str = "") -> None:
+        self.log.debug("%s: %d/%d %s", step_id, done, total, unit)
+        self._emit({"event": "step_progress", "step": step_id, "done": done, "total": total, "unit": unit})
+
+    def message(self, text: str) -> None:
+        self.log.info("%s", text)
+
+
 class RichReporter(Reporter):
     """A progress bar of steps, with the steps now running and their elapsed time."""
 

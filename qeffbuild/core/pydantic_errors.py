@@ -20,10 +20,13 @@ if TYPE_CHECKING:
 
 
 def explain_errors(e: ValidationError, display: str, lines: dict[KeyPath, int], prefix: KeyPath,
-                   cls: type, classes: TableClasses, task: str | None) -> list[Problem]:
-    """One problem per pydantic error of validating the table at ``prefix`` with ``cls``."""
+                   cls: type, classes: TableClasses, task: str | None, skip_missing: bool = False) -> list[Problem]:
+    """One problem per pydantic error of validating the table at ``prefix`` with ``cls`` (``skip_missing``:
+    not the required keys, where the family that requires them is unknown)."""
     out = []
     for err in e.errors(include_url=False):
+        if skip_missing and err["type"] == "missing":
+            continue
         inner = _strip_tags(tuple(err["loc"]))
         loc = prefix + inner
         if loc and loc[0] in TABLES and len(loc) >= 2:

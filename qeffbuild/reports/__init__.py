@@ -12,6 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+RANDOM_WEIGHTS = ("random weights: this model was built from a config with random weights, so its outputs are "
+                  "noise. 'ok' means every runtime gives the reference model's answers, not that the model is "
+                  "any good")
+
 
 def fmt(v: Any) -> str:
     if v is None:

@@ -25,6 +25,22 @@ class Table:
     status_column: int | None = None  # the column holding ok / FAIL (coloured)
     collapsed: bool = False  # long tables start folded
 
+    @property
+    def numeric(self) -> list[bool]:
+        """Per column: every cell is a number (or a number as text, or "-"), so cell and header align right."""
+        cols = [all(_numeric(row[i]) for row in self.rows) and any(row[i] != "-" for row in self.rows)
+                for i in range(len(self.headers))]
+        return [c and i != self.status_column for i, c in enumerate(cols)]
+
+
+def _numeric(cell: Any) -> bool:
+    if isinstance(cell, (int, float)) and not isinstance(cell, bool):
+        return True
+    if not isinstance(cell, str):
+        return False
+    text = cell.strip("()").removeprefix("+").removeprefix("-").replace(",", "")
+    return cell == "-" or text.replace(".", "", 1).replace("e-", "", 1).replace("e+", "", 1).isdigit()
+
 
 @dataclass
 class Plot:
@@ -43,6 +59,7 @@ class Page:
     plots: list[Plot] = field(default_factory=list)
     details: list[Table] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
+    banner: str = ""  # said above everything else (random weights: what "ok" means here)
 
 
 def render(page: Page, template_text: str) -> str:

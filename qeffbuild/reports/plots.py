@@ -71,7 +71,10 @@ def bars(labels: Sequence[str], values: Sequence[float | None], ylabel: str, *, 
                     xytext=(0, 2), textcoords="offset points")
     if line is not None:
         ax.axhline(line, color="#333333", linestyle="--", linewidth=1, label=line_label)
-        ax.legend(loc="lower right", fontsize=8)
+        # above the axes, outside them: a legend inside covers a bar whatever corner it takes
+        ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False, borderaxespad=0.2)
+    if not log:
+        ax.set_ylim(bottom=0)
     _xticks(ax, list(xs), labels)
     ax.set_ylabel(ylabel)
     return _svg(fig)
@@ -92,6 +95,7 @@ def dots(items: Sequence[str], series: Mapping[str, Sequence[float | None]], yla
     ax.set_xticks(range(0, len(items), step), [str(i + 1) for i in range(0, len(items), step)], fontsize=7)
     ax.set_xlabel("utterance (numbered as in the table below)")
     ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0)  # an error rate from zero: the scale of a difference is visible
     if series:  # below the plot, so it hides no dot
         fig.legend(*ax.get_legend_handles_labels(), fontsize=7, ncol=ncol, loc="lower center", frameon=False)
     return _svg(fig, bottom=0.06 * legend_rows + 0.02 if series else 0.0)

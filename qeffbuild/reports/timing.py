@@ -19,9 +19,45 @@ def time_calls(fn: Callable[[], Any], warmup: int, iters: int) -> list[float]:
     return out
 
 
+UNSTEADY = 0.10  # a row whose samples vary more than this (relative spread) says so
+
+
 def percentiles(seconds: list[float]) -> dict[str, float]:
+    """p50/p90/p99 in ms, and ``spread``: how much the samples vary, relative to the median.
+
+    The spread is the median absolute deviation scaled to a standard deviation (×1.4826) over the median:
+    a robust coefficient of variation, which one slow outlier does not inflate.
+    """
     import numpy as np
 
     ms = np.array(seconds) * 1000
+    median = float(np.median(ms))
+    spread = 1.4826 * float(np.median(np.abs(ms - median))) / median if median > 0 else 0.0
     # unrounded: rows are data (--json), and ratios of them must be exact; the CLI rounds for display
-    return {f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 90, 99)}
+    return {**{f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 90, 99)}, "spread": spread}
+
+
+def machine_load() -> dict[str, float]:
+    """The 1-minute load average and the cores: a benchmark on a busy machine measures the other work too."""
+    import os
+
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    return {"load_avg_1m": load, "cores": float(os.cpu_count() or 1)}
+
+
+def warnings_for(rows: list[dict[str, object]], load: dict[str, float]) -> list[str]:
+    """What a reader must know before trusting the rows: unsteady samples, a loaded machine."""
+    out = []
+    if load["load_avg_1m"] > load["cores"]:
+        out.append(f"the load average ({load['load_avg_1m']:.1f}) exceeds the {load['cores']:.0f} cores: other work "
+                   "shares the machine, so every figure is slower and noisier than on an idle one")
+    for r in rows:
+        spread = r.get("spread")
+        if isinstance(spread, float) and spread > UNSTEADY:
+            out.append(f"{r['runtime']} [{r.get('specialization') or '-'}, {r.get('shape', '')}]: samples vary by "
+                       f"{spread:.0%} (p50 {r['p50_ms']:.3g} ms, p99 {r['p99_ms']:.3g} ms); rerun with more -n or "
+                       "on an idle machine")
+    return out

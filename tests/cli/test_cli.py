@@ -28,7 +28,81 @@ def test_ls_lists_targets_with_their_place(project: ProjectDir) -> None:
     project.manifest(STEPS)
     rows = json.loads(project.cli("ls", "--json").out)
     assert [(r["name"], r["kind"], r["line"]) for r in rows] == [("a", "step", 4), ("b", "step", 8)]
-    assert "a                                step" in project.cli("ls").out
+    assert all(r["default"] for r in rows)  # no default list: everything is built
+
+
+def test_ls_aligns_long_names_and_marks_the_defaults(project: ProjectDir) -> None:
+    long = "a-very-long-target-name-that-is-wider-than-any-fixed-column-would-be"
+    project.manifest(STEPS.replace('name = "c"', 'name = "c"\ndefault = ["b"]').replace("[steps.a]", f"[steps.{long}]")
+                     .replace("{dep:a}", f"{{dep:{long}}}").replace('deps = ["a"]', f'deps = ["{long}"]'))
+    lines = project.cli("ls").out.splitlines()
+    header, rows = lines[0], lines[2:4]
+    where = header.index("where")
+    assert all(len(r) > where and r[where - 2:where] == "  " for r in rows)  # one column, whatever the names
+    assert rows[0].startswith(" ") and rows[1].startswith("*") and rows[1].split()[1] == "b"
+    assert "* built by `qeffbuild build`" in lines[-1]
+
+
+def test_project_options_work_after_the_subcommand_too(project: ProjectDir, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere.toml"
+    elsewhere.write_text(STEPS)
+    res = project.cli("build", "-m", str(elsewhere), "--out-dir", str(tmp_path / "o"), "--cache-dir",
+                      str(tmp_path / "c"), "b", "-q")
+    assert res.code == 0, res.err
+    assert (tmp_path / "o" / "b" / "b.txt").read_text() == "a\n" and (tmp_path / "c").is_dir()
+    assert project.cli("-m", str(elsewhere), "ls", "--json").json() == project.cli("ls", "-m", str(elsewhere),
+                                                                                   "--json").json()
+
+
+def test_one_version_everywhere(project: ProjectDir) -> None:
+    import qeffbuild
+
+    project.manifest(STEPS)
+    assert project.cli("--version").out.strip() == f"qeffbuild, version {qeffbuild.__version__}"
+    assert project.cli("env", "--json").json()["qeffbuild"] == qeffbuild.__version__
+    from importlib.metadata import version
+
+    assert version("qeffbuild") == qeffbuild.__version__  # what pip installed: pyproject reads __init__
+
+
+def test_a_fresh_out_dir_says_restored_not_up_to_date(project: ProjectDir, tmp_path: Path) -> None:
+    project.manifest(STEPS)
+    assert "(up to date)" not in project.cli("build").out
+    assert "(up to date)" in project.cli("build").out
+    fresh = project.cli("build", "--out-dir", str(tmp_path / "fresh"), "--cache-dir", str(project.root / "out/.cache"))
+    assert "(restored from the cache)" in fresh.out and (tmp_path / "fresh" / "b" / "b.txt").is_file()
+    assert project.cli("build", "--json").json()["targets"]["b"]["materialized"] is False
+
+
+def test_a_script_beside_a_checkout_named_qeffbuild_imports_the_package(tmp_path: Path) -> None:
+    """A folder named like the package (a checkout) beside a script must not shadow the installed package."""
+    (tmp_path / "qeffbuild").mkdir()
+    (tmp_path / "qeffbuild" / "pyproject.toml").write_text((REPO / "pyproject.toml").read_text())
+    (tmp_path / "script.py").write_text("from qeffbuild import Project\nprint(Project.__module__)\n")
+    out = subprocess.run([sys.executable, "script.py"], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "qeffbuild.api", out.stderr
+
+
+def test_system_deps_waits_for_the_dpkg_lock(tmp_path: Path) -> None:
+    """scripts/system-deps.sh asks apt to wait for another apt's lock instead of failing at once."""
+    import shutil
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("id", "sh"):
+        (bin_dir / tool).symlink_to(shutil.which(tool) or f"/usr/bin/{tool}")
+    log = tmp_path / "apt.log"
+    (bin_dir / "apt-get").write_text(f"#!/bin/sh\necho \"$@\" >> {log}\n")
+    (bin_dir / "apt-get").chmod(0o755)
+    (bin_dir / "sudo").write_text('#!/bin/sh\nexec "$@"\n')
+    (bin_dir / "sudo").chmod(0o755)
+    (bin_dir / "env").symlink_to(shutil.which("env") or "/usr/bin/env")
+    out = subprocess.run(["sh", str(REPO / "scripts" / "system-deps.sh")], capture_output=True, text=True,
+                         env={"PATH": str(bin_dir)})
+    assert out.returncode == 0, out.stderr
+    calls = log.read_text().splitlines()
+    assert len(calls) == 2 and all("DPkg::Lock::Timeout=" in c for c in calls)
+    assert "install" in calls[1] and "espeak-ng" in calls[1]
 
 
 def test_graph_formats(project: ProjectDir) -> None:

@@ -313,3 +313,30 @@ def test_step_progress_reaches_both_reporters(tmp_path: Path) -> None:
     finally:
         del os.environ["QEFFBUILD_PROGRESS"]
     assert read(tmp_path / "p.json") == {"done": 4, "total": 4, "unit": "decodes", "what": "done"}
+
+
+def test_the_api_reports_progress_to_a_callback_and_to_logging(project: ProjectDir,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """Project.build is not silent for minutes: each step reaches `progress` and the `qeffbuild` logger."""
+    import logging
+
+    project.manifest("""
+        [project]
+        name = "p"
+        [steps.a]
+        cmd = ["sh", "-c", "echo a > a.txt"]
+        outputs = ["a.txt"]
+        [steps.b]
+        cmd = ["sh", "-c", "cat {dep:a}/a.txt > b.txt"]
+        outputs = ["b.txt"]
+        deps = ["a"]
+    """)
+    events: list[dict[str, object]] = []
+    with caplog.at_level(logging.INFO, logger="qeffbuild"):
+        result = project.api().build(["b"], progress=events.append)
+    assert result.ok
+    assert events[0] == {"event": "start", "total": 2}
+    finished = [e for e in events if e["event"] == "step_finished"]
+    assert [(e["step"], e["status"], e["done"]) for e in finished] == [("command:a", "built", 1),
+                                                                       ("command:b", "built", 2)]
+    assert any("[2/2] built command:b" in r.getMessage() for r in caplog.records)

@@ -18,6 +18,8 @@ class Rendered:
     errors: list[str]  # console errors and uncaught page errors
     title: str
     screenshot: Path
+    misaligned: list[str]  # table columns whose header and cells align differently
+    covered: list[str]  # plots whose legend covers a bar or a dot
 
 
 def render(html: Path, screenshot: Path) -> Rendered:
@@ -39,6 +41,23 @@ def render(html: Path, screenshot: Path) -> Rendered:
                 const box = svg ? svg.getBoundingClientRect() : {width: 0, height: 0};
                 return {title: f.dataset.plot, width: box.width, height: box.height,
                         marks: svg ? svg.querySelectorAll('path, rect, use, circle').length : 0}; })""")
+            misaligned = page.evaluate("""[...document.querySelectorAll('table')].flatMap(t => {
+                const heads = [...t.querySelectorAll('thead th')];
+                const first = t.querySelector('tbody tr');
+                if (!first) return [];
+                return [...first.querySelectorAll('td')].flatMap((td, i) => {
+                    const a = getComputedStyle(heads[i]).textAlign, b = getComputedStyle(td).textAlign;
+                    return a === b ? [] : [`${heads[i].textContent}: header ${a}, cells ${b}`]; }); })""")
+            covered = page.evaluate("""[...document.querySelectorAll('figure.plot')].flatMap(f => {
+                const legend = f.querySelector('g[id^="legend"]');
+                if (!legend) return [];
+                const l = legend.getBoundingClientRect();
+                const marks = [...f.querySelectorAll('g[id^="patch_"], g[id^="PathCollection"] use')]
+                    .filter(m => !legend.contains(m)).slice(0);
+                const hit = marks.slice(2).some(m => { const r = m.getBoundingClientRect();
+                    return r.width > 0 && r.left < l.right - 1 && r.right > l.left + 1 && r.top < l.bottom - 1
+                        && r.bottom > l.top + 1; });
+                return hit ? [f.dataset.plot] : []; })""")
             title = page.title()
             page.screenshot(path=str(screenshot), full_page=True)
         finally:
@@ -47,4 +66,4 @@ def render(html: Path, screenshot: Path) -> Rendered:
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)
         shutil.copy(screenshot, Path(keep) / screenshot.name)
-    return Rendered(plots, errors, title, screenshot)
+    return Rendered(plots, errors, title, screenshot, misaligned, covered)

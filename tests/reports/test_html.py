@@ -26,8 +26,9 @@ def built(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Proje
 @pytest.mark.parametrize(("target", "plots"), [
     ("tiny-bert-parity", ["Mean absolute difference from the reference", "Lowest cosine similarity per runtime",
                           "Latency per sequence", "Throughput against sequence length"]),
-    ("whisper-tiny-random-parity", ["Token agreement with the reference (exact subset)", "WER per runtime",
-                                    "WER per utterance", "Latency per utterance"]),
+    ("whisper-tiny-random-parity", ["Token agreement with the reference (exact subset)",
+                                    "WER per runtime (random weights: noise)", "WER per utterance (random weights: "
+                                    "noise)", "Latency per utterance"]),
 ])
 def test_report_renders_every_plot_without_errors(built: ProjectDir, target: str, plots: list[str],
                                                   tmp_path: Path) -> None:
@@ -37,6 +38,9 @@ def test_report_renders_every_plot_without_errors(built: ProjectDir, target: str
     assert not re.search(r"""(src|href)=["']?https?:""", text)
     page = render(html, tmp_path / f"{target}.png")
     assert page.errors == []
+    assert page.misaligned == [] and page.covered == []  # headers over their numbers; no legend over a bar
+    report = json.loads((html.parent / "report.json").read_text())
+    assert report["random_weights"] and "random weights: this model was built" in text  # said first, on top
     assert [p["title"] for p in page.plots] == plots
     for p in page.plots:  # drawn: a real size and many marks (axes, bars, dots)
         assert float(p["width"]) > 300 and float(p["height"]) > 150 and int(p["marks"]) > 10, p

@@ -215,6 +215,7 @@ class EmbeddingTask(Task):
             version=VALIDATE_VERSION, toolchain=tuple(sorted(toolchain)),
             params={"runtimes": {r: rt.opens for r, rt in runtimes.items()}, "specializations": specs,
                     "pooling": m.pooling, "normalize": m.normalize,
+                    "random_weights": x.ws.random_weights(ref.name),
                     "checks": resolve_checks(self, v, [s["dtype"] for s in specs], [s["name"] for s in specs])},
             deps=deps, files=(FileInput(v.inputs, ref.file.root / v.inputs), *template_files(ref, REPORT_TEMPLATES)),
             target=ref.name, out_subdir="",

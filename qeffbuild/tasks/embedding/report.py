@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...checks import check
-from ...reports import fmt, table
+from ...reports import RANDOM_WEIGHTS, fmt, table
 from ...reports.html import Page, Plot, Table
 
 
@@ -23,7 +23,8 @@ def render(report: dict[str, Any]) -> str:
     n = len(report["inputs"])
     head = f"{n} inputs ({min(report['tokens'])}–{max(report['tokens'])} tokens); reference: {report['reference']}"
     notes = "".join(f"note: {note}\n" for note in report.get("notes", []))
-    return head + "\n" + notes + table(headers, rows) + "\n"
+    random = f"{RANDOM_WEIGHTS}.\n" if report.get("random_weights") else ""
+    return head + "\n" + notes + table(headers, rows) + "\n" + random
 
 
 def failure_text(report: dict[str, Any]) -> str:
@@ -43,8 +44,13 @@ def _label(r: dict[str, Any]) -> str:
     return r["runtime"] if not r.get("specialization") else f"{r['runtime']} · {r['specialization']}"
 
 
-def _num(v: Any, digits: int = 3) -> Any:
-    return "-" if v is None else float(f"{float(v):.{digits}g}")
+def _num(v: Any, digits: int = 3) -> str:
+    """As the text report writes it (``fmt``: 3 significant digits), more digits for cosines."""
+    return fmt(v) if digits == 3 or v is None else f"{float(v):.{digits}g}"
+
+
+def _cut(text: str, n: int = 80) -> str:
+    return text if len(text) <= n else text[: n - 1].rstrip() + "…"
 
 
 def _short(rows: list[dict[str, Any]]) -> list[str]:
@@ -69,7 +75,8 @@ def page(report: dict[str, Any], title: str) -> Page:
                     note="Against the reference on every input: mean and largest absolute difference, lowest "
                          "per-input cosine similarity.", status_column=8)
     out = Page(title, report["ok"], facts, [f"{_label(r)}: {f}" for r in report["rows"] for f in r.get("failures", [])],
-               [summary], provenance=report.get("provenance", {}))
+               [summary], provenance=report.get("provenance", {}),
+               banner=RANDOM_WEIGHTS if report.get("random_weights") else "")
     compared = [r for r in rows if r.get("runtime") != "pytorch"]
     if compared:
         short = _short(compared)
@@ -97,7 +104,7 @@ def page(report: dict[str, Any], title: str) -> Page:
         out.plots.append(Plot("Throughput against sequence length", plots.lines(by_seq, "seq_len", "sequences/s"),
                               "Mean over the batches that ran at each compiled length."))
     per_input = Table("Per input", ["#", "sentence", "tokens", *[f"{_label(r)} cosine" for r in compared]],
-                      [[i + 1, s[:80], report["tokens"][i], *[_num(r["per_input"][i].get("cosine"), 7)
+                      [[i + 1, _cut(s), report["tokens"][i], *[_num(r["per_input"][i].get("cosine"), 7)
                                                                if r.get("per_input") else "-" for r in compared]]
                        for i, s in enumerate(report["inputs"])], collapsed=len(report["inputs"]) > 40)
     out.details.append(per_input)

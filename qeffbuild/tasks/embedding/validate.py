@@ -77,6 +77,7 @@ def run(ctx: StepContext) -> None:
     report = {
         "task": "embedding",
         "reference": "pytorch (unmodified Hugging Face model, float32)",
+        "random_weights": bool(p.get("random_weights")),
         "inputs": sentences,
         "tokens": [len(t) for t in token_ids],
         "notes": notes,

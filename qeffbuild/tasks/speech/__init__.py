@@ -376,7 +376,8 @@ class SpeechTask(Task):
                     "max_new_tokens": v.max_new_tokens, "generation_max_length": v.generation_max_length or
                     v.max_new_tokens, "exact_subset": v.exact_subset, "language": v.language, "task": v.task,
                     "normalizer": v.normalizer or default_normalizer(v.language), "arch": self.arch(x, model).name,
-                    "inputs": {**sel.params, "rows": sel.rows, "source": v.inputs}, "checks": checks},
+                    "inputs": {**sel.params, "rows": sel.rows, "source": v.inputs}, "checks": checks,
+                    "random_weights": x.ws.random_weights(ref.name)},
             deps=deps, files=sel.files + template_files(ref, REPORT_TEMPLATES), target=ref.name, out_subdir="",
             salt=x.salt(ref), paths=sel.paths))
 

@@ -14,13 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ...core.steps import StepNode
-
-
-def _percentiles(ms: list[float]) -> dict[str, float]:
-    import numpy as np
-
-    a = np.array(ms)
-    return {f"p{q}_ms": float(np.percentile(a, q)) for q in (50, 90, 99)}
+from ...reports.timing import percentiles
 
 
 def bench(artifact: Any, node: StepNode, iters: int, warmup: int) -> list[dict[str, Any]]:
@@ -116,7 +110,7 @@ def _row(runtime: str, spec: dict[str, Any], b: int, steps: int, enc_ms: list[fl
          whole: list[float], base: dict[str, Any] | None) -> dict[str, Any]:
     import numpy as np
 
-    lat = _percentiles(per_token)
+    lat = percentiles([t / 1000 for t in per_token])
     utt_ms = float(np.median(whole))
     row = {"runtime": runtime, "specialization": spec["name"], "dtype": spec["dtype"], "batch_size": b,
            "shape": f"ctx {spec['ctx_len']}, {steps} tokens", "encoder_p50_ms": float(np.median(enc_ms)),

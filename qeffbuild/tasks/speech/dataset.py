@@ -219,8 +219,6 @@ def _audiofolder_rows(folder: Path, rel: str, split: str | None, audio_column: s
 def _choose(rows: list[dict[str, Any]], max_s: float | None, limit: int | None, seed: int | None,
             rel: str) -> list[dict[str, Any]]:
     """Rows in order (shuffled by ``seed``), each checked as it is taken; longer than ``max_s`` skipped."""
-    import soundfile
-
     order = list(range(len(rows)))
     if seed is not None:
         random.Random(seed).shuffle(order)
@@ -230,14 +228,10 @@ def _choose(rows: list[dict[str, Any]], max_s: float | None, limit: int | None, 
         if not r["path"].is_file():
             raise DataError("inputs", f"{r['where']}: {r['path']} does not exist; fix the path (relative to the "
                                       "table) or remove the row")
-        try:
-            info = soundfile.info(str(r["path"]))
-        except Exception as e:  # soundfile raises its own error types, and RuntimeError for some formats
-            raise DataError("inputs", f"{r['where']}: not audio soundfile can read ({e}); convert it (WAV, FLAC, "
-                                      "OGG, MP3) or remove the row") from e
-        if info.frames <= 0 or info.samplerate <= 0:
+        frames, rate = audio_info(r["path"], r["where"])
+        if frames <= 0 or rate <= 0:
             raise DataError("inputs", f"{r['where']}: the audio is empty")
-        seconds = info.frames / info.samplerate
+        seconds = frames / rate
         if max_s is not None and seconds > max_s:
             skipped += 1
             continue
@@ -249,6 +243,26 @@ def _choose(rows: list[dict[str, Any]], max_s: float | None, limit: int | None, 
                         f"no row of {rel!r} is at most {max_s:g} s long ({skipped} skipped); raise max_duration_s"
                         if skipped else f"{rel!r} has no rows: the data set is empty")
     return chosen
+
+
+def audio_info(path: Path, where: str) -> tuple[int, int]:
+    """(frames, sample rate) of an audio file. PCM WAV is read by the standard library's header parser: a plan
+    (every no-op build) stats its inputs without importing numpy and soundfile; other formats ask soundfile."""
+    import wave
+
+    try:
+        with wave.open(str(path), "rb") as w:
+            return w.getnframes(), w.getframerate()
+    except (wave.Error, EOFError, OSError):
+        pass
+    import soundfile
+
+    try:
+        info = soundfile.info(str(path))
+    except Exception as e:  # soundfile raises its own error types, and RuntimeError for some formats
+        raise DataError("inputs", f"{where}: not audio soundfile can read ({e}); convert it (WAV, FLAC, "
+                                  "OGG, MP3) or remove the row") from e
+    return int(info.frames), int(info.samplerate)
 
 
 # --- saved `datasets` datasets (opened by the worker) ----------------------------------------------

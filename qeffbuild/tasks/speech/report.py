@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...reports import table
+from ...reports import RANDOM_WEIGHTS, table
 from ...reports.html import Page, Plot, Table
 
 
@@ -16,12 +16,18 @@ def _label(r: dict[str, Any]) -> str:
     return r["runtime"] if not r["specialization"] else f"{r['runtime']} · {r['specialization']}"
 
 
+def _noise(report: dict[str, Any], text: str) -> str:
+    """A transcription metric as shown: in parentheses when the weights are random (it measures noise)."""
+    return f"({text})" if report.get("random_weights") and text != "-" else text
+
+
 def render(report: dict[str, Any]) -> str:
     headers = ["runtime", "specialization", "dtype", "batch", "token agreement", "WER", "ΔWER", "CER", "samples/s",
                "RTF", "tokens/s", "result"]
     rows = [[r["runtime"], r["specialization"] or "-", r["dtype"], str(r.get("batch_size", "-")),
-             _f(r.get("token_agreement")), _f(r.get("wer")), _f(r.get("wer_delta"), "+.3f"), _f(r.get("cer")),
-             _f(r.get("samples_per_s"), ".2f"), _f(r.get("rtf"), ".3f"), str(r.get("tokens_per_s") or "-"),
+             _f(r.get("token_agreement")), _noise(report, _f(r.get("wer"))),
+             _noise(report, _f(r.get("wer_delta"), "+.3f")), _noise(report, _f(r.get("cer"))),
+             _f(r.get("samples_per_s"), ".2f"), _f(r.get("rtf"), ".3f"), _f(r.get("tokens_per_s"), ".1f"),
              "ok" if r["ok"] else "FAIL"] for r in report["rows"]]
     out = [f"{len(report['inputs'])} utterances ({report['audio_s']:.1f} s of audio) from {report['source']}; "
            f"exact tokens on {len(report['exact_subset'])} × {report['steps']} steps; transcripts of at most "
@@ -32,7 +38,10 @@ def render(report: dict[str, Any]) -> str:
         out += [f"note: model.generate differs from the reference loop on {t['input']} at step {t['step']} "
                 f"({t['generate_token']} for {t['reference_token']}), a near tie: the reference's logits differ by "
                 f"{t['logit_gap']:.2g}" for t in r.get("generate_near_ties", [])]
-    out += [table(headers, rows), ""]
+    out.append(table(headers, rows))
+    if report.get("random_weights"):
+        out.append(f"{RANDOM_WEIGHTS} (WER, ΔWER and CER are in parentheses: they score noise).")
+    out.append("")
     for i, name in enumerate(report["inputs"][:12]):
         out.append(f"{name}: transcript {report['transcripts'][i]!r}")
         for r in report["rows"]:
@@ -75,26 +84,31 @@ def page(report: dict[str, Any], title: str) -> Page:
                              f"of text; normalizer {report['normalizer']}"),
              ("reference", report["reference"]), ("architecture", report["architecture"]),
              ("prompt", str(report["prompt"]))]
+    noise = bool(report.get("random_weights"))
     summary = Table("Summary", ["runtime", "specialization", "dtype", "batch", "token agreement", "WER", "ΔWER",
                                 "CER", "samples/s", "RTF", "tokens/s", "result"],
                     [[r["runtime"], r["specialization"] or "-", r["dtype"], r.get("batch_size", "-"),
-                      _num(r.get("token_agreement")), _num(r.get("wer")), _num(r.get("wer_delta")), _num(r.get("cer")),
-                      _num(r.get("samples_per_s"), 2), _num(r.get("rtf"), 4), r.get("tokens_per_s") or "-",
+                      _num(r.get("token_agreement")), _num(r.get("wer"), noise=noise),
+                      _num(r.get("wer_delta"), signed=True, noise=noise), _num(r.get("cer"), noise=noise),
+                      _num(r.get("samples_per_s"), 2), _num(r.get("rtf"), 3), _num(r.get("tokens_per_s"), 1),
                       "ok" if r["ok"] else "FAIL"] for r in rows],
                     note="token agreement: share of greedy tokens equal to the reference's on the exact subset; "
-                         "ΔWER: WER minus the float32 reference's on the same data; RTF: decode time / audio time.",
+                         "ΔWER: WER minus the float32 reference's on the same data; RTF: decode time / audio time."
+                         + (" WER, ΔWER and CER are in parentheses: on random weights they score noise." if noise
+                            else ""),
                     status_column=11)
     page = Page(title, report["ok"], facts, [f"{_label(r)}: {f}" for r in rows for f in r["failures"]], [summary],
-                provenance=report.get("provenance", {}))
+                provenance=report.get("provenance", {}), banner=RANDOM_WEIGHTS if noise else "")
     page.plots.append(Plot("Token agreement with the reference (exact subset)", plots.bars(
         labels, [r.get("token_agreement") for r in rows], "share of tokens equal", fmt="{:.3f}"),
         "1.000 means every greedy token of every checked utterance equals the reference's."))
     if has_wer:
         ref_wer = rows[0].get("wer")
-        page.plots.append(Plot("WER per runtime", plots.bars(labels, [r.get("wer") for r in rows], "WER",
-                                                             line=ref_wer, line_label="float32 reference"),
-                               f"normalizer: {report['normalizer']}"))
-        page.plots.append(Plot("WER per utterance", plots.dots(
+        noted = " (random weights: noise)" if noise else ""
+        page.plots.append(Plot(f"WER per runtime{noted}", plots.bars(
+            labels, [r.get("wer") for r in rows], "WER", line=ref_wer, line_label="float32 reference", fmt="{:.3f}"),
+            f"normalizer: {report['normalizer']}"))
+        page.plots.append(Plot(f"WER per utterance{noted}", plots.dots(
             report["inputs"], {label: [p.get("wer") for p in r["per_input"]] for label, r in zip(labels, rows,
                                                                                                     strict=True)},
             "WER"),
@@ -119,8 +133,12 @@ def page(report: dict[str, Any], title: str) -> Page:
     return page
 
 
-def _num(v: Any, digits: int = 3) -> Any:
-    return "-" if v is None else round(float(v), digits)
+def _num(v: Any, digits: int = 3, signed: bool = False, noise: bool = False) -> str:
+    """A number as the text report writes it (fixed decimals), so both reports show the same figures."""
+    if v is None:
+        return "-"
+    text = format(float(v), f"{'+' if signed else ''}.{digits}f")
+    return f"({text})" if noise else text
 
 
 def _hyp(per: dict[str, Any]) -> str:

@@ -228,6 +228,8 @@ def run(ctx: StepContext) -> None:
         "task": "speech-seq2seq", "architecture": arch,
         "reference": f"pytorch: the unmodified Hugging Face model in float32 on {ref_device.split(':')[0]} — greedy "
                      "without a cache at batch 1 for the exact tokens; model.generate (greedy) for its transcripts",
+        "random_weights": bool(p.get("random_weights")),
+        "meaningless_on_random_weights": ["wer", "cer", "wer_delta"] if p.get("random_weights") else [],
         "source": p["inputs"]["source"], "source_kind": p["inputs"]["kind"],
         "inputs": [u.name for u in utts], "durations_s": [round(u.seconds, 3) for u in utts],
         "audio_s": round(audio_s, 3), "notes": {u.name: u.note for u in utts if u.note},

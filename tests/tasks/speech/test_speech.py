@@ -43,6 +43,43 @@ def test_every_runtime_decodes_the_same_tokens(sp: ProjectDir) -> None:
 
 
 @slow
+def test_random_weights_are_said_wherever_results_are_shown(sp: ProjectDir) -> None:
+    """A random model's 'ok' means the runtimes agree; its WER scores noise, and every report says so."""
+    out = sp.root / "out" / PARITY
+    report = json.loads((out / "report.json").read_text())
+    assert report["random_weights"] is True and report["meaningless_on_random_weights"] == ["wer", "cer", "wer_delta"]
+    text = (out / "report.txt").read_text()
+    assert "random weights:" in text and "'ok' means every runtime gives the reference model's answers" in text
+    row = next(line for line in text.splitlines() if line.startswith("onnxruntime "))
+    assert f"({report['rows'][2]['wer']:.3f})" in row  # WER shown as noise, in parentheses
+    html = (out / "report.html").read_text()
+    assert 'class="banner"' in html and "random weights" in html and "WER per runtime (random weights: noise)" in html
+    built = sp.cli("build", PARITY, "--json")
+    assert built.json()["targets"][PARITY]["random_weights"] is True
+    assert "random weights" in sp.cli("build", PARITY).err
+
+
+@slow
+def test_verbose_build_prints_the_report_table_once(sp: ProjectDir) -> None:
+    res = sp.cli("build", PARITY, "-v", "--force")
+    assert res.code == 0, res.err
+    both = res.out + res.err
+    assert both.count("token agreement") == 1, both
+
+
+@slow
+def test_run_escapes_control_characters_for_the_terminal_not_in_json(sp: ProjectDir) -> None:
+    wav = str(sp.root / "manifests" / "data" / "speech" / "hello.wav")
+    data = sp.cli("run", SPEC, "--json", wav).json()
+    assert data[0]["random_weights"] is True
+    raw = data[0]["text"]
+    assert "\x1b" in raw and "\x07" in raw  # this random model emits ESC and BEL: data in JSON
+    res = sp.cli("run", SPEC, wav)
+    assert res.code == 0 and "\x1b" not in res.out and "\x07" not in res.out
+    assert "\\x1b" in res.out and "random weights" in res.err
+
+
+@slow
 def test_ctx_len_change_rebuilds_the_decoder_chain_only(sp: ProjectDir) -> None:
     assert noop_build(sp.root, PARITY, sp.env) == {"counts": {"cached": 10}, "torch": False}
     manifest = sp.root / "manifests" / "whisper.toml"

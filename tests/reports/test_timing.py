@@ -1,0 +1,28 @@
+"""Benchmark arithmetic: percentiles, how much samples vary, and the warnings a bench prints."""
+
+from __future__ import annotations
+
+import pytest
+
+from qeffbuild.reports.timing import UNSTEADY, percentiles, warnings_for
+
+IDLE = {"load_avg_1m": 0.5, "cores": 2.0}
+
+
+def test_percentiles_are_unrounded_ms_and_the_spread_ignores_one_outlier() -> None:
+    steady = percentiles([0.0100, 0.0101, 0.0099, 0.0100, 0.0102, 0.5])  # one 500 ms hiccup
+    assert steady["p50_ms"] == pytest.approx(10.05)
+    assert steady["spread"] < UNSTEADY
+    noisy = percentiles([0.010, 0.014, 0.007, 0.012, 0.009, 0.016])
+    assert noisy["spread"] > UNSTEADY
+
+
+def test_a_row_that_varies_and_a_loaded_machine_are_said() -> None:
+    rows = [{"runtime": "onnxruntime", "specialization": "s", "shape": "seq 16", **percentiles([0.01] * 5)},
+            {"runtime": "aoti", "specialization": "s", "shape": "seq 16",
+             **percentiles([0.010, 0.014, 0.007, 0.012, 0.009, 0.016])}]
+    assert warnings_for(rows[:1], IDLE) == []
+    said = warnings_for(rows, {"load_avg_1m": 3.2, "cores": 2.0})
+    assert len(said) == 2
+    assert "load average (3.2) exceeds the 2 cores" in said[0]
+    assert said[1].startswith("aoti [s, seq 16]: samples vary by")

@@ -164,7 +164,8 @@ class Project:
             outputs, status = self._materialize(plan, results, stale)
             self._count(results, remote)
             self.store.stat.flush()
-        notes = list(dict.fromkeys([*self.state.notes, *self.store.notes, *(remote.notes if remote else [])]))
+        notes = list(dict.fromkeys([*self.state.notes, *self.store.notes,
+                                    *(remote.notes + remote.trust_notes() if remote else [])]))
         notes += self._random_note(plan.targets)
         repaired = [t for t, state in out_state.items() if state == "repaired"]
         if repaired:
@@ -198,7 +199,10 @@ class Project:
 
         if not plan.to_run() or not isinstance(self.store, LocalStore):
             return None
-        remote = from_settings(self.store, url, upload, required)
+        from .store.signing import Trust
+
+        keys = [k for f in self.workspace.files for k in f.manifest.project.trusted_keys]
+        remote = from_settings(self.store, url, upload, required, Trust.from_settings(keys))
         if remote is None:
             return None
         for step in plan.to_run():
@@ -255,7 +259,9 @@ class Project:
                 checked.add(sid)
                 step = plan.by_id[sid]
                 entry = self.store.lookup(step.key) if step.cached else None
-                if step.cached and (entry is None or not self.store.verified(entry)):
+                # read in full: these blobs are handed out (a step's inputs, a target's files under out/), and a
+                # failing disk changes bytes without changing size, mtime or inode
+                if step.cached and (entry is None or not self.store.verified(entry, full=True)):
                     self._rerun(step, needed)
             if self.store.corrupt <= tainted_by:
                 return
@@ -349,7 +355,19 @@ class Project:
         result = self.build([ref.name])
         if not result.ok:
             raise BuildError(f"{ref.name} did not build; run `qeffbuild build {ref.name}` to see why")
+        self._check_out_in_full(ref.name)
         return Path(result.outputs[ref.name]), {"name": ref.name, **ref.spec.model_dump()}
+
+    def _check_out_in_full(self, target: str) -> None:
+        """Every file of out/<target> re-hashed before it is used (run, Transcriber): a changed one is restored
+        from its (verified) blob; one that cannot be is an error, never a wrong answer."""
+        plan = self.plan([target], with_reasons=False)
+        with self.store.shared():
+            state = check_out(plan, target, self.store, self.out_dir, full=True)
+        if state == "stale":  # a blob was rotten too: quarantined, so this build runs its step again
+            result = self.build([target])
+            if not result.ok:
+                raise BuildError(f"{target} did not build; run `qeffbuild build {target}` to see why")
 
     def run(self, target: str, runtime: str, inputs: list[str], options: dict[str, Any] | None = None) -> list[Any]:
         """Use a built specialization: transcribe audio, embed sentences … (the family decides)."""

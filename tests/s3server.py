@@ -32,6 +32,7 @@ class S3Server:
     env: dict[str, str]  # what a client needs: the AWS environment
     url: str  # the cache URL: s3://bucket/prefix
     log: Path
+    pid: int = 0  # the server's process (it leads its own group): tests freeze it with SIGSTOP
 
     def fs(self) -> object:
         import s3fs
@@ -87,7 +88,7 @@ def s3_server(root: Path, volume_mb: int = 64) -> Iterator[S3Server]:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"SeaweedFS did not start; see {log}") from None
                 time.sleep(0.2)
-        server = S3Server(endpoint, env, f"s3://{BUCKET}/team-cache", log)
+        server = S3Server(endpoint, env, f"s3://{BUCKET}/team-cache", log, proc.pid)
         fs = server.fs()
         while True:  # the filer may need a moment before the first bucket
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -32,6 +33,25 @@ def cache_verify(lazy: LazyProject) -> None:
     report = lazy.get().store.verify()
     echo_json(report)
     sys.exit(1 if report["corrupt_blobs"] or report["entries_dropped"] or report["quarantined_entries"] else 0)
+
+
+@cache.command("keygen")
+@click.argument("name")
+@click.option("--secret-key-file", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the secret key (mode 0600; never overwritten). Point QEFFBUILD_SIGNING_KEY_FILE "
+                   "at it on the machines that upload.")
+@handle_errors
+def cache_keygen(name: str, secret_key_file: Path) -> None:
+    """Make an Ed25519 signing key NAME for a shared cache; print its public key (JSON). Writers sign the entries
+    they upload with the secret key; consumers list the public key in QEFFBUILD_TRUSTED_KEYS (or a manifest's
+    [project] trusted_keys) and accept only entries it signed."""
+    from ..store.signing import generate, write_secret_key
+
+    key = generate(name)
+    write_secret_key(key, secret_key_file)
+    echo_json({"public_key": key.public_text(), "secret_key_file": str(secret_key_file),
+               "next": f"export QEFFBUILD_SIGNING_KEY_FILE={secret_key_file} (writers); "
+                       f"export QEFFBUILD_TRUSTED_KEYS='{key.public_text()}' (everyone)"})
 
 
 @cache.command("gc")

@@ -59,8 +59,12 @@ def _signature(path: Path) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
-def check_out(plan: Plan, target: str, store: Store, out_root: Path) -> str:
-    """``current`` (untouched), ``repaired`` (changed files restored) or ``stale`` (materialize anew)."""
+def check_out(plan: Plan, target: str, store: Store, out_root: Path, full: bool = False) -> str:
+    """``current`` (untouched), ``repaired`` (changed files restored) or ``stale`` (materialize anew).
+
+    A file whose size, mtime, ctime or inode changed is re-hashed; ``full`` re-hashes every file (before its
+    bytes are used: a failing disk changes content and keeps all four).
+    """
     folder = out_root / target
     data = _read_stamp(folder)
     if data is None or data.get("stamp") != plan.stamp(target):
@@ -72,16 +76,20 @@ def check_out(plan: Plan, target: str, store: Store, out_root: Path) -> str:
     for rel, record in data["files"].items():
         path = folder / rel
         sig = _signature(path)
-        if sig is not None and isinstance(record, list) and sig == record[:4]:
+        if sig is not None and isinstance(record, list) and sig == record[:4] and not full:
             continue
         want = record[4] if rel == PROVENANCE and isinstance(record, list) and len(record) == 5 else expected.get(rel)
         if sig is not None and want is not None and digest_file(path) == want:
-            data["files"][rel] = [*sig, want]  # touched, same bytes
-            repaired = True
+            if not isinstance(record, list) or sig != record[:4]:
+                data["files"][rel] = [*sig, want]  # touched, same bytes
+                repaired = True
             continue
         if rel == PROVENANCE or want is None:
             return "stale"
-        _restore(store, want, path)
+        try:
+            _restore(store, want, path)
+        except StoreError:  # its blob is gone or rotten (quarantined): the build re-runs its step
+            return "stale"
         data["files"][rel] = [*(_signature(path) or [0, 0, 0, 0]), want]
         repaired = True
     if repaired:
@@ -91,15 +99,44 @@ def check_out(plan: Plan, target: str, store: Store, out_root: Path) -> str:
 
 
 def _restore(store: Store, digest: str, path: Path) -> None:
-    from ..store import clone_file
-
-    if not store.verify_blob(digest):
-        raise StoreError(f"cannot restore {path}: its blob is gone or corrupt; run the build again")
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     else:
         path.unlink(missing_ok=True)
-    clone_file(store.blob_path(digest), path)
+    _hand_out(store, digest, path, f"the blob of {path}")
+
+
+def _hand_out(store: Store, digest: str, dest: Path, what: str) -> None:
+    """Copy blob ``digest`` to ``dest``, its bytes checked: a blob this process read in full moments ago is
+    cloned (a reflink where the filesystem has them), any other is hashed while it is copied. A mismatch is
+    quarantined and refused: nothing wrong reaches out/."""
+    from ..store import clone_file
+
+    src = store.blob_path(digest)
+    if digest in store.checked:
+        clone_file(src, dest)
+        return
+    if not src.exists():
+        raise StoreError(f"{what} is gone from the cache; run the build again to rebuild it")
+    if copy_hashing(src, dest) != digest:
+        dest.unlink(missing_ok=True)
+        store.verify_blob(digest, full=True)  # quarantines it and notes why
+        raise StoreError(f"{what} no longer matched its digest (a disk error or an edit); it was quarantined: run "
+                         "the build again to rebuild it")
+    store.checked.add(digest)
+
+
+def copy_hashing(src: Path, dest: Path) -> str:
+    """Copy ``src`` to ``dest`` and return the blake3 of what was copied (one pass over the bytes)."""
+    from blake3 import blake3
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    h = blake3()
+    with open(src, "rb") as fin, open(dest, "wb") as fout:
+        while chunk := fin.read(1 << 20):
+            h.update(chunk)
+            fout.write(chunk)
+    return str(h.hexdigest())
 
 
 def _expected(plan: Plan, target: str, store: Store) -> dict[str, str] | None:
@@ -119,8 +156,6 @@ def materialize(plan: Plan, target: str, store: Store, out_root: Path) -> Path:
     """Lay the target's outputs out under ``out_root/target`` (verified copies, then one rename)."""
     from filelock import FileLock
 
-    from ..store import clone_file
-
     final = out_root / target
     locks = out_root / LOCKS
     try:
@@ -138,10 +173,7 @@ def materialize(plan: Plan, target: str, store: Store, out_root: Path) -> Path:
             staging.mkdir(parents=True)
             files: dict[str, list[Any]] = {}
             for rel, digest in expected.items():
-                if not store.verify_blob(digest):
-                    raise StoreError(f"a cached output of {target} ({rel}) was corrupt and was quarantined; run "
-                                     "the build again to rebuild it")
-                clone_file(store.blob_path(digest), staging / rel)
+                _hand_out(store, digest, staging / rel, f"a cached output of {target} ({rel})")
                 files[rel] = [*(_signature(staging / rel) or []), digest]
             (staging / PROVENANCE).write_text(json.dumps(_provenance(plan, target, store), indent=1, sort_keys=True))
             files[PROVENANCE] = [*(_signature(staging / PROVENANCE) or []), digest_file(staging / PROVENANCE)]

@@ -51,6 +51,9 @@ class ProjectTable(Table):
     default: list[str] | None = Field(
         None, description="Targets built by `qeffbuild build` with no target (default: all)."
     )
+    trusted_keys: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}:[A-Za-z0-9+/]{43}=$")]] = Field(
+        default_factory=list, description="Public keys (name:base64, from `qeffbuild cache keygen`) whose signed "
+                                          "entries a remote cache may serve; QEFFBUILD_TRUSTED_KEYS adds more.")
 
 
 class PathSource(Table):

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..core.hashing import digest_file
+from ..core.hashing import digest_file, digest_json
 from ..core.statcache import StatCache, StateDB
 from ..errors import StoreError
 
@@ -58,11 +58,15 @@ class ActionEntry:
     log_tail: str
     material: dict[str, Any]
     consumed: tuple[str, ...] = ()  # digests of the input blobs the step read
+    signatures: tuple[dict[str, str], ...] = ()  # who vouches for it (remote caches: store/signing.py)
 
     def to_json(self) -> dict[str, Any]:
-        return {"key": self.key, "step": self.step, "outputs": self.outputs, "duration_s": self.duration_s,
+        data = {"key": self.key, "step": self.step, "outputs": self.outputs, "duration_s": self.duration_s,
                 "log_tail": self.log_tail, "material": self.material, "consumed": list(self.consumed),
                 "created": time.time()}
+        if self.signatures:
+            data["signatures"] = list(self.signatures)
+        return data
 
 
 def safe_relpath(rel: Any) -> str:
@@ -97,7 +101,18 @@ def parse_entry(data: Any, key: str) -> ActionEntry:
     step, log_tail, material = data.get("step"), data.get("log_tail", ""), data.get("material")
     if not isinstance(step, str) or not isinstance(log_tail, str) or not isinstance(material, dict):
         raise CorruptEntry("step, log_tail or material has the wrong type")
-    return ActionEntry(key, step, dict(outputs), float(duration), log_tail, material, tuple(consumed))
+    try:  # the key is the hash of the key material: an entry claiming other inputs is not this step's
+        matches = digest_json(material) == key
+    except (ValueError, TypeError):
+        matches = False
+    if not matches:
+        raise CorruptEntry("its key material does not hash to its key")
+    signatures = data.get("signatures", [])
+    if not isinstance(signatures, list) or not all(
+            isinstance(s, dict) and all(isinstance(s.get(f), str) for f in ("key", "sig")) for s in signatures):
+        raise CorruptEntry("signatures is not a list of {key, sig}")
+    return ActionEntry(key, step, dict(outputs), float(duration), log_tail, material, tuple(consumed),
+                       tuple({"key": s["key"], "sig": s["sig"]} for s in signatures))
 
 
 def atomic_write(path: Path, data: bytes, tmp_dir: Path) -> None:
@@ -180,6 +195,7 @@ class LocalStore:
         self.stat = StatCache(self.state)
         self.notes: list[str] = []  # what was found broken and healed, said once by the caller
         self.corrupt: set[str] = set()  # digests of blobs found corrupt by this process
+        self.checked: set[str] = set()  # blobs this process hashed in full (wrote, imported or re-read)
 
     # --- paths -----------------------------------------------------------------------
     def blob_path(self, digest: str) -> Path:
@@ -223,26 +239,35 @@ class LocalStore:
         """Whether every blob the entry names is present (existence only; see :meth:`verified`)."""
         return all(self.blob_path(d).exists() for d in entry.outputs.values())
 
-    def verified(self, entry: ActionEntry) -> bool:
-        """Whether every blob the entry names is present and still has its digest (stat-cached).
+    def verified(self, entry: ActionEntry, full: bool = False) -> bool:
+        """Whether every blob the entry names is present and still has its digest (stat-cached; ``full``:
+        read in full, as :meth:`verify_blob` says).
 
         A blob that fails is quarantined, and the entry dropped: its step must run again.
         """
         for digest in set(entry.outputs.values()):
-            if not self.verify_blob(digest):
+            if not self.verify_blob(digest, full):
                 self.drop(entry.key)
                 return False
         return True
 
-    def verify_blob(self, digest: str) -> bool:
+    def verify_blob(self, digest: str, full: bool = False) -> bool:
+        """Whether blob ``digest`` is present and has its digest. By default through the stat cache (a blob whose
+        size, mtime, ctime or inode changed is re-hashed); ``full`` re-reads it unless this process already
+        hashed it: a failing disk flips bytes and keeps all four, so what leaves the store is read in full."""
         path = self.blob_path(digest)
         try:
-            ok = self.stat.digest(path) == digest
+            if full and digest not in self.checked:
+                ok = digest_file(path) == digest
+            else:
+                ok = self.stat.digest(path) == digest
         except FileNotFoundError:
             return False
         except OSError as e:
             self.notes.append(f"cannot read blob {digest[:12]} ({e.strerror})")
             return False
+        if ok and full:
+            self.checked.add(digest)
         if not ok:
             self.corrupt.add(digest)
             self._quarantine_file(path, "blobs")
@@ -294,6 +319,7 @@ class LocalStore:
         os.chmod(path, 0o444)  # blobs are shared by hard links in trees: never edit one in place
         os.replace(path, dst)
         self.stat.record(dst, digest)
+        self.checked.add(digest)
         return digest
 
     # --- imports: what a remote cache hands over ------------------------------------------------
@@ -312,6 +338,7 @@ class LocalStore:
         os.chmod(path, 0o444)
         os.replace(path, dst)
         self.stat.record(dst, digest)
+        self.checked.add(digest)
         return True
 
     def import_entry(self, entry: ActionEntry) -> None:
@@ -327,20 +354,19 @@ class LocalStore:
 
     # --- trees: an entry's outputs by name ----------------------------------------------------
     def tree(self, entry: ActionEntry) -> Path:
-        """A folder with the entry's outputs under their names (hard links into cas/), checked first.
-
-        A tree whose files are not exactly the entry's blobs (a file missing, added, replaced or
-        edited) is rebuilt from the blobs.
+        """A folder with the entry's outputs under their names (hard links into cas/), checked first: every
+        blob is read in full once per process (a step's inputs are handed out), and a tree whose files are not
+        exactly the entry's blobs (a file missing, added, replaced or edited) is rebuilt from the blobs.
         """
+        for digest in set(entry.outputs.values()):
+            if not self.verify_blob(digest, full=True):
+                self.drop(entry.key)
+                raise StoreError(f"the cached outputs of {entry.step} are corrupt and were quarantined; run the "
+                                 "build again to rebuild them")
         final = self.trees / entry.key
         if final.exists() and self._tree_intact(final, entry):
             return final
         self._ensure()
-        for digest in set(entry.outputs.values()):
-            if not self.verify_blob(digest):
-                self.drop(entry.key)
-                raise StoreError(f"the cached outputs of {entry.step} are corrupt and were quarantined; run the "
-                                 "build again to rebuild them")
         staging = self.tmp / f"tree-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
             for rel, digest in entry.outputs.items():

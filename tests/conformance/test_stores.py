@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from qeffbuild.core.hashing import digest_bytes
+from qeffbuild.core.hashing import digest_bytes, digest_json
 from qeffbuild.store import LocalStore, Store
 
 FACTORIES: dict[str, Callable[[Path], Store]] = {"local": LocalStore}
@@ -25,15 +25,16 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     return FACTORIES[request.param](tmp_path / "cache")
 
 
+MATERIAL = {digest_json(m): m for m in ({"kind": "t", "n": n} for n in (1, 2, 3))}  # a key hashes its material
+KEY1, KEY2, KEY3 = MATERIAL
+
+
 def commit(store: Store, key: str, files: dict[str, bytes]) -> None:
     scratch = store.scratch(key)
     for rel, data in files.items():
         (scratch / rel).parent.mkdir(parents=True, exist_ok=True)
         (scratch / rel).write_bytes(data)
-    store.commit(key, f"step:{key}", scratch, {"kind": "t"}, 0.1, "log")
-
-
-KEY1, KEY2, KEY3 = ("1" * 64, "2" * 64, "3" * 64)
+    store.commit(key, f"step:{key}", scratch, MATERIAL[key], 0.1, "log")
 
 
 def test_commit_then_lookup_and_tree(store: Store) -> None:

@@ -5,22 +5,25 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from qeffbuild.core.hashing import digest_bytes
+from qeffbuild.core.hashing import digest_bytes, digest_json
 from qeffbuild.store import LocalStore as Store
 
 
-def _commit(store: Store, key: str, files: dict[str, bytes]) -> None:
+def _commit(store: Store, name: str, files: dict[str, bytes]) -> str:
+    material = {"kind": "t", "name": name}
+    key = digest_json(material)  # a key is the hash of its material (lookups check it)
     scratch = store.scratch(key)
     for rel, data in files.items():
         (scratch / rel).parent.mkdir(parents=True, exist_ok=True)
         (scratch / rel).write_bytes(data)
-    store.commit(key, f"step:{key}", scratch, {"kind": "t"}, 0.1, "log")
+    store.commit(key, f"step:{name}", scratch, material, 0.1, "log")
+    return key
 
 
 def test_commit_then_lookup_and_tree(tmp_path: Path) -> None:
     store = Store(tmp_path / "cache")
-    _commit(store, "k1", {"a.txt": b"A", "sub/b.txt": b"B"})
-    entry = store.lookup("k1")
+    key = _commit(store, "k1", {"a.txt": b"A", "sub/b.txt": b"B"})
+    entry = store.lookup(key)
     assert entry is not None
     assert entry.outputs == {"a.txt": digest_bytes(b"A"), "sub/b.txt": digest_bytes(b"B")}
     tree = store.tree(entry)

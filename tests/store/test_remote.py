@@ -170,8 +170,8 @@ def test_a_shared_folder_is_a_remote_cache_too(project: ProjectDir, tmp_path: Pa
     assert not list(shared.rglob(".tmp-*"))  # written whole, then renamed
     entries = list(shared.glob("ac/*/*.json"))
     assert len(entries) == 2 and all(json.loads(e.read_text())["outputs"] for e in entries)
-    project.env = {"QEFFBUILD_TRUSTED_KEYS": KEYS["QEFFBUILD_TRUSTED_KEYS"], "QEFFBUILD_CACHE_DIR": str(tmp_path / "two"),
-                   "QEFFBUILD_REMOTE_CACHE": url}
+    project.env = {"QEFFBUILD_TRUSTED_KEYS": KEYS["QEFFBUILD_TRUSTED_KEYS"],
+                   "QEFFBUILD_CACHE_DIR": str(tmp_path / "two"), "QEFFBUILD_REMOTE_CACHE": url}
     r = project.cli("build", "--json")
     assert {s["status"] for s in r.json()["steps"].values()} == {"remote"}
 

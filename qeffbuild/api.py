@@ -278,6 +278,59 @@ class Project:
         step.reasons = [Reason.of("outputs_missing")]
         needed |= set(step.node.deps.values())
 
+    # --- checking the cache against a rebuild (Nix's --check) ---------------------------------------
+    def verify_rebuild(self, names: list[str] | tuple[str, ...] = (), sample: float = 1.0,
+                       seed: int | None = None) -> dict[str, Any]:
+        """Run a sample of the cached steps of ``names`` (default: every target) again in scratch folders and
+        compare their outputs with the cached ones, file by file.
+
+        A step whose rebuilt outputs differ runs once more: when the two rebuilds agree with each other the
+        cached entry is wrong (a lying or corrupted entry); when they differ the step is not reproducible and is
+        named so. Either way the entry is dropped (the next build runs the step) and both digests are reported.
+        """
+        import random
+        import threading
+
+        from .exec.runner import Job, StepRunner
+
+        if not 0 < sample <= 1:
+            raise UsageError(f"--sample {sample}: give the share of cached steps to rebuild, 0 < F <= 1")
+        targets = list(names) or list(self.workspace.targets)
+        plan = self.plan(targets, with_reasons=False)
+        cached = [s for s in plan.steps if s.cached]
+        rng = random.Random(seed)
+        chosen = {s.id for s in rng.sample(cached, max(1, round(len(cached) * sample)))} if cached else set()
+        runner = StepRunner(self.store, ApiReporter(), threading.Event())
+        rows: list[dict[str, Any]] = []
+        with self.store.shared():
+            for step in plan.steps:  # dependency order: a step's inputs are checked before it reruns
+                if step.id not in chosen:
+                    continue
+                entry = self.store.lookup(step.key)
+                if entry is None:
+                    continue
+                rows.append(self._recheck(runner, Job.of(plan, step), entry.outputs))
+        mismatched = [r for r in rows if r["status"] == "mismatch"]
+        return {"checked": len(rows), "cached_steps": len(cached), "sample": sample, "seed": seed,
+                "matched": sum(r["status"] == "match" for r in rows), "mismatched": len(mismatched),
+                "nondeterministic": [r["step"] for r in mismatched if r["nondeterministic"]],
+                "wrong_entries": [r["step"] for r in mismatched if not r["nondeterministic"]],
+                "failed": [r["step"] for r in rows if r["status"] == "failed"], "steps": rows}
+
+    def _recheck(self, runner: Any, job: Any, cached: dict[str, str]) -> dict[str, Any]:
+        result, first = runner.rerun(job)
+        if result.status != "built":
+            return {"step": job.id, "status": "failed", "message": result.message}
+        if first == cached:
+            return {"step": job.id, "status": "match"}
+        _again, second = runner.rerun(job)
+        files = sorted(set(first) | set(cached))
+        self.store.drop(job.key)  # the next build runs it; a wrong entry is never served again
+        return {"step": job.id, "status": "mismatch", "nondeterministic": second != first, "entry_dropped": True,
+                "files": {rel: {"cached": cached.get(rel), "rebuilt": first.get(rel),
+                                **({"rebuilt_again": second.get(rel)} if second != first else {})}
+                          for rel in files if first.get(rel) != cached.get(rel) or second.get(rel) != first.get(rel)}}
+
     # --- explaining ---------------------------------------------------------------------------
     def explain(self, name: str) -> list[dict[str, Any]]:
         """For each step of ``name``: unchanged, or why it differs from that step's last build."""

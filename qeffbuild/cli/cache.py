@@ -25,14 +25,29 @@ def cache_stats(lazy: LazyProject) -> None:
 
 
 @cache.command("verify")
+@click.argument("targets", nargs=-1)
+@click.option("--rebuild", is_flag=True, help="Also run cached steps again and compare their outputs with the "
+                                              "cached ones (Nix's --check): finds lying entries and steps that are "
+                                              "not reproducible.")
+@click.option("--sample", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+              help="With --rebuild: the share of cached steps to run again, chosen at random.")
+@click.option("--seed", type=int, default=None, help="With --rebuild: the seed of that random choice.")
 @click.pass_obj
 @handle_errors
-def cache_verify(lazy: LazyProject) -> None:
-    """Re-hash every blob and parse every entry; quarantine what is corrupt, drop the entries that name or
-    consumed it (and what was built from them), so the next build re-runs those steps. Exit 1 if any."""
-    report = lazy.get().store.verify()
+def cache_verify(lazy: LazyProject, targets: tuple[str, ...], rebuild: bool, sample: float,
+                 seed: int | None) -> None:
+    """Re-hash every blob and parse every entry (its key material must hash to its key); quarantine what is
+    corrupt, drop the entries that name or consumed it (and what was built from them), so the next build re-runs
+    those steps. With --rebuild, also re-run cached steps of TARGETS (default: all). Exit 1 if anything was
+    wrong or not reproducible."""
+    project = lazy.get()
+    report = project.store.verify()
+    bad = bool(report["corrupt_blobs"] or report["entries_dropped"] or report["quarantined_entries"])
+    if rebuild:
+        report["rebuild"] = project.verify_rebuild(targets, sample, seed)
+        bad = bad or bool(report["rebuild"]["mismatched"] or report["rebuild"]["failed"])
     echo_json(report)
-    sys.exit(1 if report["corrupt_blobs"] or report["entries_dropped"] or report["quarantined_entries"] else 0)
+    sys.exit(1 if bad else 0)
 
 
 @cache.command("keygen")

@@ -29,11 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core.hashing import digest_file
 from ..core.planner import Plan, PlannedStep
 from ..core.progress import Reporter
 from ..core.steps import StepNode
 from ..errors import StoreError
 from ..store import Store, clone_file
+from ..store.local import regular_files
 from . import StepResult
 from .progress import ENV as PROGRESS_ENV
 from .progress import read as read_progress
@@ -116,10 +118,22 @@ class StepRunner:
             except Timeout:
                 if self.stop.is_set():
                     return StepResult(step.id, "interrupted")
-        scratch: Path | None = None
         try:
             if not step.forced and self.store.has(step.key):  # another build ran it while we waited for the lock
                 return StepResult(step.id, "shared", time.monotonic() - t0)
+            return self._produce(step, t0, commit=True)[0]
+        finally:
+            lock.release()
+
+    def rerun(self, step: Job) -> tuple[StepResult, dict[str, str]]:
+        """Run a cached step again in scratch and return its outputs' digests, storing nothing (``cache verify
+        --rebuild``: Nix's ``--check``). The status is ``built`` when it ran to the end."""
+        return self._produce(step, time.monotonic(), commit=False)
+
+    def _produce(self, step: Job, t0: float, commit: bool) -> tuple[StepResult, dict[str, str]]:
+        """Run the step in a scratch folder; with ``commit``, store its outputs (entry last)."""
+        scratch: Path | None = None
+        try:
             scratch = self.store.scratch(step.key)
             out = scratch / "out"
             out.mkdir()
@@ -132,11 +146,11 @@ class StepRunner:
                 code = self._run_worker(step, scratch, out, inputs)
             log = _tail(scratch / "log.txt")
             if self.stop.is_set():
-                return StepResult(step.id, "interrupted")
+                return StepResult(step.id, "interrupted"), {}
             if not command and _signatures(inputs.values()) != before:
                 return StepResult(step.id, "failed", time.monotonic() - t0,
                                   "the step modified its inputs (read-only files of the cache); this is a bug in "
-                                  f"its code, not a cacheable result\n{log}")
+                                  f"its code, not a cacheable result\n{log}"), {}
             if code != 0:
                 kept = self._keep_log(step.id, scratch / "log.txt")
                 result = self._failure(step, scratch, code, log, time.monotonic() - t0, not command)
@@ -144,26 +158,28 @@ class StepRunner:
                 if _disk_full(scratch):
                     result.message += (f"\nno space left on the device of the cache ({self.store.root}), where steps "
                                        "run: free space there, or point QEFFBUILD_CACHE_DIR at a larger disk")
-                return result
+                return result, {}
             if command:
                 missing = _keep_declared(out, step.node.params["outputs"])
                 if missing:
-                    return StepResult(step.id, "failed", time.monotonic() - t0,
-                                      f"the command exited 0 but did not write {', '.join(missing)} as regular "
-                                      f"files; declared outputs are written under {{out}} (its working folder)\n{log}")
+                    why = (f"the command exited 0 but did not write {', '.join(missing)} as regular files; declared "
+                           f"outputs are written under {{out}} (its working folder)\n{log}")
+                    return StepResult(step.id, "failed", time.monotonic() - t0, why), {}
             duration = time.monotonic() - t0
-            self.store.commit(step.key, step.id, out, step.material, duration, log, consumed)
-            return StepResult(step.id, "built", duration)
+            if not commit:
+                return StepResult(step.id, "built", duration), {
+                    p.relative_to(out).as_posix(): digest_file(p) for p in regular_files(out)}
+            entry = self.store.commit(step.key, step.id, out, step.material, duration, log, consumed)
+            return StepResult(step.id, "built", duration), dict(entry.outputs)
         except _Stopped:
-            return StepResult(step.id, "interrupted")
+            return StepResult(step.id, "interrupted"), {}
         except StoreError as e:
-            return StepResult(step.id, "failed", time.monotonic() - t0, str(e))
+            return StepResult(step.id, "failed", time.monotonic() - t0, str(e)), {}
         except Exception as e:  # anything unexpected fails this step only, with what went wrong
-            return StepResult(step.id, "failed", time.monotonic() - t0, summarize(e))
+            return StepResult(step.id, "failed", time.monotonic() - t0, summarize(e)), {}
         finally:
             if scratch is not None:
                 _remove(scratch)
-            lock.release()
 
     def _inputs(self, step: Job) -> tuple[dict[str, Path], tuple[str, ...]]:
         """Each upstream role's checked tree, and the digests of every blob the step will read."""

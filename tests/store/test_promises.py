@@ -225,3 +225,80 @@ def test_a_program_that_would_unpickle_is_refused(tmp_path: Path) -> None:
     good = tmp_path / "good.pt2"
     torch.export.save(torch.export.export(torch.nn.Linear(2, 2), (torch.randn(1, 2),)), good)
     assert load_program(good).module()(torch.ones(1, 2)).shape == (1, 2)
+
+
+LIE = """
+[project]
+name = "lie"
+
+[steps.a]
+cmd = ["sh", "-c", "echo a > a.txt"]
+outputs = ["a.txt"]
+
+[steps.b]
+cmd = ["sh", "-c", "echo b > b.txt"]
+outputs = ["b.txt"]
+
+[steps.clock]
+cmd = ["sh", "-c", "date +%s%N > t.txt"]
+outputs = ["t.txt"]
+"""
+
+
+def _entry_of(cache: Path, step: str) -> Path:
+    return next(p for p in cache.glob("ac/*/*.json") if json.loads(p.read_text())["step"] == step)
+
+
+def test_a_lying_entry_is_found_by_verify_rebuild_and_never_served_again(project: ProjectDir, tmp_path: Path) -> None:
+    """b's entry edited to name a's (valid) blob: verify --rebuild reruns b, sees the lie, drops the entry; a
+    clock step is named not reproducible. An entry whose key material was edited is refused at lookup."""
+    project.manifest(LIE)
+    assert project.cli("build").code == 0
+    cache = project.root / "out" / ".cache"
+    a, b = (json.loads(_entry_of(cache, f"command:{n}").read_text()) for n in "ab")
+    path = _entry_of(cache, "command:b")
+    path.chmod(0o644)
+    path.write_text(json.dumps({**b, "outputs": {"b.txt": a["outputs"]["a.txt"]}}))
+    res = project.cli("cache", "verify", "--rebuild")
+    assert res.code == 1
+    report = res.json()["rebuild"]
+    assert report["wrong_entries"] == ["command:b"] and report["nondeterministic"] == ["command:clock"]
+    row = next(r for r in report["steps"] if r["step"] == "command:b")
+    assert row["files"]["b.txt"]["cached"] == a["outputs"]["a.txt"] and row["files"]["b.txt"]["rebuilt"] == \
+        b["outputs"]["b.txt"]
+    fresh = project.cli("build", "--out-dir", str(tmp_path / "fresh"), "--cache-dir", str(cache), "b")
+    assert fresh.code == 0 and (tmp_path / "fresh" / "b" / "b.txt").read_text() == "b\n"
+    # key material edited (another command), outputs kept: the key no longer hashes its material
+    path = _entry_of(cache, "command:a")
+    entry = json.loads(path.read_text())
+    entry["material"]["params"]["cmd"] = ["sh", "-c", "echo evil > a.txt"]
+    path.chmod(0o644)
+    path.write_text(json.dumps(entry))
+    res = project.cli("build", "a", "--json")
+    assert res.json()["steps"]["command:a"]["status"] == "built"
+    assert any("key material does not hash to its key" in n for n in res.json()["notes"])
+    assert project.cli("build").code == 0
+    sample = project.cli("cache", "verify", "--rebuild", "--sample", "0.34", "--seed", "1").json()["rebuild"]
+    assert sample["checked"] == 1 and sample["cached_steps"] == 3
+
+
+def test_media_rot_is_caught_where_bytes_leave_the_store(project: ProjectDir, tmp_path: Path) -> None:
+    """One byte flipped in a blob with its size, mtime and inode kept (a failing disk): a build into a fresh out
+    dir hashes what it hands out, quarantines the blob, rebuilds the step and serves the right bytes."""
+    project.manifest(LIE)
+    assert project.cli("build", "b").code == 0
+    cache = project.root / "out" / ".cache"
+    digest = json.loads(_entry_of(cache, "command:b").read_text())["outputs"]["b.txt"]
+    blob = cache / "cas" / digest[:2] / digest
+    st = blob.stat()
+    blob.chmod(0o644)
+    with open(blob, "r+b") as f:
+        f.write(b"X")
+    os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
+    blob.chmod(0o444)
+    assert blob.stat().st_ino == st.st_ino and blob.stat().st_size == st.st_size
+    res = project.cli("build", "b", "--out-dir", str(tmp_path / "fresh"), "--cache-dir", str(cache), "--json")
+    assert res.code == 0, res.err
+    assert res.json()["steps"]["command:b"]["status"] == "built"  # rebuilt, not served
+    assert (tmp_path / "fresh" / "b" / "b.txt").read_text() == "b\n"
+    assert list((cache / "quarantine" / "blobs").iterdir())

@@ -6,7 +6,8 @@
     ├── PluginError                 a plug-in failed to load or registered something invalid (exit 2)
     ├── ManifestError               one or more problems in the manifests (exit 2)
     ├── InputError                  a user's input file is missing, unreadable or malformed (exit 2)
-    │   └── ModelLoadError          a model's files cannot be loaded for its task (exit 2)
+    │   ├── ModelLoadError          a model's files cannot be loaded for its task (exit 2)
+    │   └── TemplateError           a project's template is broken or tried to reach beyond its data (exit 2)
     ├── BuildError                  a step failed while running (exit 1)
     │   ├── StepFailed              a step's command or function failed; carries its log
     │   └── Interrupted             the build was stopped (Ctrl-C); nothing half-written remains
@@ -98,6 +99,11 @@ class InputError(QeffbuildError):
 
 class ModelLoadError(InputError):
     """A model's files could not be loaded: the message names the model, the file and the fix."""
+
+
+class TemplateError(InputError):
+    """A jinja2 template failed to render: a syntax error, an undefined name, or an attempt to reach beyond
+    the data it is given (the sandbox refused it). Names the template and its line."""
 
 
 class BuildError(QeffbuildError):

@@ -16,7 +16,7 @@ Short one.
 
 
 def scaffold(path: Path, name: str, force: bool = False) -> list[Path]:
-    from ..templating import environment
+    from ..templating import environment, render, resolve_template
 
     if path.suffix != ".toml":
         raise UsageError(f"{path}: a manifest file name ends in .toml")
@@ -25,8 +25,9 @@ def scaffold(path: Path, name: str, force: bool = False) -> list[Path]:
     if existing and not force:
         raise UsageError(f"{existing[0]} exists; pass --force to overwrite it, or choose another path")
     slug = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-").lower() or "project"
-    template = environment(path.parent.parent).get_template("project.toml.j2")
-    text = template.render(name=slug, model="tiny-bert", data_file="data/sentences.txt")
+    where = str(resolve_template("project.toml.j2", path.parent))
+    text = render(environment(path.parent.parent), "project.toml.j2", where,
+                  {"name": slug, "model": "tiny-bert", "data_file": "data/sentences.txt"})
     path.parent.mkdir(parents=True, exist_ok=True)
     data.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

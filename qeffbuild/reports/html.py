@@ -63,12 +63,13 @@ class Page:
 
 
 def render(page: Page, template_text: str) -> str:
-    from jinja2 import Environment, StrictUndefined
+    """The page through the report template (a project may override it), in the sandbox ``templating`` uses."""
+    from ..templating import render as render_template
+    from ..templating import sandbox
 
-    env = Environment(undefined=StrictUndefined, autoescape=True, trim_blocks=True, lstrip_blocks=True,
-                      keep_trailing_newline=True)
+    env = sandbox(autoescape=True, trim_blocks=True, lstrip_blocks=True)
     env.filters["pretty"] = lambda v: json.dumps(v, indent=1, sort_keys=True)
-    return env.from_string(template_text).render(page=page)
+    return render_template(env, TEMPLATE, f"templates/{TEMPLATE}", {"page": page}, source=template_text)
 
 
 def template_from(files: dict[str, Path]) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 from .core.explain import Reason
 from .core.graph import Graph, expand
 from .core.loader import Workspace, load
-from .core.materialize import check_out, materialize
+from .core.materialize import LOCKS, check_out, materialize
 from .core.planner import Plan, make_plan
 from .core.progress import ApiReporter, Reporter
 from .core.statcache import History
@@ -60,6 +60,17 @@ class BuildResult:
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "targets": self.target_status, "counts": self.counts(),
                 "wall_s": round(self.wall_s, 3), "outputs": self.outputs, "steps": self.steps, "notes": self.notes}
+
+
+def _remove_tree(folder: Path, option: str) -> None:
+    """Remove ``folder``, or say why not and what to do (a read-only file system, a folder without write
+    permission): outputs and caches are rebuilt from their inputs, so a partial removal loses nothing."""
+    def refused(_func: Any, path: str, exc: Any) -> None:
+        error = exc[1] if isinstance(exc, tuple) else exc
+        raise UsageError(f"cannot remove {path} ({getattr(error, 'strerror', None) or error}): make {folder} "
+                         f"writable (or remount it read-write), or point {option} elsewhere") from None
+
+    shutil.rmtree(folder, onerror=refused)
 
 
 def find_project_root(start: Path) -> Path | None:
@@ -471,13 +482,14 @@ class Project:
         """Remove the outputs of ``names`` (default: every target) from out/; ``cache`` removes the cache too."""
         removed: list[str] = []
         targets = self.resolve(names) if names else list(self.workspace.targets)
-        for t in targets:
-            folder = self.out_dir / t
-            if folder.exists():
-                shutil.rmtree(folder)
-                removed.append(str(folder))
+        folders = [self.out_dir / t for t in targets if (self.out_dir / t).exists()]
+        if not names and (self.out_dir / LOCKS).is_dir():
+            folders.append(self.out_dir / LOCKS)  # every target's lock: nothing else needs them
+        for folder in folders:
+            _remove_tree(folder, "--out-dir (QEFFBUILD_OUT_DIR)")
+            removed.append(str(folder))
         if cache and self.cache_dir.exists():
             self.state.close()
-            shutil.rmtree(self.cache_dir)
+            _remove_tree(self.cache_dir, "--cache-dir (QEFFBUILD_CACHE_DIR)")
             removed.append(str(self.cache_dir))
         return removed

@@ -90,10 +90,15 @@ def check_out(plan: Plan, target: str, store: Store, out_root: Path, full: bool 
             _restore(store, want, path)
         except StoreError:  # its blob is gone or rotten (quarantined): the build re-runs its step
             return "stale"
+        except OSError as e:
+            raise out_not_writable(out_root, e) from None
         data["files"][rel] = [*(_signature(path) or [0, 0, 0, 0]), want]
         repaired = True
     if repaired:
-        (folder / STAMP).write_text(json.dumps(data, sort_keys=True))
+        try:
+            (folder / STAMP).write_text(json.dumps(data, sort_keys=True))
+        except OSError as e:
+            raise out_not_writable(out_root, e) from None
         return "repaired"
     return "current"
 
@@ -158,12 +163,13 @@ def materialize(plan: Plan, target: str, store: Store, out_root: Path) -> Path:
 
     final = out_root / target
     locks = out_root / LOCKS
+    lock = FileLock(locks / f"{target}.lock")
     try:
         locks.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
     except OSError as e:
-        raise StoreError(f"cannot write the out folder {out_root}: {e.strerror}; make it writable or pass "
-                         "--out-dir") from e
-    with FileLock(locks / f"{target}.lock"):
+        raise out_not_writable(out_root, e) from None
+    try:
         sweep(out_root)
         expected = _expected(plan, target, store)
         if expected is None:
@@ -184,11 +190,20 @@ def materialize(plan: Plan, target: str, store: Store, out_root: Path) -> Path:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise StoreError(f"no space left on the device of {out_root} while writing out/{target}: free "
                                  "space there, or pass --out-dir on a larger disk; out/ was left as it was") from e
-            raise StoreError(f"cannot write out/{target} in {out_root}: {e}") from e
+            raise out_not_writable(out_root, e) from None
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+    finally:
+        lock.release()
     return final
+
+
+def out_not_writable(out_root: Path, e: OSError) -> StoreError:
+    """The out folder refused a write (read-only file system or permissions): what to do about it."""
+    return StoreError(f"cannot write the out folder {out_root} ({e.strerror}: {e.filename or out_root}); the built "
+                      "steps are cached, only laying them out failed: make it writable, or pass --out-dir (or set "
+                      "QEFFBUILD_OUT_DIR) to a writable folder")
 
 
 def _swap(staging: Path, final: Path) -> None:

@@ -543,7 +543,11 @@ class LocalStore:
 
     def gc(self, keep: set[str], dry_run: bool = False, other_projects: bool = True) -> dict[str, Any]:
         """Drop entries whose key is not in ``keep`` (nor, with ``other_projects``, in another project's
-        recorded roots), then blobs no entry names. Holds the store lock alone: never beside a build."""
+        recorded roots), then blobs no entry names, then every per-key lock file (no build runs beside gc).
+        Holds the store lock alone: never beside a build. A cache that cannot be written is refused before
+        anything is dropped."""
+        if not dry_run:
+            self._ensure_writable("collect garbage in")
         with self.exclusive():
             kept_for_others = set().union(*self.root_keys().values()) if other_projects else set()
             live_keys = keep | kept_for_others
@@ -568,8 +572,24 @@ class LocalStore:
                     if tree.name not in live_keys:
                         shutil.rmtree(tree, ignore_errors=True)
                 self.clean_stale_tmp()
+                for lock in list(self.locks.glob("*/*.lock")) if self.locks.is_dir() else []:
+                    lock.unlink(missing_ok=True)  # per-key locks: builds hold the store lock, so none is in use
             return {"entries_dropped": dropped, "blobs_removed": removed, "bytes_freed": freed, "dry_run": dry_run,
                     "kept_for_other_projects": len(kept_for_others - keep)}
+
+    def _ensure_writable(self, what: str) -> None:
+        """Refuse, with the fix, before changing anything in a cache this process cannot write."""
+        probe = self.root / f".write-probe-{os.getpid()}"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+            for folder in (self.ac, self.cas):
+                if folder.is_dir() and not os.access(folder, os.W_OK):
+                    raise PermissionError(errno.EACCES, "Permission denied", str(folder))
+        except OSError as e:
+            raise StoreError(f"cannot {what} the cache at {self.root} ({e.strerror}: {e.filename or self.root}); "
+                             "nothing was changed. Make it writable (or remount it read-write), or set "
+                             "QEFFBUILD_CACHE_DIR / --cache-dir to the cache you mean") from None
 
     def _quarantine_file(self, path: Path, kind: str) -> None:
         try:

@@ -171,7 +171,8 @@ def _table_rows(path: Path, audio_column: str, text_column: str | None, base_lab
         if text is not None and not isinstance(text, str):
             raise DataError("text_column", f"{where}: column {text_col!r} holds {type(text).__name__}, not text")
         out.append({"name": (f"{split}/" if split else "") + value, "path": path.parent / value,
-                    "label": os.path.normpath(os.path.join(base_label, value)), "where": f"{where} ({value})",
+                    "label": os.path.normpath(os.path.join(base_label, value)),
+                    "where": f"{where} ({value if len(value) <= 80 else value[:79] + '…'})",
                     "text": (text or "").strip(), "table_path": path})
     return out
 
@@ -225,9 +226,7 @@ def _choose(rows: list[dict[str, Any]], max_s: float | None, limit: int | None, 
     chosen, skipped = [], 0
     for i in order:
         r = rows[i]
-        if not r["path"].is_file():
-            raise DataError("inputs", f"{r['where']}: {r['path']} does not exist; fix the path (relative to the "
-                                      "table) or remove the row")
+        check_audio_file(r["path"], r["where"])
         frames, rate = audio_info(r["path"], r["where"])
         if frames <= 0 or rate <= 0:
             raise DataError("inputs", f"{r['where']}: the audio is empty")
@@ -243,6 +242,27 @@ def _choose(rows: list[dict[str, Any]], max_s: float | None, limit: int | None, 
                         f"no row of {rel!r} is at most {max_s:g} s long ({skipped} skipped); raise max_duration_s"
                         if skipped else f"{rel!r} has no rows: the data set is empty")
     return chosen
+
+
+def check_audio_file(path: Path, where: str) -> None:
+    """A row's file must be a regular file: a missing one, a name the file system refuses, a FIFO or a device
+    (reading ``/dev/zero`` never ends) is a DataError naming the row and the fix."""
+    import errno
+    import stat as stat_module
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise DataError("inputs", f"{where}: {str(path)[:200]} does not exist; fix the path (relative to the "
+                                  "table) or remove the row") from None
+    except OSError as e:
+        reason = "its name is too long for the file system" if e.errno == errno.ENAMETOOLONG else e.strerror
+        raise DataError("inputs", f"{where}: cannot read it ({reason}); fix the path or remove the row") from None
+    if not stat_module.S_ISREG(mode):
+        kind = ("a folder" if stat_module.S_ISDIR(mode) else "a FIFO" if stat_module.S_ISFIFO(mode)
+                else "a device" if stat_module.S_ISCHR(mode) or stat_module.S_ISBLK(mode) else "a socket")
+        raise DataError("inputs", f"{where}: {str(path)[:200]} is {kind}, not an audio file; name an audio file "
+                                  "or remove the row")
 
 
 def audio_info(path: Path, where: str) -> tuple[int, int]:

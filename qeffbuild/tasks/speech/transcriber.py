@@ -156,9 +156,13 @@ class Transcriber:
 def run(folder: Path, spec: dict[str, Any], runtime: str, inputs: list[str],
         options: dict[str, Any]) -> list[dict[str, Any]]:
     """`qeffbuild run` for speech: transcribe audio files in the order given, with their notes."""
-    missing = [a for a in inputs if not Path(a).is_file()]
-    if missing:
-        raise UsageError(f"no such audio file: {', '.join(missing)}")
+    from .dataset import DataError, check_audio_file
+
+    for a in inputs:
+        try:
+            check_audio_file(Path(a), a)
+        except DataError as e:
+            raise UsageError(str(e).replace("remove the row", "leave it out")) from None
     t = Transcriber(folder, runtime, spec["device"])
     return [{"input": a, "text": tr.text, "notes": tr.notes, "truncated": tr.truncated}
             for a, tr in zip(inputs, t.transcribe_detailed([Path(a) for a in inputs], options.get("max_new_tokens")),

@@ -85,8 +85,29 @@ SPEECH = """
 [project]
 name = "rows"
 
+[models.w.source]
+random = "WhisperForConditionalGeneration"
+seed = 1
+tokenizer = {{ path = "{tok}" }}
+
+[models.w.source.config]
+vocab_size = 401
+d_model = 64
+encoder_layers = 1
+decoder_layers = 1
+encoder_attention_heads = 2
+decoder_attention_heads = 2
+encoder_ffn_dim = 64
+decoder_ffn_dim = 64
+max_source_positions = 200
+max_target_positions = 64
+num_mel_bins = 80
+decoder_start_token_id = 393
+eos_token_id = 392
+pad_token_id = 392
+bos_token_id = 392
+
 [models.w]
-source = {{ random = "WhisperForConditionalGeneration", seed = 1, tokenizer = {{ path = "{tok}" }}, config = {{ vocab_size = 401, d_model = 64, encoder_layers = 1, decoder_layers = 1, encoder_attention_heads = 2, decoder_attention_heads = 2, encoder_ffn_dim = 64, decoder_ffn_dim = 64, max_source_positions = 200, max_target_positions = 64, num_mel_bins = 80, decoder_start_token_id = 393, eos_token_id = 392, pad_token_id = 392, bos_token_id = 392 }} }}
 task = "speech-seq2seq"
 
 [specializations.w-b1]

@@ -7,6 +7,7 @@ family's :meth:`~qeffbuild.core.plugins.Task.check` with the same :class:`Checke
 from __future__ import annotations
 
 import importlib.util
+import re
 from difflib import get_close_matches
 from pathlib import Path, PurePosixPath
 
@@ -212,11 +213,32 @@ def _check_step(c: Checker, t: TargetRef, spec: StepTable) -> None:
     for i, dep in enumerate(spec.deps):
         if dep not in c.ws.targets and not any(dep in f.broken for f in c.ws.files):
             c.report(t, f"deps[{i}]", f"unknown target {dep!r}{hint(dep, list(c.ws.targets))}", "deps", i)
+    for key, values in (("cmd", spec.cmd), ("env", list(spec.env.values()))):
+        for i, arg in enumerate(values):
+            for name in PLACEHOLDER.findall(arg):
+                _check_placeholder(c, t, spec, f"{key}[{i}]" if key == "cmd" else f"env.{list(spec.env)[i]}", name)
     for i, out in enumerate(spec.outputs):
         pure = PurePosixPath(out)
         if pure.is_absolute() or ".." in pure.parts or out in ("", ".") or "\\" in out or "\0" in out:
             c.report(t, f"outputs[{i}]", f"output {out!r} must be a relative path inside the step's output folder",
                      "outputs", i)
+
+
+PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_:.-]*)\}")  # not ${VAR}: the shell's
+
+
+def _check_placeholder(c: Checker, t: TargetRef, spec: StepTable, key: str, name: str) -> None:
+    """{out}, {root} and {dep:NAME} for a NAME in deps: any other would reach the command verbatim."""
+    if name in ("out", "root"):
+        return
+    if name.startswith("dep:"):
+        dep = name[4:]
+        if dep not in spec.deps:
+            c.report(t, key, f"{{{name}}} names {dep!r}, which is not in this step's deps"
+                             f"{hint(dep, spec.deps)}; add it to deps = [...]")
+        return
+    c.report(t, key, f"unknown placeholder {{{name}}} (a command may use {{out}}, {{root}} and {{dep:NAME}}; a shell "
+                     f"variable is written ${{NAME}}){hint(name, ['out', 'root'])}")
 
 
 def _check_cycles(c: Checker) -> None:

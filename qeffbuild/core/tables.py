@@ -67,7 +67,16 @@ class HubSource(Table):
 
 class PackageSource(Table):
     package: str = Field(description="An installed Python package that ships a model directory.")
-    subdir: str = "model"
+    subdir: str = Field("model", description="The model's folder inside the package (a relative path in it).")
+
+    @field_validator("subdir")
+    @classmethod
+    def _inside(cls, v: str) -> str:
+        from pathlib import PurePosixPath
+
+        if not v or PurePosixPath(v).is_absolute() or ".." in PurePosixPath(v).parts or "\\" in v or "\0" in v:
+            raise ValueError("subdir must be a folder inside the package (a relative path without '..')")
+        return v
 
 
 class RandomSource(Table):

@@ -642,14 +642,12 @@ def _flock(path: Path, exclusive: bool) -> Iterator[None]:
 
 
 def _stale(p: Path) -> bool:
-    """A scratch file or folder whose owning process is gone (named ``<kind>-<pid>-…``), or an hour old."""
+    """A scratch file or folder whose owning process is gone (named ``<kind>-<pid>-…``), or one qeffbuild did not
+    name (a command that wrote ``../../x`` from its output folder): nothing reads those."""
     parts = p.name.split("-")
-    if len(parts) > 2 and parts[1].isdigit():
+    if len(parts) > 2 and parts[0].isalpha() and parts[1].isdigit():
         return not pid_alive(int(parts[1]))
-    try:
-        return time.time() - p.lstat().st_mtime > 3600
-    except OSError:
-        return False
+    return True
 
 
 def pid_alive(pid: int) -> bool:

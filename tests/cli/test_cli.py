@@ -164,8 +164,10 @@ def test_cache_stats_and_gc(project: ProjectDir) -> None:
     assert stats["entries"] == 2
     project.manifest(STEPS.replace("echo a", "echo A"))
     project.cli("build")
+    assert list((project.root / "out" / ".cache" / "locks").glob("*/*.lock"))  # one per step that ran
     gc = json.loads(project.cli("cache", "gc").out)
     assert gc["entries_dropped"] == 2  # the old a and b; the current ones stay
+    assert not list((project.root / "out" / ".cache" / "locks").glob("*/*.lock"))  # gc sweeps per-key locks
     assert json.loads(project.cli("build", "--json").out)["counts"] == {"cached": 2}
 
 

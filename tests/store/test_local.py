@@ -49,5 +49,6 @@ def test_stale_scratch_of_a_dead_build_is_removed(tmp_path: Path) -> None:
     dead = store.tmp / "run-999999999-abcdef-1234"  # no such pid
     dead.mkdir()
     live = store.scratch("k")  # this process: alive
-    assert store.clean_stale_tmp() == 1
-    assert not dead.exists() and live.exists()
+    (store.tmp / "x").write_text("a command wrote ../../x from its output folder")
+    assert store.clean_stale_tmp() == 2
+    assert not dead.exists() and live.exists() and not (store.tmp / "x").exists()

@@ -43,12 +43,11 @@ class UnknownNameError(UsageError):
     """A name was looked up among known names and missed."""
 
     def __init__(self, what: str, name: str, known: list[str]) -> None:
-        from difflib import get_close_matches
+        from .core.diagnostics import did_you_mean
 
         self.name = name
         self.known = sorted(known)
-        close = get_close_matches(name, self.known, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(name, self.known)
         listing = ", ".join(self.known) if self.known else "(none)"
         super().__init__(f"unknown {what} {name!r}{hint} (known: {listing})")
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from difflib import get_close_matches
 from pathlib import Path, PurePosixPath
 
 from ..errors import Problem
+from .diagnostics import did_you_mean
 from .loader import ManifestFile, TargetRef, Workspace, display_path
 from .tables import (
     ComposedSource,
@@ -24,10 +24,7 @@ from .tables import (
     ValidationBase,
 )
 
-
-def hint(name: str, known: list[str]) -> str:
-    close = get_close_matches(name, known, n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
+hint = did_you_mean  # the name the families import
 
 
 class Checker:
@@ -36,6 +33,13 @@ class Checker:
     def __init__(self, ws: Workspace, problems: list[Problem]) -> None:
         self.ws = ws
         self.problems = problems
+        self._names: dict[str | None, list[str]] = {}
+
+    def names(self, table: str | None = None) -> list[str]:
+        """Target names (of one table), listed once per load: a hint must not copy 10,000 names per problem."""
+        if table not in self._names:
+            self._names[table] = [n for n, r in self.ws.targets.items() if table is None or r.table == table]
+        return self._names[table]
 
     def add(self, f: ManifestFile, table: str, name: str, key: str, msg: str, *line_path: str | int) -> None:
         path = line_path or tuple(_key_parts(key))
@@ -48,17 +52,17 @@ class Checker:
     def ref(self, t: TargetRef, key: str, name: str, want: str) -> TargetRef | None:
         """Check that ``name`` names a target of table ``want``; report it otherwise."""
         found = self.ws.targets.get(name)
-        known = [n for n, r in self.ws.targets.items() if r.table == want]
+        if found is not None and found.table == want:
+            return found
+        known = self.names(want)
         if found is None and any(name in f.broken for f in self.ws.files):
             return None  # that table has its own error already
         if found is None:
             self.report(t, key, f"unknown {want[:-1]} {name!r}{hint(name, known)} "
                                 f"(known: {', '.join(sorted(known)) or 'none'})")
             return None
-        if found.table != want:
-            self.report(t, key, f"{name!r} is a {found.table[:-1]}, not a {want[:-1]}{hint(name, known)}")
-            return None
-        return found
+        self.report(t, key, f"{name!r} is a {found.table[:-1]}, not a {want[:-1]}{hint(name, known)}")
+        return None
 
     def path(self, t: TargetRef, key: str, rel: str, *, folder: bool | None = None) -> Path | None:
         """Check that ``rel`` (relative to the manifest) exists, as a folder or a file; return it."""
@@ -212,7 +216,7 @@ def _check_step(c: Checker, t: TargetRef, spec: StepTable) -> None:
         c.path(t, f"inputs[{i}]", rel, folder=False)
     for i, dep in enumerate(spec.deps):
         if dep not in c.ws.targets and not any(dep in f.broken for f in c.ws.files):
-            c.report(t, f"deps[{i}]", f"unknown target {dep!r}{hint(dep, list(c.ws.targets))}", "deps", i)
+            c.report(t, f"deps[{i}]", f"unknown target {dep!r}{hint(dep, c.names())}", "deps", i)
     for key, values in (("cmd", spec.cmd), ("env", list(spec.env.values()))):
         for i, arg in enumerate(values):
             for name in PLACEHOLDER.findall(arg):

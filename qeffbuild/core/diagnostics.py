@@ -9,7 +9,9 @@ it cannot place falls back to the enclosing key's or table's line.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 Path = tuple[str | int, ...]
@@ -268,3 +270,50 @@ def syntax_error_line(text: str, message: str) -> int | None:
     if stack:
         return stack[-1]
     return text.count("\n") + 1 if text else 1
+
+
+# --- "did you mean" ----------------------------------------------------------------------------------
+
+MANY = 200  # above this many known names, compare only with those that share a rare trigram
+
+
+def closest(name: str, known: Sequence[str]) -> str | None:
+    """The known name nearest to ``name`` (difflib's ratio ≥ 0.6), or None.
+
+    difflib compares with every candidate in Python: fine for a key of a table, but 10,000 unknown deps
+    among 10,000 targets is 10⁸ comparisons (90 s). Large name lists go through a trigram index first.
+    """
+    from difflib import get_close_matches
+
+    candidates = _near(name, tuple(known)) if len(known) > MANY else list(known)
+    close = get_close_matches(name, candidates, n=1)
+    return close[0] if close else None
+
+
+def did_you_mean(name: str, known: Sequence[str]) -> str:
+    close = closest(name, known)
+    return f"; did you mean {close!r}?" if close else ""
+
+
+def _grams(word: str) -> set[str]:
+    padded = f"  {word.lower()} "
+    return {padded[i:i + 3] for i in range(len(padded) - 2)}
+
+
+@functools.lru_cache(maxsize=4)
+def _index(known: tuple[str, ...]) -> dict[str, list[str]]:
+    """Trigram → names holding it, without trigrams most names share (a common prefix says nothing)."""
+    index: dict[str, list[str]] = {}
+    for k in known:
+        for g in _grams(k):
+            index.setdefault(g, []).append(k)
+    limit = max(MANY, len(known) // 20)
+    return {g: names for g, names in index.items() if len(names) <= limit}
+
+
+def _near(name: str, known: tuple[str, ...], keep: int = 12) -> list[str]:
+    from collections import Counter
+
+    index = _index(known)
+    counts = Counter(k for g in _grams(name) for k in index.get(g, ()))
+    return [k for k, _ in counts.most_common(keep)]

@@ -12,13 +12,12 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, field
-from difflib import get_close_matches
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ManifestError, Problem, UsageError
 from .diagnostics import Path as KeyPath
-from .diagnostics import index_lines, line_of, syntax_error_line
+from .diagnostics import did_you_mean, index_lines, line_of, syntax_error_line
 from .pydantic_errors import explain_errors
 from .tables import TABLES, Manifest, ModelBase, ProjectTable, StepTable, Table, random_weights
 
@@ -315,9 +314,7 @@ class _Validator:
             return None
 
 
-def _hint(name: str, known: list[str]) -> str:
-    close = get_close_matches(name, known, n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
+_hint = did_you_mean
 
 
 def _collect_targets(ws: Workspace, problems: list[Problem]) -> None:

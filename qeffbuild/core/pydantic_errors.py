@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 import types
 import typing
-from difflib import get_close_matches
 from typing import TYPE_CHECKING, Any
 
 from ..errors import Problem
 from .diagnostics import Path as KeyPath
-from .diagnostics import line_of
+from .diagnostics import did_you_mean, line_of
 from .tables import SOURCE_KINDS, TABLES
 
 if TYPE_CHECKING:
@@ -95,9 +94,7 @@ def _unknown_key(loc: tuple[Any, ...], cls: type, classes: TableClasses, table: 
     return f"unknown key {key!r}{_hint(key, allowed)} (expected one of: {', '.join(allowed) or 'none'})"
 
 
-def _hint(name: str, known: list[str]) -> str:
-    close = get_close_matches(name, known, n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
+_hint = did_you_mean
 
 
 def _short(value: Any, width: int = 80) -> str:

@@ -160,6 +160,7 @@ class Project:
             }
             remote = self._remote(plan, results, remote_cache, remote_upload, remote_required)
             if plan.to_run():
+                self.store.ensure_writable("store the steps that must run in")  # before any step runs
                 self.store.clean_stale_tmp()
                 on_built = (lambda sid, key: self._upload(remote, key)) if remote is not None else None
                 ran = self._executor(executor, plan, jobs, keep_going, reporter, verbose, on_built, ray_address).run()

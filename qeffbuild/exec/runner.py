@@ -118,6 +118,10 @@ class StepRunner:
             except Timeout:
                 if self.stop.is_set():
                     return StepResult(step.id, "interrupted")
+            except OSError as e:  # a read-only or full cache: the lock file cannot be made
+                return StepResult(step.id, "failed", 0.0, f"cannot lock {step.id} in the cache ({e.strerror}); make "
+                                                          f"the cache at {self.store.root} writable or set "
+                                                          "QEFFBUILD_CACHE_DIR")
         try:
             if not step.forced and self.store.has(step.key):  # another build ran it while we waited for the lock
                 return StepResult(step.id, "shared", time.monotonic() - t0)

@@ -547,7 +547,7 @@ class LocalStore:
         Holds the store lock alone: never beside a build. A cache that cannot be written is refused before
         anything is dropped."""
         if not dry_run:
-            self._ensure_writable("collect garbage in")
+            self.ensure_writable("collect garbage in")
         with self.exclusive():
             kept_for_others = set().union(*self.root_keys().values()) if other_projects else set()
             live_keys = keep | kept_for_others
@@ -577,10 +577,11 @@ class LocalStore:
             return {"entries_dropped": dropped, "blobs_removed": removed, "bytes_freed": freed, "dry_run": dry_run,
                     "kept_for_other_projects": len(kept_for_others - keep)}
 
-    def _ensure_writable(self, what: str) -> None:
+    def ensure_writable(self, what: str) -> None:
         """Refuse, with the fix, before changing anything in a cache this process cannot write."""
         probe = self.root / f".write-probe-{os.getpid()}"
         try:
+            self.root.mkdir(parents=True, exist_ok=True)
             probe.write_bytes(b"")
             probe.unlink()
             for folder in (self.ac, self.cas):

@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,8 @@ class Tally:
     reruns_of_committed: list[str] = field(default_factory=list)
     concurrent_duplicates: list[str] = field(default_factory=list)
     failed_to_heal: list[str] = field(default_factory=list)
+    exit_70: list[str] = field(default_factory=list)
+    sandbox_escapes: list[str] = field(default_factory=list)
 
     def problems(self) -> dict[str, list[str]]:
         return {k: v for k, v in vars(self).items() if k != "runs" and v}
@@ -51,8 +55,10 @@ class Tally:
 class ChaosProject:
     """A generated DAG of command steps; each output is a known function of its inputs."""
 
-    def __init__(self, root: Path, n: int = 12, seed: int = 0, sleep: float = 0.15) -> None:
+    def __init__(self, root: Path, n: int = 12, seed: int = 0, sleep: float = 0.15,
+                 env: dict[str, str] | None = None) -> None:
         self.root = root
+        self.env = {**os.environ, **(env or {})}
         self.rng = random.Random(seed)
         self.n = n
         self.deps = {i: sorted(self.rng.sample(range(i), k=min(i, self.rng.randint(0, 2)))) for i in range(n)}
@@ -80,12 +86,12 @@ class ChaosProject:
     # --- running ------------------------------------------------------------------------------
     def cli(self, *args: str, timeout: float = HANG_S) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "qeffbuild", *args], cwd=self.root, capture_output=True,
-                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+                              text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=self.env)
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen([sys.executable, "-m", "qeffbuild", *args], cwd=self.root, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, env=self.env)
 
     def run_counts(self) -> Counter[str]:
         return Counter({p.name: len(p.read_text().splitlines()) for p in (self.root / ".runs").iterdir()})
@@ -114,6 +120,8 @@ class ChaosProject:
         text = (res.stderr + res.stdout) if res is not None else ""
         if any(w in text for w in BAD_WORDS):
             tally.tracebacks.append(f"{what}: {text[-600:]}")
+        if res is not None and res.returncode == 70:
+            tally.exit_70.append(f"{what}: {text[-300:]}")
         if res is not None and res.returncode == 0:
             wrong = self.wrong_outputs()
             if wrong:
@@ -188,7 +196,7 @@ CORRUPTIONS = (
     "flip_blob", "truncate_blob", "delete_blob", "garbage_entry", "traversal_entry", "wrong_shape_entry",
     "bad_digest_entry", "delete_entry", "edit_tree", "extra_tree_file", "symlink_tree", "edit_out",
     "delete_out", "symlink_out", "dir_out", "garbage_stamp", "garbage_state_db", "truncate_state_db",
-    "garbage_root", "garbage_lock",
+    "garbage_root", "garbage_lock", "lying_entry", "media_rot",
 )
 
 
@@ -271,6 +279,17 @@ def corrupt(p: ChaosProject, kind: str, rng: random.Random) -> str:
         if roots:
             pick(roots).write_text('{"owner": 5, "keys": "nope"}')
             return "roots"
+    if kind == "lying_entry" and len(entries) > 1:  # names another step's valid blob; key material untouched
+        liar, other = rng.sample(entries, 2)
+        data, theirs = json.loads(liar.read_text()), json.loads(other.read_text())
+        data["outputs"] = {rel: next(iter(theirs["outputs"].values())) for rel in data["outputs"]}
+        liar.chmod(0o644)
+        liar.write_text(json.dumps(data))
+        return liar.name
+    if kind == "media_rot" and blobs:  # one byte flipped; size, mtime, ctime and inode all as the stat cache has them
+        b = pick(blobs)
+        rot_in_place(cache, b, rng)
+        return b.name
     if kind == "garbage_lock":
         lock = cache / "locks" / "store.lock"
         if lock.exists():
@@ -279,14 +298,40 @@ def corrupt(p: ChaosProject, kind: str, rng: random.Random) -> str:
     return "nothing to corrupt"
 
 
+def rot_in_place(cache: Path, blob: Path, rng: random.Random) -> None:
+    """What a failing disk does: a byte changes, nothing else. The stat cache's row is set to the blob's new
+    ctime (userland cannot keep a ctime), so only a full read can tell."""
+    import sqlite3
+
+    st = blob.stat()
+    blob.chmod(0o644)
+    data = bytearray(blob.read_bytes())
+    data[rng.randrange(len(data))] ^= 0x20
+    blob.write_bytes(bytes(data))
+    os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
+    blob.chmod(0o444)
+    now = blob.stat()
+    with sqlite3.connect(cache / "state.sqlite") as db:
+        db.execute("UPDATE file_digests SET ctime_ns = ? WHERE path = ?", (now.st_ctime_ns, str(blob)))
+
+
 def corruption_scenario(p: ChaosProject, tally: Tally, kind: str, rng: random.Random, what: str) -> None:
-    """A clean build, one corruption, then `cache verify` (sometimes) and a build: right bytes or a clear error."""
+    """A clean build, one corruption, then `cache verify` (sometimes) and a build: right bytes or a clear error.
+
+    A lying entry (another step's valid blob) is what `cache verify --rebuild` exists for: the local cache trusts
+    its own disk as Nix's store does, so that scenario always runs it before the build (a shared cache refuses
+    such an entry by its signature: remote_lie_scenario)."""
     first = p.cli("build", "-q")
     if first.returncode != 0:
         tally.failed_to_heal.append(f"{what}: the clean build failed: {first.stderr[-300:]}")
         return
     before = p.snapshot_outside()
     touched = corrupt(p, kind, rng)
+    if kind == "lying_entry":  # a missed lie shows as wrong bytes in the build below (an old key's entry: no harm)
+        check = p.cli("cache", "verify", "--rebuild")
+        if any(w in check.stderr for w in BAD_WORDS):
+            tally.tracebacks.append(f"{what} verify --rebuild: {check.stderr[-400:]}")
+        p.check(tally, f"{what} verify --rebuild", None, before)
     if rng.random() < 0.3:
         verify = p.cli("cache", "verify")  # it does not build: only tracebacks and outside writes count
         p.check(tally, f"{what} verify", None, before)
@@ -302,6 +347,132 @@ def corruption_scenario(p: ChaosProject, tally: Tally, kind: str, rng: random.Ra
     if (p.root / "outside.txt").exists() or (p.root.parent / "outside.txt").exists():
         tally.outside_writes.append(f"{what}: outside.txt written")
     tally.runs[f"corrupt:{kind}"] += 1
+
+
+@contextmanager
+def read_only(folder: Path) -> Iterator[bool]:
+    """``folder`` read-only: a read-only bind mount as root (root ignores permission bits), else mode 0555.
+    Yields False where neither can be done here."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield True
+        finally:
+            folder.chmod(0o755)
+        return
+    done = subprocess.run(["sh", "-c", f"mount --bind '{folder}' '{folder}' && mount -o remount,bind,ro '{folder}'"],
+                          capture_output=True)
+    if done.returncode != 0:
+        subprocess.run(["umount", str(folder)], capture_output=True)
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def read_only_scenario(p: ChaosProject, tally: Tally, rng: random.Random, what: str) -> None:
+    """A step must run again (its entry is gone) while out/ and the cache in it are read-only: a clear error
+    (exit 1 or 2), no traceback, no exit 70, nothing half-written; writable again, the next build heals."""
+    first = p.cli("build", "-q")
+    if first.returncode != 0:
+        tally.failed_to_heal.append(f"{what}: the clean build failed: {first.stderr[-300:]}")
+        return
+    before = p.snapshot_outside()
+    entries = sorted((p.root / "out" / ".cache").glob("ac/*/*.json"))
+    rng.choice(entries).unlink()
+    command = rng.choice([("build", "-q"), ("clean",), ("cache", "gc", "--all"), ("build", "-q", "--force")])
+    with read_only(p.root / "out") as done:
+        if not done:
+            return
+        res = p.cli(*command)
+        if res.returncode not in (1, 2):
+            tally.failed_to_heal.append(f"{what} {command}: exit {res.returncode} on a read-only out/")
+        p.check(tally, f"{what} {command}", res, before)
+    res = p.cli("build", "-q")
+    if res.returncode != 0:
+        tally.failed_to_heal.append(f"{what}: exit {res.returncode} once writable: {res.stderr[-300:]}")
+    p.check(tally, f"{what} (writable again)", res, before)
+    tally.runs["read-only"] += 1
+
+
+TEMPLATE_ESCAPES = (
+    '{{ lipsum.__globals__["os"].system("touch MARKER") }}',
+    '{{ cycler.__init__.__globals__.__builtins__["open"]("MARKER", "w").write("x") }}',
+    "{{ name.__class__.__mro__[1].__subclasses__() }}",
+    '{{ "{0.__class__.__init__.__globals__}".format(name) }}',
+    "{% set x = [] %}{{ x.append(1) }}{{ self.__init__.__globals__ }}",
+    '{{ joiner.__init__.__globals__["os"].system("touch MARKER") }}',
+    '{{ namespace.__init__.__globals__["os"].system("touch MARKER") }}',
+)
+
+
+def template_scenario(root: Path, tally: Tally, rng: random.Random, what: str) -> None:
+    """A checked-out project template that tries to run code during `qeffbuild init`: refused, nothing run."""
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "templates").mkdir(parents=True)
+    escape = rng.choice(TEMPLATE_ESCAPES)
+    (root / "templates" / "project.toml.j2").write_text(f'[project]\nname = "{{{{ name }}}}"\n{escape}\n')
+    res = subprocess.run([sys.executable, "-m", "qeffbuild", "init"], cwd=root, capture_output=True, text=True,
+                         timeout=HANG_S, stdin=subprocess.DEVNULL)
+    if (root / "MARKER").exists():
+        tally.sandbox_escapes.append(f"{what}: {escape}")
+    if res.returncode != 2 or any(w in res.stderr for w in BAD_WORDS):
+        tally.tracebacks.append(f"{what}: exit {res.returncode}: {res.stderr[-300:]}")
+    tally.runs["template"] += 1
+
+
+def remote_lie_scenario(writer: ChaosProject, reader: ChaosProject, fs: Any, prefix: str, tally: Tally,
+                        rng: random.Random, what: str) -> None:
+    """Someone who can write the bucket swaps an entry's outputs, adds a file or strips its signature: a reader
+    trusting only the team's key never serves it (it builds that step itself)."""
+    res = writer.cli("build", "-q")
+    if res.returncode != 0:
+        tally.failed_to_heal.append(f"{what}: the writer's build failed: {res.stderr[-300:]}")
+        return
+    entries = sorted(fs.find(f"{prefix}/ac"))
+    victim, other = rng.sample(entries, 2)
+    data, theirs = json.loads(fs.cat_file(victim)), json.loads(fs.cat_file(other))
+    how = rng.choice(["swap", "extra", "unsigned", "resign"])
+    if how == "swap":
+        data["outputs"] = {rel: next(iter(theirs["outputs"].values())) for rel in data["outputs"]}
+    elif how == "extra":
+        data["outputs"]["evil.sh"] = next(iter(theirs["outputs"].values()))
+    elif how == "unsigned":
+        data["outputs"] = {rel: next(iter(theirs["outputs"].values())) for rel in data["outputs"]}
+        data.pop("signatures", None)
+    else:  # another step's valid signature pasted on
+        data["outputs"] = theirs["outputs"]
+        data["signatures"] = theirs.get("signatures", [])
+    fs.pipe_file(victim, json.dumps(data).encode())
+    shutil.rmtree(reader.root / "out", ignore_errors=True)
+    before = reader.snapshot_outside()
+    res = reader.cli("build", "-q", "--no-remote-upload")
+    reader.check(tally, f"{what} ({how})", res, before)
+    if res.returncode != 0:
+        tally.failed_to_heal.append(f"{what} ({how}): exit {res.returncode}: {res.stderr[-300:]}")
+    if any((reader.root / "out").glob("*/evil.sh")):
+        tally.wrong_with_exit_0.append(f"{what}: an extra file was served")
+    tally.runs["remote-lie"] += 1
+
+
+def frozen_remote_scenario(p: ChaosProject, server_pid: int, timeout_s: float, tally: Tally, what: str) -> float:
+    """The remote server frozen (SIGSTOP): the build goes on locally; returns how long the build took."""
+    shutil.rmtree(p.root / "out", ignore_errors=True)
+    before = p.snapshot_outside()
+    os.killpg(server_pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        res = p.cli("build", "-q")
+        took = time.monotonic() - t0
+    finally:
+        os.killpg(server_pid, signal.SIGCONT)
+    if res.returncode != 0:
+        tally.failed_to_heal.append(f"{what}: exit {res.returncode} with the remote frozen: {res.stderr[-300:]}")
+    p.check(tally, what, res, before)
+    tally.runs["frozen-remote"] += 1
+    return took
 
 
 # --- fuzzed manifests --------------------------------------------------------------------------------------

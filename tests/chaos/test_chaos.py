@@ -22,6 +22,8 @@ from .harness import (
     fuzz_case,
     kill_scenario,
     mutate,
+    read_only_scenario,
+    template_scenario,
 )
 
 
@@ -50,6 +52,14 @@ def test_every_corruption_kind_heals_or_fails_loudly(chaos: ChaosProject) -> Non
         corruption_scenario(chaos, tally, kind, rng, kind)
     assert tally.problems() == {}
     assert sum(tally.runs.values()) == len(CORRUPTIONS)
+
+
+def test_a_read_only_out_and_hostile_templates_fail_cleanly(chaos: ChaosProject, tmp_path: Path) -> None:
+    tally, rng = Tally(), random.Random(3)
+    for i in range(3):
+        read_only_scenario(chaos, tally, rng, f"read-only {i}")
+        template_scenario(tmp_path / "t", tally, rng, f"template {i}")
+    assert tally.problems() == {}
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -288,15 +289,14 @@ def test_media_rot_is_caught_where_bytes_leave_the_store(project: ProjectDir, tm
     project.manifest(LIE)
     assert project.cli("build", "b").code == 0
     cache = project.root / "out" / ".cache"
+    from ..chaos.harness import rot_in_place
+
     digest = json.loads(_entry_of(cache, "command:b").read_text())["outputs"]["b.txt"]
     blob = cache / "cas" / digest[:2] / digest
     st = blob.stat()
-    blob.chmod(0o644)
-    with open(blob, "r+b") as f:
-        f.write(b"X")
-    os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
-    blob.chmod(0o444)
+    rot_in_place(cache, blob, random.Random(0))  # the stat cache's row matches the rotten blob's stat
     assert blob.stat().st_ino == st.st_ino and blob.stat().st_size == st.st_size
+    assert project.cli("build", "b", "--json").json()["steps"]["command:b"]["status"] == "cached"  # out/ is intact
     res = project.cli("build", "b", "--out-dir", str(tmp_path / "fresh"), "--cache-dir", str(cache), "--json")
     assert res.code == 0, res.err
     assert res.json()["steps"]["command:b"]["status"] == "built"  # rebuilt, not served

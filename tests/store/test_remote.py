@@ -157,6 +157,12 @@ def test_an_unreachable_remote_is_a_warning_and_a_local_build(project: ProjectDi
     r = project.cli("build", "--json", "--remote-cache", "s3://nowhere/cache")
     assert r.code == 0, r.err
     assert any("cannot be reached" in n for n in r.json()["notes"])
+    # a credential in the URL's query string, plain and URL-encoded, never reaches a message
+    url = "s3://user:pa55word@nowhere/cache?secret=s3cr3t&x-token%3Dt0k3n&sig=%73%69%67"
+    r = project.cli("build", "--json", "--force", "big", "--remote-cache", url)
+    text = r.out + r.err + " ".join(r.json()["notes"])
+    assert r.code == 0 and "cannot be reached" in text and "s3://nowhere/cache?…" in text
+    assert not any(s in text for s in ("pa55word", "s3cr3t", "t0k3n", "%73%69%67", "user:"))
 
 
 def test_a_shared_folder_is_a_remote_cache_too(project: ProjectDir, tmp_path: Path) -> None:

@@ -103,6 +103,25 @@ def check_out(plan: Plan, target: str, store: Store, out_root: Path, full: bool 
     return "current"
 
 
+def verify_folder(folder: Path) -> list[str]:
+    """Files of a materialized folder (or a saved copy of one) whose bytes differ from what its stamp recorded,
+    each read in full (a failing disk keeps size, mtime and inode). [] when all match, or when the folder has no
+    stamp (it was not laid out by qeffbuild: nothing to check it against)."""
+    data = _read_stamp(folder)
+    if data is None:
+        return []
+    bad = []
+    for rel, record in data["files"].items():
+        want = record[4] if isinstance(record, list) and len(record) == 5 else None
+        try:
+            ok = want is not None and digest_file(folder / rel) == want
+        except OSError:
+            ok = False
+        if not ok:
+            bad.append(rel)
+    return bad
+
+
 def _restore(store: Store, digest: str, path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)

@@ -34,10 +34,18 @@ class Transcriber:
     """Greedy transcription on one runtime of a built speech specialization."""
 
     def __init__(self, folder: Path, runtime: str = "onnxruntime", device: str = "cpu",
-                 language: str | None = None) -> None:
+                 language: str | None = None, verify: bool = True) -> None:
         from .driver import DecodeConfig, Frontend
 
         self.folder = Path(folder)
+        if verify:  # every file read in full against the digests it was built with, before any is used
+            from ...core.materialize import verify_folder
+
+            changed = verify_folder(self.folder)
+            if changed:
+                raise UsageError(f"{self.folder}: {', '.join(changed[:5])}{' …' if len(changed) > 5 else ''} changed "
+                                 "since it was built (a disk error or an edit); build the specialization again and "
+                                 "save a fresh copy")
         self.runtime, self.device = runtime, device
         info = plugins().runtimes.get(runtime)
         if not info.runs_task("speech-seq2seq"):
@@ -141,6 +149,7 @@ class Transcriber:
 
     @classmethod
     def load(cls, folder: Path, runtime: str = "onnxruntime", device: str = "cpu") -> Transcriber:
+        """Open a saved folder; its files are checked against the digests they were built with."""
         return cls(folder, runtime, device)
 
     @classmethod
@@ -149,8 +158,8 @@ class Transcriber:
         from ...api import Project
 
         project = project or Project()
-        folder, spec = project.built_specialization(target, "speech-seq2seq")
-        return cls(folder, runtime, spec["device"])
+        folder, spec = project.built_specialization(target, "speech-seq2seq")  # checked in full there
+        return cls(folder, runtime, spec["device"], verify=False)
 
 
 def run(folder: Path, spec: dict[str, Any], runtime: str, inputs: list[str],
@@ -163,7 +172,7 @@ def run(folder: Path, spec: dict[str, Any], runtime: str, inputs: list[str],
             check_audio_file(Path(a), a)
         except DataError as e:
             raise UsageError(str(e).replace("remove the row", "leave it out")) from None
-    t = Transcriber(folder, runtime, spec["device"])
+    t = Transcriber(folder, runtime, spec["device"], verify=False)  # Project.run checked it in full
     return [{"input": a, "text": tr.text, "notes": tr.notes, "truncated": tr.truncated}
             for a, tr in zip(inputs, t.transcribe_detailed([Path(a) for a in inputs], options.get("max_new_tokens")),
                              strict=True)]

@@ -161,6 +161,14 @@ def test_run_and_the_transcriber_api_round_trip(sp: ProjectDir, tmp_path: Path) 
     again = Transcriber.load(saved, "aoti")
     assert type(again) is type(t)
     assert again.transcribe(wavs, 24) == t.transcribe(wavs, 24) == cli_texts  # aoti == onnxruntime tokens
+    from qeffbuild.errors import UsageError
+
+    victim = saved / "model" / "config.json"  # one byte changed, as a failing disk or a stray edit would
+    data = bytearray(victim.read_bytes())
+    data[-2] ^= 0x01
+    victim.write_bytes(bytes(data))
+    with pytest.raises(UsageError, match=r"model/config.json changed since it was built"):
+        Transcriber.load(saved, "aoti")
 
 
 @slow

@@ -1,8 +1,8 @@
 """Jinja2 templates: the project's own ``templates/`` first, then the ones qeffbuild ships.
 
-qeffbuild's templates live in the repository's top-level ``templates/``; the wheel installs
-them as the package data folder ``qeffbuild/templates`` (``pyproject.toml`` maps one onto
-the other), and an editable install reads them in place.
+qeffbuild's templates are package data (``qeffbuild/templates/``): a wheel carries them and an
+editable install reads them in place. A project's own ``templates/`` (beside its manifests, or one
+folder up) overrides any of them by name.
 
 A project's templates come with its checkout, so rendering one must never run its code: every
 environment here is Jinja2's ``ImmutableSandboxedEnvironment`` (no attribute starting with ``_``, no
@@ -18,11 +18,10 @@ from typing import Any
 
 
 def shipped_templates() -> Path:
-    package = Path(__file__).resolve().parent
-    for candidate in (package / "templates", package.parent / "templates"):
-        if (candidate / "project.toml.j2").is_file():  # an empty folder left by an install is not it
-            return candidate
-    raise FileNotFoundError(f"qeffbuild's templates are missing (looked in {package / 'templates'}); reinstall it")
+    folder = Path(__file__).resolve().parent / "templates"
+    if (folder / "project.toml.j2").is_file():
+        return folder
+    raise FileNotFoundError(f"qeffbuild's templates are missing (looked in {folder}); reinstall it")
 
 
 def sandbox(**options: Any) -> Any:

@@ -11,7 +11,7 @@ CUDA graphs are not Inductor's (``mode="reduce-overhead"``): its CUDA-graph tree
 non-parameter input into their own buffers and check them in Python on each call, which costs more
 than a small decoder step. The session says it is ``capturable`` instead, and the decode loop
 captures a whole step (decoder, state update, argmax) over its own static buffers as one graph
-(``tasks/speech/device_decode.py``); a batch of embeddings is GPU-bound and needs none.
+(``decoding/device.py``); a batch of embeddings is GPU-bound and needs none.
 
 The artifacts are valid only for the torch version, the CUDA it was built with and the GPU kind
 they were made on, so those enter the step key (``tool_versions``): a build on another GPU kind is

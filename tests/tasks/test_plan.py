@@ -144,10 +144,18 @@ def test_speech_specs_use_role_step_ids(project: ProjectDir) -> None:
             "compile:ort:w-b1:decoder"} <= ids
 
 
-def test_every_package_is_listed_for_the_wheel() -> None:
+def test_every_package_and_template_goes_into_the_wheel() -> None:
+    """Packages are found, not listed (a new family edits no packaging file); templates are package data."""
     import tomllib
 
+    from setuptools import find_packages
+
     repo = Path(__file__).resolve().parents[2]
-    listed = set(tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    found = {".".join(p.parent.relative_to(repo).parts) for p in (repo / "qeffbuild").rglob("__init__.py")}
-    assert found | {"qeffbuild.templates"} == listed
+    setup = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "packages" not in setup
+    found = set(find_packages(str(repo), include=setup["packages"]["find"]["include"]))
+    on_disk = {".".join(p.parent.relative_to(repo).parts) for p in (repo / "qeffbuild").rglob("__init__.py")}
+    assert found == on_disk
+    patterns = setup["package-data"]["qeffbuild"]
+    templates = {p.relative_to(repo / "qeffbuild") for p in (repo / "qeffbuild" / "templates").rglob("*.j2")}
+    assert templates and all(any(t.match(pat) for pat in patterns) for t in templates)

@@ -244,7 +244,8 @@ def _choose(rows: list[dict[str, Any]], max_s: float | None, limit: int | None, 
     return chosen
 
 
-def check_audio_file(path: Path, where: str) -> None:
+def check_audio_file(path: Path, where: str, fix: str = "fix the path (relative to the table) or remove the row",
+                     drop: str = "remove the row") -> None:
     """A row's file must be a regular file: a missing one, a name the file system refuses, a FIFO or a device
     (reading ``/dev/zero`` never ends) is a DataError naming the row and the fix."""
     import errno
@@ -253,16 +254,15 @@ def check_audio_file(path: Path, where: str) -> None:
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
-        raise DataError("inputs", f"{where}: {str(path)[:200]} does not exist; fix the path (relative to the "
-                                  "table) or remove the row") from None
+        raise DataError("inputs", f"{where}: {str(path)[:200]} does not exist; {fix}") from None
     except OSError as e:
         reason = "its name is too long for the file system" if e.errno == errno.ENAMETOOLONG else e.strerror
-        raise DataError("inputs", f"{where}: cannot read it ({reason}); fix the path or remove the row") from None
+        raise DataError("inputs", f"{where}: cannot read it ({reason}); {fix}") from None
     if not stat_module.S_ISREG(mode):
         kind = ("a folder" if stat_module.S_ISDIR(mode) else "a FIFO" if stat_module.S_ISFIFO(mode)
                 else "a device" if stat_module.S_ISCHR(mode) or stat_module.S_ISBLK(mode) else "a socket")
         raise DataError("inputs", f"{where}: {str(path)[:200]} is {kind}, not an audio file; name an audio file "
-                                  "or remove the row")
+                                  f"or {drop}")
 
 
 def audio_info(path: Path, where: str) -> tuple[int, int]:

@@ -1,9 +1,10 @@
 """The speech driver: audio → features → encoder side → greedy decoder steps, on any runtime.
 
-One decode loop serves every runtime and architecture: the encoder session returns each layer's
-cross-attention keys/values (and their mask), the decoder session takes the retained state
-(past keys/values of fixed ``ctx_len``) and returns it updated. Logits processing follows the
-model's generation config (suppress_tokens, begin_suppress_tokens) as ``generate`` does.
+One decode loop (the decoding core's, ``qeffbuild.decoding``) serves every runtime and architecture: the
+encoder session returns each layer's cross-attention keys/values (and their mask), the decoder session
+takes the retained state (past keys/values of fixed ``ctx_len``) and returns it updated. Logits
+processing follows the model's generation config (suppress_tokens, begin_suppress_tokens, Whisper's
+timestamp rules) as ``generate`` does.
 
 Inputs go to the smallest compiled audio length that fits (Speech2Text and encoder-decoders; a
 Whisper has one window), batched by that length; a batch short of ``batch_size`` is filled with
@@ -17,12 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...decoding.greedy import Decoded, greedy
+from ...decoding.rules import LogitRules, Timestamps
 from ...errors import InputError
 from ...runtimes import Session
 from .audio import Utterance, decode_audio, load_audio, load_dataset, load_rows
 from .families import SAMPLE_RATE
 
-__all__ = ["Utterance", "decode_audio", "load_audio", "load_dataset", "load_rows"]  # re-exported: callers' home
+__all__ = ["Decoded", "Utterance", "decode_audio", "load_audio", "load_dataset", "load_rows"]  # callers' home
 
 ENCODER_INPUTS = {"whisper": ("input_features",), "speech2text": ("input_features", "attention_mask"),
                   "speech-encoder-decoder": ("input_values", "attention_mask")}
@@ -37,6 +40,17 @@ class DecodeConfig:
     eos: int
     suppress: list[int] = field(default_factory=list)
     begin_suppress: list[int] = field(default_factory=list)
+    timestamps: Timestamps | None = None  # Whisper: the timestamp tokens, for long-form decoding
+
+    def rules(self, with_timestamps: bool = False) -> LogitRules:
+        """The logits rules of this model's greedy decoding (with its timestamp rules: long-form Whisper)."""
+        return LogitRules(self.eos, tuple(self.suppress), tuple(self.begin_suppress),
+                          self.timestamps if with_timestamps else None)
+
+    def timestamp_prompt(self) -> list[int]:
+        """The prompt of a decode with timestamps: the same, without <|notimestamps|>."""
+        nots = self.timestamps.no_timestamps if self.timestamps else None
+        return [t for t in self.prompt if t != nots]
 
     @classmethod
     def from_model_dir(cls, model_dir: Path, language: str | None, arch: str,
@@ -58,8 +72,13 @@ class DecodeConfig:
             prompt += _whisper_prompt(gen, language, task or "transcribe")
         elif gen.get("forced_bos_token_id") is not None:
             prompt.append(int(gen["forced_bos_token_id"]))
+        nots = gen.get("no_timestamps_token_id")
+        stamps = None
+        if arch == "whisper" and isinstance(nots, int):
+            initial = gen.get("max_initial_timestamp_index")
+            stamps = Timestamps(nots + 1, nots, int(initial) if isinstance(initial, int) else None)
         return cls(arch, prompt, int(eos), list(gen.get("suppress_tokens") or cfg.get("suppress_tokens") or []),
-                   list(gen.get("begin_suppress_tokens") or cfg.get("begin_suppress_tokens") or []))
+                   list(gen.get("begin_suppress_tokens") or cfg.get("begin_suppress_tokens") or []), stamps)
 
 
 def _whisper_prompt(gen: dict[str, Any], language: str | None, task: str = "transcribe") -> list[int]:
@@ -142,67 +161,26 @@ def pad_rows(rows: list[int], batch: int) -> list[int]:
     return rows + [rows[0]] * (batch - len(rows))
 
 
-def process_logits(logits: Any, step: int, dc: DecodeConfig) -> Any:
-    import numpy as np
+def encode(encoder: Any, decoder: Any, enc_feeds: dict[str, Any]) -> list[Any]:
+    """The encoder side's outputs, where the decoder will read them: on the device for torch sessions (the
+    device loop), as numpy arrays otherwise."""
+    if hasattr(encoder, "run_tensors") and hasattr(decoder, "run_tensors"):
+        from ...decoding.device import to_device
 
-    logits = logits.astype(np.float32, copy=True)
-    vocab = logits.shape[1]  # configs may name ids beyond a small model's vocabulary: skip those
-    suppress = [t for t in dc.suppress if t < vocab]
-    if suppress:
-        logits[:, suppress] = -np.inf
-    begin = [t for t in dc.begin_suppress if t < vocab]
-    if step == 0 and begin:
-        logits[:, begin] = -np.inf
-    return logits
-
-
-@dataclass
-class Decoded:
-    tokens: Any  # [B, steps] int64
-    finished: Any  # [B] bool: the row produced EOS within the steps
+        return list(encoder.run_tensors(to_device(enc_feeds, encoder.io["inputs"], encoder.device)))
+    return list(encoder.run(enc_feeds))
 
 
 def greedy_decode(encoder: Session, decoder: Session, enc_feeds: dict[str, Any], dc: DecodeConfig, steps: int,
                   decoder_io: dict[str, Any], stop_at_eos: bool = False, min_steps: int = 0) -> Decoded:
-    """Up to ``steps`` greedy tokens per row, feeding the decoder's retained state back each step.
-
-    Without ``stop_at_eos`` EOS does not stop the loop: every check compares all ``steps`` tokens, so a
-    cache that goes wrong after the first step cannot pass. With it the loop ends once every row has
-    emitted EOS and ``min_steps`` are done (a row's tokens after its EOS are the model's, kept for the
-    token checks; its text ends at EOS).
-    """
+    """Up to ``steps`` greedy tokens per row after the model's prompt (short-form: no timestamps); see
+    :func:`qeffbuild.decoding.greedy.greedy` for EOS and ``min_steps``."""
     import numpy as np
 
-    if hasattr(encoder, "run_tensors") and hasattr(decoder, "run_tensors"):
-        from .device_decode import greedy_decode_on_device
-
-        return greedy_decode_on_device(encoder, decoder, enc_feeds, dc, steps, decoder_io, stop_at_eos, min_steps)
-    shapes = decoder_io["shapes"]
-    b = shapes["input_ids"][0]
-    enc_out = encoder.run(enc_feeds)
-    dtype = np.float32
-    state = {name: np.zeros(shapes[name], dtype) for name in decoder_io["inputs"] if name.startswith("past_")}
-    cross_names = [n for n in decoder_io["inputs"] if n.startswith("cross_") or n == "encoder_attention_mask"]
-    state.update(dict(zip(cross_names, enc_out, strict=True)))
-    past = [n for n in decoder_io["inputs"] if n.startswith("past_")]
-    out = np.full((b, steps), dc.eos, np.int64)
-    finished = np.zeros(b, bool)
-    tok = np.full((b, 1), dc.prompt[0], np.int64)
-    for pos in range(len(dc.prompt) - 1 + steps):
-        res = decoder.run({"input_ids": tok, "position": np.array(pos, np.int64), **state})
-        state.update(dict(zip(past, res[1:], strict=True)))
-        i = pos - (len(dc.prompt) - 1)
-        if i < 0:
-            tok = np.full((b, 1), dc.prompt[pos + 1], np.int64)
-            continue
-        nxt = process_logits(res[0][:, -1, :], i, dc).argmax(-1)
-        out[:, i] = nxt
-        finished |= nxt == dc.eos
-        tok = nxt[:, None].astype(np.int64)
-        if stop_at_eos and finished.all() and i + 1 >= min_steps:
-            out = out[:, : i + 1]
-            break
-    return Decoded(out, finished)
+    b = decoder_io["shapes"]["input_ids"][0]
+    prompts = np.array([dc.prompt] * b, dtype=np.int64)
+    return greedy(decoder, decoder_io, encode(encoder, decoder, enc_feeds), prompts, dc.rules(), steps, stop_at_eos,
+                  min_steps)
 
 
 def to_torch(feeds: dict[str, Any], model: Any = None) -> dict[str, Any]:
@@ -232,12 +210,15 @@ def reference_decode(model: Any, arch: str, feeds: dict[str, Any], dc: DecodeCon
     t = to_torch(feeds, model)
     first = next(iter(t.values()))
     seq = torch.tensor([dc.prompt] * first.shape[0], device=model.device)
+    rules = None
     with torch.no_grad():
         enc = reference_encoder(model, arch, t)
         extra = {"attention_mask": t["attention_mask"]} if "attention_mask" in t else {}
         for i in range(steps):
-            logits = model(encoder_outputs=enc, decoder_input_ids=seq, use_cache=False, **extra).logits
-            nxt = torch.from_numpy(process_logits(logits[:, -1, :].float().cpu().numpy(), i, dc).argmax(-1))
+            logits = model(encoder_outputs=enc, decoder_input_ids=seq, use_cache=False, **extra).logits[:, -1, :]
+            if rules is None:
+                rules = dc.rules().state(seq.shape[0], logits.shape[-1], "cpu")
+            nxt = rules.apply(logits.float().cpu(), first=i == 0).argmax(-1)
             seq = torch.cat([seq, nxt[:, None].to(model.device)], dim=1)
     return seq[:, len(dc.prompt):].cpu().numpy().astype(np.int64)
 

@@ -169,9 +169,10 @@ def run(folder: Path, spec: dict[str, Any], runtime: str, inputs: list[str],
 
     for a in inputs:
         try:
-            check_audio_file(Path(a), a)
+            check_audio_file(Path(a), "no such audio file" if not Path(a).exists() else a,
+                             "check the path", "leave it out")
         except DataError as e:
-            raise UsageError(str(e).replace("remove the row", "leave it out")) from None
+            raise UsageError(str(e)) from None
     t = Transcriber(folder, runtime, spec["device"], verify=False)  # Project.run checked it in full
     return [{"input": a, "text": tr.text, "notes": tr.notes, "truncated": tr.truncated}
             for a, tr in zip(inputs, t.transcribe_detailed([Path(a) for a in inputs], options.get("max_new_tokens")),

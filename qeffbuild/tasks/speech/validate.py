@@ -46,7 +46,6 @@ from .driver import (
     hf_generate,
     load_rows,
     pad_rows,
-    process_logits,
     reference_decode,
     reference_encoder,
     to_torch,
@@ -360,7 +359,8 @@ def logit_gap(model: Any, dc: DecodeConfig, feeds: dict[str, Any], prefix: list[
     with torch.no_grad():
         enc = reference_encoder(model, dc.arch, t)
         logits = model(encoder_outputs=enc, decoder_input_ids=seq, use_cache=False, **extra).logits
-    row = process_logits(logits[:, -1, :].float().cpu().numpy(), len(prefix), dc)[0]
+    last = logits[:, -1, :].float().cpu()
+    row = dc.rules().state(1, last.shape[-1], "cpu").apply(last, first=not prefix)[0]
     return float(row[ref_token] - row[gen_token])
 
 

@@ -293,7 +293,7 @@ class Project:
     # --- checking the cache against a rebuild (Nix's --check) ---------------------------------------
     def verify_rebuild(self, names: list[str] | tuple[str, ...] = (), sample: float = 1.0,
                        seed: int | None = None) -> dict[str, Any]:
-        """Run a sample of the cached steps of ``names`` (default: every target) again in scratch folders and
+        """Run a sample of the cached steps of ``names`` (default: what `build` builds) again in scratch folders and
         compare their outputs with the cached ones, file by file.
 
         A step whose rebuilt outputs differ runs once more: when the two rebuilds agree with each other the
@@ -307,8 +307,7 @@ class Project:
 
         if not 0 < sample <= 1:
             raise UsageError(f"--sample {sample}: give the share of cached steps to rebuild, 0 < F <= 1")
-        targets = list(names) or list(self.workspace.targets)
-        plan = self.plan(targets, with_reasons=False)
+        plan = self.plan(names, with_reasons=False)
         cached = [s for s in plan.steps if s.cached]
         rng = random.Random(seed)
         chosen = {s.id for s in rng.sample(cached, max(1, round(len(cached) * sample)))} if cached else set()
@@ -433,6 +432,17 @@ class Project:
             result = self.build([target])
             if not result.ok:
                 raise BuildError(f"{target} did not build; run `qeffbuild build {target}` to see why")
+
+    def task_of_target(self, target: str) -> Any:
+        """The family of a model target (a specialization's, a validation's); a usage error for a step."""
+        ref = self.workspace.targets.get(target)
+        if ref is None:
+            from .errors import UnknownNameError
+
+            raise UnknownNameError("target", target, list(self.workspace.targets))
+        if ref.table == "steps":
+            raise UsageError(f"{target!r} is a command step; `run` takes a specialization or a validation")
+        return self.workspace.task_of(ref)
 
     def run(self, target: str, runtime: str, inputs: list[str], options: dict[str, Any] | None = None) -> list[Any]:
         """Use a built specialization: transcribe audio, embed sentences … (the family decides)."""

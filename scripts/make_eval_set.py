@@ -1,11 +1,14 @@
-"""Make the generated evaluation set: 32 utterances spoken by espeak-ng, resampled by sox (not committed).
+"""Make the generated evaluation set: 32 utterances spoken by espeak-ng, resampled by sox (not committed),
+and long recordings of many sentences for long-form transcription.
 
     python scripts/make_eval_set.py [OUT]        # default: manifests/data/eval
 
-Writes OUT/clips/NN.wav (16 kHz mono, 1–5 s, four voices at three speeds) and OUT/eval.csv and
-OUT/eval.jsonl (columns ``path`` and ``text``, paths relative to the file). The same text and
-settings give the same audio, so its digest (and the keys of the validations that read it) are
-stable on one machine. Needs espeak-ng and sox (``sh scripts/system-deps.sh``).
+Writes OUT/clips/NN.wav (16 kHz mono, 1–5 s, four voices at three speeds), OUT/eval.csv and
+OUT/eval.jsonl (columns ``path`` and ``text``, paths relative to the file), and OUT/long/NN.wav with
+OUT/long.csv: two recordings of 45–80 s, each many sentences in one voice with short pauses between
+them (what meetings and lectures are to a 30 s model window). The same text and settings give the
+same audio, so its digest (and the keys of the validations that read it) are stable on one machine.
+Needs espeak-ng and sox (``sh scripts/system-deps.sh``).
 """
 
 from __future__ import annotations
@@ -58,7 +61,49 @@ def make(out: Path) -> None:
         writer.writeheader()
         writer.writerows(rows)
     (out / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    print(f"{len(rows)} utterances in {out}")
+    long_rows = make_long(out)
+    print(f"{len(rows)} utterances and {len(long_rows)} long recordings in {out}")
+
+
+LONG = [  # (voice, speed, sentence indices): about 48 s and 75 s
+    ("en-us", 160, list(range(0, 18))),
+    ("en-gb", 150, list(range(8, 32))),
+]
+
+
+def make_long(out: Path) -> list[dict[str, str]]:
+    """Long recordings: sentences spoken one by one and joined with 0.4 s of silence."""
+    folder = out / "long"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for k, (voice, speed, picks) in enumerate(LONG):
+        name = f"long/{k:02d}.wav"
+        with tempfile.TemporaryDirectory() as tmp:
+            parts = []
+            for n, i in enumerate(picks):
+                raw = Path(tmp) / f"{n:03d}.wav"
+                subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), SENTENCES[i]], check=True)
+                parts.append(str(raw))
+            joined = Path(tmp) / "joined.wav"
+            _join(parts, joined)
+            subprocess.run(["sox", "-D", "-V1", str(joined), "-r", "16000", "-c", "1", "-b", "16", str(out / name)],
+                           check=True)
+        rows.append({"path": name, "text": " ".join(SENTENCES[i] for i in picks)})
+    with open(out / "long.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["path", "text"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
+def _join(parts: list[str], dest: Path) -> None:
+    """Concatenate ``parts`` with 0.4 s of silence after each (sox pads each part, then joins them)."""
+    padded = []
+    for p in parts:
+        q = p.replace(".wav", "-pad.wav")
+        subprocess.run(["sox", "-D", "-V1", p, q, "pad", "0", "0.4"], check=True)
+        padded.append(q)
+    subprocess.run(["sox", "-D", "-V1", *padded, str(dest)], check=True)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,14 @@ def token_agreement(ref: Any, got: Any) -> float:
     return float((ref == got).mean()) if ref.size else 1.0
 
 
+def sequence_agreement(ref: list[list[int]], got: list[list[int]]) -> float:
+    """Token agreement over sequences of any length (long-form transcripts): equal positions over every position
+    of the longer of each pair, so a sequence cut short or run long counts against it."""
+    total = sum(max(len(r), len(g)) for r, g in zip(ref, got, strict=True))
+    equal = sum(a == b for r, g in zip(ref, got, strict=True) for a, b in zip(r, g, strict=False))
+    return equal / total if total else 1.0
+
+
 def first_mismatch(ref: list[int], got: list[int]) -> int | None:
     """The first step at which two token sequences differ (None when equal)."""
     for i, (a, b) in enumerate(zip(ref, got, strict=False)):

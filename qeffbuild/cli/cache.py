@@ -38,7 +38,7 @@ def cache_verify(lazy: LazyProject, targets: tuple[str, ...], rebuild: bool, sam
                  seed: int | None) -> None:
     """Re-hash every blob and parse every entry (its key material must hash to its key); quarantine what is
     corrupt, drop the entries that name or consumed it (and what was built from them), so the next build re-runs
-    those steps. With --rebuild, also re-run cached steps of TARGETS (default: all). Exit 1 if anything was
+    those steps. With --rebuild, also re-run cached steps of TARGETS (default: the build's). Exit 1 if anything was
     wrong or not reproducible."""
     project = lazy.get()
     report = project.store.verify()

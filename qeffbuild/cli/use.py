@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import click
 
+from ..errors import UsageError
+from ..reports import printable
 from .app import LazyProject, complete_targets, echo_json, handle_errors, main
 
 
@@ -14,31 +18,59 @@ from .app import LazyProject, complete_targets, echo_json, handle_errors, main
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-r", "--runtime", default="onnxruntime", show_default=True,
               help="A runtime that opens a built artifact: pytorch-transformed, onnxruntime, aoti …")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=None, help="Speech: tokens to decode at most.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=None,
+              help="Speech: tokens to decode at most (per window of long audio).")
+@click.option("--condition-on-previous-text", is_flag=True,
+              help="Long-form Whisper: each window's prompt holds the text before it.")
+@click.option("-f", "--format", "fmt", default="text", show_default=True,
+              help="text, json, or what the family offers besides (speech: srt, vtt).")
+@click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write one file per input (INPUT's name with the format's suffix) instead of printing.")
+@click.option("--strict", is_flag=True, help="Exit 1 when a result may be incomplete (a window cut at its token "
+                                             "budget, one without a final timestamp).")
+@click.option("--json", "as_json", is_flag=True, help="The same as --format json.")
 @click.pass_obj
 @handle_errors
 def run_cmd(lazy: LazyProject, target: str, inputs: tuple[str, ...], runtime: str, max_new_tokens: int | None,
-            as_json: bool) -> None:
+            condition_on_previous_text: bool, fmt: str, output_dir: Path | None, strict: bool, as_json: bool) -> None:
     """Use a built specialization on INPUTS: transcribe audio files (speech), embed sentences or @files
     of sentences (embedding). Builds the specialization first if needed."""
+    from ..core.plugins import load_attr
+
     project = lazy.get()
-    rows = project.run(target, runtime, list(inputs), {"max_new_tokens": max_new_tokens})
-    random = project.workspace.random_weights(target)
-    if as_json:  # the model's raw text is data here: JSON escapes it
-        echo_json([{**row, "random_weights": True} for row in rows] if random else rows)
-        return
-    if random:
-        click.echo(f"note: {target} has random weights: its output is noise (it shows the artifact runs, not what a "
-                   "trained model would say)", err=True)
+    fmt = "json" if as_json else fmt
+    task = project.task_of_target(target)
+    if fmt not in task.run_formats:
+        raise UsageError(f"--format {fmt!r}: {task.name} offers {', '.join(task.run_formats)}")
+    if fmt in ("srt", "vtt") and len(inputs) > 1 and output_dir is None:
+        raise UsageError(f"{len(inputs)} inputs: subtitles are a file each; pass --output-dir DIR")
+    rows = project.run(target, runtime, list(inputs), {"max_new_tokens": max_new_tokens,
+                                                       "condition_on_previous_text": condition_on_previous_text})
+    if project.workspace.random_weights(target):
+        rows = [{**row, "random_weights": True} for row in rows]
+        if fmt != "json":
+            click.echo(f"note: {target} has random weights: its output is noise (it shows the artifact runs, not "
+                       "what a trained model would say)", err=True)
+    if fmt == "json":  # the model's raw text is data here: JSON escapes it
+        texts = [json.dumps(row, indent=1, sort_keys=True, default=str) for row in rows]
+        shown = [json.dumps(rows, indent=1, sort_keys=True, default=str)]
+    else:
+        texts = load_attr(task.run_render)(rows, fmt) if task.run_render else [str(r) for r in rows]
+        shown = texts
     for row in rows:
-        if "text" in row:
-            click.echo(f"{printable(row['input'])}: {printable(row['text'])}")
-            for note in row.get("notes", []):
-                click.echo(f"note: {printable(row['input'])}: {note}", err=True)
-        else:
-            emb = row["embedding"]
-            click.echo(f"{row['input']}: [{', '.join(f'{v:.4f}' for v in emb[:4])}, …] ({len(emb)} dims)")
+        for note in row.get("notes", []):
+            click.echo(f"note: {printable(row['input'])}: {note}", err=True)
+    if output_dir is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for row, text in zip(rows, texts, strict=True):
+            dest = output_dir / f"{Path(str(row['input'])).stem or 'input'}.{'txt' if fmt == 'text' else fmt}"
+            dest.write_text(text if text.endswith("\n") else text + "\n")
+            click.echo(str(dest))
+    else:
+        click.echo("\n".join(shown).rstrip("\n"))
+    if strict and any(row.get("truncated") or row.get("incomplete") for row in rows):
+        click.echo("error: --strict: a result may be incomplete (see the notes)", err=True)
+        sys.exit(1)
 
 
 @main.command("bench")
@@ -86,12 +118,6 @@ def report_cmd(lazy: LazyProject, target: str, output: Path | None, open_it: boo
         import webbrowser
 
         webbrowser.open(path.resolve().as_uri())
-
-
-def printable(text: str) -> str:
-    """Text for a terminal: control and format characters (ESC, BEL, bidi overrides a model or a file name may
-    hold) written as escapes, so they cannot move the cursor, ring or reorder what follows."""
-    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode() for c in text)
 
 
 def _more(r: dict[str, object]) -> str:

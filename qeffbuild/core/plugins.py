@@ -177,6 +177,10 @@ class Task:
     metrics: ClassVar[tuple[str, ...]]  # what its validation computes: the only metrics `checks` may bound
     bench: ClassVar[str | None] = None  # module:function behind `qeffbuild bench`
     run: ClassVar[str | None] = None  # module:function behind `qeffbuild run`
+    # module:function (rows, format) -> one text per row: how `run` shows its rows (torch-free), and the formats
+    # it offers besides json
+    run_render: ClassVar[str | None] = None
+    run_formats: ClassVar[tuple[str, ...]] = ("text", "json")
     # module:function (report.json dict, template text, title) -> HTML, behind `qeffbuild report`
     report_html: ClassVar[str | None] = None
     example: ClassVar[str] = ""  # a one-line hint shown when a model does not fit

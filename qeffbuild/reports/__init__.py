@@ -17,6 +17,12 @@ RANDOM_WEIGHTS = ("random weights: this model was built from a config with rando
                   "any good")
 
 
+def printable(text: str) -> str:
+    """Text for a terminal: control and format characters (ESC, BEL, bidi overrides a model or a file name may
+    hold) written as escapes, so they cannot move the cursor, ring or reorder what follows."""
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode() for c in text)
+
+
 def fmt(v: Any) -> str:
     if v is None:
         return "-"

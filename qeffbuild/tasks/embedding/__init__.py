@@ -94,6 +94,7 @@ class EmbeddingTask(Task):
     metrics: ClassVar[tuple[str, ...]] = ("mad", "max_abs", "cosine")
     bench = "qeffbuild.tasks.embedding.bench:bench"
     run = "qeffbuild.tasks.embedding.run:run"
+    run_render = "qeffbuild.tasks.embedding.formats:render"
     report_html = "qeffbuild.tasks.embedding.report:render_html"
 
     def supports(self, architecture: str | None, model_type: str | None) -> bool:

@@ -46,6 +46,7 @@ TRANSFORM_VERSION = 3
 VALIDATE_VERSION = 4
 LOAD_BUILDER = "qeffbuild.tasks.speech.load:build"
 HALF_WER_MARGIN = 0.02  # absolute: 2 WER points over the float32 reference's (on the validation's data)
+LONGFORM_WER_MARGIN = 0.01  # a float32 runtime's WER over long inputs, against the reference's long-form
 MIN_DECODE_STEPS = 20  # a cache wrong after step 1 must not pass: check many steps
 REPORT_TEMPLATES = ("report/report.html.j2",)
 __all__ = ["AUDIO_SUFFIXES", "SpeechTask"]
@@ -108,6 +109,14 @@ class SpeechValidation(ValidationBase):
     normalizer: Literal["whisper-english", "whisper-basic", "simple"] | None = Field(
         None, description="Text normalization before WER/CER (default: whisper-english for English, else "
                           "whisper-basic).")
+    condition_on_previous_text: bool = Field(False, description="Long-form Whisper: each window's prompt holds the "
+                                                                "text before it (as HF's condition_on_prev_tokens).")
+    longform_max_new_tokens: int | None = Field(None, ge=1, le=4096, description="Long-form: tokens per window at "
+                                                "most (default: Whisper's max_target_positions // 2 less the prompt; "
+                                                "chunked families: what ctx_len holds).")
+    chunk_stride_s: float | None = Field(None, gt=0, le=600, description="Speech2Text and encoder-decoders: seconds "
+                                         "of overlap between consecutive chunks of long audio (default: a sixth of "
+                                         "the longest audio_len_s).")
 
 
 def bucket_name(seconds: float) -> str:
@@ -120,9 +129,11 @@ class SpeechTask(Task):
     model_table = SpeechModel
     specialization_table = SpeechSpecialization
     validation_table = SpeechValidation
-    metrics: ClassVar[tuple[str, ...]] = ("token_agreement", "wer", "cer")
+    metrics: ClassVar[tuple[str, ...]] = ("token_agreement", "wer", "cer", "wer_delta")
     bench = "qeffbuild.tasks.speech.bench:bench"
     run = "qeffbuild.tasks.speech.transcriber:run"
+    run_render = "qeffbuild.tasks.speech.formats:render"
+    run_formats = ("text", "json", "srt", "vtt")
     report_html = "qeffbuild.tasks.speech.report:render_html"
 
     def supports(self, architecture: str | None, model_type: str | None) -> bool:
@@ -233,6 +244,39 @@ class SpeechTask(Task):
                    "remove task or set it to 'transcribe'")
         return facts.length
 
+    def longform(self, x: Expansion, model: TargetRef, ref: TargetRef, prompt: int) -> dict[str, Any]:
+        """A validation's long-form settings (part of its key): tokens per window, conditioning, chunk overlap."""
+        v: SpeechValidation = ref.spec
+        arch = self.arch(x, model)
+        if arch is ARCHITECTURES[0]:
+            if v.chunk_stride_s is not None:
+                x.fail(ref, "chunk_stride_s", "Whisper decodes long audio sequentially with timestamps; chunk_stride_s "
+                       "applies to Speech2Text and encoder-decoder models")
+            positions = self._fact(x, model, "source", lambda: arch.decoder_positions(self.config(x, model)))
+            per_window = v.longform_max_new_tokens or positions // 2 - (prompt - 1)  # the prompt less <|notimestamps|>
+            return {"max_new_tokens": per_window, "condition_on_previous_text": v.condition_on_previous_text,
+                    "chunk_stride_s": None, "cut_off": positions // 2 - 1}
+        if v.condition_on_previous_text:
+            x.fail(ref, "condition_on_previous_text", f"{arch.name} predicts no timestamps: long audio is decoded in "
+                   "overlapping chunks, each on its own")
+        return {"max_new_tokens": v.longform_max_new_tokens, "condition_on_previous_text": False,
+                "chunk_stride_s": v.chunk_stride_s, "cut_off": 0}
+
+    @staticmethod
+    def _check_longform_ctx(x: Expansion, ref: TargetRef, sref: TargetRef, dims: dict[str, Any],
+                            longform: dict[str, Any], prompt: int) -> None:
+        """Whisper's windows must fit the decoder's cache: the prompt (and the previous text) plus their tokens."""
+        if longform["chunk_stride_s"] is not None or longform["cut_off"] == 0:
+            return
+        lead = prompt - 1 + (longform["cut_off"] + 1 if longform["condition_on_previous_text"] else 0)
+        need = lead + longform["max_new_tokens"] - 1
+        if dims["ctx_len"] < need:
+            x.fail(sref, "ctx_len", f"validation {ref.name!r} has audio longer than the model's window, decoded "
+                   f"long-form: each window's prompt ({lead} tokens"
+                   f"{', with the previous text' if longform['condition_on_previous_text'] else ''}) and its "
+                   f"{longform['max_new_tokens']} new tokens (longform_max_new_tokens) need ctx_len ≥ {need}, not "
+                   f"{dims['ctx_len']}")
+
     # --- graph ---------------------------------------------------------------------------------
     def expand(self, x: Expansion, ref: TargetRef) -> list[str]:
         model = x.ws.model_of(ref)
@@ -337,6 +381,8 @@ class SpeechTask(Task):
                    "least two")
         durations = {r["name"]: r["seconds"] for r in sel.rows}
         prompt = self.prompt_length(x, model, v.language, ref, v.task)
+        longform = self.longform(x, model, ref, prompt)
+        long_rows = False
         length = max(v.max_new_tokens, v.generation_max_length or 0)
         deps: dict[str, str] = {"model": self.load(x, model)}
         specs: list[dict[str, Any]] = []
@@ -355,6 +401,9 @@ class SpeechTask(Task):
                        f"(max_new_tokens, generation_max_length); make it at least {length + prompt - 1}")
             if durations:
                 _check_buckets(x, ref, sref, dims, durations)
+                if max(durations.values()) > max(g["seconds"] for g in dims["graphs"].values()) + 1e-9:
+                    long_rows = True
+                    self._check_longform_ctx(x, ref, sref, dims, longform, prompt)
             specs.append({"name": name, "dtype": s.dtype, "device": s.device, "batch_size": dims["batch_size"],
                           "ctx_len": dims["ctx_len"], "encoder_len": dims["encoder_len"],
                           "graphs": {g: d["samples"] for g, d in dims["graphs"].items()}})
@@ -368,6 +417,12 @@ class SpeechTask(Task):
                     for which, nid in self.compile_nodes(x, model, sref, runtime.opens).items():
                         deps[f"{runtime.opens}/{name}/{which}"] = nid
         checks = resolve_checks(self, v, [s["dtype"] for s in specs], [s["name"] for s in specs])
+        if long_rows and sel.has_text is not False:  # long-form: WER within a point of the reference's long-form
+            for name_of, per_spec in checks.items():
+                own = v.checks.get(name_of, {})
+                for entry in specs:
+                    if name_of != "pytorch" and entry["dtype"] == "float32" and "wer_delta" not in own:
+                        per_spec[entry["name"]]["wer_delta"] = LONGFORM_WER_MARGIN
         checks = _text_checks(x, ref, checks, sel.has_text)
         return x.graph.add(StepNode(
             id=f"validate:{ref.name}", kind="validate", runner="qeffbuild.tasks.speech.validate:run",
@@ -377,6 +432,7 @@ class SpeechTask(Task):
                     v.max_new_tokens, "exact_subset": v.exact_subset, "language": v.language, "task": v.task,
                     "normalizer": v.normalizer or default_normalizer(v.language), "arch": self.arch(x, model).name,
                     "inputs": {**sel.params, "rows": sel.rows, "source": v.inputs}, "checks": checks,
+                    "longform": longform,
                     "random_weights": x.ws.random_weights(ref.name)},
             deps=deps, files=sel.files + template_files(ref, REPORT_TEMPLATES), target=ref.name, out_subdir="",
             salt=x.salt(ref), paths=sel.paths))
@@ -400,16 +456,12 @@ def _text_checks(x: Expansion, ref: TargetRef, checks: dict[str, Any], has_text:
 
 def _check_buckets(x: Expansion, ref: TargetRef, sref: TargetRef, dims: dict[str, Any],
                    durations: dict[str, float]) -> None:
-    """Every input fits a graph, and every graph serves an input: an artifact nobody ran is not validated."""
+    """Every graph serves an input: an artifact nobody ran is not validated. (An input longer than every graph
+    is decoded long-form, on the longest one.)"""
     graphs = sorted(dims["graphs"].items(), key=lambda kv: kv[1]["samples"])
-    longest = graphs[-1][1]["seconds"]
     used: set[str] = set()
-    for name, seconds in sorted(durations.items()):
-        fit = next((g for g, d in graphs if d["seconds"] + 1e-9 >= seconds), None)
-        if fit is None:
-            x.fail(ref, "inputs", f"{name} is {seconds:.2f} s long, longer than the {longest:g} s that "
-                   f"specialization {sref.name!r} compiles for; add a longer audio_len_s or shorten the input")
-        used.add(fit)
+    for _name, seconds in sorted(durations.items()):
+        used.add(next((g for g, d in graphs if d["seconds"] + 1e-9 >= seconds), graphs[-1][0]))
     unused = [g for g, _ in graphs if g not in used]
     if unused and len(graphs) > 1:
         x.fail(sref, "audio_len_s", f"{', '.join(unused)} would serve none of the inputs of validation {ref.name!r}, "

@@ -40,7 +40,10 @@ class DecodeConfig:
     eos: int
     suppress: list[int] = field(default_factory=list)
     begin_suppress: list[int] = field(default_factory=list)
-    timestamps: Timestamps | None = None  # Whisper: the timestamp tokens, for long-form decoding
+    timestamps: Timestamps | None = None  # Whisper with timestamp tokens in its vocabulary: for long-form decoding
+    language: str | None = None  # multilingual Whisper: the language code its prompt names
+    prev_sot: int | None = None  # Whisper: <|startofprev|>, before the previous window's text
+    decoder_positions: int = 448
 
     def rules(self, with_timestamps: bool = False) -> LogitRules:
         """The logits rules of this model's greedy decoding (with its timestamp rules: long-form Whisper)."""
@@ -73,12 +76,18 @@ class DecodeConfig:
         elif gen.get("forced_bos_token_id") is not None:
             prompt.append(int(gen["forced_bos_token_id"]))
         nots = gen.get("no_timestamps_token_id")
-        stamps = None
-        if arch == "whisper" and isinstance(nots, int):
+        stamps, prev_sot = None, None
+        suppress = list(gen.get("suppress_tokens") or cfg.get("suppress_tokens") or [])
+        if arch == "whisper" and isinstance(nots, int) and nots + 1 < int(cfg.get("vocab_size") or 0):
             initial = gen.get("max_initial_timestamp_index")
             stamps = Timestamps(nots + 1, nots, int(initial) if isinstance(initial, int) else None)
-        return cls(arch, prompt, int(eos), list(gen.get("suppress_tokens") or cfg.get("suppress_tokens") or []),
-                   list(gen.get("begin_suppress_tokens") or cfg.get("begin_suppress_tokens") or []), stamps)
+            prev_sot = gen.get("prev_sot_token_id")  # HF's fallback when absent: the second-last suppressed token
+            prev_sot = prev_sot if isinstance(prev_sot, int) else (suppress[-2] if len(suppress) >= 2 else None)
+        multilingual = arch == "whisper" and bool(gen.get("lang_to_id"))
+        return cls(arch, prompt, int(eos), suppress,
+                   list(gen.get("begin_suppress_tokens") or cfg.get("begin_suppress_tokens") or []), stamps,
+                   (language or "en") if multilingual else None, prev_sot,
+                   int(cfg.get("max_target_positions") or 448))
 
 
 def _whisper_prompt(gen: dict[str, Any], language: str | None, task: str = "transcribe") -> list[int]:
@@ -131,8 +140,17 @@ class Frontend:
         return {"input_values": out["input_values"].astype("float32"),
                 "attention_mask": out["attention_mask"].astype("int64")}
 
-    def text(self, tokens: list[int], eos: int) -> str:
-        text = self.tokenizer.decode(until_eos(tokens, eos), skip_special_tokens=True)
+    def long_features(self, audio: Any) -> Any:
+        """Whisper: the log-mel of the whole audio, unpadded ([mel bins, frames]), as HF's long-form reads it."""
+        out = self.fe(audio, sampling_rate=SAMPLE_RATE, return_tensors="np", truncation=False, padding="longest")
+        return out["input_features"][0].astype("float32")
+
+    def text(self, tokens: list[int], eos: int, timestamp_begin: int | None = None) -> str:
+        """The text of ``tokens`` up to EOS; with ``timestamp_begin``, timestamp tokens are left out."""
+        kept = until_eos(tokens, eos)
+        if timestamp_begin is not None:
+            kept = [t for t in kept if t < timestamp_begin]
+        text = self.tokenizer.decode(kept, skip_special_tokens=True)
         return str(text).strip()
 
 
@@ -234,6 +252,11 @@ def hf_generate(model: Any, arch: str, feeds: dict[str, Any], dc: DecodeConfig, 
     kwargs: dict[str, Any] = {"max_new_tokens": steps, "do_sample": False, "num_beams": 1, **t}
     if min_new_tokens:
         kwargs["min_new_tokens"] = min_new_tokens
+    if arch == "whisper":
+        # one window, one call: a random Whisper emits timestamp tokens after <|notimestamps|>, and HF's short-form
+        # generate would then seek into the window and decode it again (a trained model never does; this keeps
+        # generate the model's greedy decode of the window, as every runtime's)
+        kwargs["force_unique_generate_call"] = True
     if arch != "whisper":  # greedy as our loop is: no beam, penalty or n-gram settings a checkpoint may carry
         from transformers import GenerationConfig
 

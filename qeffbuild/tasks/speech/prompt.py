@@ -18,7 +18,8 @@ def random_generation_config(model: Any, tokenizer_dir: Path) -> None:
     tasks = {name: vocab[f"<|{name}|>"] for name in ("transcribe", "translate") if f"<|{name}|>" in vocab}
     # Whisper's generation-config fields: GenerationConfig keeps unknown attributes as given.
     extra = {"lang_to_id": langs or None, "task_to_id": tasks or None,
-             "no_timestamps_token_id": vocab.get("<|notimestamps|>"), "is_multilingual": bool(langs)}
+             "no_timestamps_token_id": vocab.get("<|notimestamps|>"), "prev_sot_token_id": vocab.get("<|startofprev|>"),
+             "is_multilingual": bool(langs)}
     for name, value in extra.items():
         if value is not None:
             setattr(gc, name, value)

@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from ...checks import check
-from ...checks.tensor import ShapeMismatch
 from ...checks.text import cer, wer
-from ...checks.tokens import first_mismatch, token_agreement
+from ...checks.tokens import first_mismatch, sequence_agreement
 from ...core.plugins import plugins
 from ...core.steps import StepContext
 from ...errors import InputError
@@ -52,6 +51,7 @@ from .driver import (
     until_eos,
 )
 from .report import failure_text, render, render_html
+from .validate_long import LongInputs, describe, is_long
 
 
 def open_graphs(runtime: str, opens: str, spec: dict[str, Any],
@@ -103,9 +103,10 @@ class Timed:
 
 def decode_all(frontend: Frontend, encoders: dict[str, Session], decoder: Session, decoder_io: dict[str, Any],
                utts: list[Utterance], spec: dict[str, Any], dc: DecodeConfig, steps: int, min_steps: int,
-               progress: StepProgress, label: str) -> tuple[list[list[int]], Timed]:
+               progress: StepProgress, label: str, long: LongInputs) -> tuple[list[list[int]], Timed, dict[int, Any]]:
     """Every utterance in batches of the specialization's size, on the audio length that fits it; a batch
-    stops when each row has emitted EOS and ``min_steps`` are done.
+    stops when each row has emitted EOS and ``min_steps`` are done. Utterances longer than the specialization
+    reads at once are decoded long-form (their results are returned by index).
 
     Each audio length's first batch is first decoded for one token, untimed: a compiled runtime
     (inductor) compiles and captures its graphs there, so the speed columns measure decoding."""
@@ -113,7 +114,10 @@ def decode_all(frontend: Frontend, encoders: dict[str, Session], decoder: Sessio
     timed = Timed()
     b = spec["batch_size"]
     warm: set[str] = set()
-    for graph, rows in batches(utts, spec["graphs"], b):
+    short = [u for u in utts if not is_long(u, spec)]
+    index = [i for i, u in enumerate(utts) if not is_long(u, spec)]
+    for graph, local in batches(short, spec["graphs"], b):
+        rows = [index[k] for k in local]
         t0 = time.perf_counter()
         feeds = frontend.features([utts[i].audio for i in pad_rows(rows, b)], spec["graphs"][graph])
         features_s = time.perf_counter() - t0
@@ -127,16 +131,29 @@ def decode_all(frontend: Frontend, encoders: dict[str, Session], decoder: Sessio
         for k, i in enumerate(rows):
             out[i] = [int(t) for t in decoded.tokens[k]]
         progress.advance(len(rows), label)
-    return out, timed
+    longs = [i for i, u in enumerate(utts) if is_long(u, spec)]
+    results: dict[int, Any] = {}
+    if longs:
+        t0 = time.perf_counter()
+        for i, result in zip(longs, long.on_runtime(encoders, decoder, decoder_io, [utts[i].audio for i in longs],
+                                                    spec), strict=True):
+            out[i], results[i] = result.tokens, result
+        timed.add("long-form", len(longs), time.perf_counter() - t0)
+        progress.advance(len(longs), f"{label} long-form")
+    return out, timed, results
 
 
 def generate_all(model: Any, frontend: Frontend, utts: list[Utterance], spec: dict[str, Any], dc: DecodeConfig,
-                 steps: int, progress: StepProgress) -> tuple[list[list[int]], Timed]:
-    """The float32 reference's transcripts: ``model.generate`` (greedy, cached), batched as ``spec``."""
+                 steps: int, progress: StepProgress, long: LongInputs) -> tuple[list[list[int]], Timed, dict[int, Any]]:
+    """The float32 reference's transcripts: ``model.generate`` (greedy, cached), batched as ``spec``; long
+    utterances long-form, as the reference decodes them."""
     out: list[list[int]] = [[] for _ in utts]
     timed = Timed()
     b = spec["batch_size"]
-    for graph, rows in batches(utts, spec["graphs"], b):
+    short = [u for u in utts if not is_long(u, spec)]
+    index = [i for i, u in enumerate(utts) if not is_long(u, spec)]
+    for graph, local in batches(short, spec["graphs"], b):
+        rows = [index[k] for k in local]
         t0 = time.perf_counter()
         feeds = frontend.features([utts[i].audio for i in rows], spec["graphs"][graph])
         got = hf_generate(model, dc.arch, feeds, dc, steps)
@@ -144,15 +161,28 @@ def generate_all(model: Any, frontend: Frontend, utts: list[Utterance], spec: di
         for k, i in enumerate(rows):
             out[i] = got[k]
         progress.advance(len(rows), "pytorch generate")
-    return out, timed
+    results: dict[int, Any] = {}
+    for i, u in enumerate(utts):
+        if is_long(u, spec):
+            t0 = time.perf_counter()
+            results[i] = long.reference(u, spec)
+            out[i] = results[i].tokens
+            timed.add("long-form", 1, time.perf_counter() - t0)
+            progress.advance(1, "pytorch long-form")
+    return out, timed, results
 
 
 def references(model: Any, frontend: Frontend, utts: list[Utterance], subset: list[int], spec: dict[str, Any],
                dc: DecodeConfig, steps: int, cache: dict[tuple[str, int], Any],
-               progress: StepProgress) -> dict[int, Any]:
-    """The reference's tokens for the subset at batch 1, on the padded input ``spec`` gives each."""
+               progress: StepProgress, long: LongInputs) -> dict[int, Any]:
+    """The reference's tokens for the subset at batch 1, on the padded input ``spec`` gives each (long
+    utterances: the reference's long-form tokens, every window's)."""
     out = {}
     for i in subset:
+        if is_long(utts[i], spec):
+            out[i] = long.reference(utts[i], spec).tokens
+            progress.advance(1, "reference long-form")
+            continue
         samples = spec["graphs"][fit(utts[i].seconds, spec["graphs"]) or ""]
         key = (utts[i].name, samples)
         if key not in cache:
@@ -189,20 +219,26 @@ def run(ctx: StepContext) -> None:
     # units: the reference on the subset (first spec, then each runtime × spec), the generate check on it,
     # then every utterance decoded by generate and by each runtime × spec
     progress = StepProgress(len(subset) * (2 + len(evaluated)) + len(utts) * (1 + len(evaluated)), "decodes")
-    texts_of = lambda toks: [frontend.text(t[:gen_len], dc.eos) for t in toks]  # noqa: E731
-    timings: dict[str, float] = {}
+    long = LongInputs(p["longform"], dc, frontend, model, p["language"], p["task"])
 
+    def texts_of(toks: list[list[int]], results: dict[int, Any]) -> list[str]:
+        return [long.text(results[i]) if i in results else frontend.text(t[:gen_len], dc.eos)
+                for i, t in enumerate(toks)]
+
+    timings: dict[str, float] = {}
     t0 = time.perf_counter()
     ref_cache: dict[tuple[str, int], Any] = {}
     first = specs[0]
-    ref = references(model, frontend, utts, subset, first, dc, steps, ref_cache, progress)
-    gen_agrees, ties = _generate_agrees(model, frontend, utts, subset, first, dc, steps, ref, progress)
+    ref = references(model, frontend, utts, subset, first, dc, steps, ref_cache, progress, long)
+    gen_agrees, ties = _generate_agrees(model, frontend, utts, [i for i in subset if not is_long(utts[i], first)],
+                                        first, dc, steps, ref, progress)
     timings["reference (exact subset)"] = time.perf_counter() - t0
-    gen_tokens, gen_timed = generate_all(model, frontend, utts, first, dc, gen_len, progress)
-    base = _Scorer(utts, normalize)
+    gen_tokens, gen_timed, gen_long = generate_all(model, frontend, utts, first, dc, gen_len, progress, long)
+    base = _Scorer(utts, normalize, long)
     ref_row = base.row("pytorch", None, {i: ref[i] for i in subset}, {i: ref[i] for i in subset},
-                       texts_of(gen_tokens), gen_timed, [len(t) for t in gen_tokens],
-                       next(iter(p["checks"].get("pytorch", {}).values()), {}), steps, None)
+                       texts_of(gen_tokens, gen_long), gen_timed,
+                       [len(t) for t in gen_tokens], next(iter(p["checks"].get("pytorch", {}).values()), {}), steps,
+                       None, gen_long)
     ref_row["batch_size"] = first["batch_size"]
     ref_row["generate_agrees"] = all(gen_agrees.values())
     ref_row["generate_near_ties"] = ties
@@ -213,14 +249,15 @@ def run(ctx: StepContext) -> None:
     rows = [ref_row]
     for runtime, spec in evaluated:
         t0 = time.perf_counter()
-        expected = references(model, frontend, utts, subset, spec, dc, steps, ref_cache, progress)
+        expected = references(model, frontend, utts, subset, spec, dc, steps, ref_cache, progress, long)
         encoders, decoder, decoder_io = open_graphs(runtime, p["runtimes"][runtime], spec, ctx.inputs)
-        tokens, timed = decode_all(frontend, encoders, decoder, decoder_io, utts, spec, dc, max(steps, gen_len),
-                                   steps, progress, f"{runtime} {spec['name']}")
-        got = {i: tokens[i][:steps] for i in subset}
-        rows.append(base.row(runtime, spec, expected, got, texts_of(tokens), timed,
-                             [len(until_eos(t[:gen_len], dc.eos)) for t in tokens],
-                             p["checks"][runtime][spec["name"]], steps, ref_row.get("wer")))
+        tokens, timed, results = decode_all(frontend, encoders, decoder, decoder_io, utts, spec, dc,
+                                            max(steps, gen_len), steps, progress, f"{runtime} {spec['name']}", long)
+        got = {i: tokens[i] if i in results else tokens[i][:steps] for i in subset}
+        rows.append(base.row(runtime, spec, expected, got, texts_of(tokens, results), timed,
+                             [len(t) if i in results else len(until_eos(t[:gen_len], dc.eos))
+                              for i, t in enumerate(tokens)],
+                             p["checks"][runtime][spec["name"]], steps, ref_row.get("wer"), results))
         timings[f"{runtime} {spec['name']}"] = time.perf_counter() - t0
     audio_s = sum(u.seconds for u in utts)
     report = {
@@ -234,6 +271,11 @@ def run(ctx: StepContext) -> None:
         "audio_s": round(audio_s, 3), "notes": {u.name: u.note for u in utts if u.note},
         "transcripts": [u.transcript for u in utts], "exact_subset": [utts[i].name for i in subset],
         "prompt": dc.prompt, "steps": steps, "generation_max_length": gen_len, "normalizer": p["normalizer"],
+        "long_form": {**p["longform"], "inputs": sorted({utts[i].name for i in gen_long}),
+                      "method": next(iter(gen_long.values())).method if gen_long else None,
+                      "reference": ("Hugging Face's long-form model.generate(return_timestamps=True) on the whole "
+                                    "log-mel" if arch == "whisper" else "the unmodified model on the same chunks, "
+                                    "greedy without a cache, merged at their overlaps")},
         "rows": rows, "ok": all(r["ok"] for r in rows),
         "provenance": {"keys": ctx.keys, "versions": _versions(), "timings_s": {k: round(v, 3)
                                                                                for k, v in timings.items()}},
@@ -246,15 +288,13 @@ def run(ctx: StepContext) -> None:
 class _Scorer:
     """One report row per runtime × specialization: exact tokens on the subset, WER on everything, speed."""
 
-    def __init__(self, utts: list[Utterance], normalize: Any) -> None:
-        self.utts, self.normalize = utts, normalize
+    def __init__(self, utts: list[Utterance], normalize: Any, long: LongInputs) -> None:
+        self.utts, self.normalize, self.long = utts, normalize, long
         self.has_text = all(u.transcript for u in utts)
 
     def row(self, runtime: str, spec: dict[str, Any] | None, ref: dict[int, Any], got: dict[int, Any],
             texts: list[str], timed: Timed, generated: list[int], bounds: dict[str, float], steps: int,
-            reference_wer: float | None) -> dict[str, Any]:
-        import numpy as np
-
+            reference_wer: float | None, long_results: dict[int, Any]) -> dict[str, Any]:
         total = timed.total
         row: dict[str, Any] = {
             "runtime": runtime, "specialization": spec["name"] if spec else None,
@@ -268,20 +308,19 @@ class _Scorer:
         order = sorted(ref)
         values: dict[str, float] = {}
         failures: list[str] = []
-        try:
-            values["token_agreement"] = token_agreement(np.array([ref[i] for i in order]),
-                                                        np.array([got[i] for i in order]))
-        except ShapeMismatch as e:
-            failures.append(str(e))
+        values["token_agreement"] = sequence_agreement([[int(t) for t in ref[i]] for i in order],
+                                                       [[int(t) for t in got[i]] for i in order])
         per: list[dict[str, Any]] = []
         for i, u in enumerate(self.utts):
             item: dict[str, Any] = {"input": u.name, "text": texts[i]}
+            if i in long_results:
+                item["long_form"] = describe(long_results[i], lambda toks: self.long.text(_only(toks)))
             if u.transcript:
                 item["wer"] = round(wer([u.transcript], [texts[i]], self.normalize), 4)
             if i in got:
                 r_i, g_i = [int(t) for t in ref[i]], [int(t) for t in got[i]]
                 item.update(tokens=g_i, first_mismatch=first_mismatch(r_i, g_i),
-                            mismatches=sum(a != b for a, b in zip(r_i, g_i, strict=False)))
+                            mismatches=sum(a != b for a, b in zip(r_i, g_i, strict=False)) + abs(len(r_i) - len(g_i)))
             per.append(item)
         if self.has_text:
             refs = [u.transcript or "" for u in self.utts]
@@ -294,11 +333,20 @@ class _Scorer:
                 item = per[i]
                 if item.get("first_mismatch") is not None:
                     j = item["first_mismatch"]
+                    want = int(ref[i][j]) if j < len(ref[i]) else "nothing more"
+                    have = item["tokens"][j] if j < len(item["tokens"]) else "nothing more"
                     failures.append(f"{item['input']}: tokens differ from step {j} on ({item['mismatches']} of "
-                                    f"{steps} steps differ; at step {j} the reference has {int(ref[i][j])}, this "
-                                    f"runtime {item['tokens'][j]})")
+                                    f"{max(len(ref[i]), len(item['tokens']))} steps differ; at step {j} the "
+                                    f"reference has {want}, this runtime {have})")
         row.update({k: round(v, 6) for k, v in values.items()}, failures=failures, ok=not failures, per_input=per)
         return row
+
+
+def _only(tokens: list[int]) -> Any:
+    """A segment's tokens as a long-form result, to decode its text the same way."""
+    from .longform import LongForm
+
+    return LongForm("", list(tokens))
 
 
 # How far apart (in processed logits) the reference's token and generate's may be at their first difference

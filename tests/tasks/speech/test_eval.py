@@ -118,7 +118,7 @@ def test_the_evaluation_report_renders_with_a_throughput_plot(ev: ProjectDir, tm
     page = render(ev.root / "out" / VALIDATION / "report.html", tmp_path / "eval.png")
     assert page.errors == []
     titles = [p["title"] for p in page.plots]
-    assert "Throughput against batch size" in titles and "WER per utterance" in titles
+    assert "Throughput against batch size" in titles and "WER per utterance (random weights: noise)" in titles
 
 
 @slow

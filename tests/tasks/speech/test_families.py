@@ -158,7 +158,8 @@ def test_run_transcribes_long_and_other_format_audio_and_says_what_it_did(fam: P
     assert res.code == 0, res.err
     rows = res.json()
     assert [r["input"] for r in rows] == [str(tmp_path / "LONG.FLAC"), str(tmp_path / "fast.wav")]
-    assert any("decoded in 2 consecutive windows" in n for n in rows[0]["notes"])
+    assert any("decoded chunked (3 s chunks, 0.5 s overlap), 2 windows" in n for n in rows[0]["notes"])
+    assert rows[0]["method"] == "chunked (3 s chunks, 0.5 s overlap)"
     assert any("resampled from 22050 Hz to 16000 Hz" in n for n in rows[1]["notes"])
     human = fam.cli("run", SPEC["speech2text"], "--max-new-tokens", "200", str(tmp_path / "fast.wav"))
     assert "note:" in human.err and "decoding at most" in human.err

@@ -313,20 +313,29 @@ class Project:
         chosen = {s.id for s in rng.sample(cached, max(1, round(len(cached) * sample)))} if cached else set()
         runner = StepRunner(self.store, ApiReporter(), threading.Event())
         rows: list[dict[str, Any]] = []
+        dropped: set[str] = set()
         with self.store.shared():
             for step in plan.steps:  # dependency order: a step's inputs are checked before it reruns
                 if step.id not in chosen:
                     continue
                 entry = self.store.lookup(step.key)
+                gone = [d for d in step.node.deps.values() if d in dropped]
+                if gone:
+                    rows.append({"step": step.id, "status": "skipped", "message": f"its input {gone[0]} was "
+                                 "dropped above; the next build runs both"})
+                    continue
                 if entry is None:
                     continue
                 rows.append(self._recheck(runner, Job.of(plan, step), entry.outputs))
+                if rows[-1]["status"] == "mismatch":
+                    dropped.add(step.id)
         mismatched = [r for r in rows if r["status"] == "mismatch"]
         return {"checked": len(rows), "cached_steps": len(cached), "sample": sample, "seed": seed,
                 "matched": sum(r["status"] == "match" for r in rows), "mismatched": len(mismatched),
                 "nondeterministic": [r["step"] for r in mismatched if r["nondeterministic"]],
                 "wrong_entries": [r["step"] for r in mismatched if not r["nondeterministic"]],
-                "failed": [r["step"] for r in rows if r["status"] == "failed"], "steps": rows}
+                "failed": [r["step"] for r in rows if r["status"] == "failed"],
+                "skipped": [r["step"] for r in rows if r["status"] == "skipped"], "steps": rows}
 
     def _recheck(self, runner: Any, job: Any, cached: dict[str, str]) -> dict[str, Any]:
         result, first = runner.rerun(job)

@@ -5,7 +5,9 @@
 1. manifests/data/speech/*.wav: 16 kHz mono utterances spoken by espeak-ng (apt: espeak-ng, sox), each
    with its transcript beside it as .txt.
 2. manifests/data/whisper-tokenizer/: a small byte-level BPE tokenizer with Whisper's special tokens
-   and a WhisperFeatureExtractor config (the real Whisper vocabulary is not available offline).
+   and a WhisperFeatureExtractor config (the real Whisper vocabulary is not available offline);
+   manifests/data/whisper-tokenizer-multilingual/: the same with four language tokens (en, de, fr, es)
+   before <|translate|>, laid out as a multilingual Whisper's are.
 3. manifests/data/s2t-tokenizer/: a small sentencepiece tokenizer and a Speech2TextFeatureExtractor
    config (a Speech2TextProcessor).
 4. manifests/data/wav2vec2-bert/: a small WordPiece (BERT) tokenizer and a Wav2Vec2FeatureExtractor
@@ -46,10 +48,11 @@ def make_audio(out: Path) -> None:
         (out / f"{name}.txt").write_text(text + "\n")
 
 
-def make_whisper_tokenizer(out: Path) -> None:
+def make_whisper_tokenizer(out: Path, languages: tuple[str, ...] = ("en",)) -> None:
     from tokenizers import ByteLevelBPETokenizer
     from transformers import WhisperFeatureExtractor, WhisperProcessor, WhisperTokenizer
 
+    special = [SPECIAL[0], SPECIAL[1], *(f"<|{lang}|>" for lang in languages), *SPECIAL[3:]]
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(CORPUS * 20, vocab_size=400, min_frequency=1, special_tokens=[])
     with tempfile.TemporaryDirectory() as tmp:
@@ -57,7 +60,7 @@ def make_whisper_tokenizer(out: Path) -> None:
         tok = WhisperTokenizer(f"{tmp}/vocab.json", f"{tmp}/merges.txt", unk_token="<|endoftext|>",
                                bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>",
                                predict_timestamps=False)
-        tok.add_special_tokens({"additional_special_tokens": SPECIAL[1:]})
+        tok.add_special_tokens({"additional_special_tokens": special[1:]})
         fe = WhisperFeatureExtractor(feature_size=80, sampling_rate=16000, hop_length=160, chunk_length=30, n_fft=400)
         WhisperProcessor(feature_extractor=fe, tokenizer=tok).save_pretrained(out)
 
@@ -96,6 +99,7 @@ if __name__ == "__main__":
     root = Path("manifests/data")
     make_audio(root / "speech")
     make_whisper_tokenizer(root / "whisper-tokenizer")
+    make_whisper_tokenizer(root / "whisper-tokenizer-multilingual", ("en", "de", "fr", "es"))
     make_s2t_tokenizer(root / "s2t-tokenizer")
     make_wav2vec2_bert(root / "wav2vec2-bert")
     print("wrote", sorted(str(p) for p in root.rglob("*") if p.is_file()))

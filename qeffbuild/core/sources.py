@@ -1,10 +1,11 @@
 """Model sources at plan time: where a model's files are and what its identity is.
 
-Nothing here imports torch or transformers. A local folder or a package's bundled model
-is identified by its files' contents (digested through the stat cache, labelled relative
-to the model folder, so the same folder reached by another relative path is the same
-model); a hub snapshot by its commit; a random model by architecture, config and seed
-(the transformers version enters through the load step's toolchain).
+Nothing here imports torch or transformers. A model's identity is its content: a local folder, a
+package's bundled model and a hub snapshot are all identified by their files' contents (digested
+through the stat cache, labelled relative to the model folder), so the same bytes declared as
+``hf = "org/name"``, as ``path = …`` or reached by another relative path share every cached step,
+and two models with one name and different weights never do. A random model is identified by
+architecture, config and seed (the transformers version enters through the load step's toolchain).
 """
 
 from __future__ import annotations
@@ -133,14 +134,13 @@ def _described(params: dict[str, Any], files: tuple[FileInput, ...], folder: Pat
 def resolve(source: Any, root: Path) -> Resolved:
     if isinstance(source, PathSource):
         folder = (root / source.path).resolve()
-        return _described({"kind": "path"}, folder_files(folder, "model"), folder)
+        return _described({"kind": "files"}, folder_files(folder, "model"), folder)
     if isinstance(source, PackageSource):
         folder = package_folder(source)
-        return _described({"kind": "package", "package": source.package},
-                          folder_files(folder, f"package:{source.package}/{source.subdir}"), folder)
+        return _described({"kind": "files"}, folder_files(folder, "model"), folder)
     if isinstance(source, HubSource):
-        commit, snapshot = resolve_hub(source)
-        return _described({"kind": "hf", "id": source.hf, "commit": commit}, (), snapshot)
+        _commit, snapshot = resolve_hub(source)
+        return _described({"kind": "files"}, folder_files(snapshot, "model"), snapshot)
     if isinstance(source, RandomSource):
         params: dict[str, Any] = {"kind": "random", "architecture": source.random, "config": source.config,
                                   "seed": source.seed}

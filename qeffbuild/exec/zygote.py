@@ -115,9 +115,12 @@ class Zygote:
         if self._sock is None:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             try:
+                from .runner import step_env
+
+                # the steps' environment from the start: OpenMP reads its settings when torch loads it, here
                 self._proc = subprocess.Popen(
                     [sys.executable, "-m", "qeffbuild.exec.zygote", str(theirs.fileno())], pass_fds=[theirs.fileno()],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=step_env(),
                     start_new_session=True, preexec_fn=_die_with_parent)
             except OSError:
                 ours.close()

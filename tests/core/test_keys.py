@@ -165,3 +165,33 @@ def test_toolchain_enters_keys_per_backend(project: ProjectDir, monkeypatch: pyt
     after = {s.id: s.key for s in project.api().plan(["s"], with_reasons=False).steps}
     changed = sorted(k for k in before if before[k] != after[k])
     assert changed == ["compile:ort:s:seq16", "compile:ort:s:seq8"]
+
+
+def test_a_model_is_its_content_however_it_is_declared(project: ProjectDir, tmp_path: Path) -> None:
+    """The same bytes as a local folder, a hub snapshot in the HF cache, or a folder reached another way share
+    every key; one changed byte does not."""
+    folder = project.root / "manifests" / "ckpt"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"],
+                                                    "hidden_size": 8, "num_attention_heads": 2}))
+    (folder / "model.safetensors").write_bytes(b"weights" * 100)
+    hub = tmp_path / "hf" / "hub" / "models--org--tiny"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (hub / "refs").mkdir(parents=True)
+    (hub / "refs" / "main").write_text(commit)
+    for f in folder.iterdir():  # the HF cache layout: snapshot files are links to blobs named by hash
+        blob = hub / "blobs" / digest_file(f)
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, blob)
+        (hub / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
+        (hub / "snapshots" / commit / f.name).symlink_to(os.path.relpath(blob, hub / "snapshots" / commit))
+    models = {"local": 'source = { path = "ckpt" }', "hub": 'source = { hf = "org/tiny" }',
+              "again": 'source = { path = "../manifests/ckpt" }'}
+    project.manifest("[project]\nname = \"same\"\n" + "".join(
+        f'[models.{name}]\n{src}\ntask = "embedding"\n' for name, src in models.items()))
+    project.env = {"HF_HUB_CACHE": str(tmp_path / "hf" / "hub")}
+    keys = {s["id"]: s["key"] for s in project.cli("plan", "--json").json()["steps"]}
+    assert keys["load:local"] == keys["load:hub"] == keys["load:again"]
+    (folder / "model.safetensors").write_bytes(b"weights" * 99 + b"Weights")
+    changed = {s["id"]: s["key"] for s in project.cli("plan", "--json").json()["steps"]}
+    assert changed["load:local"] != keys["load:local"] and changed["load:hub"] == keys["load:hub"]

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 TRANSFORM_VERSION = 3
 VALIDATE_VERSION = 4
 LOAD_BUILDER = "qeffbuild.tasks.speech.load:build"
+LOAD_BUILDER_VERSION = 2  # bump when what the builder writes changes (2: a random Whisper's prev_sot_token_id)
 HALF_WER_MARGIN = 0.02  # absolute: 2 WER points over the float32 reference's (on the validation's data)
 LONGFORM_WER_MARGIN = 0.01  # a float32 runtime's WER over long inputs, against the reference's long-form
 MIN_DECODE_STEPS = 20  # a cache wrong after step 1 must not pass: check many steps
@@ -305,7 +306,7 @@ class SpeechTask(Task):
         tokens = {k: getattr(m, k) for k in ("decoder_start_token_id", "pad_token_id", "eos_token_id")
                   if getattr(m, k) is not None}
         return load_node(x, model, "AutoModelForSpeechSeq2Seq", "processor",
-                         {"builder": LOAD_BUILDER, "token_ids": tokens})
+                         {"builder": LOAD_BUILDER, "builder_version": LOAD_BUILDER_VERSION, "token_ids": tokens})
 
     def transform_node(self, x: Expansion, model: TargetRef, spec_ref: TargetRef, which: str,
                        dims: dict[str, Any], device: str) -> str:

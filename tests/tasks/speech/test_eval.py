@@ -8,8 +8,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -17,23 +15,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ...helpers import REPO, ProjectDir, checkout
+from ...helpers import ProjectDir, checkout
 from ...reports.browser import render
+from .conftest import with_eval
 
 slow = pytest.mark.slow
 VALIDATION = "w-eval"
-
-
-@pytest.fixture(scope="session")
-def eval_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    for tool in ("espeak-ng", "sox"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is not installed: run `sh scripts/system-deps.sh` (the README's set-up does)")
-    out = tmp_path_factory.mktemp("evalset") / "eval"
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "make_eval_set.py"), str(out)], capture_output=True,
-                          text=True)
-    assert proc.returncode == 0, proc.stderr
-    return out
 
 
 def _rows(eval_set: Path) -> list[dict[str, str]]:
@@ -46,12 +33,6 @@ def spec(**kw: Any) -> SimpleNamespace:
     fields = {"inputs": "data/eval/eval.csv", "split": None, "audio_column": None, "text_column": None,
               "max_duration_s": None, "limit": None, "shuffle_seed": None}
     return SimpleNamespace(**{**fields, **kw})
-
-
-def with_eval(p: ProjectDir, eval_set: Path) -> Path:
-    dest = p.root / "manifests" / "data" / "eval"
-    shutil.copytree(eval_set, dest, dirs_exist_ok=True)
-    return dest
 
 
 EVAL_MANIFEST = """

@@ -255,3 +255,33 @@ def test_a_whisper_language_is_checked_against_the_model(project: ProjectDir) ->
     project.manifest(text.replace(anchor, anchor.replace("\n\n", "\nlanguage = \"xx\"\n\n"), 1), "whisper.toml")
     res = project.cli("plan", "whisper-tiny-random-parity")
     assert res.code == 2 and "language 'xx' is not one of the model's languages" in res.err
+
+
+def test_long_audio_is_decoded_in_overlapping_chunks_like_the_reference(fam: ProjectDir, tmp_path: Path,
+                                                                         shared_cache: Path) -> None:
+    """Speech2Text predicts no timestamps: audio longer than its longest graph is cut into overlapping chunks,
+    each decoded to its EOS and merged at the seams, by every runtime as by the unmodified model."""
+    import soundfile as sf
+
+    project = checkout(tmp_path / "chunked", shared_cache)  # fam built the model: only the validation runs
+    data = project.root / "manifests" / "long"
+    data.mkdir()
+    audio, rate = sf.read(str(DATA / "speech" / "numbers.wav"), dtype="float32")
+    sf.write(data / "long.wav", np.concatenate([audio, np.zeros(rate // 2, np.float32), audio]), rate)
+    (data / "long.txt").write_text("one two three four five six seven one two three four five six seven\n")
+    for name in ("hello", "weather"):
+        shutil.copy(DATA / "speech" / f"{name}.wav", data)
+        shutil.copy(DATA / "speech" / f"{name}.txt", data)
+    project.manifest('[project]\nname = "chunked"\n[validations.s2t-long]\nmodel = "s2t-tiny-random"\n'
+                     'specializations = ["s2t-tiny-random-b2"]\nruntimes = ["pytorch", "onnxruntime"]\n'
+                     'inputs = "long"\nchunk_stride_s = 0.75\n', "long.toml")
+    res = project.cli("build", "s2t-long")
+    assert res.code == 0, res.err
+    report = _report(project, "s2t-long")
+    assert report["long_form"]["method"] == "chunked (3 s chunks, 0.75 s overlap)"
+    assert report["long_form"]["inputs"] == ["long.wav"]
+    rows = {r["runtime"]: r for r in report["rows"]}
+    assert rows["onnxruntime"]["token_agreement"] == 1.0
+    long_ref = next(p for p in rows["pytorch"]["per_input"] if p["input"] == "long.wav")
+    long_ort = next(p for p in rows["onnxruntime"]["per_input"] if p["input"] == "long.wav")
+    assert long_ort["tokens"] == long_ref["tokens"] and long_ort["long_form"]["windows"] == 3

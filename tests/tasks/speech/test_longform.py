@@ -48,7 +48,7 @@ def test_every_runtime_gives_hf_long_form_tokens_window_by_window(lf: ProjectDir
     ref = next(r for r in report["rows"] if r["runtime"] == "pytorch")
     ref_tokens = [p["tokens"] for p in ref["per_input"]]
     assert all(len(t) > 100 for t in ref_tokens)  # many windows' tokens, timestamps included
-    for (runtime, batch), row in rows.items():
+    for (runtime, _batch), row in rows.items():
         assert row["token_agreement"] == 1.0, (runtime, row["failures"])
         assert [p["tokens"] for p in row["per_input"]] == ref_tokens
         if runtime != "pytorch":

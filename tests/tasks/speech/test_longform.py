@@ -128,9 +128,9 @@ def test_audio_that_cannot_be_decoded_is_a_clear_error(lf: ProjectDir, tmp_path:
 def test_a_ctx_len_too_small_for_long_windows_is_refused_at_plan_time(lf: ProjectDir) -> None:
     manifest = lf.root / "manifests" / "small.toml"
     manifest.write_text('[project]\nname = "small"\n[specializations.ts-small]\nmodel = "whisper-tiny-random-ts"\n'
-                        'ctx_len = 28\ncompile = ["ort"]\n[validations.ts-small-long]\nmodel = "whisper-tiny-random-ts"\n'
-                        'specializations = ["ts-small"]\nruntimes = ["pytorch", "onnxruntime"]\n'
-                        'inputs = "data/eval/long.csv"\n')
+                        'ctx_len = 28\ncompile = ["ort"]\n[validations.ts-small-long]\n'
+                        'model = "whisper-tiny-random-ts"\nspecializations = ["ts-small"]\n'
+                        'runtimes = ["pytorch", "onnxruntime"]\ninputs = "data/eval/long.csv"\n')
     try:
         res = lf.cli("plan", "ts-small-long")
     finally:

@@ -128,6 +128,10 @@ def _more(r: dict[str, object]) -> str:
     if "speedup_per_token_vs_generate" in r:
         parts.append(f"×{r['speedup_per_token_vs_generate']:.2f}/token, "
                      f"×{r['speedup_per_utterance_vs_generate']:.2f}/utt vs generate")
+    if "speedup_vs_hf_longform" in r:
+        parts.append(f"RTF {r['rtf']:.3f}, ×{r['speedup_vs_hf_longform']:.2f} vs HF long-form generate")
+    elif "rtf" in r:
+        parts.append(f"RTF {r['rtf']:.3f}")
     if "speedup_vs_encode" in r:
         parts.append(f"×{r['speedup_vs_encode']:.2f} vs sentence-transformers encode")
     if "vs" in r:

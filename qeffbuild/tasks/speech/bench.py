@@ -1,15 +1,25 @@
-"""`qeffbuild bench` for speech, side by side with HF ``generate`` in one run.
+"""`qeffbuild bench` for speech: each runtime beside Hugging Face's ``generate``, timed the same way, in one run.
 
-Per runtime and specialization: the encoder side's latency, per-token decode latency (ms/token,
-p50/p90/p99) and tokens/s, the whole transcription of an utterance (encoder included) and
-utterances/s at the specialization's batch size. Beside them, ``model.generate`` (eager PyTorch,
-greedy, the same inputs and batch, ``min_new_tokens`` = ``max_new_tokens`` so EOS cannot shorten
-either side), and each runtime's speed-up over it.
+Per runtime and specialization, on the validation's first utterance at the specialization's batch size:
+
+- **encoder**: the encoder side as the decode runs it (features in, cross-attention keys/values out, on the
+  session's device for torch sessions), synchronised;
+- **per token**: the decoder loop timed at ``N`` and at 1 new tokens, both from the same encoder outputs:
+  ``(T(N) − T(1)) / (N − 1)`` is one decode step, warm (compiled, captured), whatever the prompt and the
+  encoder cost — what a plain script timing ``generate`` twice measures, and what the ``generate`` row is
+  measured with (``min_new_tokens = max_new_tokens``, the checkpoint's own generation config, greedy);
+- **utterance**: a whole transcription of the batch (features, encoder, N tokens), and utterances/s.
+
+Validations with audio longer than the window add a **long-form** row per runtime: the real-time factor of
+decoding those recordings long-form beside HF's own long-form ``generate`` on the same files.
+
+Every row carries the spread of its samples (``reports.timing``); the CLI warns when it exceeds 10 %.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,104 +29,191 @@ from ...reports.timing import percentiles
 
 def bench(artifact: Any, node: StepNode, iters: int, warmup: int) -> list[dict[str, Any]]:
     """``artifact(role)`` gives the folder of the validation's upstream step with that role."""
-    from ...pipeline.torchutil import quiet_warnings, strict_fp32
+    from ...pipeline.torchutil import quiet_warnings, strict_fp32, torch_device, torch_dtype
 
     quiet_warnings()
     strict_fp32()  # no TF32: runtimes are compared with a float32 reference
-
-    from .driver import DecodeConfig, Frontend, Utterance, batches, greedy_decode, load_rows, reference_encoder
+    from .driver import DecodeConfig, Frontend
     from .transform import load_model
     from .validate import open_graphs
+    from .validate_long import LongInputs, is_long
 
     p = node.params
-    arch, steps = p["arch"], int(p["max_new_tokens"])
+    arch, steps = p["arch"], max(2, int(p["max_new_tokens"]))
     model_dir = artifact("model") / "model"
     dc = DecodeConfig.from_model_dir(model_dir, p["language"], arch, p.get("task"))
     frontend = Frontend(model_dir, arch)
-    if p["inputs"]["kind"] == "hf":  # the validation's first utterance, as it reads it
-        from .dataset import open_hf
-
-        name, audio, text = open_hf(node.paths["dataset"], {**p["inputs"], "limit": 1})[0]
-        utt = [Utterance(name, audio, text)]
-    else:
-        utt = load_rows(p["inputs"]["rows"][:1], {f.label: Path(f.path) for f in node.files})
+    utts = _utterances(p, node)
     inputs = {role: artifact(role) for role in node.deps}
-    from ...pipeline.torchutil import torch_device, torch_dtype
-
     models: dict[tuple[str, str], Any] = {}
     rows: list[dict[str, Any]] = []
     for spec in p["specializations"]:
-        b = spec["batch_size"]
-        graph = batches(utt, spec["graphs"], 1)[0][0]
-        feeds = frontend.features([utt[0].audio] * b, spec["graphs"][graph])
+        short = next((u for u in utts if not is_long(u, spec)), None)
         where = (spec["device"], spec["dtype"])  # generate runs on the same device, in the same precision
         if where not in models:
             models[where] = load_model(model_dir, torch_dtype(spec["dtype"])).to(torch_device(spec["device"]))
-        base = _generate_row(models[where], arch, feeds, dc, steps, spec, iters, warmup, reference_encoder)
-        rows.append(base)
+        model = models[where]
+        long = LongInputs(p["longform"], dc, frontend, model, p["language"], p["task"])
+        longs = [u for u in utts if is_long(u, spec)]
+        base = _generate_row(model, frontend, short, dc, steps, spec, iters, warmup) if short else None
+        hf_long = _hf_longform_row(long, longs, spec, iters) if longs else None
+        rows += [r for r in (base, hf_long) if r is not None]
         for runtime, opens in p["runtimes"].items():
             if opens == "reference":
                 continue  # the reference decodes without a cache: not a deployment runtime
             encoders, decoder, decoder_io = open_graphs(runtime, opens, spec, inputs)
-            enc = encoders[graph]
-            for _ in range(warmup):
-                greedy_decode(enc, decoder, feeds, dc, steps, decoder_io)
-            enc_ms, per_token, whole = [], [], []
-            for _ in range(iters):
-                t0 = time.perf_counter()
-                enc.run(feeds)
-                t1 = time.perf_counter()
-                greedy_decode(enc, decoder, feeds, dc, steps, decoder_io)
-                t2 = time.perf_counter()
-                enc_ms.append((t1 - t0) * 1000)
-                whole.append((t2 - t1) * 1000)  # one decode = one encoder run + (prompt - 1 + steps) decoder steps
-                per_token.append(((t2 - t1) - (t1 - t0)) * 1000 / (len(dc.prompt) - 1 + steps))
-            rows.append(_row(runtime, spec, b, steps, enc_ms, per_token, whole, base))
+            if short is not None:
+                rows.append(_runtime_row(runtime, frontend, encoders, decoder, decoder_io, short, dc, steps, spec,
+                                         iters, warmup, base))
+            if longs:
+                rows.append(_long_row(runtime, long, encoders, decoder, decoder_io, longs, spec, iters, hf_long))
     return rows
 
 
-def _generate_row(model: Any, arch: str, feeds: dict[str, Any], dc: Any, steps: int, spec: dict[str, Any],
-                  iters: int, warmup: int, reference_encoder: Any) -> dict[str, Any]:
-    import torch
+def _utterances(p: dict[str, Any], node: StepNode) -> list[Any]:
+    """The validation's first utterance, and every one longer than the window (for the long-form rows)."""
+    from .driver import Utterance, load_rows
 
-    from .driver import hf_generate, to_torch
+    if p["inputs"]["kind"] == "hf":
+        from .dataset import open_hf
 
-    runs = max(1, min(iters, 5))  # eager generate is the slow side: a few runs give a stable median
-    for _ in range(min(warmup, 1)):
-        hf_generate(model, arch, feeds, dc, steps, min_new_tokens=steps)
-    enc_ms, per_token, whole = [], [], []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            reference_encoder(model, arch, to_torch(feeds, model))
-        _sync(model.device)
-        t1 = time.perf_counter()
-        hf_generate(model, arch, feeds, dc, steps, min_new_tokens=steps)
-        t2 = time.perf_counter()
-        enc_ms.append((t1 - t0) * 1000)
-        whole.append((t2 - t1) * 1000)
-        per_token.append(((t2 - t1) - (t1 - t0)) * 1000 / (len(dc.prompt) - 1 + steps))
-    return _row("generate (HF, eager)", spec, spec["batch_size"], steps, enc_ms, per_token, whole, None)
+        name, audio, text = open_hf(node.paths["dataset"], {**p["inputs"], "limit": 1})[0]
+        return [Utterance(name, audio, text)]
+    rows = p["inputs"]["rows"]
+    longest = max(max(s["graphs"].values()) for s in p["specializations"]) / 16000
+    chosen = [rows[0], *[r for r in rows[1:] if r["seconds"] > longest]]
+    return load_rows(chosen, {f.label: Path(f.path) for f in node.files})
 
 
 def _sync(device: Any) -> None:
     import torch
 
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
 
 
-def _row(runtime: str, spec: dict[str, Any], b: int, steps: int, enc_ms: list[float], per_token: list[float],
-         whole: list[float], base: dict[str, Any] | None) -> dict[str, Any]:
+def _timed(fn: Callable[[], Any], device: Any) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def _per_token(decode: Callable[[int], Any], steps: int, iters: int, device: Any) -> tuple[list[float], list[float]]:
+    """Seconds per decode step, ``(T(steps) − T(1)) / (steps − 1)`` per iteration, and the T(steps) samples."""
+    per, full = [], []
+    for _ in range(iters):
+        one = _timed(lambda: decode(1), device)
+        n = _timed(lambda: decode(steps), device)
+        per.append(max(n - one, 0.0) / (steps - 1))
+        full.append(n)
+    return per, full
+
+
+def _generate_row(model: Any, frontend: Any, utt: Any, dc: Any, steps: int, spec: dict[str, Any], iters: int,
+                  warmup: int) -> dict[str, Any]:
+    """``model.generate`` as a user runs it: the checkpoint's generation config, greedy, timed twice."""
+    import torch
+
+    from .driver import hf_generate, reference_encoder, to_torch
+
+    b = spec["batch_size"]
+    feeds = frontend.features([utt.audio] * b, max(spec["graphs"].values()))
+    for _ in range(max(warmup, 1)):
+        hf_generate(model, dc.arch, feeds, dc, steps, min_new_tokens=steps)
+    runs = max(1, min(iters, 5))  # eager generate is the slow side: a few runs give a stable median
+    per, _full = _per_token(lambda n: hf_generate(model, dc.arch, feeds, dc, n, min_new_tokens=n), steps, runs,
+                            model.device)
+
+    def encoder() -> None:
+        with torch.no_grad():
+            reference_encoder(model, dc.arch, to_torch(feeds, model))
+
+    enc = [_timed(encoder, model.device) for _ in range(runs)]
+    whole = [_timed(lambda: hf_generate(model, dc.arch, feeds, dc, steps, min_new_tokens=steps), model.device)
+             for _ in range(runs)]
+    return _row("generate (HF, eager)", spec, steps, enc, per, whole, None)
+
+
+def _runtime_row(runtime: str, frontend: Any, encoders: dict[str, Any], decoder: Any, decoder_io: dict[str, Any],
+                 utt: Any, dc: Any, steps: int, spec: dict[str, Any], iters: int, warmup: int,
+                 base: dict[str, Any] | None) -> dict[str, Any]:
     import numpy as np
 
-    lat = percentiles([t / 1000 for t in per_token])
-    utt_ms = float(np.median(whole))
+    from ...decoding.greedy import greedy
+    from .driver import batches, encode
+
+    b = spec["batch_size"]
+    graph = batches([utt], spec["graphs"], 1)[0][0]
+    samples = spec["graphs"][graph]
+    enc = encoders[graph]
+    feeds = frontend.features([utt.audio] * b, samples)
+    prompts = np.array([dc.prompt] * b, dtype=np.int64)
+    fixed = encode(enc, decoder, feeds)
+    device = getattr(decoder, "device", "cpu")
+
+    def decode(n: int) -> Any:
+        return greedy(decoder, decoder_io, fixed, prompts, dc.rules(), n)
+
+    def transcribe() -> Any:
+        return greedy(decoder, decoder_io, encode(enc, decoder, frontend.features([utt.audio] * b, samples)),
+                      prompts, dc.rules(), steps)
+
+    for _ in range(max(warmup, 1)):  # compile, capture, first-call work: out of every timed sample
+        decode(steps)
+        decode(1)
+    per, _full = _per_token(decode, steps, iters, device)
+    enc_s = [_timed(lambda: encode(enc, decoder, feeds), device) for _ in range(iters)]
+    whole = [_timed(transcribe, device) for _ in range(iters)]
+    return _row(runtime, spec, steps, enc_s, per, whole, base)
+
+
+def _row(runtime: str, spec: dict[str, Any], steps: int, enc_s: list[float], per_token_s: list[float],
+         whole_s: list[float], base: dict[str, Any] | None) -> dict[str, Any]:
+    import numpy as np
+
+    b = spec["batch_size"]
+    lat = percentiles(per_token_s)
+    utt_ms = float(np.median(whole_s)) * 1000
     row = {"runtime": runtime, "specialization": spec["name"], "dtype": spec["dtype"], "batch_size": b,
-           "shape": f"ctx {spec['ctx_len']}, {steps} tokens", "encoder_p50_ms": float(np.median(enc_ms)),
-           **lat, "throughput_per_s": b * 1000 / lat["p50_ms"], "unit": "tokens",
-           "utterance_p50_ms": utt_ms, "utterances_per_s": b * 1000 / utt_ms}
-    if base is not None:
+           "shape": f"ctx {spec['ctx_len']}, {steps} tokens", "encoder_p50_ms": float(np.median(enc_s)) * 1000,
+           **lat, "throughput_per_s": b * 1000 / lat["p50_ms"] if lat["p50_ms"] > 0 else 0.0, "unit": "tokens",
+           "utterance_p50_ms": utt_ms, "utterances_per_s": b * 1000 / utt_ms,
+           "method": "per token = (T(N) - T(1)) / (N - 1), warm; encoder on the decode's path"}
+    if base is not None and lat["p50_ms"] > 0:
         row["speedup_per_token_vs_generate"] = base["p50_ms"] / lat["p50_ms"]
         row["speedup_per_utterance_vs_generate"] = base["utterance_p50_ms"] / utt_ms
+    return row
+
+
+def _hf_longform_row(long: Any, longs: list[Any], spec: dict[str, Any], iters: int) -> dict[str, Any]:
+    runs = max(1, min(iters, 3))
+    times = [_timed(lambda: [long.reference_uncached(u, spec) for u in longs], long.model.device)
+             for _ in range(runs)]
+    return _long_values("generate (HF, long-form)", spec, longs, times, None)
+
+
+def _long_row(runtime: str, long: Any, encoders: dict[str, Any], decoder: Any, decoder_io: dict[str, Any],
+              longs: list[Any], spec: dict[str, Any], iters: int, base: dict[str, Any] | None) -> dict[str, Any]:
+    audios = [u.audio for u in longs]
+    long.on_runtime(encoders, decoder, decoder_io, audios, spec)  # warm
+    runs = max(1, min(iters, 3))
+    times = [_timed(lambda: long.on_runtime(encoders, decoder, decoder_io, audios, spec),
+                    getattr(decoder, "device", "cpu")) for _ in range(runs)]
+    return _long_values(runtime, spec, longs, times, base)
+
+
+def _long_values(runtime: str, spec: dict[str, Any], longs: list[Any], times: list[float],
+                 base: dict[str, Any] | None) -> dict[str, Any]:
+    import numpy as np
+
+    audio_s = sum(u.seconds for u in longs)
+    lat = percentiles(times)
+    rtf = float(np.median(times)) / audio_s
+    row = {"runtime": runtime, "specialization": spec["name"], "dtype": spec["dtype"],
+           "batch_size": spec["batch_size"], "shape": f"long-form, {len(longs)} recordings, {audio_s:.0f} s",
+           **lat, "throughput_per_s": 1 / rtf, "unit": "audio s", "rtf": rtf}
+    if base is not None:
+        row["speedup_vs_hf_longform"] = base["rtf"] / rtf
     return row

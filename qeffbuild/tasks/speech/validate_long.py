@@ -40,16 +40,18 @@ class LongInputs:
         return round(float(stride) * 16000) if stride is not None else longest(spec) // 6
 
     def reference(self, utt: Any, spec: dict[str, Any]) -> LongForm:
-        chunk = longest(spec)
-        key = (utt.name, 0 if self.dc.arch == "whisper" else chunk)
+        """The reference's long-form decode of ``utt`` (once per utterance and chunk length)."""
+        key = (utt.name, 0 if self.dc.arch == "whisper" else longest(spec))
         if key not in self._refs:
-            if self.dc.arch == "whisper":
-                self._refs[key] = hf_whisper_longform(self.model, self.frontend, utt.audio, self.dc,
-                                                      self.settings(spec), self.language, self.task)
-            else:
-                self._refs[key] = chunked_longform(self.frontend, None, None, {}, self.dc, [utt.audio], chunk,
-                                                   self.overlap(spec), self.budget(spec), self._reference_chunk)[0]
+            self._refs[key] = self.reference_uncached(utt, spec)
         return self._refs[key]
+
+    def reference_uncached(self, utt: Any, spec: dict[str, Any]) -> LongForm:
+        if self.dc.arch == "whisper":
+            return hf_whisper_longform(self.model, self.frontend, utt.audio, self.dc, self.settings(spec),
+                                       self.language, self.task)
+        return chunked_longform(self.frontend, None, None, {}, self.dc, [utt.audio], longest(spec),
+                                self.overlap(spec), self.budget(spec), self._reference_chunk)[0]
 
     def budget(self, spec: dict[str, Any]) -> int:
         """Tokens a window may take: ``longform_max_new_tokens`` (Whisper's default: half its positions less the

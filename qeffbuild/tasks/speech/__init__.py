@@ -34,7 +34,15 @@ from ...pipeline.nodes import (
     with_bases,
 )
 from .dataset import AUDIO_SUFFIXES, DataError, select
-from .families import ARCHITECTURES, SAMPLE_RATE, Architecture, FactError, architecture_of, whisper_prompt
+from .families import (
+    ARCHITECTURES,
+    SAMPLE_RATE,
+    Architecture,
+    FactError,
+    architecture_of,
+    feature_bins,
+    whisper_prompt,
+)
 from .normalize import default_normalizer
 
 if TYPE_CHECKING:
@@ -192,6 +200,7 @@ class SpeechTask(Task):
                 x.fail(spec_ref, "audio_len_s", "Whisper reads one fixed window (its max_source_positions); "
                        "audio_len_s applies to Speech2Text and encoder-decoder models")
             enc = self._fact(x, model, "source", lambda: arch.encoder_length(cfg, 0))
+            self._check_mel_bins(x, model, cfg)
             if s.encoder_ctx_len not in (None, enc):
                 x.fail(spec_ref, "encoder_ctx_len", f"encoder_ctx_len must equal the model's max_source_positions "
                        f"({enc}): the unmodified reference encoder accepts only that length")
@@ -214,6 +223,18 @@ class SpeechTask(Task):
             x.fail(spec_ref, "audio_len_s", f"{max(s.audio_len_s):g} s gives {longest} encoder positions, more than "
                    f"the model's max_source_positions ({limit})")
         return {"batch_size": s.batch_size, "ctx_len": ctx, "encoder_len": longest, "graphs": graphs}
+
+    @staticmethod
+    def _check_mel_bins(x: Expansion, model: TargetRef, cfg: dict[str, Any]) -> None:
+        """A saved Whisper's feature extractor must make the mel bins its encoder reads (a random model's is made
+        to match when it is built)."""
+        folder = x.ws.source(model).folder
+        found = feature_bins(folder) if folder is not None else None
+        wanted = cfg.get("num_mel_bins", 80)
+        if found is not None and isinstance(wanted, int) and found[0] != wanted:
+            x.fail(model, "source", f"the model reads {wanted} mel bins (config.json num_mel_bins) but its feature "
+                   f"extractor makes {found[0]} ({found[1]} feature_size): save the checkpoint's own processor "
+                   "beside it, or fix one of the two")
 
     def prompt_length(self, x: Expansion, model: TargetRef, language: str | None, at: TargetRef,
                       task: str | None = None) -> int:

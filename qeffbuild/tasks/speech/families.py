@@ -130,6 +130,17 @@ def whisper_prompt(folder: Path | None, tokenizer: Path | None, language: str | 
     return PromptFacts(1 + (1 if langs else 0) + has_task + has_nots, langs, tasks)  # multilingual: a language token
 
 
+def feature_bins(folder: Path) -> tuple[int, str] | None:
+    """The mel bins a saved Whisper feature extractor makes, and the file that says so (None: none found)."""
+    for name, path in (("preprocessor_config.json", ()), ("processor_config.json", ("feature_extractor",))):
+        data: Any = _json(folder / name)
+        for key in path:
+            data = data.get(key, {}) if isinstance(data, dict) else {}
+        if isinstance(data, dict) and isinstance(data.get("feature_size"), int):
+            return int(data["feature_size"]), name
+    return None
+
+
 def _added_tokens(folder: Path) -> set[str] | None:
     data = _json(folder / "tokenizer.json")
     if data:

@@ -33,9 +33,10 @@ def build(ctx: StepContext) -> tuple[Any, Preprocessors]:
         tok = ctx.paths.get("tokenizer")
         pre = [("processor", tok)] if tok is not None else []
         if tok is not None and model.config.model_type == "whisper":
-            from .prompt import random_generation_config
+            from .prompt import matched_processor, random_generation_config
 
             random_generation_config(model, tok)
+            pre = [("processor", matched_processor(tok, int(model.config.num_mel_bins), ctx.out.parent / "processor"))]
     else:
         folder = ctx.paths["source"]
         model = load_folder(ctx, folder, "SpeechEncoderDecoderModel" if _is_encoder_decoder(folder)

@@ -351,3 +351,82 @@ def test_the_device_loop_returns_what_the_host_loop_returns(sp: ProjectDir, runt
     host = greedy_decode(_NumpyOnly(encoder), _NumpyOnly(t.decoder), feeds, early, 20, t.decoder_io, stop_at_eos=True)
     device = greedy_decode(encoder, t.decoder, feeds, early, 20, t.decoder_io, stop_at_eos=True)
     assert host.tokens.shape == device.tokens.shape == (1, 1) and bool(device.finished[0])
+
+
+MEL128 = """
+[project]
+name = "mel"
+
+[models.w128]
+task = "speech-seq2seq"
+
+[models.w128.source]
+random = "WhisperForConditionalGeneration"
+seed = 3
+tokenizer = { path = "tok" }
+
+[models.w128.source.config]
+vocab_size = 401
+d_model = 32
+encoder_layers = 1
+decoder_layers = 1
+encoder_attention_heads = 2
+decoder_attention_heads = 2
+encoder_ffn_dim = 64
+decoder_ffn_dim = 64
+max_source_positions = 200
+max_target_positions = 64
+num_mel_bins = 128                  # whisper-large-v3's; the tokenizer folder's extractor makes 80
+decoder_start_token_id = 393
+eos_token_id = 392
+pad_token_id = 392
+bos_token_id = 392
+
+[specializations.w128-b1]
+model = "w128"
+ctx_len = 32
+compile = ["ort"]
+
+[validations.w128-parity]
+model = "w128"
+specializations = ["w128-b1"]
+runtimes = ["pytorch", "onnxruntime"]
+inputs = "speech"
+"""
+
+
+SAVED128 = """
+[project]
+name = "mel"
+
+[models.w128]
+task = "speech-seq2seq"
+source = { path = "ckpt" }
+
+[specializations.w128-b1]
+model = "w128"
+ctx_len = 32
+compile = ["ort"]
+"""
+
+
+@slow
+def test_the_feature_extractor_follows_the_models_mel_bins(project: ProjectDir, shared_cache: Path) -> None:
+    """whisper-large-v3's config reads 128 mel bins; a tokenizer folder's extractor makes 80. A random model's
+    extractor is made to match; a saved checkpoint whose two disagree is a plan-time error naming both."""
+    shutil.copytree(REPO / "manifests" / "data" / "whisper-tokenizer", project.root / "manifests" / "tok")
+    shutil.copytree(REPO / "manifests" / "data" / "speech", project.root / "manifests" / "speech")
+    project.manifest(MEL128)
+    project.env = {"QEFFBUILD_CACHE_DIR": str(shared_cache)}
+    res = project.cli("build", "w128-parity", "w128-b1")
+    assert res.code == 0, res.err
+    saved = project.root / "manifests" / "ckpt"
+    shutil.copytree(project.root / "out" / "w128-b1" / "model", saved)
+    pre = json.loads((saved / "processor_config.json").read_text())
+    assert pre["feature_extractor"]["feature_size"] == 128
+    pre["feature_extractor"]["feature_size"] = 80
+    (saved / "processor_config.json").write_text(json.dumps(pre))
+    project.manifest(SAVED128)
+    res = project.cli("plan", "w128-b1")
+    assert res.code == 2 and "[models.w128] source: the model reads 128 mel bins (config.json num_mel_bins) but its " \
+        "feature extractor makes 80 (processor_config.json feature_size)" in res.err, res.err

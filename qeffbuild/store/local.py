@@ -588,9 +588,9 @@ class LocalStore:
                 if folder.is_dir() and not os.access(folder, os.W_OK):
                     raise PermissionError(errno.EACCES, "Permission denied", str(folder))
         except OSError as e:
-            raise StoreError(f"cannot {what} the cache at {self.root} ({e.strerror}: {e.filename or self.root}); "
-                             "nothing was changed. Make it writable (or remount it read-write), or set "
-                             "QEFFBUILD_CACHE_DIR / --cache-dir to the cache you mean") from None
+            raise StoreError(f"cannot {what} the cache at {self.root}: it is read-only or not writable ({e.strerror}: "
+                             f"{e.filename or self.root}); nothing was changed. Make it writable (or remount it "
+                             "read-write), or set QEFFBUILD_CACHE_DIR / --cache-dir to the cache you mean") from None
 
     def _quarantine_file(self, path: Path, kind: str) -> None:
         try:

@@ -221,8 +221,10 @@ inputs = "audio"
 
 
 @pytest.mark.parametrize(("buckets", "files", "extra", "message"), [
-    ("audio_len_s = [1]", ["hello.wav", "weather.wav"], "",
-     "inputs: hello.wav is 1.78 s long, longer than the 1 s that specialization 's2t-b1' compiles for"),
+    ("audio_len_s = [1]", ["hello.wav", "weather.wav"], "condition_on_previous_text = true",
+     "condition_on_previous_text: speech2text predicts no timestamps: long audio is decoded in overlapping chunks"),
+    ("audio_len_s = [3]", ["hello.wav", "weather.wav"], "chunk_stride_s = 0",
+     "chunk_stride_s: input should be greater than 0, got 0"),
     ("audio_len_s = [2, 5]", ["hello.wav", "weather.wav"], "",
      "[specializations.s2t-b1] audio_len_s: encoder-5s would serve none of the inputs of validation 's2t-parity'"),
     ("", ["hello.wav", "weather.wav"], "", "audio_len_s: a speech2text specialization lists the audio lengths"),

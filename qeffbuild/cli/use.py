@@ -126,8 +126,9 @@ def _more(r: dict[str, object]) -> str:
     if "encoder_p50_ms" in r:
         parts.append(f"encoder {r['encoder_p50_ms']:.2f} ms, {r['utterances_per_s']:.2f} utt/s")
     if "speedup_per_token_vs_generate" in r:
-        parts.append(f"×{r['speedup_per_token_vs_generate']:.2f}/token, "
-                     f"×{r['speedup_per_utterance_vs_generate']:.2f}/utt vs generate")
+        per_utt = r.get("speedup_per_utterance_vs_generate")
+        parts.append(f"×{r['speedup_per_token_vs_generate']:.2f}/token"
+                     + (f", ×{per_utt:.2f}/utt" if isinstance(per_utt, float) else "") + " vs generate")
     if "speedup_vs_hf_longform" in r:
         parts.append(f"RTF {r['rtf']:.3f}, ×{r['speedup_vs_hf_longform']:.2f} vs HF long-form generate")
     elif "rtf" in r:

@@ -46,35 +46,42 @@ def greedy(decoder: Any, decoder_io: dict[str, Any], fixed: list[Any], prompts: 
         from .device import greedy_on_device
 
         return greedy_on_device(decoder, decoder_io, fixed, prompts, rules, steps, stop_at_eos, min_steps)
-    import torch
 
     prompts = np.asarray(prompts, dtype=np.int64)
     shapes = decoder_io["shapes"]
-    b, lead = prompts.shape[0], prompts.shape[1] - 1
     fixed_names, past = decoder_inputs(decoder_io)
     state = {name: np.zeros(shapes[name], np.float32) for name in past}
     state.update({name: np.asarray(value) for name, value in zip(fixed_names, fixed, strict=True)})
+    logits = None
+    for pos in range(prompts.shape[1]):  # the prompt, a token a step: the last step's logits choose the first token
+        res = decoder.run({"input_ids": prompts[:, pos:pos + 1], "position": np.array(pos, np.int64), **state})
+        state.update(dict(zip(past, res[1:], strict=True)))
+        logits = res[0][:, -1, :]
+    return continue_greedy(decoder, decoder_io, state, logits, prompts.shape[1], rules, steps, stop_at_eos, min_steps)
+
+
+def continue_greedy(decoder: Any, decoder_io: dict[str, Any], state: dict[str, Any], logits: Any, position: int,
+                    rules: LogitRules, steps: int, stop_at_eos: bool = False, min_steps: int = 0) -> Decoded:
+    """Up to ``steps`` greedy tokens from ``logits`` ([batch, vocab]: the prompt's last, from a prefill or the
+    prompt's steps) with the decoder's inputs ``state`` (retained and fixed) after ``position`` tokens."""
+    import numpy as np
+    import torch
+
+    _fixed, past = decoder_inputs(decoder_io)
+    b = logits.shape[0]
     out = np.full((b, steps), rules.eos, np.int64)
     finished = np.zeros(b, bool)
-    tok = prompts[:, :1].copy()
-    rule_state = None
-    for pos in range(lead + steps):
-        res = decoder.run({"input_ids": tok, "position": np.array(pos, np.int64), **state})
-        state.update(dict(zip(past, res[1:], strict=True)))
-        i = pos - lead
-        if i < 0:
-            tok = prompts[:, pos + 1:pos + 2].copy()
-            continue
-        logits = torch.from_numpy(np.ascontiguousarray(res[0][:, -1, :]))
-        if rule_state is None:
-            rule_state = rules.state(b, logits.shape[-1], "cpu")
-        chosen = rule_state.apply(logits, first=i == 0).argmax(-1)
+    rule_state = rules.state(b, logits.shape[-1], "cpu")
+    for i in range(steps):
+        if i > 0:
+            res = decoder.run({"input_ids": out[:, i - 1:i], "position": np.array(position + i - 1, np.int64),
+                               **state})
+            state.update(dict(zip(past, res[1:], strict=True)))
+            logits = res[0][:, -1, :]
+        chosen = rule_state.apply(torch.from_numpy(np.ascontiguousarray(logits)), first=i == 0).argmax(-1)
         rule_state.advance(chosen, i)
-        nxt = chosen.numpy()
-        out[:, i] = nxt
-        finished |= nxt == rules.eos
-        tok = nxt[:, None].astype(np.int64)
+        out[:, i] = chosen.numpy()
+        finished |= out[:, i] == rules.eos
         if stop_at_eos and finished.all() and i + 1 >= min_steps:
-            out = out[:, : i + 1]
-            break
+            return Decoded(out[:, : i + 1], finished)
     return Decoded(out, finished)

@@ -12,7 +12,8 @@ transformers ``EncoderDecoderCache`` built from the graph's inputs:
   computed once; the cache marks them ready, so the model's cross-attention reads them instead
   of projecting the encoder output at every step.
 
-The encoder side runs the model's encoder and then one decoder call on a throwaway cache: the
+The two cache layers are the decoding core's (``qeffbuild.decoding.cache``), shared with every family
+that decodes. The encoder side runs the model's encoder and then one decoder call on a throwaway cache: the
 model's cross-attention projects the encoder output and stores it in that cache, which is what
 the graph returns. Nothing lives in module buffers, so an exported graph cannot bake a cache into
 its constants.
@@ -21,77 +22,12 @@ its constants.
 from __future__ import annotations
 
 import inspect
-from typing import Any, cast
+from typing import Any
 
 import torch
-from transformers.cache_utils import Cache, CacheLayerMixin, DynamicCache, EncoderDecoderCache
+from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 
-
-class RetainedLayer(CacheLayerMixin):
-    """Self-attention keys/values of a fixed length, written functionally at ``position``."""
-
-    is_compileable = True  # the mask is always materialized (it must hide the slots not written yet)
-    is_sliding = False
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, position: torch.Tensor) -> None:
-        super().__init__()
-        self.keys, self.values, self.position = keys, values, position
-        self.ctx_len = keys.shape[-2]
-        self.is_initialized = True
-
-    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        return None
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
-               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        slots = torch.arange(self.ctx_len, device=key_states.device)
-        write = (slots == self.position).view(1, 1, -1, 1)  # this step's slot; the rest keep the past
-        keys, values = cast(torch.Tensor, self.keys), cast(torch.Tensor, self.values)
-        self.keys = torch.where(write, key_states.to(keys.dtype), keys)
-        self.values = torch.where(write, value_states.to(values.dtype), values)
-        return self.keys, self.values
-
-    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return self.ctx_len, 0
-
-    def get_seq_length(self) -> Any:
-        return self.position
-
-    def get_max_length(self) -> int:
-        return self.ctx_len
-
-
-class FixedLayer(CacheLayerMixin):
-    """Cross-attention keys/values computed once, by the encoder side."""
-
-    is_compileable = True
-    is_sliding = False
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
-        super().__init__()
-        self.keys, self.values = keys, values
-        self.is_initialized = True
-
-    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        return None
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
-               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        raise RuntimeError("cross-attention keys/values are inputs of the decoder step; this model recomputed them, "
-                           "so qeffbuild's retained-state rewrite does not support it")
-
-    @property
-    def length(self) -> int:
-        return int(cast(torch.Tensor, self.keys).shape[-2])
-
-    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return self.length, 0
-
-    def get_seq_length(self) -> int:
-        return self.length
-
-    def get_max_length(self) -> int:
-        return self.length
+from ...decoding.cache import FixedLayer, RetainedLayer
 
 
 class Adapter:

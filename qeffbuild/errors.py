@@ -42,14 +42,15 @@ class UsageError(QeffbuildError):
 class UnknownNameError(UsageError):
     """A name was looked up among known names and missed."""
 
-    def __init__(self, what: str, name: str, known: list[str]) -> None:
+    def __init__(self, what: str, name: str, known: list[str], broken: list[str] | None = None) -> None:
         from .core.diagnostics import did_you_mean
 
         self.name = name
         self.known = sorted(known)
         hint = did_you_mean(name, self.known)
         listing = ", ".join(self.known) if self.known else "(none)"
-        super().__init__(f"unknown {what} {name!r}{hint} (known: {listing})")
+        unloaded = "".join(f"; it may belong to {b}" for b in broken or ())
+        super().__init__(f"unknown {what} {name!r}{hint} (known: {listing}){unloaded}")
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,14 @@ def _exiting_interrupted() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
+def warn_broken_plugins() -> None:
+    """Say on stderr which plug-ins failed to load (the command went on without them)."""
+    from ..core.plugins import plugins
+
+    for line in plugins().broken:
+        click.echo(f"warning: {line}", err=True)
+
+
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=1, sort_keys=True, default=str))
 

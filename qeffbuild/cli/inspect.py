@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .app import LazyProject, complete_targets, echo_json, handle_errors, main
+from .app import LazyProject, complete_targets, echo_json, handle_errors, main, warn_broken_plugins
 
 
 @main.command("ls")
@@ -16,6 +16,7 @@ def ls_cmd(lazy: LazyProject, as_json: bool) -> None:
     from ..reports import table
 
     ws = lazy.get().workspace
+    warn_broken_plugins()
     defaults = set(ws.defaults())
     rows = [{"name": r.name, "kind": r.kind, "task": ws.task_of(r).name if r.table != "steps" else None,
              "default": r.name in defaults, "file": r.file.display, "line": r.file.line(r.table, r.name)}
@@ -60,6 +61,7 @@ def env(lazy: LazyProject, as_json: bool) -> None:
     from ..core.environment import describe
 
     info = describe(lazy)
+    warn_broken_plugins()
     if as_json:
         echo_json(info)
         return

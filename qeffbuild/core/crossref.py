@@ -155,7 +155,8 @@ def _check_specialization(c: Checker, t: TargetRef, s: SpecializationBase) -> No
     for i, b in enumerate(s.compile):
         if b not in backends:
             c.report(t, f"compile[{i}]", f"unknown compile backend {b!r}{hint(b, backends.names())} "
-                                         f"(known: {', '.join(backends.names())})", "compile", i)
+                                         f"(known: {', '.join(backends.names())}){backends.unloaded_note()}",
+                     "compile", i)
         elif (why := backends.get(b).refuses_dtype(s.dtype)) is not None:
             c.report(t, f"compile[{i}]", f"{why}; use another dtype or backend", "compile", i)
     if len(set(s.compile)) != len(s.compile):
@@ -177,7 +178,8 @@ def _check_validation(c: Checker, t: TargetRef, v: ValidationBase) -> None:
     for i, r in enumerate(v.runtimes):
         if r not in runtimes:
             c.report(t, f"runtimes[{i}]", f"unknown runtime {r!r}{hint(r, runtimes.names())} "
-                                          f"(known: {', '.join(runtimes.names())})", "runtimes", i)
+                                          f"(known: {', '.join(runtimes.names())}){runtimes.unloaded_note()}",
+                     "runtimes", i)
         elif task is not None and not runtimes.get(r).runs_task(task):
             can = [n for n in runtimes.names() if runtimes.get(n).runs_task(task)]
             c.report(t, f"runtimes[{i}]", f"runtime {r!r} does not run task {task!r} (runtimes for it: "

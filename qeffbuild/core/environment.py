@@ -76,6 +76,7 @@ def describe(lazy: Any) -> dict[str, Any]:
         "metrics": [{"name": m.name, "higher_is_better": m.higher_is_better, "description": m.description}
                     for m in loaded.metrics.values()],
         "plugins": loaded.sources,
+        "broken_plugins": loaded.broken,
         "manifests": [str(p) for p in project.manifest_paths],
         "out_dir": str(project.out_dir),
         "cache_dir": str(project.cache_dir),

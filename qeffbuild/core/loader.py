@@ -288,7 +288,8 @@ class _Validator:
         if task is None:
             msg = f"required key 'task' is missing (one of: {', '.join(known)})"
         else:
-            msg = f"unknown task {task!r}{_hint(str(task), known)} (known: {', '.join(known)})"
+            msg = (f"unknown task {task!r}{_hint(str(task), known)} (known: {', '.join(known)})"
+                   f"{self.classes.plugins.tasks.unloaded_note()}")
         self.problems.append(Problem(p.display, p.lines.of(loc), f"models.{name}", "task", msg))
         p.broken.add(name)
 

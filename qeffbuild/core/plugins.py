@@ -8,17 +8,20 @@ ones from the ``qeffbuild.plugins`` entry-point group::
     [project.entry-points."qeffbuild.plugins"]
     my_family = "my_package.qeffbuild_plugin:register"      # register(plugins: Plugins) -> None
 
-Every registry refuses an unknown name with the list of known ones.
+Every registry refuses an unknown name with the list of known ones. A plug-in that fails to load (a
+third-party package, or a family package with a bug) is set aside with its error instead of taking the
+whole tool down: `qeffbuild ls` and every build that does not need it still work, `qeffbuild env` and
+`ls` warn about it, and looking up one of its names says why the name is missing.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn
 
-from ..errors import PluginError
 from .registry import Registry
 
 if TYPE_CHECKING:
@@ -215,11 +218,32 @@ class Plugins:
     metrics: Registry[Metric] = field(default_factory=lambda: Registry("metric"))
     onnx_passes: Registry[OnnxPass] = field(default_factory=lambda: Registry("ONNX pass"))
     sources: list[str] = field(default_factory=list)  # where each plug-in module came from
+    broken: list[str] = field(default_factory=list)  # plug-ins that failed to load, each with its error
+
+    def __post_init__(self) -> None:
+        for registry in (self.tasks, self.backends, self.runtimes, self.metrics, self.onnx_passes):
+            registry.broken = self.broken  # a missing name's error mentions what failed to load
 
     def load(self, module: str) -> None:
         register: Callable[[Plugins], None] = importlib.import_module(module).register
         register(self)
         self.sources.append(module)
+
+    def guarded(self, source: str, register: Callable[[], None], fix: str, called: str | None = None) -> bool:
+        """Run one plug-in's ``register``; if it fails, set it aside with its error (and ``fix``) and go on.
+        ``called`` is how errors name it (default: ``source``)."""
+        try:
+            register()
+        except Exception as e:  # any bug in someone else's package: the rest of the tool must keep working
+            self.broken.append(f"{called or source} failed to load ({type(e).__name__}: {e}); {fix}")
+            return False
+        self.sources.append(source)
+        return True
+
+    def load_each(self, package: str) -> None:
+        """Import and register every module directly inside ``package``, each on its own (see :meth:`guarded`)."""
+        for name in submodule_names(package):
+            self.guarded(name, functools.partial(_register_module, name, self), f"fix {name} or remove it")
 
 
 _PLUGINS: Plugins | None = None
@@ -237,23 +261,30 @@ def plugins() -> Plugins:
     return _PLUGINS
 
 
-def submodules(package: str) -> list[Any]:
-    """The modules directly inside ``package`` (sorted by name), imported."""
+def _register_module(name: str, plugins: Plugins) -> None:
+    importlib.import_module(name).register(plugins)
+
+
+def _register_entry_point(ep: Any, plugins: Plugins) -> None:
+    ep.load()(plugins)
+
+
+def submodule_names(package: str) -> list[str]:
+    """The dotted names of the modules directly inside ``package``, sorted."""
     import pkgutil
 
     pkg = importlib.import_module(package)
-    return [importlib.import_module(f"{package}.{m.name}") for m in sorted(pkgutil.iter_modules(pkg.__path__),
-                                                                           key=lambda m: m.name)]
+    return [f"{package}.{m.name}" for m in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name)]
+
+
+def submodules(package: str) -> list[Any]:
+    """The modules directly inside ``package`` (sorted by name), imported."""
+    return [importlib.import_module(name) for name in submodule_names(package)]
 
 
 def _load_entry_points(loaded: Plugins) -> None:
     from importlib.metadata import entry_points
 
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            register = ep.load()
-            register(loaded)
-        except Exception as e:  # a broken third-party plug-in must say which one it is
-            raise PluginError(f"the qeffbuild plug-in {ep.name!r} ({ep.value}) failed to load: "
-                              f"{type(e).__name__}: {e}; fix or uninstall its package") from e
-        loaded.sources.append(f"entry point {ep.name} ({ep.value})")
+        loaded.guarded(f"entry point {ep.name} ({ep.value})", functools.partial(_register_entry_point, ep, loaded),
+                       "fix or uninstall its package", f"the qeffbuild plug-in {ep.name!r} ({ep.value})")

@@ -16,6 +16,7 @@ class Registry(Generic[T]):
     def __init__(self, what: str) -> None:
         self.what = what
         self._items: dict[str, T] = {}
+        self.broken: list[str] = []  # plug-ins that failed to load: a missing name may be theirs
 
     def add(self, name: str, item: T, *, replace: bool = False) -> T:
         """Register ``item``; a second plug-in of the same name is a mistake unless ``replace``."""
@@ -36,7 +37,11 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise UnknownNameError(self.what, name, list(self._items)) from None
+            raise UnknownNameError(self.what, name, list(self._items), self.broken) from None
+
+    def unloaded_note(self) -> str:
+        """For a message about a missing name: the plug-ins that failed to load, which may have held it."""
+        return "".join(f"; it may belong to {b}" for b in self.broken)
 
     def names(self) -> list[str]:
         return sorted(self._items)

@@ -13,7 +13,4 @@ if TYPE_CHECKING:
 
 
 def register(plugins: Plugins) -> None:
-    from ..core.plugins import submodules
-
-    for family in submodules(__name__):
-        family.register(plugins)
+    plugins.load_each(__name__)  # one family that fails to import leaves the others working

@@ -87,7 +87,7 @@ def test_registry_refuses_unknown_names_with_the_known_ones() -> None:
 
 def test_builtin_plugins_fill_every_registry() -> None:
     p = plugins()
-    assert p.tasks.names() == ["embedding", "speech-seq2seq"]
+    assert p.tasks.names() == ["causal-lm", "embedding", "speech-seq2seq"]
     assert {"ort", "aoti", "qaic"} <= set(p.backends.names())
     assert {"pytorch", "pytorch-transformed", "onnxruntime", "aoti", "sentence-transformers"} <= set(p.runtimes)
     assert {"mad", "max_abs", "cosine", "token_agreement", "wer", "cer", "wer_delta"} <= set(p.metrics)
@@ -121,13 +121,50 @@ def test_a_backend_option_typo_is_a_manifest_error(project: ProjectDir) -> None:
         in res.err
 
 
-def test_a_broken_plugin_is_named_with_the_fix(project: ProjectDir) -> None:
+def test_a_broken_plugin_breaks_only_what_needs_it(project: ProjectDir) -> None:
+    """A third-party plug-in that raises while registering: `ls` and the built-in families still work, the
+    plug-in is named with its error and the fix, and a target that needs its backend says where it went."""
     env = _install(project.root, "def register(plugins):\n    raise RuntimeError('boom')\n", "broken_plugin")
-    project.manifest(MANIFEST % 1)
-    res = project.cli("ls", env=env)
+    project.manifest((MANIFEST % 1).replace('compile = ["copy"]', 'compile = ["ort"]')
+                     .replace("[specializations.s.copy]\nlevel = 1\n", ""))
+    project.manifest(MANIFEST.replace('name = "p"', 'name = "q"').replace("[models.m]", "[models.m2]")
+                     .replace('model = "m"', 'model = "m2"').replace("[specializations.s]", "[specializations.s2]")
+                     .replace("[specializations.s.copy]\nlevel = %d\n", ""), "copy.toml")
+    warning = ("warning: the qeffbuild plug-in 'broken_plugin' (broken_plugin:register) failed to load "
+               "(RuntimeError: boom); fix or uninstall its package")
+    res = project.cli("ls", "-m", "manifests/project.toml", env=env)
+    assert res.code == 0, res.err
+    assert "s " in res.out and warning in res.err
+    assert project.cli("plan", "-m", "manifests/project.toml", "s", env=env).code == 0
+    info = project.cli("env", "--json", env=env).json()
+    assert info["broken_plugins"] and "broken_plugin" in info["broken_plugins"][0]
+    res = project.cli("plan", "-m", "manifests/copy.toml", "s2", env=env)
     assert res.code == 2 and "Traceback" not in res.err
-    assert "the qeffbuild plug-in 'broken_plugin' (broken_plugin:register) failed to load: RuntimeError: boom; " \
-           "fix or uninstall its package" in res.err
+    assert "unknown compile backend 'copy'" in res.err and "it may belong to the qeffbuild plug-in " \
+           "'broken_plugin'" in res.err, res.err
+
+
+def test_a_family_package_that_fails_to_import_leaves_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    real = importlib.import_module
+
+    def failing(name: str, package: str | None = None) -> object:
+        if name == "qeffbuild.tasks.embedding":
+            raise ImportError("simulated: a missing dependency")
+        return real(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", failing)
+    fresh = Plugins()
+    fresh.load("qeffbuild.checks")
+    fresh.load("qeffbuild.backends")
+    fresh.load("qeffbuild.runtimes")
+    fresh.load("qeffbuild.tasks")
+    assert "embedding" not in fresh.tasks and "speech-seq2seq" in fresh.tasks and "causal-lm" in fresh.tasks
+    assert fresh.broken == ["qeffbuild.tasks.embedding failed to load (ImportError: simulated: a missing "
+                            "dependency); fix qeffbuild.tasks.embedding or remove it"]
+    with pytest.raises(UnknownNameError, match=r"it may belong to qeffbuild\.tasks\.embedding failed to load"):
+        fresh.tasks.get("embedding")
 
 
 @pytest.mark.slow

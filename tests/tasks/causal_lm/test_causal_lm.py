@@ -155,7 +155,18 @@ def test_plan_errors_name_the_key_and_the_fix(tmp_path: Path) -> None:
 
         [models.m]
         task = "causal-lm"
-        source = { random = "LlamaForCausalLM", tokenizer = { path = "data/lm-tokenizer" }, config = { vocab_size = 400, hidden_size = 32, intermediate_size = 64, num_hidden_layers = 1, num_attention_heads = 4, max_position_embeddings = 64 } }
+
+        [models.m.source]
+        random = "LlamaForCausalLM"
+        tokenizer = { path = "data/lm-tokenizer" }
+
+        [models.m.source.config]
+        vocab_size = 400
+        hidden_size = 32
+        intermediate_size = 64
+        num_hidden_layers = 1
+        num_attention_heads = 4
+        max_position_embeddings = 64
 
         [specializations.big]
         model = "m"

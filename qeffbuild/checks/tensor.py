@@ -53,14 +53,8 @@ def min_cosine(ref: Any, got: Any) -> float:
     return float(cosines(r, g).min())
 
 
-def compare(ref: Any, got: Any) -> dict[str, float]:
-    """Agreement of two [N, ...] arrays: MAD, max-abs and the lowest row cosine (raises ShapeMismatch)."""
-    r, g = _rows(ref, got)
-    diff = abs(r - g)
-    return {"mad": float(diff.mean()), "max_abs": float(diff.max()), "cosine": float(cosines(r, g).min())}
-
-
 def per_row(ref: Any, got: Any) -> list[dict[str, float]]:
+    """MAD, max-abs and cosine of each row (the report's per-input columns)."""
     r, g = _rows(ref, got)
     diff = abs(r - g)
     return [{"mad": float(d.mean()), "max_abs": float(d.max()), "cosine": float(c)}

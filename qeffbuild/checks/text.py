@@ -42,15 +42,23 @@ def _rate(refs: list[str], hyps: list[str], unit: str, normalize: Callable[[str]
     return errors / max(1, total)
 
 
-def wer(refs: list[str], hyps: list[str], normalize: Callable[[str], str] = normalize_text) -> float:
+# A text metric is called (references, hypotheses, reference_hyps=…, normalize=…): ``reference_hyps`` are the
+# reference model's texts on the same data (None on the reference's own row).
+
+
+def wer(refs: list[str], hyps: list[str], normalize: Callable[[str], str] = normalize_text,
+        reference_hyps: list[str] | None = None) -> float:
     return _rate(refs, hyps, "word", normalize)
 
 
-def cer(refs: list[str], hyps: list[str], normalize: Callable[[str], str] = normalize_text) -> float:
+def cer(refs: list[str], hyps: list[str], normalize: Callable[[str], str] = normalize_text,
+        reference_hyps: list[str] | None = None) -> float:
     return _rate(refs, hyps, "char", normalize)
 
 
-def wer_delta(refs: list[str], hyps: list[str], reference_hyps: list[str],
-              normalize: Callable[[str], str] = normalize_text) -> float:
+def wer_delta(refs: list[str], hyps: list[str], reference_hyps: list[str] | None = None,
+              normalize: Callable[[str], str] = normalize_text) -> float | None:
     """How much worse (positive) or better this runtime's WER is than the reference's on the same data."""
+    if reference_hyps is None:
+        return None
     return wer(refs, hyps, normalize) - wer(refs, reference_hyps, normalize)

@@ -192,7 +192,9 @@ def _check_validation(c: Checker, t: TargetRef, v: ValidationBase) -> None:
 def _check_bounds(c: Checker, t: TargetRef, v: ValidationBase, task: str | None) -> None:
     """Every bound names a listed runtime and a metric this task computes, in the metric's range."""
     metrics = c.ws.plugins.metrics
-    computed = list(c.ws.plugins.tasks.get(task).metrics) if task else metrics.names()
+    family = c.ws.plugins.tasks.get(task) if task else None
+    computed = metrics.names() if family is None else [*family.metrics, *(
+        n for n in metrics.names() if n not in family.metrics and metrics.get(n).kind in family.evidence)]
     for runtime, bounds in v.checks.items():
         if runtime not in v.runtimes:
             c.report(t, f"checks.{runtime}", f"checks for runtime {runtime!r}, which this validation does not run"

@@ -46,8 +46,10 @@ def load_attr(spec: str) -> Any:
 class Metric:
     """One number a validation computes and a check can bound.
 
-    ``compute`` is ``module:function``: ``(reference, candidate) -> float`` for tensors and
-    tokens, ``(reference texts, hypothesis texts) -> float`` for text.
+    ``compute`` is ``module:function``, called by :func:`qeffbuild.checks.measure` on a row's evidence of
+    this metric's ``kind``: ``(reference array, runtime array)`` for tensors, ``(reference sequences,
+    runtime sequences)`` for tokens, ``(transcripts, texts, reference_hyps=…, normalize=…)`` for text;
+    it returns a float (None: not measurable on this row).
     """
 
     name: str
@@ -177,7 +179,9 @@ class Task:
     model_table: ClassVar[type[ModelBase]]
     specialization_table: ClassVar[type[SpecializationBase]]
     validation_table: ClassVar[type[ValidationBase]]
-    metrics: ClassVar[tuple[str, ...]]  # what its validation computes: the only metrics `checks` may bound
+    metrics: ClassVar[tuple[str, ...]]  # what its validation always computes and reports
+    # the kinds of evidence its validation gathers: `checks` may bound any registered metric of these kinds
+    evidence: ClassVar[tuple[str, ...]] = ()
     bench: ClassVar[str | None] = None  # module:function behind `qeffbuild bench`
     run: ClassVar[str | None] = None  # module:function behind `qeffbuild run`
     # module:function (rows, format) -> one text per row: how `run` shows its rows (torch-free), and the formats

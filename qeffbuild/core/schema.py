@@ -9,7 +9,8 @@ other mistakes are still reported.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Union
+import copy
+from typing import Annotated, Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -75,16 +76,29 @@ def _title(task: str | None) -> str:
 
 
 def _merge(name: str, bases: list[type[Table]], extra: dict[str, Any]) -> type[Table]:
-    """One class with the fields of every base (first definition wins) plus ``extra``."""
-    if len(bases) == 1 and not extra:
-        return bases[0]
+    """One class with the fields of every base (first definition wins) plus ``extra``.
+
+    Over several families (a table whose model's task is unknown, or the JSON Schema's union), a field
+    only some families require is optional: one family's required key must not be reported missing from
+    another family's table."""
+    if len(bases) == 1:
+        if not extra:
+            return bases[0]
+        one: type[Table] = create_model(name, __base__=bases[0], **extra)
+        return one
     fields: dict[str, Any] = {}
-    for base in bases[1:]:
+    for base in bases:
         for fname, info in base.model_fields.items():
-            if fname not in bases[0].model_fields:
-                fields.setdefault(fname, (info.annotation, info))
+            if fname in fields:
+                continue
+            required = all(fname in b.model_fields and b.model_fields[fname].is_required() for b in bases)
+            if info.is_required() and not required:
+                loose = copy.copy(info)
+                loose.default = None
+                fields[fname] = (Optional[info.annotation], loose)  # noqa: UP045
     fields.update(extra)
-    cls: type[Table] = create_model(name, __base__=bases[0], **fields)
+    # Every family's class as a base keeps each one's field validators (a bad seq_len is still caught).
+    cls: type[Table] = create_model(name, __base__=tuple(bases), **fields)
     return cls
 
 

@@ -5,10 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qeffbuild.checks import builtin_metrics, check
-from qeffbuild.checks.tensor import ShapeMismatch, compare, per_row
+from qeffbuild.checks import Evidence, TextEvidence, builtin_metrics, check, measure
+from qeffbuild.checks.tensor import ShapeMismatch, per_row
 from qeffbuild.checks.text import cer, normalize_text, wer
-from qeffbuild.checks.tokens import first_mismatch, token_agreement
+from qeffbuild.checks.tokens import first_mismatch
+
+TENSOR = ("mad", "max_abs", "cosine")
+
+
+def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
+    return measure(TENSOR, Evidence(tensor=(ref, got)))
 
 
 @pytest.mark.parametrize(("refs", "hyps", "expected"), [
@@ -62,9 +68,20 @@ def test_tensor_metrics_and_shape_mismatch() -> None:
 
 
 def test_token_metrics() -> None:
-    assert token_agreement(np.array([[1, 2, 3, 4]]), np.array([[1, 2, 9, 4]])) == 0.75
+    def agreement(ref: list[list[int]], got: list[list[int]]) -> float:
+        return measure(["token_agreement"], Evidence(tokens=(ref, got)))["token_agreement"]
+
+    assert agreement([[1, 2, 3, 4]], [[1, 2, 9, 4]]) == 0.75
+    assert agreement([[1, 2, 3], [5]], [[1, 2], [5]]) == 0.75  # a sequence cut short counts against it
     assert first_mismatch([1, 2, 3], [1, 2, 3]) is None
     assert first_mismatch([1, 2, 3], [1, 5, 3]) == 1
     assert first_mismatch([1, 2], [1, 2, 3]) == 2
-    with pytest.raises(ShapeMismatch):
-        token_agreement(np.zeros((2, 3)), np.zeros((2, 4)))
+
+
+def test_metrics_are_computed_from_the_evidence_a_row_gathered() -> None:
+    text = TextEvidence(["the cat sat"], ["the cat sit"], ["the cat sat"])
+    values = measure(["wer", "cer", "wer_delta", "token_agreement"], Evidence(text=text))
+    assert values == pytest.approx({"wer": 1 / 3, "cer": 1 / 11, "wer_delta": 1 / 3})  # no tokens: not measured
+    own = measure(["wer", "wer_delta"], Evidence(text=TextEvidence(["a"], ["a"])))  # the reference's own row
+    assert own == {"wer": 0.0}
+    assert check(own, {"wer_delta": 0.01}) == ["wer_delta was not measured, expected ≤ 0.01"]

@@ -134,8 +134,8 @@ ctx_len = 32
 model = "w"
 seq_len = [8]
 """)
-    assert problems[0].startswith(":15: [specializations.e-b1] ctx_len: 'ctx_len' applies to task 'speech-seq2seq', "
-                                  "not 'embedding' (expected one of: batch_size, compile")
+    assert problems[0].startswith(":15: [specializations.e-b1] ctx_len: 'ctx_len' applies to task 'causal-lm' or "
+                                  "'speech-seq2seq', not 'embedding' (expected one of: batch_size, compile")
     assert problems[1].startswith(":19: [specializations.w-b1] seq_len: 'seq_len' applies to task 'embedding', not "
                                   "'speech-seq2seq'")
 
@@ -143,7 +143,7 @@ seq_len = [8]
 def test_unknown_task_lists_the_known_ones(project: ProjectDir) -> None:
     problems = _problems(project, MODEL.replace('task = "embedding"', 'task = "embeding"'))
     assert problems == [":6: [models.e] task: unknown task 'embeding'; did you mean 'embedding'? "
-                        "(known: embedding, speech-seq2seq)"]
+                        "(known: causal-lm, embedding, speech-seq2seq)"]
 
 
 def test_a_bound_must_be_a_metric_the_task_computes(project: ProjectDir) -> None:

@@ -42,6 +42,12 @@ def compile_model(ctx):
     shutil.copy(ctx.inputs["onnx"] / "model.onnx", ctx.out / "model.onnx")
 
 
+def rmse(ref, got):
+    import numpy as np
+
+    return float(np.sqrt(((np.asarray(ref, np.float64) - np.asarray(got, np.float64)) ** 2).mean()))
+
+
 def register(plugins):
     plugins.backends.add("copy", CopyBackend())
     plugins.runtimes.add("copy-runtime", Runtime("copy-runtime", "ONNX Runtime on the copy", "copy"))
@@ -184,9 +190,11 @@ model = "m"
 specializations = ["s"]
 runtimes = ["pytorch", "copy-runtime"]
 inputs = "s.txt"
+checks = { copy-runtime = { rmse = 1e-5 } }   # the plug-in's own metric, bounded like a built-in one
 """)
     res = project.cli("build", "v", "--json", env=env)
     assert res.code == 0, res.err
     report = json.loads((project.root / "out" / "v" / "report.json").read_text())
     row = next(r for r in report["rows"] if r["runtime"] == "copy-runtime")
-    assert row["ok"] and row["mad"] <= 1e-5 and row["bounds"] == {"mad": 1e-5, "cosine": 0.99999}
+    assert row["ok"] and row["mad"] <= 1e-5 and row["bounds"] == {"mad": 1e-5, "cosine": 0.99999, "rmse": 1e-5}
+    assert 0 <= row["rmse"] <= 1e-5  # computed through the registry: no family code names it

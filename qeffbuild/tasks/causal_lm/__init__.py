@@ -92,6 +92,7 @@ class CausalLMTask(Task):
     specialization_table = CausalLMSpecialization
     validation_table = CausalLMValidation
     metrics: ClassVar[tuple[str, ...]] = ("token_agreement",)
+    evidence: ClassVar[tuple[str, ...]] = ("tokens",)
     bench = "qeffbuild.tasks.causal_lm.bench:bench"
     run = "qeffbuild.tasks.causal_lm.run:run"
     run_render = "qeffbuild.tasks.causal_lm.run:render"

@@ -12,8 +12,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ...checks import check
-from ...checks.tokens import first_mismatch, sequence_agreement
+from ...checks import Evidence, check, computed_metrics, measure
+from ...checks.tokens import first_mismatch
+from ...core.plugins import plugins
 from ...core.steps import StepContext
 from ...exec.progress import StepProgress
 from ...pipeline.torchutil import quiet_warnings, strict_fp32
@@ -86,7 +87,7 @@ def _agrees(generated: list[int], ref: list[int], eos: int, steps: int) -> bool:
 
 def _row(runtime: str, spec: dict[str, Any] | None, ref: list[list[int]], got: list[list[int]],
          bounds: dict[str, float], text: Any, seconds: float, steps: int) -> dict[str, Any]:
-    values = {"token_agreement": sequence_agreement(ref, got)}
+    values = measure(computed_metrics(plugins().tasks.get("causal-lm"), bounds), Evidence(tokens=(ref, got)))
     failures = check(values, bounds)
     per = []
     for i, (r, g) in enumerate(zip(ref, got, strict=True)):

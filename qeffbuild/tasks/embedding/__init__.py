@@ -92,6 +92,7 @@ class EmbeddingTask(Task):
     specialization_table = EmbeddingSpecialization
     validation_table = EmbeddingValidation
     metrics: ClassVar[tuple[str, ...]] = ("mad", "max_abs", "cosine")
+    evidence: ClassVar[tuple[str, ...]] = ("tensor",)
     bench = "qeffbuild.tasks.embedding.bench:bench"
     run = "qeffbuild.tasks.embedding.run:run"
     run_render = "qeffbuild.tasks.embedding.formats:render"

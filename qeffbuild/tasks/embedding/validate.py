@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ...checks import check
-from ...checks.tensor import ShapeMismatch, compare, per_row
+from ...checks import Evidence, check, computed_metrics, measure
+from ...checks.tensor import ShapeMismatch, per_row
 from ...core.plugins import load_attr, plugins
 from ...core.steps import StepContext
 from ...pipeline.torchutil import quiet_warnings, strict_fp32
@@ -135,7 +135,7 @@ def _row(runtime: str, spec: dict[str, Any] | None, ref: Any, got: Any, bounds: 
         busy = sum(b["seconds"] for b in bucketed.latency_s)
         row["sequences_per_s"] = round(len(bucketed.seq_len_of) / busy, 2) if busy > 0 else None
     try:
-        metrics = compare(ref, got)
+        metrics = measure(computed_metrics(plugins().tasks.get("embedding"), bounds), Evidence(tensor=(ref, got)))
     except ShapeMismatch as e:  # a listed failure in the report, never a crashed worker
         row.update(mad=None, max_abs=None, cosine=None, failures=[str(e), *extra], ok=False, per_input=[])
         return row

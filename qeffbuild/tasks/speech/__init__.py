@@ -139,6 +139,7 @@ class SpeechTask(Task):
     specialization_table = SpeechSpecialization
     validation_table = SpeechValidation
     metrics: ClassVar[tuple[str, ...]] = ("token_agreement", "wer", "cer", "wer_delta")
+    evidence: ClassVar[tuple[str, ...]] = ("tokens", "text")
     bench = "qeffbuild.tasks.speech.bench:bench"
     run = "qeffbuild.tasks.speech.transcriber:run"
     run_render = "qeffbuild.tasks.speech.formats:render"

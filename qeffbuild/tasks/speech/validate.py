@@ -24,9 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ...checks import check
-from ...checks.text import cer, wer
-from ...checks.tokens import first_mismatch, sequence_agreement
+from ...checks import Evidence, TextEvidence, check, computed_metrics, measure
+from ...checks.text import wer
+from ...checks.tokens import first_mismatch
 from ...core.plugins import plugins
 from ...core.steps import StepContext
 from ...errors import InputError
@@ -257,7 +257,8 @@ def run(ctx: StepContext) -> None:
         rows.append(base.row(runtime, spec, expected, got, texts_of(tokens, results), timed,
                              [len(t) if i in results else len(until_eos(t[:gen_len], dc.eos))
                               for i, t in enumerate(tokens)],
-                             p["checks"][runtime][spec["name"]], steps, ref_row.get("wer"), results))
+                             p["checks"][runtime][spec["name"]], steps,
+                             [item["text"] for item in ref_row["per_input"]], results))
         timings[f"{runtime} {spec['name']}"] = time.perf_counter() - t0
     audio_s = sum(u.seconds for u in utts)
     report = {
@@ -294,7 +295,7 @@ class _Scorer:
 
     def row(self, runtime: str, spec: dict[str, Any] | None, ref: dict[int, Any], got: dict[int, Any],
             texts: list[str], timed: Timed, generated: list[int], bounds: dict[str, float], steps: int,
-            reference_wer: float | None, long_results: dict[int, Any]) -> dict[str, Any]:
+            reference_texts: list[str] | None, long_results: dict[int, Any]) -> dict[str, Any]:
         total = timed.total
         row: dict[str, Any] = {
             "runtime": runtime, "specialization": spec["name"] if spec else None,
@@ -306,10 +307,12 @@ class _Scorer:
             "latency_s": timed.batches,
         }
         order = sorted(ref)
-        values: dict[str, float] = {}
         failures: list[str] = []
-        values["token_agreement"] = sequence_agreement([[int(t) for t in ref[i]] for i in order],
-                                                       [[int(t) for t in got[i]] for i in order])
+        tokens = ([[int(t) for t in ref[i]] for i in order], [[int(t) for t in got[i]] for i in order])
+        text = TextEvidence([u.transcript or "" for u in self.utts], texts, reference_texts, self.normalize) \
+            if self.has_text else None
+        values = measure(computed_metrics(plugins().tasks.get("speech-seq2seq"), bounds), Evidence(tokens=tokens,
+                                                                                                    text=text))
         per: list[dict[str, Any]] = []
         for i, u in enumerate(self.utts):
             item: dict[str, Any] = {"input": u.name, "text": texts[i]}
@@ -322,11 +325,6 @@ class _Scorer:
                 item.update(tokens=g_i, first_mismatch=first_mismatch(r_i, g_i),
                             mismatches=sum(a != b for a, b in zip(r_i, g_i, strict=False)) + abs(len(r_i) - len(g_i)))
             per.append(item)
-        if self.has_text:
-            refs = [u.transcript or "" for u in self.utts]
-            values["wer"], values["cer"] = wer(refs, texts, self.normalize), cer(refs, texts, self.normalize)
-            if reference_wer is not None:
-                values["wer_delta"] = values["wer"] - reference_wer
         failures += check(values, bounds)
         if values.get("token_agreement", 1.0) < bounds.get("token_agreement", 0.0):
             for i in order:

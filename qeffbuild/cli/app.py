@@ -54,6 +54,9 @@ def handle_errors(fn: F) -> F:
             _exiting_interrupted()
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except BrokenPipeError:  # the reader went away (`qeffbuild env | head`): stop quietly, as `cat` does
+            _quiet_stdout()
+            sys.exit(141)
         except Exception as e:  # a bug in qeffbuild, not the user's mistake: short, with how to see more
             if os.environ.get("QEFFBUILD_DEBUG"):
                 raise
@@ -62,6 +65,15 @@ def handle_errors(fn: F) -> F:
             sys.exit(70)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so Python's exit-time flush of a closed pipe cannot raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 _signals_seen = 0

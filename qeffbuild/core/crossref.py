@@ -130,6 +130,12 @@ def _check_source(c: Checker, t: TargetRef, src: object, key: str) -> None:
         elif isinstance(src.tokenizer, PackageSource):
             _check_package(c, t, f"{key}.tokenizer", src.tokenizer)
     elif isinstance(src, ComposedSource):
+        family = getattr(t.spec, "task", None)
+        if isinstance(family, str) and family in c.ws.plugins.tasks and c.ws.plugins.tasks.get(family).compose is None:
+            able = [n for n in c.ws.plugins.tasks.names() if c.ws.plugins.tasks.get(n).compose is not None]
+            c.report(t, key, f"task {family!r} builds a model from one source, not an encoder and a decoder "
+                             f"(tasks that compose them: {', '.join(able) or 'none'})")
+            return
         _check_source(c, t, src.encoder, f"{key}.encoder")
         _check_source(c, t, src.decoder, f"{key}.decoder")
 

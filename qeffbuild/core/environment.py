@@ -14,8 +14,9 @@ from typing import Any
 from .keys import dist_version
 from .plugins import plugins
 
-VERSIONED = ("torch", "transformers", "tokenizers", "onnx", "onnxscript", "onnxruntime", "numpy", "pydantic",
-             "sentence-transformers", "soundfile", "soxr", "jiwer", "ray", "s3fs")
+# The libraries every build reads; each family and backend adds its own (Task.libraries, Backend.toolchain).
+VERSIONED = ("torch", "transformers", "tokenizers", "onnx", "onnxscript", "onnxruntime", "numpy", "pydantic", "ray",
+             "s3fs")
 
 
 def cuda_unavailable() -> str | None:
@@ -63,7 +64,9 @@ def describe(lazy: Any) -> dict[str, Any]:
         "qeffbuild": __version__,
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
-        "versions": {d: dist_version(d) for d in VERSIONED},
+        "versions": {d: dist_version(d) for d in dict.fromkeys([
+            *VERSIONED, *(lib for t in loaded.tasks.values() for lib in t.libraries),
+            *(lib for b in loaded.backends.values() for lib in b.toolchain)])},
         "cuda": cuda_unavailable(),
         "gpu": gpu_facts(),
         "backends": [{"name": b.name, "description": b.description, "consumes": b.consumes,

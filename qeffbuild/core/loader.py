@@ -126,7 +126,9 @@ class Workspace:
         if model.name not in self._sources:
             from .sources import resolve
 
-            self._sources[model.name] = resolve(model.spec.source, model.file.root)
+            family = self.plugins.tasks.get(model.spec.task) if model.spec.task in self.plugins.tasks else None
+            self._sources[model.name] = resolve(model.spec.source, model.file.root,
+                                                family.compose if family is not None else None)
         return self._sources[model.name]
 
 

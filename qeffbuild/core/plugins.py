@@ -191,6 +191,7 @@ class Task:
     # module:function (report.json dict, template text, title) -> HTML, behind `qeffbuild report`
     report_html: ClassVar[str | None] = None
     example: ClassVar[str] = ""  # a one-line hint shown when a model does not fit
+    libraries: ClassVar[tuple[str, ...]] = ()  # Python distributions of its own that `qeffbuild env` reports
 
     def supports(self, architecture: str | None, model_type: str | None) -> bool:
         """Whether this family can build a model of that class / ``model_type`` (torch-free)."""
@@ -202,6 +203,11 @@ class Task:
 
     def check(self, checker: Any, ref: TargetRef) -> None:
         """Load-time checks of one of this family's tables (problems go to ``checker``)."""
+
+    # A family that builds models from an encoder and a decoder source (``source = { encoder = …, decoder = … }``)
+    # says how they join: ``compose(encoder, decoder) -> (config, architecture, model_type)`` from the two
+    # resolved sides. None: this family's models have one source.
+    compose: Callable[[Any, Any], tuple[dict[str, Any], str, str]] | None = None
 
     def expand(self, x: Expansion, ref: TargetRef) -> list[str]:
         """Add the steps of target ``ref`` to the graph; return the ids of those it outputs."""

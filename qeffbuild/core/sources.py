@@ -15,6 +15,7 @@ import json
 import os
 import re
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,11 @@ def _described(params: dict[str, Any], files: tuple[FileInput, ...], folder: Pat
     return Resolved(params, files, folder, config, arch, model_type, {"source": folder})
 
 
-def resolve(source: Any, root: Path) -> Resolved:
+# How a family joins an encoder and a decoder resolved on their own: (config, architecture, model_type).
+Compose = Callable[[Resolved, Resolved], tuple[dict[str, Any], str, str]]
+
+
+def resolve(source: Any, root: Path, compose: Compose | None = None) -> Resolved:
     if isinstance(source, PathSource):
         folder = (root / source.path).resolve()
         return _described({"kind": "files"}, folder_files(folder, "model"), folder)
@@ -157,20 +162,21 @@ def resolve(source: Any, root: Path) -> Resolved:
                         source.config.get("model_type") if isinstance(source.config.get("model_type"), str) else None,
                         paths)
     if isinstance(source, ComposedSource):
-        return _composed(source, root)
+        return _composed(source, root, compose)
     raise TypeError(f"unknown source {source!r}")
 
 
-def _composed(source: ComposedSource, root: Path) -> Resolved:
-    """Encoder and decoder resolved on their own; the model's identity covers both."""
+def _composed(source: ComposedSource, root: Path, compose: Compose | None) -> Resolved:
+    """Encoder and decoder resolved on their own, joined as the model's family says; the model's identity covers
+    both."""
     sides = {"encoder": resolve(source.encoder, root), "decoder": resolve(source.decoder, root)}
     files = tuple(FileInput(f"{side}/{f.label}", f.path) for side, r in sides.items() for f in r.files)
     paths = {f"{side}-{role}": path for side, r in sides.items() for role, path in r.paths.items()}
-    config = {"model_type": "speech-encoder-decoder", "encoder": {"model_type": sides["encoder"].model_type,
-                                                                  **sides["encoder"].config},
-              "decoder": {"model_type": sides["decoder"].model_type, **sides["decoder"].config}}
     params = {"kind": "composed", "encoder": sides["encoder"].params, "decoder": sides["decoder"].params}
-    return Resolved(params, files, None, config, "SpeechEncoderDecoderModel", "speech-encoder-decoder", paths)
+    if compose is None:
+        return Resolved(params, files, None, {}, None, None, paths)
+    config, architecture, model_type = compose(sides["encoder"], sides["decoder"])
+    return Resolved(params, files, None, config, architecture, model_type, paths)
 
 
 def is_preprocessor_file(name: str) -> bool:

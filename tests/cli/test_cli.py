@@ -274,3 +274,12 @@ def test_shell_completion_script_and_target_completion(project: ProjectDir) -> N
     assert script.code == 0 and "complete" in script.out and "_QEFFBUILD_COMPLETE" in script.out
     res = project.cli(env={"_QEFFBUILD_COMPLETE": "bash_complete", "COMP_WORDS": "qeffbuild build ", "COMP_CWORD": "2"})
     assert "plain,a" in res.out and "plain,b" in res.out
+
+
+def test_a_closed_pipe_ends_the_command_quietly(project: ProjectDir) -> None:
+    """`qeffbuild ls | head`: the reader leaves early; no "internal error", no traceback (exit 141, as a shell's)."""
+    steps = "".join(f'[steps.s{i:04d}]\ncmd = ["true"]\noutputs = []\n\n' for i in range(3000))
+    project.manifest('[project]\nname = "many"\n\n' + steps)
+    proc = subprocess.run(f"{sys.executable} -m qeffbuild ls | head -c 100 >/dev/null", shell=True, cwd=project.root,
+                          capture_output=True, text=True)
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

@@ -93,6 +93,7 @@ class EmbeddingTask(Task):
     validation_table = EmbeddingValidation
     metrics: ClassVar[tuple[str, ...]] = ("mad", "max_abs", "cosine")
     evidence: ClassVar[tuple[str, ...]] = ("tensor",)
+    libraries = ("sentence-transformers",)
     bench = "qeffbuild.tasks.embedding.bench:bench"
     run = "qeffbuild.tasks.embedding.run:run"
     run_render = "qeffbuild.tasks.embedding.formats:render"

@@ -40,6 +40,7 @@ from .families import (
     Architecture,
     FactError,
     architecture_of,
+    compose_encoder_decoder,
     feature_bins,
     whisper_prompt,
 )
@@ -140,18 +141,21 @@ class SpeechTask(Task):
     validation_table = SpeechValidation
     metrics: ClassVar[tuple[str, ...]] = ("token_agreement", "wer", "cer", "wer_delta")
     evidence: ClassVar[tuple[str, ...]] = ("tokens", "text")
+    libraries = ("soundfile", "soxr", "jiwer")
     bench = "qeffbuild.tasks.speech.bench:bench"
     run = "qeffbuild.tasks.speech.transcriber:run"
     run_render = "qeffbuild.tasks.speech.formats:render"
     run_formats = ("text", "json", "srt", "vtt")
     report_html = "qeffbuild.tasks.speech.report:render_html"
 
+    compose = staticmethod(compose_encoder_decoder)
+
     def supports(self, architecture: str | None, model_type: str | None) -> bool:
         return architecture_of(architecture, model_type) is not None
 
     def supported(self) -> str:
         return ("WhisperForConditionalGeneration, Speech2TextForConditionalGeneration and SpeechEncoderDecoderModel "
-                "(model_type " + ", ".join(t for a in ARCHITECTURES for t in a.model_types) + ")")
+                "(model_type " + ", ".join(t for a in ARCHITECTURES.values() for t in a.model_types) + ")")
 
     def default_checks(self, runtime: str, dtype: str) -> dict[str, float]:
         # float32 tokens must equal the reference's on the exact subset. Half precision cannot (its
@@ -240,13 +244,13 @@ class SpeechTask(Task):
     def prompt_length(self, x: Expansion, model: TargetRef, language: str | None, at: TargetRef,
                       task: str | None = None) -> int:
         arch = self.arch(x, model)
-        if arch is not ARCHITECTURES[0]:
+        if not arch.whisper_tokens:
             if language is not None:
                 x.fail(at, "language", f"language applies to multilingual Whisper models, not {arch.name}")
             if task is not None:
                 x.fail(at, "task", f"task applies to Whisper models, not {arch.name}")
             cfg = self.config(x, model)
-            if cfg.get("decoder_start_token_id") is None and arch.inputs == "waveform":
+            if cfg.get("decoder_start_token_id") is None and arch.composed:
                 x.fail(model, "decoder_start_token_id", "an encoder-decoder model needs decoder_start_token_id "
                        "(and eos_token_id): set them here, e.g. from the decoder tokenizer's [CLS] and [SEP] ids")
             return 1
@@ -271,7 +275,7 @@ class SpeechTask(Task):
         """A validation's long-form settings (part of its key): tokens per window, conditioning, chunk overlap."""
         v: SpeechValidation = ref.spec
         arch = self.arch(x, model)
-        if arch is ARCHITECTURES[0]:
+        if arch.whisper_tokens:
             if v.chunk_stride_s is not None:
                 x.fail(ref, "chunk_stride_s", "Whisper decodes long audio sequentially with timestamps; chunk_stride_s "
                        "applies to Speech2Text and encoder-decoder models")
@@ -364,22 +368,21 @@ class SpeechTask(Task):
                 shape["ctx_len"] = dims["ctx_len"]
             else:
                 shape["samples"] = dims["graphs"][which]["samples"]
-            facts = self.graph_facts(self.arch(x, model).name, which, dims)
+            facts = self.graph_facts(self.arch(x, model), which, dims)
             ids[which] = compile_node(x, spec_ref, backend, upstream,
                                       {"graph": which, "device": s.device, "dtype": s.dtype, **shape,
                                        "graph_facts": facts}, which)
         return ids
 
     @staticmethod
-    def graph_facts(arch: str, which: str, dims: dict[str, Any]) -> dict[str, Any]:
+    def graph_facts(arch: Architecture, which: str, dims: dict[str, Any]) -> dict[str, Any]:
         """Graph names, symbols and axis names as QEfficient names Whisper's (``Encoder`` and ``Decode``;
         ``encoder_ctx_len``, ``decoder_ctx_len``, ``feature_len``); the decoder's cache is retained state."""
         cross = {"cross_*": ["batch_size", None, "encoder_ctx_len", None],
                  "encoder_attention_mask": ["batch_size", "encoder_ctx_len"]}
         symbols = {"batch_size": dims["batch_size"], "encoder_ctx_len": dims["encoder_len"]}
         if which != "decoder":
-            features = {"whisper": ["batch_size", None, "feature_len"],
-                        "speech2text": ["batch_size", "feature_len", None]}.get(arch, ["batch_size", "feature_len"])
+            features = list(arch.feature_axes)
             return {"graphs": [{"name": "Encoder", "symbols": symbols}], "retained": {},
                     "axes": {"input_features": features, "input_values": features,
                              "attention_mask": ["batch_size", "feature_len"], **cross}}

@@ -23,13 +23,9 @@ from ...decoding.rules import LogitRules, Timestamps
 from ...errors import InputError
 from ...runtimes import Session
 from .audio import Utterance, decode_audio, load_audio, load_dataset, load_rows
-from .families import SAMPLE_RATE
+from .families import SAMPLE_RATE, named
 
 __all__ = ["Decoded", "Utterance", "decode_audio", "load_audio", "load_dataset", "load_rows"]  # callers' home
-
-ENCODER_INPUTS = {"whisper": ("input_features",), "speech2text": ("input_features", "attention_mask"),
-                  "speech-encoder-decoder": ("input_values", "attention_mask")}
-
 
 @dataclass(frozen=True)
 class DecodeConfig:
@@ -70,45 +66,21 @@ class DecodeConfig:
         if start is None or eos is None:
             raise InputError(f"{model_dir}: the model has no decoder_start_token_id or eos_token_id; set them in "
                              "its [models.NAME] table")
-        prompt = [int(start)]
-        if arch == "whisper":
-            prompt += _whisper_prompt(gen, language, task or "transcribe")
-        elif gen.get("forced_bos_token_id") is not None:
-            prompt.append(int(gen["forced_bos_token_id"]))
+        a = named(arch)
+        prompt = [int(start), *a.prompt_after_start(gen, language, task or "transcribe")]
         nots = gen.get("no_timestamps_token_id")
         stamps, prev_sot = None, None
         suppress = list(gen.get("suppress_tokens") or cfg.get("suppress_tokens") or [])
-        if arch == "whisper" and isinstance(nots, int) and nots + 1 < int(cfg.get("vocab_size") or 0):
+        if a.whisper_tokens and isinstance(nots, int) and nots + 1 < int(cfg.get("vocab_size") or 0):
             initial = gen.get("max_initial_timestamp_index")
             stamps = Timestamps(nots + 1, nots, int(initial) if isinstance(initial, int) else None)
             prev_sot = gen.get("prev_sot_token_id")  # HF's fallback when absent: the second-last suppressed token
             prev_sot = prev_sot if isinstance(prev_sot, int) else (suppress[-2] if len(suppress) >= 2 else None)
-        multilingual = arch == "whisper" and bool(gen.get("lang_to_id"))
+        multilingual = a.whisper_tokens and bool(gen.get("lang_to_id"))
         return cls(arch, prompt, int(eos), suppress,
                    list(gen.get("begin_suppress_tokens") or cfg.get("begin_suppress_tokens") or []), stamps,
                    (language or "en") if multilingual else None, prev_sot,
                    int(cfg.get("max_target_positions") or 448))
-
-
-def _whisper_prompt(gen: dict[str, Any], language: str | None, task: str = "transcribe") -> list[int]:
-    out = []
-    lang_to_id = gen.get("lang_to_id") or {}
-    if lang_to_id:
-        token = f"<|{language or 'en'}|>"
-        if token not in lang_to_id:
-            raise InputError(f"language {language!r} is not one of the model's languages "
-                             f"({', '.join(sorted(k.strip('<|>') for k in lang_to_id)[:20])} …)")
-        out.append(int(lang_to_id[token]))
-    elif language not in (None, "en"):
-        raise InputError(f"the model is English-only: it has no language token for {language!r}; remove language")
-    task_to_id = gen.get("task_to_id") or {}
-    if task_to_id.get(task) is not None:
-        out.append(int(task_to_id[task]))
-    elif task != "transcribe" and task_to_id:
-        raise InputError(f"the model has no <|{task}|> token; remove task or set it to 'transcribe'")
-    if gen.get("no_timestamps_token_id") is not None:
-        out.append(int(gen["no_timestamps_token_id"]))
-    return out
 
 
 class Frontend:
@@ -117,7 +89,7 @@ class Frontend:
     def __init__(self, model_dir: Path, arch: str) -> None:
         import transformers
 
-        self.arch = arch
+        self.arch = named(arch)
         # the processor's two halves, loaded apart: AutoProcessor imports the image and video processing
         # stacks too (seconds of a transcriber's start-up) for the same two objects
         self.fe = transformers.AutoFeatureExtractor.from_pretrained(model_dir)
@@ -125,20 +97,9 @@ class Frontend:
 
     def features(self, audios: list[Any], samples: int) -> dict[str, Any]:
         """Encoder inputs for audio padded (or cut) to ``samples`` samples, named as the graphs name them."""
-        from .families import HOP, WINDOW
-
         kw: dict[str, Any] = {"sampling_rate": SAMPLE_RATE, "return_tensors": "np", "padding": "max_length",
                               "truncation": True}
-        if self.arch == "whisper":
-            return {"input_features": self.fe(audios, max_length=samples, **kw)["input_features"].astype("float32")}
-        if self.arch == "speech2text":
-            frames = max(1, 1 + (samples - WINDOW) // HOP)
-            out = self.fe(audios, max_length=frames, return_attention_mask=True, **kw)
-            return {"input_features": out["input_features"].astype("float32"),
-                    "attention_mask": out["attention_mask"].astype("int64")}
-        out = self.fe(audios, max_length=samples, return_attention_mask=True, **kw)
-        return {"input_values": out["input_values"].astype("float32"),
-                "attention_mask": out["attention_mask"].astype("int64")}
+        return self.arch.features(self.fe, audios, samples, kw)
 
     def long_features(self, audio: Any) -> Any:
         """Whisper: the log-mel of the whole audio, unpadded ([mel bins, frames]), as HF's long-form reads it."""
@@ -213,11 +174,7 @@ def to_torch(feeds: dict[str, Any], model: Any = None) -> dict[str, Any]:
 
 def reference_encoder(model: Any, arch: str, feeds: dict[str, Any]) -> Any:
     """The unmodified model's encoder outputs for ``feeds`` (torch)."""
-    if arch == "whisper":
-        return model.model.encoder(input_features=feeds["input_features"])
-    if arch == "speech2text":
-        return model.model.encoder(input_features=feeds["input_features"], attention_mask=feeds["attention_mask"])
-    return model.encoder(feeds["input_values"], attention_mask=feeds["attention_mask"])
+    return named(arch).run_encoder(model, feeds)
 
 
 def reference_decode(model: Any, arch: str, feeds: dict[str, Any], dc: DecodeConfig, steps: int) -> Any:
@@ -247,22 +204,13 @@ def hf_generate(model: Any, arch: str, feeds: dict[str, Any], dc: DecodeConfig, 
     import torch
 
     t = to_torch(feeds, model)
-    first = t.pop(ENCODER_INPUTS[arch][0])
+    a = named(arch)
+    first = t.pop(a.encoder_inputs[0])
     prompt = torch.tensor([dc.prompt] * first.shape[0], device=model.device)
-    kwargs: dict[str, Any] = {"max_new_tokens": steps, "do_sample": False, "num_beams": 1, **t}
+    kwargs: dict[str, Any] = {"max_new_tokens": steps, "do_sample": False, "num_beams": 1, **t,
+                              **a.generate_kwargs(model, dc)}
     if min_new_tokens:
         kwargs["min_new_tokens"] = min_new_tokens
-    if arch == "whisper":
-        # one window, one call: a random Whisper emits timestamp tokens after <|notimestamps|>, and HF's short-form
-        # generate would then seek into the window and decode it again (a trained model never does; this keeps
-        # generate the model's greedy decode of the window, as every runtime's)
-        kwargs["force_unique_generate_call"] = True
-    if arch != "whisper":  # greedy as our loop is: no beam, penalty or n-gram settings a checkpoint may carry
-        from transformers import GenerationConfig
-
-        kwargs["generation_config"] = GenerationConfig(
-            decoder_start_token_id=dc.prompt[0], eos_token_id=dc.eos, pad_token_id=model.config.pad_token_id,
-            suppress_tokens=dc.suppress or None, begin_suppress_tokens=dc.begin_suppress or None)
     with torch.no_grad():
         out = model.generate(first, decoder_input_ids=prompt, **kwargs)
     rows = []

@@ -17,6 +17,7 @@ from typing import Any
 from ...core.steps import StepContext
 from ...errors import InputError, ModelLoadError
 from ...pipeline.load import load_folder, random_model
+from .families import ARCHITECTURES, Architecture, architecture_of, of_model_type
 
 Preprocessors = list[tuple[str, Path]]  # (kind: processor | tokenizer | feature_extractor, folder)
 
@@ -26,33 +27,34 @@ def build(ctx: StepContext) -> tuple[Any, Preprocessors]:
     src = p["source"]
     if src["kind"] == "composed":
         model, pre = _composed(ctx)
-    elif src["kind"] == "random" and src["architecture"] == "SpeechEncoderDecoderModel":
+    elif src["kind"] == "random" and getattr(architecture_of(src["architecture"], None), "composed", False):
         model, pre = _random_encoder_decoder(src, p["overrides"]), _preprocessors(ctx.paths.get("tokenizer"))
     elif src["kind"] == "random":
         model = random_model(src, p["overrides"])
         tok = ctx.paths.get("tokenizer")
         pre = [("processor", tok)] if tok is not None else []
-        if tok is not None and model.config.model_type == "whisper":
+        if tok is not None and of_model_type(model.config.model_type).whisper_tokens:
             from .prompt import matched_processor, random_generation_config
 
             random_generation_config(model, tok)
             pre = [("processor", matched_processor(tok, int(model.config.num_mel_bins), ctx.out.parent / "processor"))]
     else:
         folder = ctx.paths["source"]
-        model = load_folder(ctx, folder, "SpeechEncoderDecoderModel" if _is_encoder_decoder(folder)
-                            else "AutoModelForSpeechSeq2Seq")
-        pre = [("processor", folder)] if not _is_encoder_decoder(folder) else _preprocessors(folder)
+        arch = _saved_architecture(folder)
+        model = load_folder(ctx, folder, arch.auto_class)
+        pre = _preprocessors(folder) if arch.composed else [("processor", folder)]
     _set_token_ids(model, p.get("token_ids") or {})
     return model, pre
 
 
-def _is_encoder_decoder(folder: Path) -> bool:
+def _saved_architecture(folder: Path) -> Architecture:
     import json
 
     try:
-        return json.loads((folder / "config.json").read_text()).get("model_type") == "speech-encoder-decoder"
+        model_type = json.loads((folder / "config.json").read_text()).get("model_type")
     except (OSError, ValueError):
-        return False
+        model_type = None
+    return architecture_of(None, model_type) or ARCHITECTURES["whisper"]
 
 
 def _preprocessors(folder: Path | None) -> Preprocessors:

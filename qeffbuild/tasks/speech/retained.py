@@ -28,42 +28,31 @@ import torch
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 
 from ...decoding.cache import FixedLayer, RetainedLayer
+from .families import named
 
 
 class Adapter:
-    """How to run one architecture's own encoder and decoder (no layer code: calls into the model)."""
+    """How to run one architecture's own encoder and decoder (no layer code: calls into the model, through the
+    architecture's entry in :mod:`.families`)."""
 
     def __init__(self, model: Any, arch: str) -> None:
-        self.model, self.arch = model, arch
+        self.model, self.arch = model, named(arch)
         cfg = model.config
         self.start = int(getattr(cfg, "decoder_start_token_id", None) or 0)
 
     def encoder_inputs(self) -> list[str]:
-        return {"whisper": ["input_features"], "speech2text": ["input_features", "attention_mask"],
-                "speech-encoder-decoder": ["input_values", "attention_mask"]}[self.arch]
+        return list(self.arch.encoder_inputs)
 
     def has_mask(self) -> bool:
-        return self.arch != "whisper"
+        return self.arch.has_mask
 
     def encode(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(encoder hidden states as the decoder sees them, their attention mask or None)."""
-        m = self.model
-        if self.arch == "whisper":
-            return m.model.encoder(input_features=inputs[0]).last_hidden_state, None
-        if self.arch == "speech2text":
-            hidden = m.model.encoder(input_features=inputs[0], attention_mask=inputs[1]).last_hidden_state
-            return hidden, m.model._get_feature_vector_attention_mask(hidden.shape[1], inputs[1])
-        hidden = m.encoder(inputs[0], attention_mask=inputs[1]).last_hidden_state
-        mask = m.encoder._get_feature_vector_attention_mask(hidden.shape[1], inputs[1])
-        if getattr(m, "enc_to_dec_proj", None) is not None and m.encoder_output_dim != m.decoder.config.hidden_size \
-                and m.decoder.config.cross_attention_hidden_size is None:
-            hidden = m.enc_to_dec_proj(hidden)
+        hidden, mask = self.arch.encode(self.model, *inputs)
         return hidden, mask
 
     def decoder(self) -> Any:
-        m = self.model
-        return {"whisper": lambda: m.model.decoder, "speech2text": lambda: m.model.decoder,
-                "speech-encoder-decoder": lambda: m.decoder}[self.arch]()
+        return self.arch.decoder(self.model)
 
     def logits(self, ids: torch.Tensor, cache: EncoderDecoderCache, position: torch.Tensor | None,
                hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -75,11 +64,8 @@ class Adapter:
             kwargs["encoder_attention_mask"] = mask
         if position is not None and "position_ids" in inspect.signature(decoder.forward).parameters:
             kwargs["position_ids"] = (position + torch.zeros_like(ids)).to(torch.long)
-        out = decoder(**kwargs)
-        if self.arch == "speech-encoder-decoder":
-            return out.logits
-        head = self.model.proj_out if self.arch == "whisper" else self.model.lm_head
-        return head(out.last_hidden_state)
+        logits: torch.Tensor = self.arch.logits(self.model, decoder(**kwargs))
+        return logits
 
 
 def cross_cache(adapter: Adapter, hidden: torch.Tensor, mask: torch.Tensor | None) -> tuple[Cache, Cache]:

@@ -20,8 +20,6 @@ from typing import Any
 from ...core.plugins import plugins
 from ...errors import UsageError
 
-ARCH_OF = {"whisper": "whisper", "speech_to_text": "speech2text", "speech-encoder-decoder": "speech-encoder-decoder"}
-
 
 @dataclass
 class Transcript:
@@ -63,7 +61,9 @@ class Transcriber:
         except (OSError, ValueError, KeyError):
             raise UsageError(f"{self.folder} is not a built speech specialization (no model/config.json); build it "
                              "with `qeffbuild build SPECIALIZATION`") from None
-        self.arch = ARCH_OF.get(model_type, "speech-encoder-decoder")
+        from .families import of_model_type
+
+        self.arch = of_model_type(model_type).name
         self.decode_config = DecodeConfig.from_model_dir(self.model_dir, language, self.arch)
         self.frontend = Frontend(self.model_dir, self.arch)
         self._open(info.opens)
@@ -150,7 +150,7 @@ class Transcriber:
         longest = self.graphs[graph]
         audios = [u.audio for u in utts]
         ts = dc.timestamps.begin if dc.timestamps is not None else None
-        if self.arch == "whisper" and dc.timestamps is not None:
+        if dc.timestamps is not None:  # Whisper with timestamp tokens: sequential, as Whisper decodes long audio
             prompt = len(dc.timestamp_prompt())
             wanted = max_new_tokens or dc.decoder_positions // 2 - prompt
             settings = Settings(min(wanted, self._room(prompt)), condition_on_previous_text)
@@ -168,10 +168,16 @@ class Transcriber:
                 [{"start": 0.0, "end": round(u.seconds, 2), "text": t.text}]
             t.notes.append(f"{u.seconds:.1f} s is longer than the {longest / 16000:g} s the model reads at once: "
                            f"decoded {r.method}, {len(r.windows)} windows")
-            if self.arch == "whisper" and dc.timestamps is None:
+            if self.sequential_family and dc.timestamps is None:
                 t.notes.append("this Whisper has no timestamp tokens in its vocabulary: decoded in overlapping chunks "
                                "instead of sequentially")
             t.notes += r.notes
+
+    @property
+    def sequential_family(self) -> bool:
+        from .families import named
+
+        return named(self.arch).whisper_tokens
 
     def save(self, dest: Path) -> Path:
         """Copy the built folder to ``dest``; ``load(dest)`` opens it."""

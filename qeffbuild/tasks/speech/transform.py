@@ -9,7 +9,7 @@ from typing import Any
 
 from ...core.steps import StepContext
 from ...pipeline.torchutil import quiet_warnings, torch_device, torch_dtype
-from .families import HOP, WINDOW
+from .families import of_model_type
 from .retained import Adapter, DecoderStep, EncoderSide, cross_names, past_names, present_names, probe
 
 PROBE_SAMPLES = 16000  # the decoder's shapes do not depend on the audio length: probe with one second
@@ -20,8 +20,7 @@ def load_model(folder: Path, dtype: Any = None) -> Any:
     import transformers
 
     config = json.loads((folder / "config.json").read_text())
-    cls = transformers.SpeechEncoderDecoderModel if config.get("model_type") == "speech-encoder-decoder" else \
-        transformers.AutoModelForSpeechSeq2Seq
+    cls = getattr(transformers, of_model_type(config.get("model_type")).auto_class)
     kwargs = {"dtype": dtype} if dtype is not None else {}
     return cls.from_pretrained(folder, **kwargs).eval()
 
@@ -30,19 +29,9 @@ def encoder_example(adapter: Adapter, batch: int, samples: int, device: str, dty
     """Inputs of the encoder side for ``samples`` samples of audio, named as the graph names them."""
     import torch
 
-    cfg = adapter.model.config
     gen = torch.Generator().manual_seed(0)
-    if adapter.arch == "whisper":
-        frames = 2 * int(cfg.max_source_positions)
-        feats = torch.randn(batch, int(cfg.num_mel_bins), frames, generator=gen)
-        return {"input_features": feats.to(device=device, dtype=dtype)}
-    if adapter.arch == "speech2text":
-        frames = max(1, 1 + (samples - WINDOW) // HOP)
-        dim = int(cfg.input_feat_per_channel) * int(cfg.input_channels)
-        feats = torch.randn(batch, frames, dim, generator=gen).to(device=device, dtype=dtype)
-        return {"input_features": feats, "attention_mask": torch.ones(batch, frames, dtype=torch.long, device=device)}
-    wave = (torch.randn(batch, samples, generator=gen) * 0.1).to(device=device, dtype=dtype)
-    return {"input_values": wave, "attention_mask": torch.ones(batch, samples, dtype=torch.long, device=device)}
+    example = adapter.arch.example_inputs(adapter.model.config, batch, samples, gen)
+    return {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in example.items()}
 
 
 def run(ctx: StepContext) -> None:

@@ -275,7 +275,7 @@ def run(ctx: StepContext) -> None:
         "long_form": {**p["longform"], "inputs": sorted({utts[i].name for i in gen_long}),
                       "method": next(iter(gen_long.values())).method if gen_long else None,
                       "reference": ("Hugging Face's long-form model.generate(return_timestamps=True) on the whole "
-                                    "log-mel" if arch == "whisper" else "the unmodified model on the same chunks, "
+                                    "log-mel" if long.sequential else "the unmodified model on the same chunks, "
                                     "greedy without a cache, merged at their overlaps")},
         "rows": rows, "ok": all(r["ok"] for r in rows),
         "provenance": {"keys": ctx.keys, "versions": _versions(), "timings_s": {k: round(v, 3)

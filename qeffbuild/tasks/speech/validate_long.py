@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .families import named
 from .longform import LongForm, Settings, WhisperLongForm, chunked_longform, hf_whisper_longform
 
 
@@ -41,13 +42,18 @@ class LongInputs:
 
     def reference(self, utt: Any, spec: dict[str, Any]) -> LongForm:
         """The reference's long-form decode of ``utt`` (once per utterance and chunk length)."""
-        key = (utt.name, 0 if self.dc.arch == "whisper" else longest(spec))
+        key = (utt.name, 0 if self.sequential else longest(spec))
         if key not in self._refs:
             self._refs[key] = self.reference_uncached(utt, spec)
         return self._refs[key]
 
+    @property
+    def sequential(self) -> bool:
+        """Whisper's long-form decoding (its timestamp tokens seek through the audio), else overlapping chunks."""
+        return named(self.dc.arch).whisper_tokens
+
     def reference_uncached(self, utt: Any, spec: dict[str, Any]) -> LongForm:
-        if self.dc.arch == "whisper":
+        if self.sequential:
             return hf_whisper_longform(self.model, self.frontend, utt.audio, self.dc, self.settings(spec),
                                        self.language, self.task)
         return chunked_longform(self.frontend, None, None, {}, self.dc, [utt.audio], longest(spec),
@@ -68,7 +74,7 @@ class LongInputs:
     def on_runtime(self, encoders: dict[str, Any], decoder: Any, decoder_io: dict[str, Any], audios: list[Any],
                    spec: dict[str, Any]) -> list[LongForm]:
         graph = max(spec["graphs"], key=lambda g: spec["graphs"][g])
-        if self.dc.arch == "whisper":
+        if self.sequential:
             frames = longest(spec) // 160
             runner = WhisperLongForm(self.frontend, encoders[graph], decoder, decoder_io, self.dc, self.settings(spec))
             return runner.run(audios, frames)

@@ -19,12 +19,13 @@ from typing import Any
 
 from .core.explain import Reason
 from .core.graph import Graph, expand
-from .core.loader import Workspace, load
-from .core.materialize import LOCKS, check_out, materialize
+from .core.loader import load
 from .core.planner import Plan, make_plan
 from .core.progress import ApiReporter, Reporter
 from .core.statcache import History
+from .core.workspace import Workspace
 from .errors import BuildError, UsageError
+from .exec.materialize import LOCKS, check_out, materialize
 from .store import LocalStore, Store, open_store
 
 OK_STATUSES = ("cached", "built", "shared", "remote")

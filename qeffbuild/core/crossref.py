@@ -12,7 +12,6 @@ from pathlib import Path, PurePosixPath
 
 from ..errors import Problem
 from .diagnostics import did_you_mean
-from .loader import ManifestFile, TargetRef, Workspace, display_path
 from .tables import (
     ComposedSource,
     ModelBase,
@@ -23,6 +22,7 @@ from .tables import (
     StepTable,
     ValidationBase,
 )
+from .workspace import ManifestFile, TargetRef, Workspace, display_path
 
 hint = did_you_mean  # the name the families import
 

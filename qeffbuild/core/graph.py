@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..errors import ManifestError, Problem, UnknownNameError
-from .loader import TargetRef, Workspace
 from .steps import FileInput, StepNode
 from .tables import StepTable
+from .workspace import TargetRef, Workspace
 
 if TYPE_CHECKING:
     import networkx as nx

@@ -8,7 +8,7 @@ of steps: a target's closure is computed only when asked for.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .explain import Reason, reasons
 from .graph import Graph
@@ -17,8 +17,13 @@ from .keys import compute_keys
 from .statcache import History, StatCache
 from .steps import StepNode
 
-if TYPE_CHECKING:
-    from ..store import Store
+
+class Store(Protocol):
+    """What planning reads of a store (the store room implements it; the engine never imports it)."""
+
+    def has(self, key: str) -> bool: ...
+
+    def lookup(self, key: str) -> Any: ...
 
 
 @dataclass

@@ -26,8 +26,8 @@ from .registry import Registry
 
 if TYPE_CHECKING:
     from .graph import Expansion
-    from .loader import TargetRef
     from .tables import ModelBase, SpecializationBase, Table, ValidationBase
+    from .workspace import TargetRef
 
 ENTRY_POINT_GROUP = "qeffbuild.plugins"
 # Rooms whose ``register(plugins)`` fills the registries with what qeffbuild ships; each finds

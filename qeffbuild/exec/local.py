@@ -15,12 +15,12 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
-from ..core.materialize import STAMP
 from ..core.planner import Plan, PlannedStep
 from ..core.progress import Reporter
 from ..errors import Interrupted
 from ..store import Store
 from . import StepResult
+from .materialize import STAMP
 from .runner import Job, StepRunner, kill_all_groups
 from .zygote import Zygote
 from .zygote import enabled as zygote_enabled

@@ -12,9 +12,9 @@ from typing import Any, NoReturn
 
 from ..core.environment import cuda_unavailable
 from ..core.graph import Expansion
-from ..core.loader import TargetRef
 from ..core.steps import MODEL_TOOLCHAIN, FileInput, StepNode
 from ..core.tables import ModelBase, RandomSource
+from ..core.workspace import TargetRef
 from ..errors import BackendUnavailable
 
 LOAD_VERSION = 3

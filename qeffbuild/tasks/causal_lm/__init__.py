@@ -39,8 +39,8 @@ from ...pipeline.nodes import (
 
 if TYPE_CHECKING:
     from ...core.graph import Expansion
-    from ...core.loader import TargetRef
     from ...core.plugins import Plugins
+    from ...core.workspace import TargetRef
 
 TRANSFORM_VERSION = 1
 VALIDATE_VERSION = 1

@@ -30,8 +30,8 @@ from ...pipeline.nodes import (
 
 if TYPE_CHECKING:
     from ...core.graph import Expansion
-    from ...core.loader import TargetRef
     from ...core.plugins import Plugins
+    from ...core.workspace import TargetRef
 
 Pooling = Literal["mean", "cls", "max", "avg", "last", "none"]
 TRANSFORM_VERSION = 1

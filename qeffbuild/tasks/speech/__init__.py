@@ -48,8 +48,8 @@ from .normalize import default_normalizer
 
 if TYPE_CHECKING:
     from ...core.graph import Expansion
-    from ...core.loader import TargetRef
     from ...core.plugins import Plugins
+    from ...core.workspace import TargetRef
 
 TRANSFORM_VERSION = 3
 VALIDATE_VERSION = 4

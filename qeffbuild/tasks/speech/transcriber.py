@@ -41,7 +41,7 @@ class Transcriber:
 
         self.folder = Path(folder)
         if verify:  # every file read in full against the digests it was built with, before any is used
-            from ...core.materialize import verify_folder
+            from ...exec.materialize import verify_folder
 
             changed = verify_folder(self.folder)
             if changed:

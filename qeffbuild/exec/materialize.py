@@ -19,10 +19,10 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..core.hashing import digest_file
+from ..core.keys import dist_version
+from ..core.planner import Plan
 from ..errors import StoreError
-from .hashing import digest_file
-from .keys import dist_version
-from .planner import Plan
 
 if TYPE_CHECKING:
     from ..store import Store

@@ -122,14 +122,14 @@ def check(values: dict[str, float], bounds: dict[str, float], metrics: dict[str,
 
 
 def resolve_checks(task: Task, v: ValidationBase, dtypes: list[str], specs: list[str]) -> dict[str, Any]:
-    """``{runtime: {specialization: {metric: bound}}}``: the runtime's own defaults for this task if it
-    has them (an accelerator's tolerances), else the task's; overridden by the manifest's ``checks``."""
+    """``{runtime: {specialization: {metric: bound}}}``: the family's defaults for the runtime's numeric class
+    and the specialization's dtype, overridden by the manifest's ``checks``."""
     from ..core.plugins import plugins
 
     out: dict[str, Any] = {}
     for runtime in v.runtimes:
         overrides = v.checks.get(runtime, {})
-        own = plugins().runtimes.get(runtime).default_checks.get(task.name) if runtime in plugins().runtimes else None
-        out[runtime] = {name: {**(dict(own) if own is not None else task.default_checks(runtime, dtype)), **overrides}
+        numeric = plugins().runtimes.get(runtime).numeric
+        out[runtime] = {name: {**task.default_checks(numeric, dtype), **overrides}
                         for name, dtype in zip(specs, dtypes, strict=True)}
     return out

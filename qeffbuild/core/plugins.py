@@ -76,6 +76,9 @@ class OnnxPass:
     params: Mapping[str, Any] = field(default_factory=dict)  # part of the pass step's key
 
 
+NumericClass = Literal["reference", "same-program", "compiled", "library", "accelerator"]
+
+
 @dataclass(frozen=True)
 class Runtime:
     """Where a validation or a user runs a model: the reference, the exported program, or a backend's artifact."""
@@ -86,9 +89,12 @@ class Runtime:
     tasks: tuple[str, ...] | None = None  # None: every task
     # "reference" runtimes other than the plain HF model name the function that runs them.
     runner: str | None = None
-    # task -> {metric: bound}: this runtime's default bounds where they differ from the family's
-    # (a float16 accelerator is held to its own tolerances, not float32's).
-    default_checks: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    # How its numbers relate to the reference's, which picks the family's default bounds (no family or runtime
+    # names the other): "reference" (is it: nothing to bound), "same-program" (the exported program run eagerly:
+    # the tightest bounds), "compiled" (the same float math through other kernels), "library" (another float32
+    # implementation of the unmodified model, whatever the specialization's dtype), "accelerator" (reduced
+    # precision hardware: the card's tolerances, as QEfficient sets them).
+    numeric: NumericClass = "compiled"
 
     def runs_task(self, task: str) -> bool:
         return self.tasks is None or task in self.tasks
@@ -213,8 +219,9 @@ class Task:
         """Add the steps of target ``ref`` to the graph; return the ids of those it outputs."""
         raise NotImplementedError
 
-    def default_checks(self, runtime: str, dtype: str) -> dict[str, float]:
-        """The bounds a validation applies when the manifest sets none."""
+    def default_checks(self, numeric: NumericClass, dtype: str) -> dict[str, float]:
+        """The bounds a validation applies to a runtime of class ``numeric`` (see :class:`Runtime`) at ``dtype``
+        when the manifest sets none."""
         return {}
 
 

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from ..core.plugins import Plugins
 
 BUILTIN = (
-    Runtime("pytorch", "the unmodified Hugging Face model (the reference)", "reference"),
-    Runtime("pytorch-transformed", "the transformed torch.export program", "program"),
+    Runtime("pytorch", "the unmodified Hugging Face model (the reference)", "reference", numeric="reference"),
+    Runtime("pytorch-transformed", "the transformed torch.export program", "program", numeric="same-program"),
 )
 
 

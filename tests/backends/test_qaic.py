@@ -385,7 +385,11 @@ def test_qaic_default_tolerances_are_qefficients() -> None:
     from qeffbuild.core.plugins import plugins
 
     qaic = plugins().runtimes.get("qaic")
-    assert qaic.default_checks == {"embedding": {"mad": 1e-2}, "speech-seq2seq": {"token_agreement": 1.0}}
+    assert qaic.numeric == "accelerator"
+    tasks = plugins().tasks
+    assert tasks.get("embedding").default_checks(qaic.numeric, "float16") == {"mad": 1e-2}
+    assert tasks.get("speech-seq2seq").default_checks(qaic.numeric, "float16") == {"token_agreement": 1.0}
+    assert tasks.get("causal-lm").default_checks(qaic.numeric, "float16") == {"token_agreement": 1.0}
 
 
 @pytest.mark.parametrize(("options", "message"), [

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from ...checks import resolve_checks
-from ...core.plugins import Task
+from ...core.plugins import NumericClass, Task
 from ...core.steps import MODEL_TOOLCHAIN, FileInput, StepNode
 from ...core.tables import ModelBase, SpecializationBase, ValidationBase
 from ...pipeline.nodes import (
@@ -105,10 +105,10 @@ class CausalLMTask(Task):
     def supported(self) -> str:
         return f"decoder-only *ForCausalLM / *LMHeadModel classes (model_type {', '.join(MODEL_TYPES)} …)"
 
-    def default_checks(self, runtime: str, dtype: str) -> dict[str, float]:
-        if runtime == "pytorch":
+    def default_checks(self, numeric: NumericClass, dtype: str) -> dict[str, float]:
+        if numeric == "reference":
             return {}
-        return {"token_agreement": 1.0 if dtype == "float32" else HALF_AGREEMENT}
+        return {"token_agreement": 1.0 if dtype == "float32" or numeric == "accelerator" else HALF_AGREEMENT}
 
     # --- facts ----------------------------------------------------------------------------------------
     def dims(self, x: Expansion, model: TargetRef, spec_ref: TargetRef) -> dict[str, Any]:

@@ -17,6 +17,12 @@ RANDOM_WEIGHTS = ("random weights: this model was built from a config with rando
                   "any good")
 
 
+def sig(value: float, digits: int = 4) -> float:
+    """``value`` to ``digits`` significant digits: how reports store measured times and rates, so that a fast
+    machine's 0.00206 s is not stored as 0.0021 (a fixed number of decimals loses the small ones)."""
+    return float(f"{value:.{digits}g}")
+
+
 def printable(text: str) -> str:
     """Text for a terminal: control and format characters (ESC, BEL, bidi overrides a model or a file name may
     hold) written as escapes, so they cannot move the cursor, ring or reorder what follows."""

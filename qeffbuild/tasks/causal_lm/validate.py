@@ -18,7 +18,7 @@ from ...core.plugins import plugins
 from ...core.steps import StepContext
 from ...exec.progress import StepProgress
 from ...pipeline.torchutil import quiet_warnings, strict_fp32
-from ...reports import publish
+from ...reports import publish, sig
 from ...reports.html import template_from
 from .driver import generate, hf_generate, open_graphs, reference, rules_of
 from .report import failure_text, render, render_html
@@ -98,6 +98,6 @@ def _row(runtime: str, spec: dict[str, Any] | None, ref: list[list[int]], got: l
                             f"runtime {g[miss] if miss < len(g) else 'nothing'})")
     return {"runtime": runtime, "specialization": spec["name"] if spec else None,
             "dtype": spec["dtype"] if spec else "float32", "batch_size": spec["batch_size"] if spec else 1,
-            "bounds": bounds, "seconds": round(seconds, 3),
-            "tokens_per_s": round(len(ref) * steps / seconds, 1) if seconds > 0 else None,
+            "bounds": bounds, "seconds": sig(seconds),
+            "tokens_per_s": sig(len(ref) * steps / seconds) if seconds > 0 else None,
             **{k: round(v, 6) for k, v in values.items()}, "failures": failures, "ok": not failures, "per_input": per}

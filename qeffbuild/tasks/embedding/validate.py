@@ -12,7 +12,7 @@ from ...checks.tensor import ShapeMismatch, per_row
 from ...core.plugins import load_attr, plugins
 from ...core.steps import StepContext
 from ...pipeline.torchutil import quiet_warnings, strict_fp32
-from ...reports import publish
+from ...reports import publish, sig
 from ...reports.html import template_from
 from ...runtimes import open_session
 from .driver import Bucketed, RunFn, check_lengths, read_sentences, reference, run_bucketed, tokenize
@@ -126,14 +126,14 @@ def _row(runtime: str, spec: dict[str, Any] | None, ref: Any, got: Any, bounds: 
         "specialization": spec["name"] if spec else None,
         "dtype": spec["dtype"] if spec else "float32",
         "bounds": bounds,
-        "seconds": round(seconds, 3),
+        "seconds": sig(seconds),
         "batches_per_seq_len": {str(k): v for k, v in bucketed.batches_per_seq_len.items()} if bucketed else None,
         "batch_size": spec["batch_size"] if spec else None,
         "latency_s": bucketed.latency_s if bucketed else [],
     }
     if bucketed and bucketed.latency_s:
         busy = sum(b["seconds"] for b in bucketed.latency_s)
-        row["sequences_per_s"] = round(len(bucketed.seq_len_of) / busy, 2) if busy > 0 else None
+        row["sequences_per_s"] = sig(len(bucketed.seq_len_of) / busy) if busy > 0 else None
     try:
         metrics = measure(computed_metrics(plugins().tasks.get("embedding"), bounds), Evidence(tensor=(ref, got)))
     except ShapeMismatch as e:  # a listed failure in the report, never a crashed worker

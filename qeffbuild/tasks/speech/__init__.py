@@ -20,7 +20,9 @@ from pydantic import Field, field_validator
 from ...checks import resolve_checks
 from ...core.plugins import NumericClass, Task
 from ...core.steps import MODEL_TOOLCHAIN, StepNode
-from ...core.tables import ModelBase, RandomSource, SpecializationBase, ValidationBase
+from ...core.tables import ModelBase, RandomSource, SpecializationBase
+from ...pipeline.audio import SAMPLE_RATE
+from ...pipeline.datasets import AUDIO_SUFFIXES, AudioValidation, DataError, select
 from ...pipeline.nodes import (
     check_backend,
     check_device,
@@ -33,10 +35,9 @@ from ...pipeline.nodes import (
     template_files,
     with_bases,
 )
-from .dataset import AUDIO_SUFFIXES, DataError, select
+from ...pipeline.normalize import default_normalizer
 from .families import (
     ARCHITECTURES,
-    SAMPLE_RATE,
     Architecture,
     FactError,
     architecture_of,
@@ -44,7 +45,6 @@ from .families import (
     feature_bins,
     whisper_prompt,
 )
-from .normalize import default_normalizer
 
 if TYPE_CHECKING:
     from ...core.graph import Expansion
@@ -92,18 +92,7 @@ class SpeechSpecialization(SpecializationBase):
         return sorted(v)
 
 
-class SpeechValidation(ValidationBase):
-    inputs: str = Field(description="A folder of audio files (optional .txt transcripts beside them), a CSV/TSV or "
-                                    "JSONL table (path and text columns, paths relative to it), an audiofolder "
-                                    "(metadata.csv with file_name) or a dataset saved with datasets' save_to_disk.")
-    split: str | None = Field(None, description="Audiofolders and saved data sets: the split to read.")
-    audio_column: str | None = Field(None, description="The audio column (default: path in tables, file_name in "
-                                                       "audiofolders, audio in saved data sets).")
-    text_column: str | None = Field(None, description="The transcripts' column (default: the first of text, "
-                                                      "transcription, sentence, transcript).")
-    max_duration_s: float | None = Field(None, gt=0, le=36000, description="Skip rows longer than this.")
-    limit: int | None = Field(None, ge=1, description="Read at most this many rows (after shuffling).")
-    shuffle_seed: int | None = Field(None, ge=0, lt=2**32, description="Shuffle the rows with this seed first.")
+class SpeechValidation(AudioValidation):
     max_new_tokens: int = Field(24, ge=1, le=4096, description="Greedy steps compared token for token with the "
                                                                "reference on the exact subset (≥ 20; EOS does not "
                                                                "stop them).")
@@ -116,9 +105,6 @@ class SpeechValidation(ValidationBase):
     language: str | None = Field(None, description="Multilingual Whisper: the language token (default 'en').")
     task: Literal["transcribe", "translate"] | None = Field(None, description="Multilingual Whisper: the task token "
                                                                              "(default transcribe).")
-    normalizer: Literal["whisper-english", "whisper-basic", "simple"] | None = Field(
-        None, description="Text normalization before WER/CER (default: whisper-english for English, else "
-                          "whisper-basic).")
     condition_on_previous_text: bool = Field(False, description="Long-form Whisper: each window's prompt holds the "
                                                                 "text before it (as HF's condition_on_prev_tokens).")
     longform_max_new_tokens: int | None = Field(None, ge=1, le=4096, description="Long-form: tokens per window at "

@@ -75,7 +75,7 @@ def _utterances(p: dict[str, Any], node: StepNode) -> list[Any]:
     from .driver import Utterance, load_rows
 
     if p["inputs"]["kind"] == "hf":
-        from .dataset import open_hf
+        from ...pipeline.datasets import open_hf
 
         name, audio, text = open_hf(node.paths["dataset"], {**p["inputs"], "limit": 1})[0]
         return [Utterance(name, audio, text)]

@@ -21,9 +21,9 @@ from typing import Any
 from ...decoding.greedy import Decoded, greedy
 from ...decoding.rules import LogitRules, Timestamps
 from ...errors import InputError
+from ...pipeline.audio import SAMPLE_RATE, Utterance, decode_audio, load_audio, load_dataset, load_rows
 from ...runtimes import Session
-from .audio import Utterance, decode_audio, load_audio, load_dataset, load_rows
-from .families import SAMPLE_RATE, named
+from .families import named
 
 __all__ = ["Decoded", "Utterance", "decode_audio", "load_audio", "load_dataset", "load_rows"]  # callers' home
 

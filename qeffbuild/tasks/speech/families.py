@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SAMPLE_RATE = 16000
 HOP = 160  # 10 ms frames for every log-mel front end here
 WINDOW = 400  # 25 ms
 

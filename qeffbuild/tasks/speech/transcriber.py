@@ -202,7 +202,7 @@ class Transcriber:
 def run(folder: Path, spec: dict[str, Any], runtime: str, inputs: list[str],
         options: dict[str, Any]) -> list[dict[str, Any]]:
     """`qeffbuild run` for speech: transcribe audio files in the order given, with segments and notes."""
-    from .dataset import DataError, check_audio_file
+    from ...pipeline.datasets import DataError, check_audio_file
 
     for a in inputs:
         try:

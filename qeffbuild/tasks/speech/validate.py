@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +30,10 @@ from ...core.plugins import plugins
 from ...core.steps import StepContext
 from ...errors import InputError
 from ...exec.progress import StepProgress
+from ...pipeline.audio import read_selected
+from ...pipeline.normalizers import make_normalizer
 from ...pipeline.torchutil import quiet_warnings, strict_fp32
-from ...reports import publish
+from ...reports import publish, sig
 from ...reports.html import template_from
 from ...runtimes import Session, open_session
 from .driver import (
@@ -43,7 +44,6 @@ from .driver import (
     fit,
     greedy_decode,
     hf_generate,
-    load_rows,
     pad_rows,
     reference_decode,
     reference_encoder,
@@ -63,14 +63,6 @@ def open_graphs(runtime: str, opens: str, spec: dict[str, Any],
     folder = inputs[f"{prefix}/{name}/decoder"]
     decoder_io = json.loads((folder / "io.json").read_text())
     return encoders, open_session(plugins(), runtime, folder, dev), decoder_io
-
-
-def read_inputs(inputs: dict[str, Any], ctx: StepContext) -> list[Utterance]:
-    if inputs["kind"] == "hf":
-        from .dataset import open_hf
-
-        return [Utterance(name, audio, text or None) for name, audio, text in open_hf(ctx.paths["dataset"], inputs)]
-    return load_rows(inputs["rows"], ctx.files)
 
 
 def exact_subset(utts: list[Utterance], specs: list[dict[str, Any]], n: int) -> list[int]:
@@ -94,7 +86,7 @@ class Timed:
         self.batches: list[dict[str, Any]] = []
 
     def add(self, graph: str, rows: int, seconds: float) -> None:
-        self.batches.append({"graph": graph, "rows": rows, "seconds": round(seconds, 5)})
+        self.batches.append({"graph": graph, "rows": rows, "seconds": sig(seconds)})
 
     @property
     def total(self) -> float:
@@ -202,7 +194,7 @@ def run(ctx: StepContext) -> None:
     p = ctx.params
     steps, gen_len, arch = int(p["max_new_tokens"]), int(p["generation_max_length"]), p["arch"]
     model_dir = ctx.inputs["model"] / "model"
-    utts = read_inputs(p["inputs"], ctx)
+    utts = read_selected(p["inputs"], ctx.files, ctx.paths)
     if len(utts) < 2:
         raise InputError(f"{p['inputs']['source']} gives {len(utts)} utterance(s); a speech validation needs at "
                          "least 2")
@@ -300,10 +292,10 @@ class _Scorer:
         row: dict[str, Any] = {
             "runtime": runtime, "specialization": spec["name"] if spec else None,
             "dtype": spec["dtype"] if spec else "float32", "batch_size": spec["batch_size"] if spec else 1,
-            "bounds": bounds, "seconds": round(total, 3),
-            "samples_per_s": round(len(self.utts) / total, 3) if total > 0 else None,
-            "rtf": round(total / sum(u.seconds for u in self.utts), 4),
-            "tokens_per_s": round(sum(generated) / total, 1) if total > 0 else None,
+            "bounds": bounds, "seconds": sig(total),
+            "samples_per_s": sig(len(self.utts) / total) if total > 0 else None,
+            "rtf": sig(total / sum(u.seconds for u in self.utts)),
+            "tokens_per_s": sig(sum(generated) / total) if total > 0 else None,
             "latency_s": timed.batches,
         }
         order = sorted(ref)
@@ -418,20 +410,3 @@ def _versions() -> dict[str, str]:
     return {"qeffbuild": __version__, **{d: dist_version(d) for d in dists}}
 
 
-def make_normalizer(name: str, model_dir: Path | None = None) -> Callable[[str], str]:
-    """The named normalizer (see normalize.py); Whisper's English one reads the model's normalizer.json."""
-    if name == "simple":
-        from ...checks.text import normalize_text
-
-        return normalize_text
-    if name == "whisper-basic":
-        from transformers.models.whisper.english_normalizer import BasicTextNormalizer
-
-        return BasicTextNormalizer()
-    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
-
-    spelling: dict[str, str] = {}
-    path = model_dir / "normalizer.json" if model_dir else None
-    if path is not None and path.is_file():
-        spelling = json.loads(path.read_text())
-    return EnglishTextNormalizer(spelling)

@@ -69,7 +69,7 @@ def ev(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path, eval_set: P
 
 @slow
 def test_a_table_is_evaluated_at_each_batch_size_with_wer_and_speed(ev: ProjectDir) -> None:
-    from qeffbuild.tasks.speech.dataset import select
+    from qeffbuild.pipeline.datasets import select
 
     report = json.loads((ev.root / "out" / VALIDATION / "report.json").read_text())
     expected = select(spec(limit=12, shuffle_seed=3), ev.root / "manifests")
@@ -135,7 +135,7 @@ def test_every_input_kind_reads_the_same_rows(eval_set: Path, tmp_path: Path) ->
     """A CSV, a JSONL, an audiofolder and a saved `datasets` dataset of the same utterances agree."""
     import datasets
 
-    from qeffbuild.tasks.speech.dataset import open_hf, select
+    from qeffbuild.pipeline.datasets import open_hf, select
     from qeffbuild.tasks.speech.driver import load_audio
 
     root = tmp_path / "m"
@@ -169,7 +169,7 @@ def test_every_input_kind_reads_the_same_rows(eval_set: Path, tmp_path: Path) ->
 
 
 def test_selection_skips_long_rows_then_limits(eval_set: Path, tmp_path: Path) -> None:
-    from qeffbuild.tasks.speech.dataset import select
+    from qeffbuild.pipeline.datasets import select
 
     root = tmp_path / "m"
     shutil.copytree(eval_set, root / "data" / "eval")

@@ -1,4 +1,4 @@
-"""A speech validation's inputs: a folder of audio, a CSV/JSONL table, an audiofolder or a saved `datasets` dataset.
+"""An audio validation's inputs: a folder of audio, a CSV/JSONL table, an audiofolder or a saved `datasets` dataset.
 
 Plan time (torch-free, no `datasets` import) resolves what it can: for a folder, a table and an
 audiofolder it reads the rows (stdlib csv/json), checks each selected row's file (present, audio
@@ -20,14 +20,36 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from ...core.steps import FileInput
+from pydantic import Field
+
+from ..core.steps import FileInput
+from ..core.tables import ValidationBase
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".opus", ".w64")
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
 TEXT_COLUMNS = ("text", "transcription", "sentence", "transcript")  # the default, first present
 HF_MARKERS = ("dataset_info.json", "dataset_dict.json")
+
+
+class AudioValidation(ValidationBase):
+    """The fields of a validation that reads audio with transcripts (every family that hears adds its own)."""
+
+    inputs: str = Field(description="A folder of audio files (optional .txt transcripts beside them), a CSV/TSV or "
+                                    "JSONL table (path and text columns, paths relative to it), an audiofolder "
+                                    "(metadata.csv with file_name) or a dataset saved with datasets' save_to_disk.")
+    split: str | None = Field(None, description="Audiofolders and saved data sets: the split to read.")
+    audio_column: str | None = Field(None, description="The audio column (default: path in tables, file_name in "
+                                                       "audiofolders, audio in saved data sets).")
+    text_column: str | None = Field(None, description="The transcripts' column (default: the first of text, "
+                                                      "transcription, sentence, transcript).")
+    max_duration_s: float | None = Field(None, gt=0, le=36000, description="Skip rows longer than this.")
+    limit: int | None = Field(None, ge=1, description="Read at most this many rows (after shuffling).")
+    shuffle_seed: int | None = Field(None, ge=0, lt=2**32, description="Shuffle the rows with this seed first.")
+    normalizer: Literal["whisper-english", "whisper-basic", "simple"] | None = Field(
+        None, description="Text normalization before WER/CER (default: whisper-english for English, else "
+                          "whisper-basic).")
 
 
 class DataError(Exception):
@@ -304,7 +326,7 @@ def open_hf(folder: Path, params: dict[str, Any]) -> list[tuple[str, Any, str | 
     import datasets
     import numpy as np
 
-    from ...errors import InputError
+    from ..errors import InputError
     from .audio import decode_audio
 
     rel = params["inputs"]

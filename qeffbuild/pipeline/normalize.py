@@ -9,7 +9,7 @@
 
 The default is whisper-english when the validation's language is English (or unset), else
 whisper-basic; a manifest may choose with ``normalizer = "…"``. This module is read at plan time
-(torch-free); the worker builds the normalizer itself (``validate.make_normalizer``).
+(torch-free); the worker builds one with ``normalizers.make_normalizer``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
-"""Speech input: audio files and data-set bytes as float32 mono 16 kHz utterances.
-
-Kept apart from the driver so that data-set selection (imported at plan time by the family's
-``__init__``) reaches the decoder without pulling in torch or transformers.
-"""
+"""Audio input shared by the families that hear: audio files and data-set bytes as float32 mono 16 kHz
+utterances (no torch: data-set selection runs at plan time)."""
 
 from __future__ import annotations
 
@@ -10,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...errors import InputError
-from .families import SAMPLE_RATE
+from ..errors import InputError
+
+SAMPLE_RATE = 16000  # every audio model here reads 16 kHz mono
 
 
 @dataclass(frozen=True)
@@ -63,6 +61,15 @@ def load_rows(rows: list[dict[str, Any]], files: dict[str, Path]) -> list[Uttera
         audio, note = load_audio(files[r["label"]])
         out.append(Utterance(r["name"], audio, r["text"] or None, note))
     return out
+
+
+def read_selected(inputs: dict[str, Any], files: dict[str, Path], paths: dict[str, Path]) -> list[Utterance]:
+    """A validation's selected inputs (``datasets.select``'s params and rows), read in the worker."""
+    if inputs["kind"] == "hf":
+        from .datasets import open_hf
+
+        return [Utterance(name, audio, text or None) for name, audio, text in open_hf(paths["dataset"], inputs)]
+    return load_rows(inputs["rows"], files)
 
 
 def load_dataset(paths: list[Path]) -> list[Utterance]:

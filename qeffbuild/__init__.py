@@ -16,7 +16,7 @@ _LAZY = {
     "Project": "qeffbuild.api",
     "BuildResult": "qeffbuild.api",
     "QeffbuildError": "qeffbuild.errors",
-    "Transcriber": "qeffbuild.tasks.speech.transcriber",
+    "Transcriber": "qeffbuild.transcribe",
 }
 
 

@@ -198,6 +198,8 @@ class Task:
     report_html: ClassVar[str | None] = None
     example: ClassVar[str] = ""  # a one-line hint shown when a model does not fit
     libraries: ClassVar[tuple[str, ...]] = ()  # Python distributions of its own that `qeffbuild env` reports
+    # module:Class behind ``qeffbuild.Transcriber`` for families that transcribe (load, from_target, transcribe)
+    transcriber: ClassVar[str | None] = None
 
     def supports(self, architecture: str | None, model_type: str | None) -> bool:
         """Whether this family can build a model of that class / ``model_type`` (torch-free)."""

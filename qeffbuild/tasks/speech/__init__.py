@@ -130,6 +130,7 @@ class SpeechTask(Task):
     libraries = ("soundfile", "soxr", "jiwer")
     bench = "qeffbuild.tasks.speech.bench:bench"
     run = "qeffbuild.tasks.speech.transcriber:run"
+    transcriber = "qeffbuild.tasks.speech.transcriber:Transcriber"
     run_render = "qeffbuild.tasks.speech.formats:render"
     run_formats = ("text", "json", "srt", "vtt")
     report_html = "qeffbuild.tasks.speech.report:render_html"

@@ -1,0 +1,56 @@
+"""``qeffbuild.Transcriber``: transcription with a built specialization of any family that transcribes.
+
+Each family that hears ships its own transcriber (``Task.transcriber``: Whisper-style sequence-to-sequence in
+``tasks/speech``, CTC in ``tasks/ctc``); this facade picks it from the target's family, or from a saved folder's
+model, so users write one line whatever the model is.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+
+
+def _transcribing_family(folder: Path) -> Any:
+    from .core.plugins import load_attr, plugins
+
+    try:
+        config = json.loads((Path(folder) / "model" / "config.json").read_text())
+    except (OSError, ValueError):
+        raise UsageError(f"{folder} is not a built specialization (no model/config.json); build one with "
+                         "`qeffbuild build SPECIALIZATION` and open its out/ folder") from None
+    architectures = config.get("architectures") or [None]
+    for task in plugins().tasks.values():
+        if task.transcriber and task.supports(architectures[0], config.get("model_type")):
+            return load_attr(task.transcriber)
+    able = [t.name for t in plugins().tasks.values() if t.transcriber]
+    raise UsageError(f"{folder} holds a {architectures[0] or config.get('model_type')} model; only models of the "
+                     f"families {', '.join(able)} transcribe")
+
+
+class Transcriber:
+    """Open a built specialization's folder (``Transcriber(folder, runtime, device)`` or :meth:`load`), or build
+    and open a target (:meth:`from_target`); the object is the family's own transcriber."""
+
+    def __new__(cls, folder: Path, runtime: str = "onnxruntime", device: str = "cpu", **kwargs: Any) -> Any:
+        return _transcribing_family(folder)(folder, runtime, device, **kwargs)
+
+    @staticmethod
+    def load(folder: Path, runtime: str = "onnxruntime", device: str = "cpu") -> Any:
+        """Open a saved folder; its files are checked against the digests they were built with."""
+        return _transcribing_family(folder).load(folder, runtime, device)
+
+    @staticmethod
+    def from_target(target: str, runtime: str = "onnxruntime", project: Any = None) -> Any:
+        """Build ``target`` (a specialization, or a validation's first one) and open it."""
+        from .api import Project
+        from .core.plugins import load_attr
+
+        project = project or Project()
+        task = project.task_of_target(target)
+        if not task.transcriber:
+            raise UsageError(f"{target!r} is a {task.name!r} target; Transcriber opens speech models")
+        return load_attr(task.transcriber).from_target(target, runtime, project)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from qeffbuild.core.plugins import plugins
+
 from ..helpers import REPO, ProjectDir, run_cli
 
 STEPS = """
@@ -143,7 +145,7 @@ def test_schema_is_json_schema_of_the_manifest_with_every_familys_fields() -> No
     spec = next(v for k, v in defs.items() if k.endswith("Specialization") and "seq_len" in v["properties"])
     assert {"seq_len", "ctx_len", "encoder_ctx_len", "batch_size", "compile"} <= set(spec["properties"])
     models = schema["properties"]["models"]["additionalProperties"]
-    assert set(models["discriminator"]["mapping"]) == {"causal-lm", "embedding", "speech-seq2seq"}
+    assert set(models["discriminator"]["mapping"]) == set(plugins().tasks.names())
 
 
 def test_init_scaffolds_a_loadable_project(project: ProjectDir) -> None:
@@ -263,7 +265,7 @@ def test_env_says_what_can_run_here(project: ProjectDir) -> None:
     backends = {b["name"]: b["devices"] for b in info["backends"]}
     assert backends["ort"]["cpu"] is None and backends["aoti"]["cpu"] is None
     assert "qaic-compile" in backends["qaic"]["cpu"]
-    assert {t["name"] for t in info["tasks"]} == {"causal-lm", "embedding", "speech-seq2seq"}
+    assert {t["name"] for t in info["tasks"]} == set(plugins().tasks.names())
     assert info["versions"]["torch"].startswith("2.")
     assert "ort" in project.cli("env").out
 

@@ -1,0 +1,115 @@
+"""Transcription with a built CTC specialization: ``qeffbuild run`` and the ``Transcriber`` API.
+
+A CTC model reads a whole utterance at once: audio up to the longest compiled length is recognized in one pass
+(argmax per frame, CTC collapse). Longer audio is an error naming the fix, never a silent cut.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ...core.plugins import plugins
+from ...errors import UsageError
+
+
+class CTCTranscriber:
+    """Greedy (argmax) CTC transcription on one runtime of a built specialization."""
+
+    def __init__(self, folder: Path, runtime: str = "onnxruntime", device: str = "cpu", verify: bool = True) -> None:
+        from .driver import Frontend
+
+        self.folder = Path(folder)
+        if verify:  # every file read in full against the digests it was built with, before any is used
+            from ...exec.materialize import verify_folder
+
+            changed = verify_folder(self.folder)
+            if changed:
+                raise UsageError(f"{self.folder}: {', '.join(changed[:5])}{' …' if len(changed) > 5 else ''} changed "
+                                 "since it was built (a disk error or an edit); build the specialization again and "
+                                 "save a fresh copy")
+        info = plugins().runtimes.get(runtime)
+        if info.opens == "reference":
+            raise UsageError(f"runtime {runtime!r} is the reference; transcribe with a built artifact "
+                             "(pytorch-transformed, onnxruntime, aoti …)")
+        if not (self.folder / "model" / "config.json").is_file():
+            raise UsageError(f"{self.folder} is not a built CTC specialization (no model/config.json); build it with "
+                             "`qeffbuild build SPECIALIZATION`")
+        self.runtime, self.device = runtime, device
+        self.frontend = Frontend(self.folder / "model")
+        self._open(info.opens)
+
+    def _open(self, opens: str) -> None:
+        from ...runtimes import open_session
+
+        base = self.folder if opens == "program" else self.folder / opens
+        prefix = "transform-" if opens == "program" else ""
+        dirs = sorted(d for d in base.glob(f"{prefix}audio-*") if d.is_dir())
+        if not dirs:
+            raise UsageError(f"{self.folder} has no {opens!r} artifacts; add that backend to the specialization's "
+                             "compile list")
+        self.sessions: dict[str, Any] = {}
+        self.graphs: dict[str, int] = {}
+        for d in dirs:
+            io = json.loads((d / "io.json").read_text())
+            name = d.name.removeprefix(prefix)
+            self.graphs[name] = int(io["samples"])
+            self.batch_size = int(io["shapes"]["input_values"][0])
+            self.sessions[name] = open_session(plugins(), self.runtime, d, self.device)
+
+    def transcribe(self, paths: list[Path]) -> list[str]:
+        return [row["text"] for row in self.transcribe_detailed(paths)]
+
+    def transcribe_detailed(self, paths: list[Path]) -> list[dict[str, Any]]:
+        """One row per file, in the order given: its text, the argmax ids of its frames and any notes."""
+        from ...pipeline.audio import load_dataset
+        from .driver import recognize
+
+        utts = load_dataset([Path(p) for p in paths])
+        if not utts:
+            raise UsageError("no audio files given")
+        got = recognize(self.sessions, self.frontend, utts, self.graphs, self.batch_size)
+        return [{"input": u.name, "text": self.frontend.text(ids), "ids": ids, "seconds": round(u.seconds, 3),
+                 "notes": [u.note] if u.note else []} for u, ids in zip(utts, got.ids, strict=True)]
+
+    def save(self, dest: Path) -> Path:
+        """Copy the built folder to ``dest``; ``load(dest)`` opens it."""
+        shutil.copytree(self.folder, dest, dirs_exist_ok=False)
+        return Path(dest)
+
+    @classmethod
+    def load(cls, folder: Path, runtime: str = "onnxruntime", device: str = "cpu") -> CTCTranscriber:
+        """Open a saved folder; its files are checked against the digests they were built with."""
+        return cls(folder, runtime, device)
+
+    @classmethod
+    def from_target(cls, target: str, runtime: str = "onnxruntime", project: Any = None) -> CTCTranscriber:
+        """Build ``target`` (a CTC specialization, or a validation's first one) and open it."""
+        from ...api import Project
+
+        project = project or Project()
+        folder, spec = project.built_specialization(target, "ctc")  # checked in full there
+        return cls(folder, runtime, spec["device"], verify=False)
+
+
+def run(folder: Path, spec: dict[str, Any], runtime: str, inputs: list[str],
+        options: dict[str, Any]) -> list[dict[str, Any]]:
+    """`qeffbuild run` for CTC: transcribe audio files in the order given."""
+    from ...pipeline.datasets import DataError, check_audio_file
+
+    for a in inputs:
+        try:
+            check_audio_file(Path(a), "no such audio file" if not Path(a).exists() else a, "check the path",
+                             "leave it out")
+        except DataError as e:
+            raise UsageError(str(e)) from None
+    rows = CTCTranscriber(folder, runtime, spec["device"], verify=False).transcribe_detailed([Path(a) for a in inputs])
+    return [{**row, "input": a} for a, row in zip(inputs, rows, strict=True)]
+
+
+def render(rows: list[dict[str, Any]], fmt: str) -> list[str]:
+    from ...reports import printable
+
+    return [f"{printable(r['input'])}: {printable(r['text'])}" for r in rows]

@@ -107,15 +107,28 @@ class Project:
         return load(self.manifest_paths)
 
     def resolve(self, names: list[str] | tuple[str, ...]) -> list[str]:
+        """Target names (a name with ``*``, ``?`` or ``[…]`` is a shell-style pattern: every target it matches,
+        in the manifests' order); none: the manifests' defaults."""
         names = list(names) or self.workspace.defaults()
         if not names:
             raise UsageError("nothing to build: the manifests declare no targets")
+        out: list[str] = []
         for n in names:
-            if n not in self.workspace.targets:
-                from .errors import UnknownNameError
+            if n in self.workspace.targets:
+                out.append(n)
+                continue
+            if any(c in n for c in "*?["):
+                import fnmatch
 
-                raise UnknownNameError("target", n, list(self.workspace.targets))
-        return list(dict.fromkeys(names))
+                matched = [t for t in self.workspace.targets if fnmatch.fnmatchcase(t, n)]
+                if matched:
+                    out += matched
+                    continue
+                raise UsageError(f"pattern {n!r} matches no target; `qeffbuild ls` lists them")
+            from .errors import UnknownNameError
+
+            raise UnknownNameError("target", n, list(self.workspace.targets))
+        return list(dict.fromkeys(out))
 
     def graph(self, names: list[str] | tuple[str, ...] = ()) -> Graph:
         return expand(self.workspace, self.resolve(names))

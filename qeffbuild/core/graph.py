@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from ..errors import ManifestError, Problem, UnknownNameError
 from .steps import FileInput, StepNode
 from .tables import StepTable
-from .workspace import TargetRef, Workspace
+from .workspace import TargetRef, Workspace, name_matrix_rows
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -118,7 +118,7 @@ def expand(ws: Workspace, names: list[str]) -> Graph:
             problems.append(p.problem)
             x.graph.outputs[name] = []
     if problems:
-        raise ManifestError(problems)
+        raise ManifestError(name_matrix_rows(problems, ws.files))
     return x.graph
 
 

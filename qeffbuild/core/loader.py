@@ -19,7 +19,7 @@ from .diagnostics import Path as KeyPath
 from .diagnostics import did_you_mean, syntax_error_line
 from .pydantic_errors import explain_errors
 from .tables import TABLES, Manifest, ModelBase, ProjectTable, StepTable, Table
-from .workspace import LineIndex, ManifestFile, TargetRef, Workspace, display_path
+from .workspace import LineIndex, ManifestFile, TargetRef, Workspace, display_path, name_matrix_rows
 
 if TYPE_CHECKING:
     from .plugins import Plugins
@@ -83,7 +83,7 @@ def load(paths: list[Path], plugins: Plugins | None = None) -> Workspace:
 
     cross_check(ws, problems)
     if problems:
-        raise ManifestError(problems)
+        raise ManifestError(name_matrix_rows(problems, [*parsed]))
     return ws
 
 
@@ -109,7 +109,14 @@ def _parse(path: Path, problems: list[Problem]) -> _Parsed | None:
         problems.append(Problem(display, None, "", "", "TOML nests arrays or tables too deeply to read; "
                                 "flatten the deepest value"))
         return None
-    return _Parsed(path, display, data, LineIndex(text))
+    lines = LineIndex(text)
+    if "matrix" in text:  # cheap test first: most manifests have none
+        from .matrix import describe, expand
+
+        origins = expand(data, TABLES, display, lines.of, problems)
+        lines.aliases = {key: name for key, (name, _row) in origins.items()}
+        lines.rows = {key: describe(row) for key, (_name, row) in origins.items()}
+    return _Parsed(path, display, data, lines)
 
 
 class _Validator:

@@ -119,4 +119,34 @@ def json_schema(plugins: Plugins) -> dict[str, Any]:
     schema_model: type[BaseModel] = create_model("Manifest", __config__=ConfigDict(extra="forbid"), **fields)
     schema = schema_model.model_json_schema()
     schema["title"] = "qeffbuild manifest"
+    _allow_matrix(schema)
     return schema
+
+
+MATRIX_SCHEMA: dict[str, Any] = {
+    "type": "object", "title": "Matrix",
+    "description": "Expand this table into the cross product of named axes; ${matrix.AXIS} in the table's name "
+                   "and values is replaced by each row's value (see core/matrix.py).",
+    "properties": {
+        "include": {"type": "array", "items": {"type": "object"}, "description": "Rows to add (every axis named)."},
+        "exclude": {"type": "array", "items": {"type": "object"}, "description": "Rows to remove (all keys match)."},
+    },
+    "additionalProperties": {"type": "array", "minItems": 1,
+                             "items": {"type": ["string", "number", "boolean"]}, "description": "An axis."},
+}
+
+
+def _allow_matrix(schema: dict[str, Any]) -> None:
+    """Every target table may carry ``matrix``, and any of its values may be a ``${matrix.AXIS}`` reference."""
+    defs = schema.setdefault("$defs", {})
+    defs["Matrix"] = MATRIX_SCHEMA
+    reference = {"type": "string", "pattern": r"\$\{matrix\.[^}]+\}", "description": "A matrix axis's value."}
+    for table in ("models", "specializations", "validations", "steps"):
+        extra = schema["properties"][table].get("additionalProperties", {})
+        for ref in [extra, *extra.get("oneOf", []), *extra.get("anyOf", [])]:
+            name = ref.get("$ref", "").removeprefix("#/$defs/")
+            body = defs.get(name)
+            if body is None or "properties" not in body:
+                continue
+            body["properties"] = {k: {"anyOf": [v, reference]} for k, v in body["properties"].items()}
+            body["properties"]["matrix"] = {"$ref": "#/$defs/Matrix"}

@@ -7,10 +7,11 @@ expansion and the families only read them, so none of them imports the loader.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import Problem
 from .diagnostics import Path as KeyPath
 from .diagnostics import index_lines, line_of
 from .tables import TABLES, Manifest, random_weights
@@ -27,6 +28,8 @@ class LineIndex:
     def __init__(self, text: str) -> None:
         self._text: str | None = text
         self._index: dict[KeyPath, int] = {}
+        self.aliases: dict[tuple[str, str], str] = {}  # (table, expanded name) → its matrix table's name
+        self.rows: dict[tuple[str, str], str] = {}  # (table, expanded name) → "matrix row a=1, b=x"
 
     @property
     def index(self) -> dict[KeyPath, int]:
@@ -35,11 +38,17 @@ class LineIndex:
             self._text = None
         return self._index
 
+    def _real(self, path: KeyPath) -> KeyPath:
+        """A key under a table expanded from a matrix lives at its matrix table's lines."""
+        if len(path) >= 2 and (origin := self.aliases.get((str(path[0]), str(path[1])))) is not None:
+            return (path[0], origin, *path[2:])
+        return path
+
     def get(self, path: KeyPath) -> int | None:
-        return self.index.get(path)
+        return self.index.get(self._real(path))
 
     def of(self, path: KeyPath) -> int | None:
-        return line_of(self.index, path)
+        return line_of(self.index, self._real(path))
 
 
 @dataclass(frozen=True)
@@ -124,6 +133,15 @@ class Workspace:
 
 def declared(m: Manifest) -> list[str]:
     return [name for table in TABLES for name in getattr(m, table)]
+
+
+def name_matrix_rows(problems: list[Problem], files: list[ManifestFile] | list[Any]) -> list[Problem]:
+    """Each problem in a table expanded from a matrix, with the row that made it (the line is the matrix's)."""
+    rows = {(f.display, f"{table}.{name}"): row for f in files for (table, name), row in f.lines.rows.items()}
+    if not rows:
+        return problems
+    return [replace(p, message=f"{p.message} ({rows[(p.file, p.table)]})") if (p.file, p.table) in rows else p
+            for p in problems]
 
 
 def display_path(path: Path) -> str:

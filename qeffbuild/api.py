@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import time
@@ -177,7 +178,17 @@ class Project:
                 self.store.ensure_writable("store the steps that must run in")  # before any step runs
                 self.store.clean_stale_tmp()
                 on_built = (lambda sid, key: self._upload(remote, key)) if remote is not None else None
-                ran = self._executor(executor, plan, jobs, keep_going, reporter, verbose, on_built, ray_address).run()
+                if remote is not None and executor == "ray":  # the nodes uploaded; out/ needs the targets' outputs
+                    wanted = {sid for t in plan.targets for sid in plan.graph.outputs[t]}
+                    on_built = functools.partial(self._download, remote, wanted=wanted)
+                runner = self._executor(executor, plan, jobs, keep_going, reporter, verbose, on_built, ray_address,
+                                        remote)
+                ran = runner.run()
+                moved = getattr(runner, "moved", None)
+                if moved:
+                    self.state.add_counters({f"remote.nodes.{k}": v for k, v in moved.items()}, "", time.time())
+                    remote.notes.append("Ray nodes moved through the remote cache: "
+                                        + ", ".join(f"{k} {v}" for k, v in sorted(moved.items()) if v))
                 for sid, r in ran.items():
                     results[sid] = {"status": r.status, "duration_s": round(r.duration_s, 3), "message": r.message}
                     if r.where:
@@ -207,12 +218,12 @@ class Project:
                 "answers, not that the model is any good (its WER and transcripts are noise)"]
 
     def _executor(self, kind: str, plan: Plan, jobs: int | None, keep_going: bool, reporter: Reporter,
-                  verbose: bool, on_built: Any, ray_address: str | None) -> Any:
+                  verbose: bool, on_built: Any, ray_address: str | None, remote: Any = None) -> Any:
         if kind == "ray":
             from .exec.ray_cluster import RayExecutor
 
             return RayExecutor(plan, self.store, jobs or 0, keep_going, reporter, self.out_dir, verbose=verbose,
-                               on_built=on_built, address=ray_address)
+                               on_built=on_built, address=ray_address, remote=remote)
         from .exec.local import LocalExecutor
 
         return LocalExecutor(plan, self.store, jobs or os.cpu_count() or 1, keep_going, reporter, self.out_dir,
@@ -236,6 +247,11 @@ class Project:
                 step.cached = True
                 results[step.id] = {"status": "remote", "duration_s": 0.0, "message": ""}
         return remote
+
+    def _download(self, remote: Any, step_id: str, key: str, *, wanted: set[str]) -> None:
+        """Ray over a remote cache: a step a node built, read into this cache when out/ lays it out."""
+        if step_id in wanted and not self.store.has(key):
+            remote.fetch(key)  # a miss leaves the target unlaid, and the build says which step is missing
 
     def _upload(self, remote: Any, key: str) -> None:
         entry = self.store.lookup(key)

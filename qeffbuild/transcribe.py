@@ -14,6 +14,16 @@ from typing import Any
 from .errors import UsageError
 
 
+def _verified(folder: Path) -> None:
+    """Every file of a saved folder read in full against the digests it was built with, before any is used."""
+    from .exec.materialize import verify_folder
+
+    changed = verify_folder(Path(folder))
+    if changed:
+        raise UsageError(f"{folder}: {', '.join(changed[:5])}{' …' if len(changed) > 5 else ''} changed since it "
+                         "was built (a disk error or an edit); build the specialization again and save a fresh copy")
+
+
 def _transcribing_family(folder: Path) -> Any:
     from .core.plugins import load_attr, plugins
 
@@ -35,13 +45,17 @@ class Transcriber:
     """Open a built specialization's folder (``Transcriber(folder, runtime, device)`` or :meth:`load`), or build
     and open a target (:meth:`from_target`); the object is the family's own transcriber."""
 
-    def __new__(cls, folder: Path, runtime: str = "onnxruntime", device: str = "cpu", **kwargs: Any) -> Any:
-        return _transcribing_family(folder)(folder, runtime, device, **kwargs)
+    def __new__(cls, folder: Path, runtime: str = "onnxruntime", device: str = "cpu", verify: bool = True,
+                **kwargs: Any) -> Any:
+        if verify:
+            _verified(folder)
+        return _transcribing_family(folder)(folder, runtime, device, verify=False, **kwargs)
 
     @staticmethod
     def load(folder: Path, runtime: str = "onnxruntime", device: str = "cpu") -> Any:
         """Open a saved folder; its files are checked against the digests they were built with."""
-        return _transcribing_family(folder).load(folder, runtime, device)
+        _verified(folder)
+        return _transcribing_family(folder)(folder, runtime, device, verify=False)
 
     @staticmethod
     def from_target(target: str, runtime: str = "onnxruntime", project: Any = None) -> Any:

@@ -1,16 +1,24 @@
-"""A real two-node Ray cluster on loopback: `ray start --head` plus `ray start --address` (the second
-node offers the custom resource ``qaic``), each with its own temporary folder, stopped after."""
+"""A real two-node Ray cluster on loopback: `ray start --head` plus `ray start --address`, stopped after.
+
+Every node binds to 127.0.0.1 (``--node-ip-address``: Ray would otherwise resolve 127.0.0.1 to the machine's
+own interface address and dial that) and nothing is sent elsewhere. Each node may get environment variables
+of its own (``QEFFBUILD_NODE_CACHE``: its local cache, so no node reads another's disk) and resources of its
+own. Stopping kills only this cluster's processes — those whose command line names its GCS port or its
+temporary folder — never another Ray cluster of the same user (``ray stop`` would stop them all).
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -18,6 +26,9 @@ from pathlib import Path
 class RayCluster:
     address: str
     env: dict[str, str]
+    port: int = 0
+    temp: Path | None = None
+    node_env: list[dict[str, str]] = field(default_factory=list)
 
     def nodes(self) -> dict[str, dict[str, float]]:
         """Node id -> its resources (through a short-lived driver)."""
@@ -31,6 +42,33 @@ class RayCluster:
         data: dict[str, dict[str, float]] = json.loads(out.stdout.strip().splitlines()[-1])
         return data
 
+    def pids(self) -> list[int]:
+        """Every live process of this cluster (its daemons and workers), found by its port or folder."""
+        marks = [f"127.0.0.1:{self.port}", f"--gcs_server_port={self.port}", f"--gcs-address=127.0.0.1:{self.port}"]
+        if self.temp is not None:
+            marks.append(str(self.temp))
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if any(m in cmdline for m in marks):
+                found.append(int(entry.name))
+        return found
+
+    def stop(self) -> None:
+        """SIGTERM this cluster's processes, then SIGKILL what is left after a grace period."""
+        for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
+            for pid in self.pids():
+                with suppress(OSError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + grace
+            while self.pids() and time.monotonic() < deadline:
+                time.sleep(0.1)
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -39,25 +77,33 @@ def _free_port() -> int:
 
 
 @contextmanager
-def ray_cluster(config: dict[str, str] | None = None) -> Iterator[RayCluster]:
-    """``config``: Ray system settings for the cluster's daemons, as RAY_* environment variables."""
+def ray_cluster(config: dict[str, str] | None = None, node_env: list[dict[str, str]] | None = None,
+                resources: list[str] | None = None, cpus: int = 2) -> Iterator[RayCluster]:
+    """``config``: Ray system settings for every daemon, as RAY_* environment variables; ``node_env``: extra
+    environment of the head and the second node; ``resources``: their `--resources` JSON (default: the second
+    node offers ``qaic``)."""
     ray = shutil.which("ray")
     if ray is None:
         raise RuntimeError("the `ray` command (pip install 'qeffbuild[ray]', in the dev extra) is not on PATH")
     port = _free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(config or {})}
-    common = ["--num-cpus=2", "--object-store-memory=100000000", "--disable-usage-stats"]
+    per_node = node_env or [{}, {}]
+    res = resources or ["{}", '{"qaic": 1}']
+    common = [f"--num-cpus={cpus}", "--object-store-memory=100000000", "--disable-usage-stats",
+              "--node-ip-address=127.0.0.1"]
     # Ray's socket paths must fit AF_UNIX's 107 bytes: pytest's tmp_path (with a session folder below it)
     # is too long on some machines, so the head's folder is a short one in /tmp, removed after
     temp = Path(tempfile.mkdtemp(prefix="qr", dir="/tmp"))
+    cluster = RayCluster(f"127.0.0.1:{port}", {"RAY_ADDRESS": f"127.0.0.1:{port}", "RAY_USAGE_STATS_ENABLED": "0"},
+                         port, temp, per_node)
     try:
         head = ["--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}"]
-        _run([ray, "start", *head, *common], env)
-        _run([ray, "start", f"--address=127.0.0.1:{port}", "--resources={\"qaic\": 1}", *common], env)
-        yield RayCluster(f"127.0.0.1:{port}", {"RAY_ADDRESS": f"127.0.0.1:{port}", "RAY_USAGE_STATS_ENABLED": "0"})
+        _run([ray, "start", *head, *common, f"--resources={res[0]}"], {**env, **per_node[0]})
+        _run([ray, "start", f"--address=127.0.0.1:{port}", f"--resources={res[1]}", *common],
+             {**env, **per_node[1]})
+        yield cluster
     finally:
-        # `ray stop` stops every Ray process of this user on this machine: the test cluster is the only one
-        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env)
+        cluster.stop()
         shutil.rmtree(temp, ignore_errors=True)
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -105,6 +106,24 @@ def warn_broken_plugins() -> None:
 
     for line in plugins().broken:
         click.echo(f"warning: {line}", err=True)
+
+
+@contextlib.contextmanager
+def stdout_kept_for_json(on: bool) -> Iterator[None]:
+    """With ``on``: everything written to stdout meanwhile — by any library, Python or C, such as Ray's
+    "(raylet) A worker died…" lines — goes to stderr, so that stdout carries only the JSON printed after."""
+    if not on:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def echo_json(data: Any) -> None:

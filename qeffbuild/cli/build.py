@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .app import LazyProject, complete_targets, echo_json, handle_errors, main
+from .app import LazyProject, complete_targets, echo_json, handle_errors, main, stdout_kept_for_json
 
 
 def _summary(result: Any) -> str:
@@ -70,10 +70,11 @@ def build(lazy: LazyProject, targets: tuple[str, ...], jobs: int | None, keep_go
 
     project = lazy.get()
     forced = tuple(project.resolve(targets)) if force else ()
-    result = project.build(targets, jobs=jobs, keep_going=keep_going, force=forced, verbose=verbose,
-                           reporter=make_reporter(quiet or as_json), executor=executor, ray_address=ray_address,
-                           remote_cache=remote_cache, remote_upload=remote_upload,
-                           remote_required=remote_required or None)
+    with stdout_kept_for_json(as_json):
+        result = project.build(targets, jobs=jobs, keep_going=keep_going, force=forced, verbose=verbose,
+                               reporter=make_reporter(quiet or as_json), executor=executor, ray_address=ray_address,
+                               remote_cache=remote_cache, remote_upload=remote_upload,
+                               remote_required=remote_required or None)
     if as_json:
         echo_json(result.to_json())
         if not result.ok:

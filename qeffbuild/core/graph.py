@@ -141,6 +141,7 @@ def _command_node(graph: Graph, ref: TargetRef) -> str:
         target=ref.name,
         root=ref.file.root,
         dep_targets=dep_targets,
+        resources=dict(spec.resources),
         salt=ref.file.manifest.project.salt,
     )
     return graph.add(node)

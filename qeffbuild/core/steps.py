@@ -51,6 +51,7 @@ class StepNode:
     dep_targets: dict[str, list[str]] = field(default_factory=dict)  # command steps: {dep:NAME} -> roles
     salt: str = ""  # the declaring project's salt
     paths: dict[str, Path] = field(default_factory=dict)  # where to read things; never part of the key
+    resources: dict[str, float] = field(default_factory=dict)  # what a cluster must offer to run it (not keyed)
 
     @property
     def is_command(self) -> bool:

@@ -196,6 +196,17 @@ class StepTable(Table):
     outputs: list[str] = Field(min_length=1, description="Files the command writes under {out}.")
     env: dict[str, str] = Field(default_factory=dict)
     deps: list[str] = Field(default_factory=list, description="Targets whose outputs this step reads.")
+    resources: dict[str, float] = Field(default_factory=dict, description="With --executor ray: what the step "
+                                        "asks the cluster for besides one CPU (GPU, or a custom resource some "
+                                        "nodes offer, e.g. { qaic = 1 }); placement only, not part of the key.")
+
+    @field_validator("resources")
+    @classmethod
+    def _resources(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, amount in v.items():
+            if not (amount > 0 and amount < 1e6):
+                raise ValueError(f"resource {name!r} must be a positive amount, got {amount}")
+        return v
 
 
 TABLES = ("models", "specializations", "validations", "steps")

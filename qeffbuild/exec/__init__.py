@@ -20,6 +20,7 @@ class StepResult:
     report: dict[str, bytes] | None = None  # a failed validation's report files, laid out under out/
     where: str = ""  # the machine (Ray node) that ran it, when not this one
     dispatch_s: float | None = None  # Ray: time from submitting the task to its result, less the step's own
+    remote: dict[str, int] | None = None  # Ray over a remote cache: what the node moved (bytes_up, bytes_down …)
 
 
 class Executor(Protocol):

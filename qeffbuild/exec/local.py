@@ -94,7 +94,7 @@ class LocalExecutor:
                     res = fut.result()
                     results[sid] = res
                     self.reporter.step_finished(sid, res.status, res.duration_s)
-                    if res.status == "built" and self.on_built is not None:
+                    if res.status in ("built", "remote") and self.on_built is not None:
                         self.on_built(sid, todo[sid].key)
                     if res.status in ("built", "shared"):
                         for dep in dependents.get(sid, []):

@@ -242,11 +242,12 @@ class StepRunner:
             try:
                 if self.verbose:
                     self._stream(step_id, proc, logf)
-                code = self._wait(step_id, proc, progress)
-                with contextlib.suppress(OSError):  # whatever the step left running goes with it
-                    os.killpg(proc.pid, signal.SIGKILL)
-                return code
+                return self._wait(step_id, proc, progress)
             finally:
+                # whatever the step left running goes with it — also when this thread is interrupted (a Ray
+                # task cancelled by Ctrl-C raises KeyboardInterrupt here)
+                with contextlib.suppress(OSError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 with self._procs_lock:
                     self._procs.pop(step_id, None)
                 with _LIVE_LOCK:

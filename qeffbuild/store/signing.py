@@ -145,6 +145,12 @@ class Trust:
             raise UsageError(f"{ENV_TRUST}={mode!r}: use 'signed' (default) or 'any'")
         return cls(trusted, signer, mode == "signed")
 
+    def trusted_keys(self) -> list[str]:
+        """The trusted public keys as ``name:base64`` (what a Ray node is told to trust)."""
+        import base64
+
+        return [f"{name}:{base64.b64encode(raw).decode()}" for name, raw in sorted(self.trusted.items())]
+
     def sign(self, key: str, step: str, outputs: dict[str, str], consumed: tuple[str, ...]) -> list[dict[str, str]]:
         if self.signer is None:
             return []

@@ -90,28 +90,31 @@ name = "kill"
 cmd = ["sh", "-c", "echo $PPID >> {pids}; sleep 4; echo survived > o.txt"]
 outputs = ["o.txt"]
 """)
-    proc = p.popen("build", "--executor", "ray")
+    proc = p.popen("build", "--executor", "ray", "--json")
     deadline = time.monotonic() + HANG_S  # only a hang ends the wait
     while not pids.exists() or not pids.read_text().strip():
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.1)
     worker = int(pids.read_text().split()[0])
     os.kill(worker, signal.SIGKILL)  # the Ray worker running the step dies mid-step
-    _out, err = proc.communicate(timeout=HANG_S)
+    out, err = proc.communicate(timeout=HANG_S)
     assert proc.returncode == 0, err
+    assert json.loads(out)["ok"] is True  # stdout is the JSON alone: Ray's "(raylet) A worker died" went to stderr
     attempts = pids.read_text().split()
     assert len(attempts) == 2 and attempts[0] != attempts[1]  # retried in a fresh worker
     assert (p.root / "out" / "slow" / "o.txt").read_text() == "survived\n"
 
 
 def test_ctrl_c_cancels_the_ray_tasks(cluster: RayCluster, tmp_path: Path) -> None:
+    """The step's whole process group (the shell and what it started) is gone when the driver has exited, and
+    its scratch folder with it."""
     pids = tmp_path / "steps.txt"
     p = _ray_project(tmp_path / "stop", cluster, f"""
 [project]
 name = "stop"
 
 [steps.long]
-cmd = ["sh", "-c", "echo $$ >> {pids}; sleep 60; echo no > o.txt"]
+cmd = ["sh", "-c", "sleep 60 & echo $$ $! >> {pids}; wait; echo no > o.txt"]
 outputs = ["o.txt"]
 """)
     proc = p.popen("build", "--executor", "ray", start_new_session=True)
@@ -122,8 +125,18 @@ outputs = ["o.txt"]
     os.kill(proc.pid, signal.SIGINT)
     _out, err = proc.communicate(timeout=HANG_S)
     assert proc.returncode == 130, err
-    step = int(pids.read_text().split()[0])
-    deadline = time.monotonic() + HANG_S  # only a hang ends the wait
-    while alive(step) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not alive(step), "the step kept running on the cluster after Ctrl-C"
+    shell, sleeper = (int(x) for x in pids.read_text().split()[:2])
+    assert not alive(shell) and not alive(sleeper), "the step kept running on the cluster after the driver exited"
+    scratch = p.root / "cache" / "tmp"
+    assert not scratch.exists() or not [d for d in scratch.iterdir() if d.is_dir()], list(scratch.iterdir())
+
+
+def test_stopping_a_cluster_leaves_other_clusters_running(cluster: RayCluster) -> None:
+    ours = set(cluster.pids())
+    assert ours
+    with ray_cluster(cpus=1) as other:
+        theirs = set(other.pids())
+        assert theirs and not theirs & ours
+    assert not [pid for pid in theirs if alive(pid)]
+    assert all(alive(pid) for pid in ours if pid in set(cluster.pids()))
+    assert len(cluster.nodes()) == 2  # the module's cluster still answers

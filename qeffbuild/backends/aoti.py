@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ..core.environment import cuda_unavailable
 from ..core.plugins import Backend, Runtime
@@ -16,6 +16,10 @@ class AotiBackend(Backend):
     description = "torch AOTInductor package (.pt2), fixed shapes"
     consumes = "program"
     devices = ("cpu", "cuda")
+    refused_dtypes: ClassVar[dict[str, str]] = {
+        "int8": "int8 here is ONNX Runtime's dynamic quantization; torch's CPU int8 paths (torchao, PT2E) are not "
+                "built into AOTInductor packages by qeffbuild yet: use `ort` for int8",
+    }
     toolchain = ("torch",)
     version = 1
     compile = "qeffbuild.backends.aoti:compile_model"

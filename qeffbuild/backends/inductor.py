@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ..core.environment import cuda_unavailable, gpu_facts
 from ..core.plugins import Backend, Runtime
@@ -44,6 +44,10 @@ class InductorBackend(Backend):
     description = "torch.compile (Inductor): the program plus Inductor's cache artifacts for its shapes"
     consumes = "program"
     devices = ("cpu", "cuda")
+    refused_dtypes: ClassVar[dict[str, str]] = {
+        "int8": "int8 here is ONNX Runtime's dynamic quantization; torch's CPU int8 paths (torchao, PT2E) are not "
+                "built into Inductor packages by qeffbuild yet: use `ort` for int8",
+    }
     toolchain = ("torch", "triton")
     version = 2  # 2: no CUDA-graph trees (mode default); the decode loop captures whole steps
     compile = "qeffbuild.backends.inductor:compile_model"

@@ -29,6 +29,10 @@ class OrtBackend(Backend):
     session = "qeffbuild.backends.ort:OrtSession"
     runtimes = (Runtime("onnxruntime", "ONNX Runtime on the `ort` compile artifact", "ort"),)
 
+    def passes_for(self, dtype: str) -> tuple[str, ...]:
+        # int8: ONNX Runtime's dynamic quantization of MatMul/Gemm weights, its own cached step
+        return (*self.onnx_passes, "int8-dynamic") if dtype == "int8" else self.onnx_passes
+
     def unavailable(self, device: str) -> str | None:
         why = super().unavailable(device)
         if why or device != "cuda":

@@ -170,6 +170,8 @@ class QaicBundleBackend(Backend):
     devices = ("cpu", "cuda")  # the card is chosen on the AI 100 host; the specialization's device is not used
     refused_dtypes: ClassVar[dict[str, str]] = {
         "bfloat16": "the AI 100 compiler converts float32 to float16 (-convert-to-fp16); use float32 or float16",
+        "int8": "the AI 100 compiler quantizes with its own options (mxfp6_matmul, mxint8 KV cache); use float16 "
+                "with those in [specializations.X.qaic]",
     }
     toolchain: ClassVar[tuple[str, ...]] = ("onnx", "jinja2")
     version = 1

@@ -190,9 +190,22 @@ def _check_validation(c: Checker, t: TargetRef, v: ValidationBase) -> None:
             can = [n for n in runtimes.names() if runtimes.get(n).runs_task(task)]
             c.report(t, f"runtimes[{i}]", f"runtime {r!r} does not run task {task!r} (runtimes for it: "
                                           f"{', '.join(can)})", "runtimes", i)
+    _check_int8_program(c, t, v)
     _check_bounds(c, t, v, task)
     if model is not None:
         c.ws.plugins.tasks.get(model.spec.task).check(c, t)
+
+
+def _check_int8_program(c: Checker, t: TargetRef, v: ValidationBase) -> None:
+    """An int8 specialization's program is the float32 one (the backend quantizes): running it says nothing."""
+    runtimes = c.ws.plugins.runtimes
+    program = [r for r in v.runtimes if r in runtimes and runtimes.get(r).opens == "program"]
+    int8 = [n for n in v.specializations if n in c.ws.targets
+            and getattr(c.ws.targets[n].spec, "dtype", None) == "int8"]
+    if program and int8:
+        c.report(t, "runtimes", f"runtime {program[0]!r} would run the float32 program of int8 specialization "
+                                f"{int8[0]!r} (int8 is applied by its compile backend); validate int8 on the "
+                                "backend's runtime (onnxruntime) and leave out the program runtime")
 
 
 def _check_bounds(c: Checker, t: TargetRef, v: ValidationBase, task: str | None) -> None:

@@ -145,6 +145,10 @@ class Backend:
             return f"backend {self.name!r} compiles for {', '.join(self.devices)}, not {device!r}"
         return None
 
+    def passes_for(self, dtype: str) -> tuple[str, ...]:
+        """The ONNX passes run (in order) before compiling a ``dtype`` specialization."""
+        return self.onnx_passes
+
     def refuses_dtype(self, dtype: str) -> str | None:
         why = self.refused_dtypes.get(dtype)
         return f"backend {self.name!r} cannot compile {dtype}: {why}" if why else None

@@ -14,7 +14,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
-Dtype = Literal["float32", "float16", "bfloat16"]
+# int8: dynamic int8 of the linear layers — weights stored int8, activations quantized at run time — applied to the
+# float32 export by the compile backend (a cached ONNX pass for `ort`); a backend that cannot says so at plan time.
+Dtype = Literal["float32", "float16", "bfloat16", "int8"]
 Device = Literal["cpu", "cuda"]
 MAX_CONFIG_DEPTH = 16  # config and override values nest at most this deep
 

@@ -121,8 +121,8 @@ def compile_node(x: Expansion, spec_ref: TargetRef, backend: str, upstream: str,
     b = x.ws.plugins.backends.get(backend)
     if b.builds_on is not None:
         upstream = compile_node(x, spec_ref, b.builds_on, upstream, params, graph)
-    elif b.consumes == "onnx" and b.onnx_passes:
-        upstream = onnx_pass_nodes(x, spec_ref, upstream, b.onnx_passes)
+    elif b.consumes == "onnx" and b.passes_for(params.get("dtype", "float32")):
+        upstream = onnx_pass_nodes(x, spec_ref, upstream, b.passes_for(params.get("dtype", "float32")))
     role = "onnx" if b.consumes == "onnx" else "program"
     table = b.options_table()
     options = getattr(spec_ref.spec, table, None) if b.options is not None else None

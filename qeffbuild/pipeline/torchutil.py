@@ -11,9 +11,12 @@ DTYPES = ("float32", "float16", "bfloat16")
 
 
 def torch_dtype(name: str) -> Any:
+    """The torch dtype a program of ``name`` is exported in: int8 specializations export float32 programs (the
+    compile backend quantizes their linear layers)."""
     import torch
 
-    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+            "int8": torch.float32}[name]
 
 
 def torch_device(device: str) -> str:

@@ -13,11 +13,18 @@ Per runtime and specialization, on the validation's first utterance at the speci
 Validations with audio longer than the window add a **long-form** row per runtime: the real-time factor of
 decoding those recordings long-form beside HF's own long-form ``generate`` on the same files.
 
+Where CTranslate2 is installed (faster-whisper's engine) and the architecture has a CTranslate2 converter,
+**faster-whisper rows** (float32 and int8) convert the same weights with CTranslate2's own Transformers
+converter (into a temporary folder, once per bench) and time ``Whisper.generate`` the same two ways on the same
+features — greedy, no timestamps, EOS suppressed so that a random-weight model emits exactly N tokens on both
+sides — with as many threads as this machine has cores (``intra_threads``), as faster-whisper sets them.
+
 Every row carries the spread of its samples (``reports.timing``); the CLI warns when it exceeds 10 %.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -58,6 +65,8 @@ def bench(artifact: Any, node: StepNode, iters: int, warmup: int) -> list[dict[s
         base = _generate_row(model, frontend, short, dc, steps, spec, iters, warmup) if short else None
         hf_long = _hf_longform_row(long, longs, spec, iters) if longs else None
         rows += [r for r in (base, hf_long) if r is not None]
+        if short is not None and spec["device"] == "cpu":
+            rows += _ctranslate2_rows(model_dir, arch, frontend, short, dc, steps, spec, iters, warmup, base)
         for runtime, opens in p["runtimes"].items():
             if opens == "reference":
                 continue  # the reference decodes without a cache: not a deployment runtime
@@ -134,6 +143,52 @@ def _generate_row(model: Any, frontend: Any, utt: Any, dc: Any, steps: int, spec
     whole = [_timed(lambda: hf_generate(model, dc.arch, feeds, dc, steps, min_new_tokens=steps), model.device)
              for _ in range(runs)]
     return _row("generate (HF, eager)", spec, steps, enc, per, whole, None)
+
+
+def _ctranslate2_rows(model_dir: Path, arch: str, frontend: Any, utt: Any, dc: Any, steps: int, spec: dict[str, Any],
+                      iters: int, warmup: int, base: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """faster-whisper's engine on the same weights: float32 and int8, timed as every other row."""
+    import importlib.util
+    import os
+    import tempfile
+
+    from .families import named
+
+    if not named(arch).ctranslate2 or importlib.util.find_spec("ctranslate2") is None:
+        return []
+    import ctranslate2
+    import numpy as np
+    from ctranslate2.converters import TransformersConverter
+
+    b = spec["batch_size"]
+    feeds = frontend.features([utt.audio] * b, max(spec["graphs"].values()))
+    features = ctranslate2.StorageView.from_array(np.ascontiguousarray(feeds["input_features"], dtype=np.float32))
+    prompts = [list(dc.prompt)] * b
+    suppress = sorted({dc.eos, *dc.suppress})  # a random model must emit exactly N tokens, as the others do
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for compute in ("float32", "int8"):
+            folder = Path(tmp) / compute
+            TransformersConverter(str(model_dir)).convert(str(folder), quantization=compute, force=True)
+            engine = ctranslate2.models.Whisper(str(folder), device="cpu", compute_type=compute,
+                                                intra_threads=os.cpu_count() or 1)
+
+            def decode(n: int, engine: Any = engine) -> Any:
+                return engine.generate(features, prompts, beam_size=1, max_length=n, suppress_tokens=suppress,
+                                       suppress_blank=False, return_no_speech_prob=False)
+
+            for _ in range(max(warmup, 1)):
+                decode(steps)
+            got = len(decode(steps)[0].sequences_ids[0])
+            per, _full = _per_token(decode, steps, iters, "cpu")
+            enc = [_timed(functools.partial(engine.encode, features), "cpu") for _ in range(iters)]
+            whole = [_timed(lambda: decode(steps), "cpu") for _ in range(iters)]
+            row = _row(f"faster-whisper (CTranslate2 {ctranslate2.__version__}, {compute})", spec, steps, enc, per,
+                       whole, base)
+            row["tokens_emitted"] = got
+            row["threads"] = os.cpu_count() or 1
+            rows.append(row)
+    return rows
 
 
 def _runtime_row(runtime: str, frontend: Any, encoders: dict[str, Any], decoder: Any, decoder_io: dict[str, Any],

@@ -58,6 +58,7 @@ class Architecture:
     # apart, and it has no decoder_start_token_id of its own
     composed: bool = False
     feature_axes: tuple[str | None, ...] = ("batch_size", "feature_len")  # named axes of the first encoder input
+    ctranslate2: bool = False  # CTranslate2 (faster-whisper's engine) converts it: a baseline for `bench`
 
     @property
     def bucketed(self) -> bool:
@@ -154,6 +155,7 @@ class Whisper(Architecture):
     encoder_inputs = ("input_features",)
     whisper_tokens = True
     feature_axes = ("batch_size", None, "feature_len")
+    ctranslate2 = True
 
     def encoder_length(self, cfg: dict[str, Any], samples: int) -> int:
         return _int(cfg, "max_source_positions", 1500)

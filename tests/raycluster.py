@@ -86,7 +86,10 @@ def ray_cluster(config: dict[str, str] | None = None, node_env: list[dict[str, s
     if ray is None:
         raise RuntimeError("the `ray` command (pip install 'qeffbuild[ray]', in the dev extra) is not on PATH")
     port = _free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(config or {})}
+    # Ray gives a joining node ~20 s to reach the head's GCS; a loaded machine can take longer, and Ray then
+    # reports a misleading auth error: the generous wait only lengthens what a hang would take.
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_gcs_server_port_wait_time_s": "180",
+           **(config or {})}
     per_node = node_env or [{}, {}]
     res = resources or ["{}", '{"qaic": 1}']
     common = [f"--num-cpus={cpus}", "--object-store-memory=100000000", "--disable-usage-stats",

@@ -102,13 +102,11 @@ def run_on_node(cache: NodeCache, job: Job) -> StepResult:
     store = _STORES.get(root)
     if store is None:
         store = _STORES[root] = open_store(Path(root))
-    runner = StepRunner(store, Reporter(quiet=True), threading.Event(), die_with_parent=True)
+    stop = threading.Event()
+    runner = StepRunner(store, Reporter(quiet=True), stop, die_with_parent=True)
     try:
-        try:
-            result = _through_remote(cache, store, runner, job) if cache.remote_url else runner.run(job)
-        except KeyboardInterrupt:  # ray.cancel: the step's process group goes now, its scratch on the way out
-            runner.kill_all()
-            raise
+        result = _cancellable(lambda: _through_remote(cache, store, runner, job) if cache.remote_url
+                              else runner.run(job), runner)
     finally:
         # The digests of new blobs are a speed-up for later builds, not a correctness matter (the driver
         # verifies what it reads): written every few seconds, not after every task, so that workers on
@@ -118,6 +116,37 @@ def run_on_node(cache: NodeCache, job: Job) -> StepResult:
             _FLUSHED[root] = time.monotonic()
     result.where = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
     return result
+
+
+def _cancellable(work: Callable[[], StepResult], runner: StepRunner) -> StepResult:
+    """Run ``work`` in a thread while this (the task's main) thread waits for it.
+
+    ``ray.cancel`` raises KeyboardInterrupt in the main thread at its next bytecode. Were the step run
+    here, that could land inside a library's handler that swallows it (an at-fork hook of filelock, under
+    load) and the cancel would be lost. Here it lands in this wait: the step's process group is killed,
+    the worker thread's own clean-up removes its scratch, and only then does the task end."""
+    done: list[StepResult] = []
+    failed: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            done.append(work())
+        except BaseException as e:  # handed to the main thread, which raises it as Ray expects
+            failed.append(e)
+
+    worker = threading.Thread(target=target, name="qeffbuild-step", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(timeout=0.2)
+    except KeyboardInterrupt:  # ray.cancel: stop new processes, kill the running ones, wait for clean-up
+        runner.stop.set()
+        runner.kill_all()
+        worker.join()
+        raise
+    if failed:
+        raise failed[0]
+    return done[0]
 
 
 def _through_remote(cache: NodeCache, store: Any, runner: StepRunner, job: Job) -> StepResult:
@@ -204,6 +233,7 @@ class RayExecutor(LocalExecutor):
         self._ray = ray
         self._task = ray.remote(run_on_node)
         self._live: set[Any] = set()
+        self._cancelled: set[Any] = set()
         self._live_lock = threading.Lock()
         if jobs == 0:  # as many steps in flight as the cluster has CPUs
             self.jobs = max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -253,19 +283,31 @@ class RayExecutor(LocalExecutor):
         finally:
             with self._live_lock:
                 self._live.discard(ref)
+                self._cancelled.discard(ref)
 
     def _cancel(self, ref: Any, future: Any) -> None:
         """Cancel one task gently (it kills its step's process group and removes its scratch), then for sure."""
-        self._ray.cancel(ref, force=False)
+        self._cancel_gently(ref)
         with contextlib.suppress(Exception):  # TaskCancelledError once it ended, TimeoutError if it would not
             future.result(timeout=CANCEL_GRACE_S)
         if not future.done():
             self._ray.cancel(ref, force=True)  # the worker dies, and its step's processes with it
 
-    def _kill_all(self) -> None:
+    def _cancel_gently(self, ref: Any) -> None:
+        """Once per task: a second KeyboardInterrupt could land inside the task's own clean-up."""
         with self._live_lock:
-            for ref in list(self._live):
-                self._ray.cancel(ref, force=True)  # the worker dies, and its step's processes with it
+            if ref in self._cancelled:
+                return
+            self._cancelled.add(ref)
+        self._ray.cancel(ref, force=False)
+
+    def _kill_all(self) -> None:
+        # Gently only: a forced cancel kills the worker before it removes its scratch folder. Each
+        # execute() thread notices the stop, waits CANCEL_GRACE_S for its task, and forces only then.
+        with self._live_lock:
+            live = list(self._live)
+        for ref in live:
+            self._cancel_gently(ref)
 
 
 def _reachable(address: str) -> None:

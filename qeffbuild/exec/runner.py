@@ -268,14 +268,14 @@ class StepRunner:
 
     def _wait(self, step_id: str, proc: Any, progress: Path | None) -> int:
         """Wait for the step, passing the progress its worker reports to the display meanwhile."""
-        if progress is None:
-            return proc.wait()
+        # Never a bare blocking wait(): a Ray task is cancelled by an exception raised in this thread,
+        # which Python delivers only between bytecodes, so the wait must come back every half second.
         seen = None
         while True:
             try:
                 return proc.wait(timeout=0.5)
             except subprocess.TimeoutExpired:
-                state = read_progress(progress)
+                state = read_progress(progress) if progress is not None else None
                 if state is not None and state != seen:
                     seen = state
                     self.reporter.step_progress(step_id, state["done"], state["total"], str(state.get("unit", "")),

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pytest
 
 from qeffbuild.core.plugins import Backend, load_attr, plugins
-from qeffbuild.core.tables import Table
+from qeffbuild.core.tables import Dtype, Table
 from qeffbuild.templating import shipped_templates
 
 BACKENDS = plugins().backends.names()
@@ -40,7 +41,7 @@ def test_backend_is_well_formed(name: str) -> None:
     for template in b.templates:
         assert (shipped_templates() / template).is_file()
     for dtype, why in b.refused_dtypes.items():
-        assert dtype in ("float32", "float16", "bfloat16") and why
+        assert dtype in get_args(Dtype) and why
 
 
 def _tiny_onnx(folder: Path) -> Path:
@@ -76,4 +77,8 @@ def test_onnx_pass_keeps_an_ordinary_model_numerically_identical(name: str, tmp_
     x = np.random.default_rng(0).normal(size=(2, 3)).astype(np.float32)
     before = ort.InferenceSession(str(src / "model.onnx")).run(None, {"x": x})[0]
     after = ort.InferenceSession(str(out / "model.onnx")).run(None, {"x": x})[0]
-    np.testing.assert_array_equal(before, after)
+    if p.exact:
+        np.testing.assert_array_equal(before, after)
+    else:  # a lossy pass (quantization): close, not equal; its real bound is the family's validation
+        scale = float(np.abs(before).max())
+        assert float(np.abs(before - after).max()) <= 0.05 * scale, (before, after)

@@ -39,6 +39,7 @@ TUNED = {"RAY_raylet_report_resources_period_milliseconds": "10"}
 def project(root: Path, axis: int, size: int) -> Path:
     values = lambda prefix: "[" + ", ".join(f'"{prefix}{i}"' for i in range(axis)) + "]"  # noqa: E731
     (root / "manifests").mkdir(parents=True, exist_ok=True)
+    tag = "echo ${matrix.model} ${matrix.batch} ${matrix.runtime} >> a.bin"  # each target's bytes differ
     (root / "manifests" / "nightly.toml").write_text(f"""
 [project]
 name = "nightly-1000"
@@ -49,7 +50,7 @@ outputs = ["weights.bin"]
 
 [steps."${{matrix.model}}-${{matrix.batch}}-${{matrix.runtime}}"]
 matrix = {{ model = {values("m")}, batch = {values("b")}, runtime = {values("r")} }}
-cmd = ["sh", "-c", "cat {{dep:weights}}/weights.bin | head -c {size} > a.bin; echo ${{matrix.model}} ${{matrix.batch}} ${{matrix.runtime}} >> a.bin"]
+cmd = ["sh", "-c", "cat {{dep:weights}}/weights.bin | head -c {size} > a.bin; {tag}"]
 outputs = ["a.bin"]
 deps = ["weights"]
 """)

@@ -203,7 +203,8 @@ cmd = ["sh", "-c", "echo '#' > o"]
 outputs = ["o"]
 bogus = 1
 ''')
-    assert problems == [":11: [steps.s] bogus: unknown key 'bogus' (expected one of: cmd, deps, env, inputs, outputs, resources)"]
+    assert problems == [":11: [steps.s] bogus: unknown key 'bogus' "
+                        "(expected one of: cmd, deps, env, inputs, outputs, resources)"]
 
 
 def test_deep_nesting_and_long_names_are_manifest_errors(project: ProjectDir) -> None:

@@ -91,11 +91,14 @@ def bench_cmd(lazy: LazyProject, target: str, iters: int, warmup: int, as_json: 
 
     headers = ["runtime", "specialization", "dtype", "batch", "shape", "p50 ms", "p90 ms", "p99 ms", "throughput",
                "more"]
+    timed = [r for r in rows if "unavailable" not in r]
     click.echo(table(headers, [[r["runtime"], r["specialization"], r["dtype"], str(r["batch_size"]), r["shape"],
                                 f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}",
-                                f"{r['throughput_per_s']:.1f} {r['unit']}/s", _more(r)] for r in rows]))
-    if rows:
-        for warning in warnings_for(rows, rows[0]):
+                                f"{r['throughput_per_s']:.1f} {r['unit']}/s", _more(r)] for r in timed]))
+    for r in {r["runtime"]: r for r in rows if "unavailable" in r}.values():  # a baseline that could not run
+        click.echo(f"not run: {r['runtime']}: {r['unavailable']}")
+    if timed:
+        for warning in warnings_for(timed, timed[0]):
             click.echo(f"warning: {warning}", err=True)
 
 
@@ -129,12 +132,14 @@ def _more(r: dict[str, object]) -> str:
         per_utt = r.get("speedup_per_utterance_vs_generate")
         parts.append(f"×{r['speedup_per_token_vs_generate']:.2f}/token"
                      + (f", ×{per_utt:.2f}/utt" if isinstance(per_utt, float) else "") + " vs generate")
+    if "speedup_vs_faster_whisper_int8" in r:
+        parts.append(f"×{r['speedup_vs_faster_whisper_int8']:.2f} real time vs faster-whisper int8")
     if "speedup_vs_hf_longform" in r:
         parts.append(f"RTF {r['rtf']:.3f}, ×{r['speedup_vs_hf_longform']:.2f} vs HF long-form generate")
     elif "rtf" in r:
         parts.append(f"RTF {r['rtf']:.3f}")
-    if "speedup_vs_encode" in r:
-        parts.append(f"×{r['speedup_vs_encode']:.2f} vs sentence-transformers encode")
+    if "speedup_vs_sentence_transformers" in r:
+        parts.append(f"×{r['speedup_vs_sentence_transformers']:.2f} vs sentence-transformers")
     if "vs" in r:
         parts.append(str(r["vs"]))
     return "; ".join(parts) or "-"

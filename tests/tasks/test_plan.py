@@ -53,6 +53,23 @@ def test_bfloat16_on_ort_is_refused_before_anything_runs(project: ProjectDir) ->
     assert "compile[0]: backend 'ort' cannot compile bfloat16: ONNX Runtime has no bfloat16 kernels" in str(err.value)
 
 
+@pytest.mark.parametrize("backend", ["aoti", "inductor"])
+def test_int8_on_a_torch_backend_is_refused_with_the_reason(project: ProjectDir, backend: str) -> None:
+    project.manifest(GPT2.format(seq="16", dtype="int8", backend=backend))
+    said = _plan_error(project, "gpt-b2")
+    assert f"compile[0]: backend '{backend}' cannot compile int8" in said and "ort" in said, said
+
+
+def test_int8_on_ort_adds_the_quantization_pass_as_its_own_cached_step(project: ProjectDir) -> None:
+    project.manifest(GPT2.format(seq="16", dtype="int8", backend="ort"))
+    ids = [s.id for s in project.api().plan(["gpt-b2"]).steps]
+    passes = [i for i in ids if i.startswith("onnx-pass:")]
+    assert passes and "int8-dynamic" in passes[-1], ids
+    assert ids[-1].startswith("compile:ort:gpt-b2"), ids
+    # the float32 export is shared: int8 is a pass after it, not a second export of the model
+    assert [i for i in ids if i.startswith("export:")] == ["export:gpt:float32:opset18"], ids
+
+
 def test_a_task_that_does_not_fit_the_model_is_a_manifest_error(project: ProjectDir) -> None:
     project.manifest("""
         [project]

@@ -15,7 +15,7 @@ from pydantic import Field, field_validator
 from ...checks import resolve_checks
 from ...core.plugins import NumericClass, Runtime, Task
 from ...core.steps import MODEL_TOOLCHAIN, FileInput, StepNode
-from ...core.tables import ModelBase, SpecializationBase, ValidationBase
+from ...core.tables import ModelBase, SpecializationBase, ValidationBase, graph_dtype
 from ...pipeline.nodes import (
     check_backend,
     check_device,
@@ -173,11 +173,12 @@ class EmbeddingTask(Task):
                 x.fail(spec_ref, "seq_len",
                        f"seq_len {n} exceeds the model's position limit ({limit}, from its config)")
         b = x.ws.plugins.backends.get(backend)
+        exported = graph_dtype(s.dtype)
         if b.consumes == "onnx":
-            upstream = export_node(x, model, self.transform_node(x, model, s.dtype, "cpu"), s.opset,
-                                   f"export:{model.name}:{s.dtype}:opset{s.opset}", f"onnx-{s.dtype}")
+            upstream = export_node(x, model, self.transform_node(x, model, exported, "cpu"), s.opset,
+                                   f"export:{model.name}:{exported}:opset{s.opset}", f"onnx-{exported}")
         else:
-            upstream = self.transform_node(x, model, s.dtype, s.device)
+            upstream = self.transform_node(x, model, exported, s.device)
         common = {"batch_size": s.batch_size, "device": s.device, "dtype": s.dtype,
                   "graph_facts": self.graph_facts(s)}
         if b.all_shapes_in_one:

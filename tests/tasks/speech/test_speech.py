@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -176,13 +177,23 @@ def test_bench_reports_decode_speed_beside_generate(sp: ProjectDir) -> None:
     res = sp.cli("bench", PARITY, "-n", "2", "--warmup", "1", "--json")
     assert res.code == 0, res.err
     rows = {r["runtime"]: r for r in json.loads(res.out)}
-    assert set(rows) == {"generate (HF, eager)", "pytorch-transformed", "onnxruntime", "aoti"}
+    ct2 = [name for name in rows if name.startswith("faster-whisper")]
+    assert set(rows) - set(ct2) == {"generate (HF, eager)", "pytorch-transformed", "onnxruntime", "aoti"}
+    # faster-whisper's engine on the same weights, float32 and int8, wherever CTranslate2 is installed
+    assert len(ct2) == (2 if importlib.util.find_spec("ctranslate2") else 0)
     base = rows["generate (HF, eager)"]
-    for name in ("pytorch-transformed", "onnxruntime", "aoti"):
+    for name in ("pytorch-transformed", "onnxruntime", "aoti", *ct2):
         r = rows[name]
         # rows are unrounded data (the CLI rounds for display), so they agree to float precision at any speed
         assert r["unit"] == "tokens" and r["throughput_per_s"] == pytest.approx(1000 / r["p50_ms"], rel=1e-9)
         assert r["speedup_per_token_vs_generate"] == pytest.approx(base["p50_ms"] / r["p50_ms"], rel=1e-9)
+        assert r["p50_ms"] > 0 and r["encoder_p50_ms"] > 0 and r["realtime_x"] > 0
+    for name in ct2:  # EOS suppressed: the random model emits as many tokens as every other row decodes
+        assert rows[name]["tokens_emitted"] == int(rows[name]["shape"].split(", ")[1].split()[0]), rows[name]
+    if ct2:
+        int8 = next(rows[n] for n in ct2 if n.endswith("int8)"))
+        r = rows["onnxruntime"]
+        assert r["speedup_vs_faster_whisper_int8"] == pytest.approx(r["realtime_x"] / int8["realtime_x"], rel=1e-9)
     assert "vs generate" in sp.cli("bench", PARITY, "-n", "1", "--warmup", "0").out
 
 

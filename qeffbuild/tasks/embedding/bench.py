@@ -121,10 +121,11 @@ def _encode_rows(model_dir: Path, p: dict[str, Any], spec: dict[str, Any], seq: 
         except Exception as e:  # not installable beside this transformers: said, never hidden
             rows.append({"runtime": name, **common, "unavailable": f"{type(e).__name__}: {str(e)[:300]}"})
             continue
-        features = {k: v.to(st.device) for k, v in st.tokenize(texts).items()}
+        prepare = getattr(st, "preprocess", None) or st.tokenize  # sentence-transformers 5 renamed it
+        features = {k: v.to(st.device) if hasattr(v, "to") else v for k, v in prepare(texts).items()}
 
         def forward(st: Any = st, features: dict[str, Any] = features) -> None:
-            with torch.no_grad():
+            with torch.inference_mode():  # as encode() runs its model
                 st.forward(dict(features))["sentence_embedding"].cpu()
 
         def encode(st: Any = st) -> None:

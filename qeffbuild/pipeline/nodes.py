@@ -8,6 +8,7 @@ rebuilds `ort` artifacts and nothing else.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
 
 from ..core.environment import cuda_unavailable
@@ -92,6 +93,24 @@ def export_node(x: Expansion, model: TargetRef, program: str, opset: int, step_i
         version=EXPORT_VERSION, toolchain=(*MODEL_TOOLCHAIN, "onnx", "onnxscript"), deps={"program": program},
         target=model.name, out_subdir=out_subdir, salt=x.salt(model),
     ))
+
+
+def graph_compile_nodes(x: Expansion, model: TargetRef, spec_ref: TargetRef, backend: str, graphs: Iterable[str],
+                        transform: Callable[[str, str], str],
+                        compile_params: Callable[[str], dict[str, Any]]) -> dict[str, str]:
+    """``{graph: compile node}`` for a specialization of several graphs (encoder/decoder, prefill/decode,
+    one per audio length): each graph's program (``transform(graph, device)``), exported from the CPU
+    program when the backend reads ONNX (an ONNX graph carries no device), else the program of the
+    specialization's device, then compiled with ``compile_params(graph)``."""
+    spec = spec_ref.spec
+    onnx = x.ws.plugins.backends.get(backend).consumes == "onnx"
+    ids = {}
+    for graph in graphs:
+        program = transform(graph, "cpu" if onnx else spec.device)
+        upstream = export_node(x, model, program, spec.opset, f"export:{spec_ref.name}:{graph}:opset{spec.opset}",
+                               f"onnx-{graph}") if onnx else program
+        ids[graph] = compile_node(x, spec_ref, backend, upstream, compile_params(graph), graph)
+    return ids
 
 
 def onnx_pass_nodes(x: Expansion, spec_ref: TargetRef, upstream: str, passes: tuple[str, ...]) -> str:

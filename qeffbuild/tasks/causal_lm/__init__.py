@@ -29,9 +29,8 @@ from ...pipeline.nodes import (
     check_backend,
     check_device,
     check_runtime,
-    compile_node,
     config_int,
-    export_node,
+    graph_compile_nodes,
     load_node,
     template_files,
     with_bases,
@@ -159,18 +158,15 @@ class CausalLMTask(Task):
         s: CausalLMSpecialization = spec_ref.spec
         check_backend(spec_ref, backend, s.device, x)
         dims = self.dims(x, model, spec_ref)
-        onnx = x.ws.plugins.backends.get(backend).consumes == "onnx"
-        ids = {}
-        for graph in self.graphs(dims):
-            program = self.transform_node(x, model, spec_ref, graph, dims, "cpu" if onnx else s.device)
-            upstream = export_node(x, model, program, s.opset, f"export:{spec_ref.name}:{graph}:opset{s.opset}",
-                                   f"onnx-{graph}") if onnx else program
+
+        def params(graph: str) -> dict[str, Any]:
             seq = 1 if graph == "decode" else int(graph.removeprefix("prefill-"))
-            ids[graph] = compile_node(x, spec_ref, backend, upstream,
-                                      {"graph": graph, "device": s.device, "dtype": s.dtype, "seq_len": seq,
-                                       "batch_size": dims["batch_size"], "ctx_len": dims["ctx_len"],
-                                       "graph_facts": self.graph_facts(graph, seq, dims)}, graph)
-        return ids
+            return {"graph": graph, "device": s.device, "dtype": s.dtype, "seq_len": seq,
+                    "batch_size": dims["batch_size"], "ctx_len": dims["ctx_len"],
+                    "graph_facts": self.graph_facts(graph, seq, dims)}
+
+        return graph_compile_nodes(x, model, spec_ref, backend, self.graphs(dims),
+                                   lambda g, device: self.transform_node(x, model, spec_ref, g, dims, device), params)
 
     @staticmethod
     def graph_facts(graph: str, seq: int, dims: dict[str, Any]) -> dict[str, Any]:

@@ -28,8 +28,7 @@ from ...pipeline.nodes import (
     check_backend,
     check_device,
     check_runtime,
-    compile_node,
-    export_node,
+    graph_compile_nodes,
     load_node,
     model_config,
     template_files,
@@ -163,17 +162,14 @@ class CTCTask(Task):
         s: CTCSpecialization = spec_ref.spec
         check_backend(spec_ref, backend, s.device, x)
         dims = self.dims(x, model, spec_ref)
-        onnx = x.ws.plugins.backends.get(backend).consumes == "onnx"
-        ids = {}
-        for graph, facts in dims["graphs"].items():
-            program = self.transform_node(x, model, spec_ref, graph, dims, "cpu" if onnx else s.device)
-            upstream = export_node(x, model, program, s.opset, f"export:{spec_ref.name}:{graph}:opset{s.opset}",
-                                   f"onnx-{graph}") if onnx else program
-            ids[graph] = compile_node(x, spec_ref, backend, upstream,
-                                      {"graph": graph, "device": s.device, "dtype": s.dtype,
-                                       "samples": facts["samples"], "batch_size": dims["batch_size"],
-                                       "graph_facts": self.graph_facts(graph, facts, dims)}, graph)
-        return ids
+
+        def params(graph: str) -> dict[str, Any]:
+            facts = dims["graphs"][graph]
+            return {"graph": graph, "device": s.device, "dtype": s.dtype, "samples": facts["samples"],
+                    "batch_size": dims["batch_size"], "graph_facts": self.graph_facts(graph, facts, dims)}
+
+        return graph_compile_nodes(x, model, spec_ref, backend, dims["graphs"],
+                                   lambda g, device: self.transform_node(x, model, spec_ref, g, dims, device), params)
 
     @staticmethod
     def graph_facts(graph: str, facts: dict[str, Any], dims: dict[str, Any]) -> dict[str, Any]:

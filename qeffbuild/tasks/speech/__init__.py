@@ -28,8 +28,7 @@ from ...pipeline.nodes import (
     check_device,
     check_runtime,
     check_support,
-    compile_node,
-    export_node,
+    graph_compile_nodes,
     load_node,
     model_config,
     template_files,
@@ -346,23 +345,19 @@ class SpeechTask(Task):
         s: SpeechSpecialization = spec_ref.spec
         check_backend(spec_ref, backend, s.device, x)
         dims = self.dims(x, model, spec_ref)
-        onnx = x.ws.plugins.backends.get(backend).consumes == "onnx"
-        ids = {}
-        for which in self.graphs(dims):
-            # ONNX is exported from the CPU program; AOTInductor compiles the program of its device.
-            program = self.transform_node(x, model, spec_ref, which, dims, "cpu" if onnx else s.device)
-            upstream = export_node(x, model, program, s.opset, f"export:{spec_ref.name}:{which}:opset{s.opset}",
-                                   f"onnx-{which}") if onnx else program
+        arch = self.arch(x, model)
+
+        def params(which: str) -> dict[str, Any]:
             shape = {"batch_size": dims["batch_size"], "encoder_len": dims["encoder_len"]}
             if which == "decoder":
                 shape["ctx_len"] = dims["ctx_len"]
             else:
                 shape["samples"] = dims["graphs"][which]["samples"]
-            facts = self.graph_facts(self.arch(x, model), which, dims)
-            ids[which] = compile_node(x, spec_ref, backend, upstream,
-                                      {"graph": which, "device": s.device, "dtype": s.dtype, **shape,
-                                       "graph_facts": facts}, which)
-        return ids
+            return {"graph": which, "device": s.device, "dtype": s.dtype, **shape,
+                    "graph_facts": self.graph_facts(arch, which, dims)}
+
+        return graph_compile_nodes(x, model, spec_ref, backend, self.graphs(dims),
+                                   lambda g, device: self.transform_node(x, model, spec_ref, g, dims, device), params)
 
     @staticmethod
     def graph_facts(arch: Architecture, which: str, dims: dict[str, Any]) -> dict[str, Any]:

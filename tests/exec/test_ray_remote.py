@@ -97,3 +97,66 @@ def test_nothing_in_the_bucket_names_a_missing_blob(nodes: tuple[RayCluster, lis
         entry = json.loads(fs.cat_file(path))  # type: ignore[attr-defined]
         for digest in entry["outputs"].values():
             assert fs.exists(f"{root}/cas/{digest[:2]}/{digest}")  # type: ignore[attr-defined]
+
+
+BIG = """
+[project]
+name = "big"
+
+[steps.big]                       # node B: a 64 MB output, so that the upload takes a while
+cmd = ["sh", "-c", "head -c 64000000 /dev/urandom > big.bin; echo small > small.txt"]
+outputs = ["big.bin", "small.txt"]
+resources = { node_b = 1 }
+"""
+
+
+def test_a_node_killed_mid_upload_leaves_no_entry_naming_a_missing_blob(nodes: tuple[RayCluster, list[Path]],
+                                                                         s3: S3Server, tmp_path: Path) -> None:
+    """The worker uploading the step's outputs is SIGKILLed as soon as its first blob is in the bucket (before
+    the entry, which goes last): nothing in the bucket names a missing blob, and Ray's retry on that node
+    finds the step in the node's cache and finishes the upload, so the build succeeds."""
+    import os
+    import signal
+    import time
+
+    from ..helpers import HANG_S
+
+    cluster, _caches = nodes
+    env = {**cluster.env, **s3.env, "QEFFBUILD_CACHE_DIR": str(tmp_path / "driver-cache"),
+           "QEFFBUILD_REMOTE_TRUST": "any"}
+    p = ProjectDir(tmp_path / "big", env)
+    p.manifest(BIG)
+    root = s3.url.removeprefix("s3://") + "/ray-kill"
+    fs = s3.fs()
+    proc = p.popen("build", "--executor", "ray", "--remote-cache", s3.url + "/ray-kill")
+    killed = False
+    deadline = time.monotonic() + HANG_S  # only a hang ends the wait
+    while proc.poll() is None and time.monotonic() < deadline:
+        fs.invalidate_cache()  # type: ignore[attr-defined]
+        if fs.glob(f"{root}/cas/*/*"):  # type: ignore[attr-defined]
+            for pid in _worker_pids("command:big"):
+                os.kill(pid, signal.SIGKILL)
+                killed = True
+            break
+        time.sleep(0.05)
+    _out, err = proc.communicate(timeout=HANG_S)
+    fs.invalidate_cache()  # type: ignore[attr-defined]
+    for path in fs.glob(f"{root}/ac/*/*.json"):  # type: ignore[attr-defined]
+        entry = json.loads(fs.cat_file(path))  # type: ignore[attr-defined]
+        for digest in entry["outputs"].values():
+            assert fs.exists(f"{root}/cas/{digest[:2]}/{digest}"), (path, digest)  # type: ignore[attr-defined]
+    # Ray runs the task again; the node finds the step in its own cache and finishes the upload
+    assert proc.returncode == 0, err
+    assert killed, "no worker was found to kill: the test did not test anything"
+
+
+def _worker_pids(task: str) -> list[int]:
+    """Ray names a worker's process after the task it runs (``ray::<name>``)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if f"ray::{task}" in status.read_bytes().decode(errors="replace"):
+                found.append(int(status.parent.name))
+        except OSError:
+            continue
+    return found

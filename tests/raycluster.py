@@ -10,6 +10,7 @@ temporary folder — never another Ray cluster of the same user (``ray stop`` wo
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -61,7 +62,8 @@ class RayCluster:
 
     def stop(self) -> None:
         """SIGTERM this cluster's processes, then SIGKILL what is left after a grace period."""
-        for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
+        # after SIGKILL, wait until they are gone (a loaded machine can take seconds): only a hang ends it
+        for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 120.0)):
             for pid in self.pids():
                 with suppress(OSError):
                     os.kill(pid, sig)
@@ -97,8 +99,14 @@ def ray_cluster(config: dict[str, str] | None = None, node_env: list[dict[str, s
     # Ray's socket paths must fit AF_UNIX's 107 bytes: pytest's tmp_path (with a session folder below it)
     # is too long on some machines, so the head's folder is a short one in /tmp, removed after
     temp = Path(tempfile.mkdtemp(prefix="qr", dir="/tmp"))
-    cluster = RayCluster(f"127.0.0.1:{port}", {"RAY_ADDRESS": f"127.0.0.1:{port}", "RAY_USAGE_STATS_ENABLED": "0"},
-                         port, temp, per_node)
+    # The cluster's own auth token, given to its daemons, workers and drivers alike: a head otherwise turns
+    # token auth on by itself when ~/.ray/auth_token exists (any local ray.init() writes one), and then a
+    # joining node without it fails with a misleading auth error.
+    (temp / "token").write_text(secrets.token_hex(32))
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(temp / "token")}
+    env.update(auth)
+    cluster = RayCluster(f"127.0.0.1:{port}", {"RAY_ADDRESS": f"127.0.0.1:{port}", "RAY_USAGE_STATS_ENABLED": "0",
+                                               **auth}, port, temp, per_node)
     try:
         head = ["--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}"]
         _run([ray, "start", *head, *common, f"--resources={res[0]}"], {**env, **per_node[0]})

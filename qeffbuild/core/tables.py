@@ -17,15 +17,14 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 # int8: dynamic int8 of the linear layers — weights stored int8, activations quantized at run time — applied to the
 # float32 export by the compile backend (a cached ONNX pass for `ort`); a backend that cannot says so at plan time.
 Dtype = Literal["float32", "float16", "bfloat16", "int8"]
+Device = Literal["cpu", "cuda"]
+MAX_CONFIG_DEPTH = 16  # config and override values nest at most this deep
 
 
 def graph_dtype(dtype: str) -> str:
     """The precision a specialization's graph is exported in: int8 quantizes the float32 export, so it
     shares that export (and its cache entry) with float32 specializations of the same model."""
     return "float32" if dtype == "int8" else dtype
-
-Device = Literal["cpu", "cuda"]
-MAX_CONFIG_DEPTH = 16  # config and override values nest at most this deep
 
 
 class Table(BaseModel):

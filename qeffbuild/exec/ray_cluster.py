@@ -159,19 +159,17 @@ def _through_remote(cache: NodeCache, store: Any, runner: StepRunner, job: Job) 
     remote = RemoteCache(cache.remote_url or "", store, upload=True, required=True,
                          trust=Trust.from_settings(list(cache.trusted_keys)))
     try:
-        if not job.forced and store.has(job.key):
-            entry = store.lookup(job.key)
-            if entry is not None and remote.fetch(job.key) is None:
-                remote.push(entry)  # an earlier try on this node was killed mid-upload: finish it, entry last
-            # "remote" for the driver: the outputs are on this node and in the remote cache, not in the
-            # driver's cache, so it downloads them like any step a node built
-            result = StepResult(job.id, "remote")
-            result.remote = dict(remote.counts)
-            return result
-        if not job.forced and remote.fetch(job.key) is not None:
-            result = StepResult(job.id, "remote")
-            result.remote = dict(remote.counts)
-            return result
+        if not job.forced:
+            here = store.lookup(job.key)
+            there = remote.fetch(job.key) is not None
+            if here is not None and not there:
+                remote.push(here)  # an earlier try on this node was killed mid-upload: finish it, entry last
+            if here is not None or there:
+                # "remote" for the driver: the outputs are in the remote cache, not in the driver's cache,
+                # so it downloads them like any step a node built
+                result = StepResult(job.id, "remote")
+                result.remote = dict(remote.counts)
+                return result
         for role, key in job.dep_keys.items():
             if not store.has(key) and remote.fetch(key) is None:
                 return StepResult(job.id, "failed", message=f"input {role} ({job.node.deps[role]}) of {job.id} is not "

@@ -66,6 +66,11 @@ def batches(prompts: list[list[int]], batch: int) -> list[list[int]]:
     return [rows[k:k + batch] for rows in by_length.values() for k in range(0, len(rows), batch)]
 
 
+def prefill_length(graphs: Graphs, length: int) -> int | None:
+    """The prefill graph a prompt of ``length`` tokens runs through: the shortest that holds it."""
+    return min((n for n in graphs.prefill if n >= length), default=None)
+
+
 def generate(graphs: Graphs, prompts: list[list[int]], rules: LogitRules, steps: int, stop_at_eos: bool = False,
              on_batch: Any = None) -> list[list[int]]:
     """``steps`` greedy tokens after each prompt (fewer where every row of a batch ended, with ``stop_at_eos``)."""
@@ -76,18 +81,18 @@ def generate(graphs: Graphs, prompts: list[list[int]], rules: LogitRules, steps:
     shapes = graphs.decode_io["shapes"]
     for rows in batches(prompts, graphs.batch):
         length = len(prompts[rows[0]])
-        fits = [n for n in sorted(graphs.prefill) if n >= length]
-        if not fits:
+        prefill = prefill_length(graphs, length)
+        if prefill is None:
             raise InputError(f"a prompt of {length} tokens is longer than every prefill_seq_len "
                              f"({max(graphs.prefill)}); add a longer one or shorten the prompt")
         if length - 1 + steps > graphs.ctx_len:
             raise InputError(f"a prompt of {length} tokens and {steps} new tokens need {length - 1 + steps} cache "
                              f"slots; ctx_len is {graphs.ctx_len}: raise it or ask for fewer tokens")
         padded = rows + [rows[0]] * (graphs.batch - len(rows))
-        ids = np.zeros((graphs.batch, fits[0]), np.int64)
+        ids = np.zeros((graphs.batch, prefill), np.int64)
         ids[:, :length] = [prompts[i] for i in padded]
         state = {name: np.zeros(shapes[name], np.float32) for name in past}
-        res = graphs.prefill[fits[0]].run({"input_ids": ids, "position": np.array(0, np.int64), **state})
+        res = graphs.prefill[prefill].run({"input_ids": ids, "position": np.array(0, np.int64), **state})
         state.update(dict(zip(past, res[1:], strict=True)))
         decoded = continue_greedy(graphs.decode, graphs.decode_io, state, res[0][:, length - 1, :], length, rules,
                                   steps, stop_at_eos)

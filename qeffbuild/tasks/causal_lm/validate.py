@@ -20,7 +20,7 @@ from ...exec.progress import StepProgress
 from ...pipeline.torchutil import quiet_warnings, strict_fp32
 from ...reports import publish, sig
 from ...reports.html import template_from
-from .driver import generate, hf_generate, open_graphs, reference, rules_of
+from .driver import generate, hf_generate, open_graphs, prefill_length, reference, rules_of
 from .report import failure_text, render, render_html
 
 
@@ -110,8 +110,8 @@ def _warm(graphs: Any, prompts: list[list[int]], rules: Any) -> None:
     a compiled artifact's kernels on first call is start-up, not decoding speed."""
     first: dict[int, list[int]] = {}
     for prompt in prompts:
-        fits = [n for n in sorted(graphs.prefill) if n >= len(prompt)]
-        if fits:
-            first.setdefault(fits[0], prompt)
+        prefill = prefill_length(graphs, len(prompt))
+        if prefill is not None:
+            first.setdefault(prefill, prompt)
     if first:
         generate(graphs, list(first.values()), rules, 2)

@@ -25,6 +25,7 @@ Every row carries the spread of its samples (``reports.timing``); the CLI warns 
 from __future__ import annotations
 
 import functools
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -55,29 +56,31 @@ def bench(artifact: Any, node: StepNode, iters: int, warmup: int) -> list[dict[s
     models: dict[tuple[str, str], Any] = {}
     rows: list[dict[str, Any]] = []
     ct2_batches: set[int] = set()
-    for spec in p["specializations"]:
-        short = next((u for u in utts if not is_long(u, spec)), None)
-        where = (spec["device"], spec["dtype"])  # generate runs on the same device, in the same precision
-        if where not in models:
-            models[where] = load_model(model_dir, torch_dtype(spec["dtype"])).to(torch_device(spec["device"]))
-        model = models[where]
-        long = LongInputs(p["longform"], dc, frontend, model, p["language"], p["task"])
-        longs = [u for u in utts if is_long(u, spec)]
-        base = _generate_row(model, frontend, short, dc, steps, spec, iters, warmup) if short else None
-        hf_long = _hf_longform_row(long, longs, spec, iters) if longs else None
-        rows += [r for r in (base, hf_long) if r is not None]
-        if short is not None and spec["device"] == "cpu" and spec["batch_size"] not in ct2_batches:
-            ct2_batches.add(spec["batch_size"])  # one pair per batch size: float32 and int8 specs share it
-            rows += _ctranslate2_rows(model_dir, arch, frontend, short, dc, steps, spec, iters, warmup, base)
-        for runtime, opens in p["runtimes"].items():
-            if opens == "reference":
-                continue  # the reference decodes without a cache: not a deployment runtime
-            encoders, decoder, decoder_io = open_graphs(runtime, opens, spec, inputs)
-            if short is not None:
-                rows.append(_runtime_row(runtime, frontend, encoders, decoder, decoder_io, short, dc, steps, spec,
-                                         iters, warmup, base))
-            if longs:
-                rows.append(_long_row(runtime, long, encoders, decoder, decoder_io, longs, spec, iters, hf_long))
+    with tempfile.TemporaryDirectory(prefix="qeffbuild-ct2-") as ct2_root:  # converted once per bench
+        for spec in p["specializations"]:
+            short = next((u for u in utts if not is_long(u, spec)), None)
+            where = (spec["device"], spec["dtype"])  # generate runs on the same device, in the same precision
+            if where not in models:
+                models[where] = load_model(model_dir, torch_dtype(spec["dtype"])).to(torch_device(spec["device"]))
+            model = models[where]
+            long = LongInputs(p["longform"], dc, frontend, model, p["language"], p["task"])
+            longs = [u for u in utts if is_long(u, spec)]
+            base = _generate_row(model, frontend, short, dc, steps, spec, iters, warmup) if short else None
+            hf_long = _hf_longform_row(long, longs, spec, iters) if longs else None
+            rows += [r for r in (base, hf_long) if r is not None]
+            if short is not None and spec["device"] == "cpu" and spec["batch_size"] not in ct2_batches:
+                ct2_batches.add(spec["batch_size"])  # one pair per batch size: float32 and int8 specs share it
+                rows += _ctranslate2_rows(model_dir, Path(ct2_root), arch, frontend, short, dc, steps, spec,
+                                           iters, warmup, base)
+            for runtime, opens in p["runtimes"].items():
+                if opens == "reference":
+                    continue  # the reference decodes without a cache: not a deployment runtime
+                encoders, decoder, decoder_io = open_graphs(runtime, opens, spec, inputs)
+                if short is not None:
+                    rows.append(_runtime_row(runtime, frontend, encoders, decoder, decoder_io, short, dc, steps, spec,
+                                             iters, warmup, base))
+                if longs:
+                    rows.append(_long_row(runtime, long, encoders, decoder, decoder_io, longs, spec, iters, hf_long))
     return _versus_faster_whisper(rows)
 
 
@@ -159,12 +162,13 @@ def _generate_row(model: Any, frontend: Any, utt: Any, dc: Any, steps: int, spec
     return _row("generate (HF, eager)", spec, steps, enc, per, whole, None, utt.seconds)
 
 
-def _ctranslate2_rows(model_dir: Path, arch: str, frontend: Any, utt: Any, dc: Any, steps: int, spec: dict[str, Any],
-                      iters: int, warmup: int, base: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """faster-whisper's engine on the same weights: float32 and int8, timed as every other row."""
+def _ctranslate2_rows(model_dir: Path, ct2_root: Path, arch: str, frontend: Any, utt: Any, dc: Any, steps: int,
+                      spec: dict[str, Any], iters: int, warmup: int,
+                      base: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """faster-whisper's engine on the same weights: float32 and int8, timed as every other row. The
+    conversions live under ``ct2_root``, made on first use and shared by every batch size."""
     import importlib.util
     import os
-    import tempfile
 
     from .families import named
 
@@ -179,30 +183,30 @@ def _ctranslate2_rows(model_dir: Path, arch: str, frontend: Any, utt: Any, dc: A
     features = ctranslate2.StorageView.from_array(np.ascontiguousarray(feeds["input_features"], dtype=np.float32))
     prompts = [list(dc.prompt)] * b
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for compute in ("float32", "int8"):
-            folder = Path(tmp) / compute
+    for compute in ("float32", "int8"):
+        folder = ct2_root / compute
+        if not folder.exists():
             TransformersConverter(str(model_dir)).convert(str(folder), quantization=compute, force=True)
-            engine = ctranslate2.models.Whisper(str(folder), device="cpu", compute_type=compute,
-                                                intra_threads=os.cpu_count() or 1)
-            run = functools.partial(_ct2_generate, engine, features, prompts,
-                                    sorted({dc.eos, *dc.suppress}))  # EOS suppressed: exactly N tokens
-            lengths = {n: _ct2_max_length(run, n, len(dc.prompt)) for n in (1, steps)}
+        engine = ctranslate2.models.Whisper(str(folder), device="cpu", compute_type=compute,
+                                            intra_threads=os.cpu_count() or 1)
+        run = functools.partial(_ct2_generate, engine, features, prompts,
+                                sorted({dc.eos, *dc.suppress}))  # EOS suppressed: exactly N tokens
+        lengths = {n: _ct2_max_length(run, n, len(dc.prompt)) for n in (1, steps)}
 
-            def decode(n: int, run: Any = run, lengths: dict[int, int] = lengths) -> Any:
-                return run(lengths[n])
+        def decode(n: int, run: Any = run, lengths: dict[int, int] = lengths) -> Any:
+            return run(lengths[n])
 
-            for _ in range(max(warmup, 1)):
-                decode(steps)
-            got = len(decode(steps)[0].sequences_ids[0])
-            per, _full = _per_token(decode, steps, iters, "cpu")
-            enc = [_timed(functools.partial(engine.encode, features), "cpu") for _ in range(iters)]
-            whole = [_timed(lambda: decode(steps), "cpu") for _ in range(iters)]
-            row = _row(f"faster-whisper (CTranslate2 {ctranslate2.__version__}, {compute})", spec, steps, enc, per,
-                       whole, base, utt.seconds)
-            row["tokens_emitted"] = got
-            row["threads"] = os.cpu_count() or 1
-            rows.append(row)
+        for _ in range(max(warmup, 1)):
+            decode(steps)
+        got = len(decode(steps)[0].sequences_ids[0])
+        per, _full = _per_token(decode, steps, iters, "cpu")
+        enc = [_timed(functools.partial(engine.encode, features), "cpu") for _ in range(iters)]
+        whole = [_timed(lambda: decode(steps), "cpu") for _ in range(iters)]
+        row = _row(f"faster-whisper (CTranslate2 {ctranslate2.__version__}, {compute})", spec, steps, enc, per,
+                   whole, base, utt.seconds)
+        row["tokens_emitted"] = got
+        row["threads"] = os.cpu_count() or 1
+        rows.append(row)
     return rows
 
 

@@ -16,8 +16,8 @@ if [ "$2" = tiny ]; then
   M=$(model_dir 384)
   for b in 1 8; do timeout 45 python3 benchmarks/plain_generate.py "$M" --batch $b >> "$R/plain-tiny.txt" 2>&1; done
 else
-  ( time timeout 300 $Q build whisper-large-v3-zoo-b1-fp16-parity ) > "$R/build-large.txt" 2>&1
-  timeout 120 $Q bench whisper-large-v3-zoo-b1-fp16-parity -n 5 --warmup 2 > "$R/bench-large.txt" 2>&1
+  ( time timeout 290 $Q build whisper-large-v3-zoo-b1-fp16-parity ) > "$R/build-large.txt" 2>&1
+  ( time timeout 230 $Q bench whisper-large-v3-zoo-b1-fp16-parity -n 3 --warmup 1 ) > "$R/bench-large.txt" 2>&1
   M=$(model_dir 1280)
-  timeout 60 python3 benchmarks/plain_generate.py "$M" --dtype float16 >> "$R/plain-large.txt" 2>&1
+  timeout 45 python3 benchmarks/plain_generate.py "$M" --dtype float16 >> "$R/plain-large.txt" 2>&1
 fi

@@ -91,11 +91,27 @@ def checkout(root: Path, cache: Path | None = None) -> ProjectDir:
     return ProjectDir(root, {"QEFFBUILD_CACHE_DIR": str(cache)} if cache else None)
 
 
-def alive(pid: int) -> bool:
-    """Whether process ``pid`` still runs (a zombie awaiting its parent does not count)."""
+def alive(pid: int, started: str | None = None) -> bool:
+    """Whether process ``pid`` still runs (a zombie awaiting its parent does not count); with ``started`` (its
+    ``start_time``), only if it is still that process and not a new one given the same pid."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     status = Path(f"/proc/{pid}/status")
-    return not (status.exists() and "zombie" in status.read_text())
+    try:
+        if status.exists() and "zombie" in status.read_text():
+            return False
+    except OSError:  # gone while we looked
+        return False
+    return started is None or start_time(pid) == started
+
+
+def start_time(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, /proc/PID/stat field 22): with the pid, it names
+    one process even after the pid is reused (a busy machine wraps a small pid space within a test run)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[19]

@@ -132,6 +132,9 @@ def _more(r: dict[str, object]) -> str:
         per_utt = r.get("speedup_per_utterance_vs_generate")
         parts.append(f"×{r['speedup_per_token_vs_generate']:.2f}/token"
                      + (f", ×{per_utt:.2f}/utt" if isinstance(per_utt, float) else "") + " vs generate")
+    if "roofline_frac" in r:
+        parts.append(f"roofline {r['roofline_frac']:.0%} ({r['step_mb']:.0f} MB/step at {r['achieved_gb_s']:.0f} of "
+                     f"{r['copy_gb_s']:.0f} GB/s; bound {r['roofline_bound_ms']:.2f} ms)")
     if "speedup_vs_faster_whisper_int8" in r:
         parts.append(f"×{r['speedup_vs_faster_whisper_int8']:.2f} real time vs faster-whisper int8")
     if "speedup_vs_hf_longform" in r:

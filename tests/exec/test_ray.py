@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ..helpers import HANG_S, ProjectDir, alive
+from ..helpers import HANG_S, ProjectDir, alive, start_time
 from ..raycluster import RayCluster, ray_cluster
 
 pytestmark = pytest.mark.slow
@@ -135,8 +135,8 @@ def test_stopping_a_cluster_leaves_other_clusters_running(cluster: RayCluster) -
     ours = set(cluster.pids())
     assert ours
     with ray_cluster(cpus=1) as other:
-        theirs = set(other.pids())
-        assert theirs and not theirs & ours
-    assert not [pid for pid in theirs if alive(pid)]
+        theirs = {pid: start_time(pid) for pid in other.pids()}
+        assert theirs and not set(theirs) & ours
+    assert not [pid for pid, started in theirs.items() if alive(pid, started)]
     assert all(alive(pid) for pid in ours if pid in set(cluster.pids()))
     assert len(cluster.nodes()) == 2  # the module's cluster still answers

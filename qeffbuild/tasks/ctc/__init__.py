@@ -7,7 +7,8 @@ against the unmodified model's on the same inputs, exact in float32; CTC collaps
 the text, scored by WER against the data set's transcripts).
 
 An utterance goes to the smallest audio length that holds it, padded with the feature extractor's padding (and
-an attention mask where its feature extractor makes one); only its own frames are compared and decoded.
+an attention mask where its feature extractor makes one); only its own frames are compared and decoded. A longer
+one is read in overlapping chunks of the longest length, as transformers' ASR pipeline reads it (``driver.py``).
 
 This module is torch-free: manifest fields, plan-time facts and expansion.
 """
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from ...core.workspace import TargetRef
 
 TRANSFORM_VERSION = 1
-VALIDATE_VERSION = 1
+VALIDATE_VERSION = 2  # 2: audio longer than the longest audio_len_s is chunked
 HALF_WER_MARGIN = 0.02  # float16/bfloat16: WER within two points of float32's on the same data
 REPORT_TEMPLATES = ("report/report.html.j2",)
 TEXT_METRICS = ("wer", "cer", "wer_delta")
@@ -72,7 +73,10 @@ class CTCSpecialization(SpecializationBase):
 
 
 class CTCValidation(AudioValidation):
-    pass
+    chunk_stride_s: float | None = Field(None, gt=0, le=300, description="Audio longer than the longest audio_len_s "
+                                         "is read in chunks of that length, as transformers' ASR pipeline reads it "
+                                         "with chunk_length_s: seconds of each chunk's edges dropped (default: a "
+                                         "sixth of the chunk, the pipeline's stride_length_s).")
 
 
 def graph_name(seconds: float) -> str:
@@ -203,6 +207,7 @@ class CTCTask(Task):
             dims = self.dims(x, model, sref)
             if durations:
                 _check_lengths(x, ref, sref, dims, durations)
+            _check_stride(x, ref, sref, dims)
             specs.append({"name": name, "dtype": s.dtype, "device": s.device, "batch_size": dims["batch_size"],
                           "graphs": {g: d["samples"] for g, d in dims["graphs"].items()}})
             for runtime in runtimes.values():
@@ -221,6 +226,7 @@ class CTCTask(Task):
             version=VALIDATE_VERSION, toolchain=tuple(sorted(toolchain)),
             params={"runtimes": {r: rt.opens for r, rt in runtimes.items()}, "specializations": specs,
                     "normalizer": v.normalizer or "simple", "checks": checks,
+                    **({"chunk_stride_s": v.chunk_stride_s} if v.chunk_stride_s is not None else {}),
                     "inputs": {**sel.params, "rows": sel.rows, "source": v.inputs},
                     "random_weights": x.ws.random_weights(ref.name)},
             deps=deps, files=sel.files + template_files(ref, REPORT_TEMPLATES), target=ref.name, out_subdir="",
@@ -229,21 +235,24 @@ class CTCTask(Task):
 
 def _check_lengths(x: Expansion, ref: TargetRef, sref: TargetRef, dims: dict[str, Any],
                    durations: dict[str, float]) -> None:
-    """Every input fits an audio length, and every audio length serves an input (an artifact nobody ran is not
-    validated)."""
+    """Every audio length serves an input (an artifact nobody ran is not validated); inputs longer than the
+    longest length are read in chunks of it."""
     graphs = sorted(dims["graphs"].items(), key=lambda kv: kv[1]["samples"])
-    longest = graphs[-1][1]["seconds"]
-    used: set[str] = set()
-    for name, seconds in sorted(durations.items()):
-        fit = next((g for g, d in graphs if d["seconds"] + 1e-9 >= seconds), None)
-        if fit is None:
-            x.fail(sref, "audio_len_s", f"input {name!r} of validation {ref.name!r} is {seconds:.2f} s, longer than "
-                   f"every audio length ({longest:g} s); add a longer audio_len_s or leave the input out")
-        used.add(fit)
+    used = {next((g for g, d in graphs if d["seconds"] + 1e-9 >= seconds), graphs[-1][0])
+            for seconds in durations.values()}
     unused = [g for g, _ in graphs if g not in used]
     if unused:
         x.fail(sref, "audio_len_s", f"{', '.join(unused)} would serve none of the inputs of validation {ref.name!r}, "
                "so it would be unvalidated; add inputs of those lengths or drop that audio length")
+
+
+def _check_stride(x: Expansion, ref: TargetRef, sref: TargetRef, dims: dict[str, Any]) -> None:
+    """Chunks must keep frames between their two strides."""
+    stride = ref.spec.chunk_stride_s
+    longest = max(d["seconds"] for d in dims["graphs"].values())
+    if stride is not None and 2 * stride >= longest:
+        x.fail(ref, "chunk_stride_s", f"a stride of {stride:g} s on each side leaves nothing of the {longest:g} s "
+               f"chunks of {sref.name!r} (its longest audio_len_s); set chunk_stride_s below {longest / 2:g}")
 
 
 def _text_checks(x: Expansion, ref: TargetRef, checks: dict[str, Any], has_text: bool | None) -> dict[str, Any]:

@@ -4,6 +4,12 @@ Utterances are grouped by the shortest audio length that holds them (shortest fi
 specialization's size (a short batch is filled with copies of a row, whose results are dropped) and padded by
 the model's feature extractor. Each row keeps the argmax ids of its own frames only (the encoder's output length
 for its real samples); CTC collapse (repeats merged, blanks dropped) and the tokenizer turn them into text.
+
+Audio longer than the longest compiled length is cut into overlapping chunks of that length exactly as
+transformers' ASR pipeline cuts it with ``chunk_length_s`` (``chunk_iter``: chunks ``chunk - 2 × stride`` apart,
+the stride a sixth of the chunk unless set, both aligned to the model's ``inputs_to_logits_ratio``); each chunk's
+ids lose the frames of its strides (``rescale_stride``; none at the audio's ends) and the rest are concatenated
+before CTC collapse, so a word cut by one chunk's edge is read whole from the chunk that holds it.
 """
 
 from __future__ import annotations
@@ -55,16 +61,96 @@ def fit(seconds: float, graphs: dict[str, int]) -> str | None:
     return None
 
 
-def batches(utts: list[Utterance], graphs: dict[str, int], batch: int) -> list[tuple[str, list[int]]]:
-    """(graph, rows) pairs: rows of one graph, at most ``batch`` a time, shortest first."""
+@dataclass(frozen=True)
+class Piece:
+    """What one graph row reads: ``samples`` samples of utterance ``utt`` from ``start``, and the frames of its
+    argmax ids that are kept (``keep``: [first, end))."""
+
+    utt: int
+    start: int
+    samples: int
+    keep: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Chunking:
+    """Long audio's chunks: ``chunk`` samples (the longest graph), ``stride`` samples dropped at each inner edge."""
+
+    chunk: int
+    stride: int
+    align: int  # samples per output frame (the model's inputs_to_logits_ratio)
+
+    @classmethod
+    def of(cls, config: dict[str, Any], graphs: dict[str, int], stride_s: float | None = None) -> Chunking:
+        align = ratio(config)
+        chunk = max(graphs.values())
+        seconds = stride_s if stride_s is not None else chunk / SAMPLE_RATE / 6  # the pipeline's default
+        stride = round(seconds * SAMPLE_RATE / align) * align
+        aligned = round(chunk / align) * align
+        if aligned > chunk:  # the pipeline aligns the chunk to frames; ours must still fit the graph
+            aligned -= align
+        if 2 * stride >= aligned:
+            raise InputError(f"a stride of {seconds:g} s on each side leaves nothing of a "
+                             f"{chunk / SAMPLE_RATE:g} s chunk; set chunk_stride_s below {aligned / SAMPLE_RATE / 2:g}")
+        return cls(aligned, stride, align)
+
+    def describe(self) -> str:
+        return (f"chunked as transformers' ASR pipeline chunks: {self.chunk / SAMPLE_RATE:g} s chunks, "
+                f"{self.stride / SAMPLE_RATE:g} s stride on each side")
+
+    def pieces(self, utt: int, samples: int, own: Any) -> list[Piece]:
+        """transformers' ``chunk_iter`` and ``rescale_stride``, as positions (``own(n)``: frames of n samples)."""
+        out = []
+        step = self.chunk - 2 * self.stride
+        for start in range(0, samples, step):
+            n = min(self.chunk, samples - start)
+            left = 0 if start == 0 else self.stride
+            last = start + self.chunk >= samples
+            right = 0 if last else self.stride
+            if n > left:
+                token_n = round(n / self.align)
+                first = round(left / n * token_n)
+                end = min(token_n - round(right / n * token_n), own(n))
+                out.append(Piece(utt, start, n, (first, end)))
+            if last:
+                break
+        return out
+
+
+def ratio(config: dict[str, Any]) -> int:
+    """Input samples per output frame: the product of the feature encoder's strides."""
+    out = 1
+    for s in config.get("conv_stride") or [5, 2, 2, 2, 2, 2, 2]:
+        out *= int(s)
+    return out
+
+
+def plan_pieces(utts: list[Utterance], graphs: dict[str, int], frontend: Frontend,
+                chunking: Chunking) -> list[Piece]:
+    """Every row a runtime reads: an utterance that fits a graph whole, a longer one as its chunks."""
+    out: list[Piece] = []
+    longest = max(graphs.values())
+    for i, u in enumerate(utts):
+        n = len(u.audio)
+        if fit(u.seconds, graphs) is not None and n <= longest:
+            out.append(Piece(i, 0, n, (0, frontend.own_frames(u))))
+        else:
+            out += chunking.pieces(i, n, lambda k: frames(frontend.config, k))
+    return out
+
+
+def chunk_counts(utts: list[Utterance], graphs: dict[str, int], frontend: Frontend, chunking: Chunking) -> list[int]:
+    pieces = plan_pieces(utts, graphs, frontend, chunking)
+    return [sum(p.utt == i for p in pieces) for i in range(len(utts))]
+
+
+def batches(pieces: list[Piece], graphs: dict[str, int], batch: int) -> list[tuple[str, list[int]]]:
+    """(graph, piece indices) pairs: pieces of one graph, at most ``batch`` a time, shortest first."""
     groups: dict[str, list[int]] = {}
-    for i, u in sorted(enumerate(utts), key=lambda iu: (len(iu[1].audio), iu[0])):
-        name = fit(u.seconds, graphs)
-        if name is None:
-            longest = max(graphs.values()) / SAMPLE_RATE
-            raise InputError(f"{u.name} is {u.seconds:.2f} s long, longer than every compiled audio length "
-                             f"({longest:g} s); add a longer audio_len_s or split the audio")
-        groups.setdefault(name, []).append(i)
+    for k, piece in sorted(enumerate(pieces), key=lambda kp: (kp[1].samples, kp[0])):
+        name = fit(piece.samples / SAMPLE_RATE, graphs)
+        assert name is not None, "plan_pieces cuts every piece to the longest graph"
+        groups.setdefault(name, []).append(k)
     return [(name, rows[k:k + batch]) for name, rows in groups.items() for k in range(0, len(rows), batch)]
 
 
@@ -74,6 +160,7 @@ class Recognized:
 
     ids: list[list[int]]
     latency_s: list[dict[str, Any]] = field(default_factory=list)
+    chunks: list[int] = field(default_factory=list)  # pieces per utterance (1: read whole)
 
     @property
     def seconds(self) -> float:
@@ -81,35 +168,47 @@ class Recognized:
 
 
 def recognize(sessions: dict[str, Any], frontend: Frontend, utts: list[Utterance], graphs: dict[str, int],
-              batch: int) -> Recognized:
+              batch: int, chunking: Chunking | None = None) -> Recognized:
     """Argmax ids of every utterance on one runtime's graphs (``sessions`` by graph name)."""
     import numpy as np
 
-    out = Recognized([[] for _ in utts])
-    for graph, rows in batches(utts, graphs, batch):
+    chunking = chunking or Chunking.of(frontend.config, graphs)
+    pieces = plan_pieces(utts, graphs, frontend, chunking)
+    got: dict[int, list[int]] = {}
+    out = Recognized([[] for _ in utts], chunks=[sum(p.utt == i for p in pieces) for i in range(len(utts))])
+    for graph, rows in batches(pieces, graphs, batch):
         padded = rows + [rows[0]] * (batch - len(rows))
-        feeds = frontend.features([utts[i].audio for i in padded], graphs[graph])
+        feeds = frontend.features([_audio(utts, pieces[k]) for k in padded], graphs[graph])
         t0 = time.perf_counter()
         logits = np.asarray(sessions[graph].run(feeds)[0])
         out.latency_s.append({"graph": graph, "rows": len(rows), "seconds": time.perf_counter() - t0})
         ids = logits.argmax(-1)
-        for k, i in enumerate(rows):
-            out.ids[i] = [int(t) for t in ids[k, : frontend.own_frames(utts[i])]]
+        for j, k in enumerate(rows):
+            first, end = pieces[k].keep
+            got[k] = [int(t) for t in ids[j, first:end]]
+    for k, piece in enumerate(pieces):  # pieces are in audio order per utterance
+        out.ids[piece.utt] += got[k]
     return out
 
 
-def reference(model: Any, frontend: Frontend, utts: list[Utterance], graphs: dict[str, int]) -> list[list[int]]:
-    """The unmodified model on the same padded inputs, one utterance at a time: its argmax ids."""
+def _audio(utts: list[Utterance], piece: Piece) -> Any:
+    return utts[piece.utt].audio[piece.start:piece.start + piece.samples]
+
+
+def reference(model: Any, frontend: Frontend, utts: list[Utterance], graphs: dict[str, int],
+              chunking: Chunking | None = None) -> list[list[int]]:
+    """The unmodified model on the same padded inputs (the same chunks), one at a time: its argmax ids."""
     import torch
 
-    out = []
+    chunking = chunking or Chunking.of(frontend.config, graphs)
+    out: list[list[int]] = [[] for _ in utts]
     with torch.no_grad():
-        for u in utts:
-            graph = fit(u.seconds, graphs)
-            if graph is None:
-                raise InputError(f"{u.name} is longer than every compiled audio length")
-            feeds = {k: torch.from_numpy(v).to(model.device) for k, v in frontend.features([u.audio],
-                                                                                           graphs[graph]).items()}
+        for piece in plan_pieces(utts, graphs, frontend, chunking):
+            graph = fit(piece.samples / SAMPLE_RATE, graphs)
+            assert graph is not None
+            feeds = {k: torch.from_numpy(v).to(model.device)
+                     for k, v in frontend.features([_audio(utts, piece)], graphs[graph]).items()}
             logits = model(feeds["input_values"].to(model.dtype), attention_mask=feeds.get("attention_mask")).logits
-            out.append([int(t) for t in logits[0].float().argmax(-1)[: frontend.own_frames(u)].cpu()])
+            first, end = piece.keep
+            out[piece.utt] += [int(t) for t in logits[0].float().argmax(-1)[first:end].cpu()]
     return out

@@ -34,7 +34,8 @@ def _cells(report: dict[str, Any], r: dict[str, Any]) -> list[str]:
 def render(report: dict[str, Any]) -> str:
     out = [f"{len(report['inputs'])} utterances ({report['audio_s']:.1f} s of audio) from {report['source']}; "
            f"argmax ids compared on all {sum(report['frames'])} frames; normalizer {report['normalizer']}",
-           f"reference: {report['reference']}", table(HEADERS, [_cells(report, r) for r in report["rows"]])]
+           f"reference: {report['reference']}", *[f"long audio: {line}" for line in report.get("long_audio", [])],
+           table(HEADERS, [_cells(report, r) for r in report["rows"]])]
     if report.get("random_weights"):
         out.append(f"{RANDOM_WEIGHTS}. WER, ΔWER and CER (in parentheses) measure noise.")
     out.append("")
@@ -66,7 +67,7 @@ def render_html(report: dict[str, Any], template_text: str, title: str) -> str:
                     status_column=len(HEADERS) - 1)
     facts = [("utterances", f"{len(report['inputs'])} ({report['audio_s']:.1f} s) from {report['source']}"),
              ("frames compared", str(sum(report["frames"]))), ("normalizer", report["normalizer"]),
-             ("reference", report["reference"])]
+             ("reference", report["reference"]), *[("long audio", line) for line in report.get("long_audio", [])]]
     page = Page(title, report["ok"], facts, [f"{_label(r)}: {f}" for r in rows for f in r["failures"]], [summary],
                 provenance=report.get("provenance", {}),
                 banner=RANDOM_WEIGHTS if report.get("random_weights") else "")

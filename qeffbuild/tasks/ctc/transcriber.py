@@ -1,7 +1,8 @@
 """Transcription with a built CTC specialization: ``qeffbuild run`` and the ``Transcriber`` API.
 
 A CTC model reads a whole utterance at once: audio up to the longest compiled length is recognized in one pass
-(argmax per frame, CTC collapse). Longer audio is an error naming the fix, never a silent cut.
+(argmax per frame, CTC collapse); longer audio in overlapping chunks of that length, as transformers' ASR pipeline
+reads it with ``chunk_length_s`` (``driver.Chunking``).
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ class CTCTranscriber:
             raise UsageError("no audio files given")
         got = recognize(self.sessions, self.frontend, utts, self.graphs, self.batch_size)
         return [{"input": u.name, "text": self.frontend.text(ids), "ids": ids, "seconds": round(u.seconds, 3),
-                 "notes": [u.note] if u.note else []} for u, ids in zip(utts, got.ids, strict=True)]
+                 "chunks": chunks, "notes": [u.note] if u.note else []}
+                for u, ids, chunks in zip(utts, got.ids, got.chunks, strict=True)]
 
     def save(self, dest: Path) -> Path:
         """Copy the built folder to ``dest``; ``load(dest)`` opens it."""

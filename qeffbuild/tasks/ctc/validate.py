@@ -22,7 +22,7 @@ from ...pipeline.torchutil import quiet_warnings, strict_fp32
 from ...reports import publish, sig
 from ...reports.html import template_from
 from ...runtimes import open_session
-from .driver import Frontend, Recognized, recognize, reference
+from .driver import Chunking, Frontend, Recognized, chunk_counts, recognize, reference
 from .report import failure_text, render, render_html
 
 
@@ -45,25 +45,28 @@ def run(ctx: StepContext) -> None:
     evaluated = [(r, s) for r, o in p["runtimes"].items() if o != "reference" for s in specs]
     progress = StepProgress(len(utts) * (len(specs) + len(evaluated)), "utterances")
     refs: dict[str, list[list[int]]] = {}
+    chunking = {s["name"]: Chunking.of(frontend.config, s["graphs"], p.get("chunk_stride_s")) for s in specs}
     t0 = time.perf_counter()
     for s in specs:
         key = repr(sorted(s["graphs"].items()))
         if key not in refs:
-            refs[key] = reference(model, frontend, utts, s["graphs"])
+            refs[key] = reference(model, frontend, utts, s["graphs"], chunking[s["name"]])
         progress.advance(len(utts), "reference")
     ref_seconds = time.perf_counter() - t0
     first = refs[repr(sorted(specs[0]["graphs"].items()))]
     ref_texts = [frontend.text(ids) for ids in first]
     scorer = _Scorer(utts, normalize, frontend, ref_texts)
     rows = [scorer.row("pytorch", None, first, Recognized(first, [{"graph": "all", "rows": len(utts),
-                                                                   "seconds": ref_seconds}]),
+                                                                   "seconds": ref_seconds}],
+                                                       chunk_counts(utts, specs[0]["graphs"], frontend,
+                                                                    chunking[specs[0]["name"]])),
                        p["checks"].get("pytorch", {}).get(specs[0]["name"], {}))]
     for runtime, spec in evaluated:
         opens = p["runtimes"][runtime]
         prefix = "program" if opens == "program" else opens
         sessions = {g: open_session(plugins(), runtime, ctx.inputs[f"{prefix}/{spec['name']}/{g}"], spec["device"])
                     for g in spec["graphs"]}
-        got = recognize(sessions, frontend, utts, spec["graphs"], int(spec["batch_size"]))
+        got = recognize(sessions, frontend, utts, spec["graphs"], int(spec["batch_size"]), chunking[spec["name"]])
         progress.advance(len(utts), runtime)
         rows.append(scorer.row(runtime, spec, refs[repr(sorted(spec["graphs"].items()))], got,
                                p["checks"][runtime][spec["name"]]))
@@ -76,12 +79,25 @@ def run(ctx: StepContext) -> None:
         "source": p["inputs"]["source"], "inputs": [u.name for u in utts],
         "durations_s": [round(u.seconds, 3) for u in utts], "audio_s": round(sum(u.seconds for u in utts), 3),
         "transcripts": [u.transcript for u in utts], "normalizer": p["normalizer"],
-        "frames": [frontend.own_frames(u) for u in utts], "rows": rows, "ok": all(r["ok"] for r in rows),
+        "frames": [len(ids) for ids in first], "rows": rows,
+        "long_audio": _long_audio(utts, specs, chunking), "ok": all(r["ok"] for r in rows),
         "provenance": {"keys": ctx.keys},
     }
     title = ctx.node_id.partition(":")[2]
     publish(ctx.out, report, render, failure_text,
             lambda r: render_html(r, template_from(ctx.files), f"{title}: CTC validation"))
+
+
+def _long_audio(utts: list[Utterance], specs: list[dict[str, Any]], chunking: dict[str, Chunking]) -> list[str]:
+    """How each specialization read the utterances longer than its longest audio length (none: [])."""
+    out = []
+    for s in specs:
+        longest = max(s["graphs"].values())
+        long = [u.name for u in utts if len(u.audio) > longest]
+        if long:
+            out.append(f"{s['name']}: {len(long)} utterance(s) longer than {longest / 16000:g} s "
+                       f"{chunking[s['name']].describe()}")
+    return out
 
 
 class _Scorer:
@@ -103,6 +119,7 @@ class _Scorer:
         for i, u in enumerate(self.utts):
             miss = first_mismatch(ref[i], got.ids[i])
             item: dict[str, Any] = {"input": u.name, "text": texts[i], "frames": len(got.ids[i]),
+                                    "chunks": got.chunks[i] if got.chunks else 1,
                                     "first_mismatch": miss,
                                     "mismatches": sum(a != b for a, b in zip(ref[i], got.ids[i], strict=False))}
             if u.transcript:

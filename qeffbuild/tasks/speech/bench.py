@@ -19,6 +19,10 @@ converter (into a temporary folder, once per bench) and time ``Whisper.generate`
 features — greedy, no timestamps, EOS suppressed so that a random-weight model emits exactly N tokens on both
 sides — with as many threads as this machine has cores (``intra_threads``), as faster-whisper sets them.
 
+On a GPU each runtime row also carries the **roofline** columns (``decoding.roofline``): the bytes one decode
+step must move (decoder weights once, every cache and cross-attention state the step reads), the bandwidth that
+implies at the measured per-token time, and its fraction of the device's measured copy bandwidth.
+
 Every row carries the spread of its samples (``reports.timing``); the CLI warns when it exceeds 10 %.
 """
 
@@ -56,6 +60,7 @@ def bench(artifact: Any, node: StepNode, iters: int, warmup: int) -> list[dict[s
     models: dict[tuple[str, str], Any] = {}
     rows: list[dict[str, Any]] = []
     ct2_batches: set[int] = set()
+    bandwidth: dict[str, float] = {}  # per GPU device: measured once per bench
     with tempfile.TemporaryDirectory(prefix="qeffbuild-ct2-") as ct2_root:  # converted once per bench
         for spec in p["specializations"]:
             short = next((u for u in utts if not is_long(u, spec)), None)
@@ -77,11 +82,27 @@ def bench(artifact: Any, node: StepNode, iters: int, warmup: int) -> list[dict[s
                     continue  # the reference decodes without a cache: not a deployment runtime
                 encoders, decoder, decoder_io = open_graphs(runtime, opens, spec, inputs)
                 if short is not None:
-                    rows.append(_runtime_row(runtime, frontend, encoders, decoder, decoder_io, short, dc, steps, spec,
-                                             iters, warmup, base))
+                    row = _runtime_row(runtime, frontend, encoders, decoder, decoder_io, short, dc, steps, spec,
+                                       iters, warmup, base)
+                    rows.append(_with_roofline(row, model, decoder_io, spec, bandwidth))
                 if longs:
                     rows.append(_long_row(runtime, long, encoders, decoder, decoder_io, longs, spec, iters, hf_long))
     return _versus_faster_whisper(rows)
+
+
+def _with_roofline(row: dict[str, Any], model: Any, decoder_io: dict[str, Any], spec: dict[str, Any],
+                   bandwidth: dict[str, float]) -> dict[str, Any]:
+    """GPU rows: the step's bytes (weights in the spec's precision, the graph's states) against the copy
+    bandwidth of the device it ran on."""
+    from ...decoding.roofline import copy_bandwidth, roofline, state_bytes, weight_bytes
+
+    if spec["device"] != "cuda" or row["p50_ms"] <= 0:
+        return row
+    device = str(model.device)
+    if device not in bandwidth:
+        bandwidth[device] = copy_bandwidth(model.device)
+    step = weight_bytes(model.get_decoder(), model.get_output_embeddings()) + state_bytes(decoder_io)
+    return {**row, **roofline(step, row["p50_ms"] / 1000, bandwidth[device])}
 
 
 def _versus_faster_whisper(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -31,12 +31,30 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pydantic import Field
+
 from ..core.environment import cuda_unavailable, gpu_facts
 from ..core.plugins import Backend, Runtime
 from ..core.steps import StepContext
+from ..core.tables import Table
 
 ARTIFACT = "inductor-cache.bin"
 AUTOTUNED = "autotuned.json"  # Triton's chosen launch configs, which the cache artifacts leave out
+TUNING = "tuning.json"  # [specializations.X.inductor] as torch.compile options
+
+
+class InductorOptions(Table):
+    """[specializations.NAME.inductor]: Inductor's tuning for this specialization (part of the key; a session
+    compiles with the same settings, so it finds the saved kernels)."""
+
+    max_autotune: bool = Field(False, description="Benchmark Triton templates against cuBLAS for every matmul and "
+                                                  "keep the fastest (longer compile; the choice is saved).")
+    coordinate_descent_tuning: bool = Field(False, description="Tune each generated kernel's launch config by "
+                                                               "coordinate descent (as gpt-fast does for decoding).")
+
+    def compile_options(self) -> dict[str, bool]:
+        """torch.compile's ``options``: only those set, so the default build compiles exactly as before."""
+        return {k: v for k, v in self.model_dump().items() if v}
 
 
 class InductorBackend(Backend):
@@ -53,6 +71,7 @@ class InductorBackend(Backend):
     compile = "qeffbuild.backends.inductor:compile_model"
     session = "qeffbuild.backends.inductor:InductorSession"
     runtimes = (Runtime("inductor", "the program compiled by Inductor from its cache artifacts", "inductor"),)
+    options = InductorOptions
 
     def unavailable(self, device: str) -> str | None:
         return super().unavailable(device) or (cuda_unavailable() if device == "cuda" else None)
@@ -87,6 +106,8 @@ def compile_model(ctx: StepContext) -> None:
         shutil.copy2(src / name, ctx.out / name)
     # A private cache folder: every kernel is compiled (and recorded) in this step, none borrowed from
     # an earlier build in the machine's shared cache, so the saved artifacts are complete.
+    tuning = InductorOptions(**p.get("options", {})).compile_options()
+    (ctx.out / TUNING).write_text(json.dumps(tuning) + "\n")  # the session compiles with the same options
     with tempfile.TemporaryDirectory(prefix="qeffbuild-inductor-") as cache, _private_caches(Path(cache)):
         session = InductorSession(ctx.out, device, artifacts=False)
         feeds = example_inputs(shapes, io["inputs"], torch_device(device))
@@ -101,7 +122,7 @@ def compile_model(ctx: StepContext) -> None:
     blob, info = saved
     (ctx.out / ARTIFACT).write_bytes(blob)
     (ctx.out / AUTOTUNED).write_text(json.dumps(tuned, indent=1) + "\n")
-    meta = {"mode": MODE, "device": device, "shapes": shapes, "torch": torch.__version__,
+    meta = {"mode": MODE, "options": tuning, "device": device, "shapes": shapes, "torch": torch.__version__,
             "cuda": torch.version.cuda, "compile_s": round(compile_s, 2), "artifact_bytes": len(blob),
             "capability": list(torch.cuda.get_device_capability()) if device == "cuda" else None}
     (ctx.out / "inductor.json").write_text(json.dumps(meta, indent=1) + "\n")
@@ -177,7 +198,11 @@ class InductorSession:
             torch.compiler.load_cache_artifacts(blob.read_bytes())
             _restore_best_configs(folder)
         program = load_program(folder / "program.pt2")
-        fn = torch.compile(program.module(), mode=MODE, fullgraph=True, dynamic=False)
+        tuning = json.loads((folder / TUNING).read_text()) if (folder / TUNING).is_file() else {}
+        if tuning:  # torch.compile takes mode or options, not both; MODE is the default mode
+            fn = torch.compile(program.module(), options=tuning, fullgraph=True, dynamic=False)
+        else:
+            fn = torch.compile(program.module(), mode=MODE, fullgraph=True, dynamic=False)
         self.capturable = device == "cuda"
         self._calling = TorchCalling(fn, read_io(folder), device)
         self.io = self._calling.io

@@ -31,7 +31,10 @@ def _program(folder: Path) -> dict[str, np.ndarray]:
 
 
 @slow
-def test_a_fresh_process_runs_the_compiled_program_from_its_artifacts(tmp_path: Path) -> None:
+@pytest.mark.parametrize("options", [{}, {"coordinate_descent_tuning": True}], ids=["default", "tuned"])
+def test_a_fresh_process_runs_the_compiled_program_from_its_artifacts(tmp_path: Path, options: dict[str, bool]) -> None:
+    """With [specializations.X.inductor] options too: the session compiles with the build's options, or it would
+    miss the saved graph and compile again."""
     data = _program(tmp_path / "program")
     out = tmp_path / "compiled"
     out.mkdir()
@@ -39,13 +42,16 @@ def test_a_fresh_process_runs_the_compiled_program_from_its_artifacts(tmp_path: 
     # process's thread count, which earlier tests in this one may have changed
     build = ("import sys; from pathlib import Path; from qeffbuild.backends.inductor import compile_model\n"
              "from qeffbuild.core.steps import StepContext\n"
-             "compile_model(StepContext('compile:inductor:t', {'device': 'cpu'}, {'program': Path(sys.argv[1])}, {},"
-             " Path(sys.argv[2])))")
-    done = subprocess.run([sys.executable, "-c", build, str(tmp_path / "program"), str(out)], capture_output=True,
+             "compile_model(StepContext('compile:inductor:t', {'device': 'cpu', 'options': json.loads(sys.argv[3])},"
+             " {'program': Path(sys.argv[1])}, {}, Path(sys.argv[2])))")
+    build = "import json\n" + build
+    done = subprocess.run([sys.executable, "-c", build, str(tmp_path / "program"), str(out), json.dumps(options)],
+                          capture_output=True,
                           text=True, env=_fresh_inductor_cache(tmp_path / "build"))
     assert done.returncode == 0, done.stderr[-2000:]
     assert (out / ARTIFACT).stat().st_size > 0 and json.loads((out / AUTOTUNED).read_text()) == {}
-    assert json.loads((out / "inductor.json").read_text())["shapes"] == {"x": [2, 8]}
+    meta = json.loads((out / "inductor.json").read_text())
+    assert meta["shapes"] == {"x": [2, 8]} and meta["options"] == options
     np.save(tmp_path / "x.npy", data["x"])
     child = ("import sys, numpy as np; from pathlib import Path; from torch._dynamo.utils import counters\n"
              "from qeffbuild.backends.inductor import InductorSession\n"

@@ -1,0 +1,171 @@
+"""Where a GPU decode step's time goes (issue #21): kernels per step, time per kernel, and what the step's
+kinds of work reach at its shapes.
+
+    python benchmarks/profile_decode.py out/SPEC [--backend inductor] [--steps 20] [--top 25]
+
+``out/SPEC`` is a built speech specialization (``qeffbuild build SPEC``). The script opens its decoder the
+way the decode loop does (``decoding.device.StepLoop``: static state buffers, state update in place), then
+
+1. times one step (decoder + state update) replayed from a CUDA graph — the loop's per-token path;
+2. profiles eager steps with ``torch.profiler``: kernels per step, each kernel's share, and the kernel-busy
+   time per step (what is left when launches cost nothing);
+3. measures, at the model's own sizes, the bandwidth of the step's kinds of work alone: a GEMV of the FFN's
+   size, the LM head, and SDPA at query length 1 over the cross-attention states.
+
+State values are zeros: a step's time does not depend on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+
+def _timed(fn: Any, reps: int) -> float:
+    import torch
+
+    fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / reps
+
+
+def _kind(name: str) -> str:
+    low = name.lower()
+    for kind, marks in (("attention", ("fmha", "flash", "attention", "attn")),
+                        ("gemm/gemv", ("gemm", "gemv", "cutlass", "sm90_xmma", "ampere_", "cublas", "splitk")),
+                        ("triton (fused pointwise/reduction)", ("triton",)),
+                        ("copy", ("copy", "memcpy", "memset")),):
+        if any(m in low for m in marks):
+            return kind
+    return "other"
+
+
+def profile(folder: Path, backend: str, steps: int, top: int) -> None:
+    import torch
+
+    from qeffbuild.core.plugins import plugins
+    from qeffbuild.decoding.device import StepLoop
+    from qeffbuild.decoding.roofline import copy_bandwidth, state_bytes
+    from qeffbuild.runtimes import open_session
+
+    dec_dir = folder / backend / "decoder"
+    io = json.loads((dec_dir / "io.json").read_text())
+    decoder = open_session(plugins(), backend, dec_dir, "cuda")
+    loop = StepLoop(decoder, io)
+
+    def step() -> None:
+        loop._advance_state(loop._run())
+        loop.position.zero_()  # stay inside the cache whatever the number of steps
+
+    for _ in range(3):
+        step()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    replay = _timed(graph.replay, 50)
+    eager = _timed(step, 20)
+
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    per_kernel: dict[str, list[float]] = defaultdict(list)
+    for ev in prof.events():
+        if ev.device_type == torch.autograd.DeviceType.CUDA:
+            per_kernel[ev.name].append(ev.device_time_total if hasattr(ev, "device_time_total") else ev.cuda_time)
+    kernels = sum(len(v) for v in per_kernel.values()) / steps
+    busy_us = sum(sum(v) for v in per_kernel.values()) / steps
+    bw = copy_bandwidth(torch.device("cuda"))
+    model_dir = folder / "model"
+    weights = _weights(model_dir, io)
+    total = weights + state_bytes(io)
+    print(f"decoder {dec_dir} ({io.get('dtype')}), batch {io['shapes']['input_ids'][0]}")
+    print(f"bytes per step: {total / 1e6:.0f} MB (weights {weights / 1e6:.0f} MB, states {state_bytes(io) / 1e6:.0f} "
+          f"MB); copy bandwidth {bw / 1e9:.0f} GB/s: bound {total / bw * 1e3:.3f} ms")
+    print(f"step, CUDA-graph replay: {replay * 1e3:.3f} ms ({total / replay / bw:.0%} of copy bandwidth); "
+          f"eager: {eager * 1e3:.3f} ms")
+    print(f"kernels per step: {kernels:.0f}; kernel-busy time per step: {busy_us / 1e3:.3f} ms")
+    by_kind: dict[str, float] = defaultdict(float)
+    for name, times in per_kernel.items():
+        by_kind[_kind(name)] += sum(times) / steps
+    for kind, us in sorted(by_kind.items(), key=lambda kv: -kv[1]):
+        print(f"  {kind:<38} {us / 1e3:7.3f} ms  {us / busy_us:5.1%}")
+    print(f"top {top} kernels (per step: calls, µs total, µs each):")
+    ranked = sorted(per_kernel.items(), key=lambda kv: -sum(kv[1]))[:top]
+    for name, times in ranked:
+        print(f"  {len(times) / steps:5.1f}  {sum(times) / steps:8.1f}  {sum(times) / len(times):7.2f}  {name[:110]}")
+    _micro(io, bw)
+
+
+def _weights(model_dir: Path, io: dict[str, Any]) -> int:
+    import torch
+    import transformers
+
+    from qeffbuild.decoding.roofline import weight_bytes
+
+    cfg = transformers.AutoConfig.from_pretrained(model_dir)
+    dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(str(io.get("dtype")), torch.float32)
+    with torch.device("meta"):
+        model = transformers.AutoModelForSpeechSeq2Seq.from_config(cfg).to(dtype)
+    return sum(p.numel() * p.element_size() for p in model.get_decoder().parameters()) + (
+        0 if cfg.tie_word_embeddings else weight_bytes(model.get_output_embeddings()))
+
+
+def _micro(io: dict[str, Any], bw: float) -> None:
+    """Each kind of work alone at the step's sizes: the bandwidth it reaches."""
+    import torch
+    import torch.nn.functional as F
+
+    layers = io["layers"]
+    d, heads, hd = layers["hidden_size"], layers["cross_heads"], layers["cross_head_dim"]
+    b = io["shapes"]["input_ids"][0]
+    frames = next(v[2] for k, v in io["shapes"].items() if k.startswith("cross_"))
+    dt = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(str(io.get("dtype")), torch.float32)
+    dev = torch.device("cuda")
+    x = torch.randn(b, d, dtype=dt, device=dev)
+    print("alone, at this model's sizes (bandwidth = bytes read / time):")
+    for label, w in (("GEMV d→4d (FFN up)", torch.randn(4 * d, d, dtype=dt, device=dev)),
+                     ("GEMV d→vocab (LM head)", torch.randn(51866, d, dtype=dt, device=dev))):
+        t = _timed(lambda w=w: F.linear(x, w), 200)
+        print(f"  {label:<34} {t * 1e6:8.1f} µs  {w.numel() * w.element_size() / t / 1e9:7.0f} GB/s "
+              f"({w.numel() * w.element_size() / t / bw:.0%})")
+    q = torch.randn(b, heads, 1, hd, dtype=dt, device=dev)
+    k = torch.randn(b, heads, frames, hd, dtype=dt, device=dev)
+    v = torch.randn_like(k)
+    for backend in ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH"):
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        try:
+            with sdpa_kernel(getattr(SDPBackend, backend)):
+                t = _timed(lambda: F.scaled_dot_product_attention(q, k, v), 200)
+        except RuntimeError as e:
+            print(f"  SDPA q=1 over {frames} frames, {backend:<20} unavailable: {str(e).splitlines()[0][:80]}")
+            continue
+        moved = 2 * k.numel() * k.element_size()
+        print(f"  SDPA q=1 over {frames} frames, {backend:<20} {t * 1e6:8.1f} µs  {moved / t / 1e9:7.0f} GB/s "
+              f"({moved / t / bw:.0%})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("--backend", default="inductor")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--top", type=int, default=25)
+    a = ap.parse_args()
+    profile(a.folder, a.backend, a.steps, a.top)
+
+
+if __name__ == "__main__":
+    main()

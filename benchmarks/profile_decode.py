@@ -26,6 +26,7 @@ from typing import Any
 
 
 def _timed(fn: Any, reps: int) -> float:
+    """Seconds per call of ``fn`` launched from Python: host launch costs included."""
     import torch
 
     fn()
@@ -35,6 +36,23 @@ def _timed(fn: Any, reps: int) -> float:
         fn()
     torch.cuda.synchronize()
     return (time.perf_counter() - t0) / reps
+
+
+def _in_graph(fn: Any, reps: int = 50) -> float:
+    """Seconds per call of ``fn`` inside one CUDA graph of ``reps`` calls: the device time, as a captured decode
+    step pays it (launching from Python alone costs tens of µs, more than these kernels)."""
+    import torch
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(reps):
+            fn()
+    return _timed(graph.replay, 10) / reps
 
 
 def _kind(name: str) -> str:
@@ -134,10 +152,10 @@ def _micro(io: dict[str, Any], bw: float) -> None:
     dt = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(str(io.get("dtype")), torch.float32)
     dev = torch.device("cuda")
     x = torch.randn(b, d, dtype=dt, device=dev)
-    print("alone, at this model's sizes (bandwidth = bytes read / time):")
+    print("alone, at this model's sizes, inside a CUDA graph (bandwidth = bytes read / time):")
     for label, w in (("GEMV d→4d (FFN up)", torch.randn(4 * d, d, dtype=dt, device=dev)),
                      ("GEMV d→vocab (LM head)", torch.randn(51866, d, dtype=dt, device=dev))):
-        t = _timed(lambda w=w: F.linear(x, w), 200)
+        t = _in_graph(lambda w=w: F.linear(x, w))
         print(f"  {label:<34} {t * 1e6:8.1f} µs  {w.numel() * w.element_size() / t / 1e9:7.0f} GB/s "
               f"({w.numel() * w.element_size() / t / bw:.0%})")
     q = torch.randn(b, heads, 1, hd, dtype=dt, device=dev)
@@ -148,8 +166,8 @@ def _micro(io: dict[str, Any], bw: float) -> None:
 
         try:
             with sdpa_kernel(getattr(SDPBackend, backend)):
-                t = _timed(lambda: F.scaled_dot_product_attention(q, k, v), 200)
-        except RuntimeError as e:
+                t = _in_graph(lambda: F.scaled_dot_product_attention(q, k, v))
+        except (RuntimeError, torch.OutOfMemoryError) as e:
             print(f"  SDPA q=1 over {frames} frames, {backend:<20} unavailable: {str(e).splitlines()[0][:80]}")
             continue
         moved = 2 * k.numel() * k.element_size()

@@ -197,7 +197,7 @@ class Project:
                         results[sid]["dispatch_s"] = r.dispatch_s
             self.history.record({s.id: (s.key, s.node.target) for s in plan.steps
                                  if results.get(s.id, {}).get("status") in OK_STATUSES})
-            self.store.record_root(str(self.out_dir), {s.key for s in plan.steps})
+            self.store.maintenance.record_root(str(self.out_dir), {s.key for s in plan.steps})
             outputs, status = self._materialize(plan, results, stale)
             self._count(results, remote)
             self.store.stat.flush()

@@ -21,7 +21,7 @@ def cache() -> None:
 def cache_stats(lazy: LazyProject) -> None:
     """Entries, blobs and bytes in the cache; hits (local and remote) and bytes up and down, all builds."""
     project = lazy.get()
-    echo_json({**project.store.stats(), "totals": project.state.counters()})
+    echo_json({**project.store.maintenance.stats(), "totals": project.state.counters()})
 
 
 @cache.command("verify")
@@ -41,7 +41,7 @@ def cache_verify(lazy: LazyProject, targets: tuple[str, ...], rebuild: bool, sam
     those steps. With --rebuild, also re-run cached steps of TARGETS (default: the build's). Exit 1 if anything was
     wrong or not reproducible."""
     project = lazy.get()
-    report = project.store.verify()
+    report = project.store.maintenance.verify()
     bad = bool(report["corrupt_blobs"] or report["entries_dropped"] or report["quarantined_entries"])
     if rebuild:
         report["rebuild"] = project.verify_rebuild(targets, sample, seed)
@@ -83,4 +83,4 @@ def cache_gc(lazy: LazyProject, drop_all: bool, dry_run: bool, drop_other_projec
     keep: set[str] = set()
     if not drop_all:
         keep = {s.key for s in project.plan(list(project.workspace.targets), with_reasons=False).steps}
-    echo_json(project.store.gc(keep, dry_run=dry_run, other_projects=not (drop_all or drop_other_projects)))
+    echo_json(project.store.maintenance.gc(keep, dry_run=dry_run, other_projects=not (drop_all or drop_other_projects)))

@@ -81,14 +81,14 @@ class Zygote:
         """Start the zygote now (from the executor's main thread: it dies with the thread that started
         it), so it imports while the first steps are being laid out."""
         with self._lock:
-            self._ensure()
+            self.ensure_layout()
 
     def spawn(self, request: str, cwd: str, env: dict[str, str], log_fd: int,
               stdout: Any = None) -> ZygoteProcess | None:
         """Fork a worker for ``request`` with ``log_fd`` as its stdout and stderr; None if the zygote
         cannot (the caller spawns the plain way)."""
         with self._lock:
-            sock = self._ensure()
+            sock = self.ensure_layout()
             if sock is None:
                 return None
             mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -109,7 +109,7 @@ class Zygote:
             return None
         return ZygoteProcess(mine, int(json.loads(data)["pid"]), stdout)
 
-    def _ensure(self) -> socket.socket | None:
+    def ensure_layout(self) -> socket.socket | None:
         if self.broken:
             return None
         if self._sock is None:

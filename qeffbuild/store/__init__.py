@@ -8,34 +8,34 @@ checked, and never lets two builders run one key at once.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..core.statcache import StatCache, StateDB
 from .local import ActionEntry, CorruptEntry, LocalStore, atomic_write, clone_file, link_or_copy
+from .maintenance import Maintenance
 
-__all__ = ["ActionEntry", "CorruptEntry", "LocalStore", "Store", "atomic_write", "clone_file", "link_or_copy",
-           "open_store"]
+__all__ = ["ActionCache", "ActionEntry", "CorruptEntry", "LocalStore", "Maintenance", "Store", "Workspace",
+           "atomic_write", "clone_file", "link_or_copy", "open_store"]
 
 
-class Store(Protocol):
-    """What the planner, the executors and materialization need of a cache."""
+class ActionCache(Protocol):
+    """Step-level promises, used on every step of a build: look a key up, serve what it names only after
+    checking it, commit a result (blobs before the entry), forget one."""
 
     root: Path
     state: StateDB
     stat: StatCache
     notes: list[str]
     corrupt: set[str]
+    checked: set[str]
 
     def has(self, key: str) -> bool: ...
 
     def lookup(self, key: str) -> ActionEntry | None: ...
 
     def complete(self, entry: ActionEntry) -> bool: ...
-
-    checked: set[str]
 
     def verified(self, entry: ActionEntry, full: bool = False) -> bool: ...
 
@@ -50,6 +50,11 @@ class Store(Protocol):
 
     def drop(self, key: str) -> None: ...
 
+
+class Workspace(Protocol):
+    """Where builders work beside each other: scratch folders, one builder per key, the store lock that
+    builds share and maintenance takes alone."""
+
     def scratch(self, key: str) -> Path: ...
 
     def lock(self, key: str) -> Any: ...
@@ -62,17 +67,13 @@ class Store(Protocol):
 
     def ensure_writable(self, what: str) -> None: ...
 
-    def record_root(self, owner: str, keys: set[str]) -> None: ...
 
-    def root_keys(self) -> dict[str, set[str]]: ...
+class Store(ActionCache, Workspace, Protocol):
+    """A cache: the step-level promises, the builders' workspace, and whole-cache maintenance
+    (``store.maintenance``: gc, verify, stats, the projects' roots)."""
 
-    def entries(self) -> Iterator[ActionEntry]: ...
-
-    def verify(self) -> dict[str, Any]: ...
-
-    def stats(self) -> dict[str, Any]: ...
-
-    def gc(self, keep: set[str], dry_run: bool = False, other_projects: bool = True) -> dict[str, Any]: ...
+    @property
+    def maintenance(self) -> Maintenance: ...
 
 
 def open_store(root: Path) -> Store:

@@ -35,11 +35,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.hashing import digest_file, digest_json
 from ..core.statcache import StatCache, StateDB
 from ..errors import StoreError
+
+if TYPE_CHECKING:
+    from .maintenance import Maintenance
 
 HEX64 = re.compile(r"[0-9a-f]{64}")
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -204,7 +207,7 @@ class LocalStore:
     def entry_path(self, key: str) -> Path:
         return self.ac / key[:2] / f"{key}.json"
 
-    def _ensure(self) -> None:
+    def ensure_layout(self) -> None:
         try:
             self.tmp.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -230,7 +233,7 @@ class LocalStore:
         try:
             return parse_entry(json.loads(raw), key)
         except (ValueError, RecursionError) as e:  # JSON errors and CorruptEntry
-            self._quarantine_file(path, "entries")
+            self.quarantine_file(path, "entries")
             self.notes.append(f"cache entry {path.name} was corrupt ({str(e)[:200]}); moved it to quarantine, "
                               "its step runs again")
             return None
@@ -270,7 +273,7 @@ class LocalStore:
             self.checked.add(digest)
         if not ok:
             self.corrupt.add(digest)
-            self._quarantine_file(path, "blobs")
+            self.quarantine_file(path, "blobs")
             self.notes.append(f"blob {digest[:12]} no longer matched its digest; moved it to quarantine")
         return ok
 
@@ -288,7 +291,7 @@ class LocalStore:
         store follow a path outside the step), and a file with other hard links is copied, not moved, so
         the outside file is left untouched.
         """
-        self._ensure()
+        self.ensure_layout()
         outputs: dict[str, str] = {}
         try:
             for path in sorted(regular_files(scratch)):
@@ -328,7 +331,7 @@ class LocalStore:
         while downloading); else quarantine it (under ``quarantine/<source>``) and return False."""
         actual = actual or digest_file(path)
         if actual != digest:
-            self._quarantine_file(path, source)
+            self.quarantine_file(path, source)
             self.corrupt.add(digest)
             return False
         dst = self.blob_path(digest)
@@ -343,7 +346,7 @@ class LocalStore:
 
     def import_entry(self, entry: ActionEntry) -> None:
         """Write an entry whose blobs are all here (checked by the caller), as :meth:`commit` does last."""
-        self._ensure()
+        self.ensure_layout()
         data = json.dumps(entry.to_json(), indent=1, sort_keys=True).encode()
         try:
             atomic_write(self.entry_path(entry.key), data, self.tmp)
@@ -366,7 +369,7 @@ class LocalStore:
         final = self.trees / entry.key
         if final.exists() and self._tree_intact(final, entry):
             return final
-        self._ensure()
+        self.ensure_layout()
         staging = self.tmp / f"tree-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
             for rel, digest in entry.outputs.items():
@@ -401,7 +404,7 @@ class LocalStore:
 
     # --- scratch, locks ---------------------------------------------------------------------
     def scratch(self, key: str) -> Path:
-        self._ensure()
+        self.ensure_layout()
         path = self.tmp / f"run-{os.getpid()}-{key[:16]}-{uuid.uuid4().hex[:8]}"
         path.mkdir()
         return path
@@ -436,146 +439,12 @@ class LocalStore:
             removed += 1
         return removed
 
-    # --- roots: what each project sharing this cache needs ------------------------------------------
-    def record_root(self, owner: str, keys: set[str]) -> None:
-        """Remember that the project writing to ``owner`` (its out folder) needs ``keys`` (for gc)."""
-        from ..core.hashing import digest_json
+    @property
+    def maintenance(self) -> Maintenance:
+        """What `qeffbuild cache` does to the whole cache: gc, verify, stats, and the projects' roots."""
+        from .maintenance import Maintenance
 
-        path = self.roots / f"{digest_json(owner)[:32]}.json"
-        try:
-            old = json.loads(path.read_bytes())
-            if isinstance(old, dict) and set(old.get("keys", [])) == keys and old.get("owner") == owner:
-                return
-        except (OSError, ValueError):
-            pass
-        try:
-            self._ensure()
-            data = json.dumps({"owner": owner, "keys": sorted(keys), "time": time.time()}).encode()
-            atomic_write(path, data, self.tmp)
-        except (OSError, StoreError) as e:
-            self.notes.append(f"could not record this project's keys in {self.roots} ({e}); `cache gc` from "
-                              "another project sharing the cache may collect them")
-
-    def root_keys(self) -> dict[str, set[str]]:
-        """owner → keys, for every project that recorded its keys and whose out folder still exists."""
-        out: dict[str, set[str]] = {}
-        if not self.roots.is_dir():
-            return out
-        for path in self.roots.glob("*.json"):
-            try:
-                data = json.loads(path.read_bytes())
-                owner, keys = data["owner"], data["keys"]
-                if not isinstance(owner, str) or not all(isinstance(k, str) and HEX64.fullmatch(k) for k in keys):
-                    raise ValueError("wrong shape")
-            except (OSError, ValueError, KeyError, TypeError):
-                self._quarantine_file(path, "roots")
-                self.notes.append(f"{path.name} in {self.roots} was corrupt; moved it to quarantine")
-                continue
-            if Path(owner).exists():
-                out[owner] = set(keys)
-        return out
-
-    # --- maintenance -----------------------------------------------------------------------
-    def entry_keys(self) -> list[str]:
-        if not self.ac.is_dir():
-            return []
-        return sorted(p.stem for p in self.ac.glob("*/*.json") if HEX64.fullmatch(p.stem))
-
-    def entries(self) -> Iterator[ActionEntry]:
-        for key in self.entry_keys():
-            e = self.lookup(key)
-            if e is not None:
-                yield e
-
-    def verify(self) -> dict[str, Any]:
-        """Re-hash every blob; quarantine mismatches, malformed entries and what consumed bad blobs.
-
-        An entry is dropped when a blob it names or a blob it consumed is gone or corrupt, and so
-        is every entry downstream of it (built from what may have been wrong bytes).
-        """
-        with self.exclusive():
-            bad: set[str] = set()
-            checked = 0
-            for blob in sorted(self.cas.glob("*/*")) if self.cas.is_dir() else []:
-                checked += 1
-                if not HEX64.fullmatch(blob.name) or digest_file(blob) != blob.name:
-                    self._quarantine_file(blob, "blobs")
-                    bad.add(blob.name)
-                else:
-                    self.stat.record(blob, blob.name)
-            strays = [p for p in self.ac.glob("*/*") if not HEX64.fullmatch(p.stem)] if self.ac.is_dir() else []
-            for p in strays:
-                self._quarantine_file(p, "entries")
-            entries = list(self.entries())  # malformed ones are quarantined on the way
-            dropped = self._drop_tainted(entries, bad)
-            shutil.rmtree(self.trees, ignore_errors=True)  # rebuilt from verified blobs on demand
-            self.stat.flush()
-            return {"blobs_checked": checked, "corrupt_blobs": sorted(bad), "entries_dropped": sorted(dropped),
-                    "quarantined_entries": len(strays) + sum("cache entry" in n for n in self.notes),
-                    "notes": list(self.notes)}
-
-    def _drop_tainted(self, entries: list[ActionEntry], bad: set[str]) -> list[str]:
-        dropped: list[str] = []
-        remaining = list(entries)
-        changed = True
-        while changed:
-            changed = False
-            for e in list(remaining):
-                missing = any(not self.blob_path(d).exists() for d in e.outputs.values())
-                if missing or bad.intersection(e.outputs.values()) or bad.intersection(e.consumed):
-                    self.drop(e.key)
-                    dropped.append(e.step)
-                    remaining.remove(e)
-                    bad.update(e.outputs.values())  # what it made may be wrong: its consumers go too
-                    changed = True
-        return dropped
-
-    def stats(self) -> dict[str, Any]:
-        blobs = list(self.cas.glob("*/*")) if self.cas.is_dir() else []
-        return {
-            "root": str(self.root),
-            "entries": len(self.entry_keys()),
-            "blobs": len(blobs),
-            "bytes": sum(b.stat().st_size for b in blobs),
-            "quarantined": len(list(self.quarantine.rglob("*"))) if self.quarantine.is_dir() else 0,
-            "projects": sorted(self.root_keys()),
-        }
-
-    def gc(self, keep: set[str], dry_run: bool = False, other_projects: bool = True) -> dict[str, Any]:
-        """Drop entries whose key is not in ``keep`` (nor, with ``other_projects``, in another project's
-        recorded roots), then blobs no entry names, then every per-key lock file (no build runs beside gc).
-        Holds the store lock alone: never beside a build. A cache that cannot be written is refused before
-        anything is dropped."""
-        if not dry_run:
-            self.ensure_writable("collect garbage in")
-        with self.exclusive():
-            kept_for_others = set().union(*self.root_keys().values()) if other_projects else set()
-            live_keys = keep | kept_for_others
-            dropped = 0
-            live: set[str] = set()
-            for e in list(self.entries()):
-                if e.key in live_keys:
-                    live.update(e.outputs.values())
-                else:
-                    dropped += 1
-                    if not dry_run:
-                        self.drop(e.key)
-            freed = removed = 0
-            for blob in list(self.cas.glob("*/*")) if self.cas.is_dir() else []:
-                if blob.name not in live:
-                    freed += blob.stat().st_size
-                    removed += 1
-                    if not dry_run:
-                        blob.unlink()
-            if not dry_run:
-                for tree in list(self.trees.iterdir()) if self.trees.is_dir() else []:
-                    if tree.name not in live_keys:
-                        shutil.rmtree(tree, ignore_errors=True)
-                self.clean_stale_tmp()
-                for lock in list(self.locks.glob("*/*.lock")) if self.locks.is_dir() else []:
-                    lock.unlink(missing_ok=True)  # per-key locks: builds hold the store lock, so none is in use
-            return {"entries_dropped": dropped, "blobs_removed": removed, "bytes_freed": freed, "dry_run": dry_run,
-                    "kept_for_other_projects": len(kept_for_others - keep)}
+        return Maintenance(self)
 
     def ensure_writable(self, what: str) -> None:
         """Refuse, with the fix, before changing anything in a cache this process cannot write."""
@@ -592,7 +461,7 @@ class LocalStore:
                              f"{e.filename or self.root}); nothing was changed. Make it writable (or remount it "
                              "read-write), or set QEFFBUILD_CACHE_DIR / --cache-dir to the cache you mean") from None
 
-    def _quarantine_file(self, path: Path, kind: str) -> None:
+    def quarantine_file(self, path: Path, kind: str) -> None:
         try:
             dest = self.quarantine / kind
             dest.mkdir(parents=True, exist_ok=True)

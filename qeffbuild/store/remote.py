@@ -153,7 +153,7 @@ class RemoteCache:
         return entry
 
     def _download(self, digest: str, step: str) -> bool:
-        self.local._ensure()
+        self.local.ensure_layout()
         tmp = self.local.tmp / f"remote-{os.getpid()}-{uuid.uuid4().hex}"
         try:
             actual = self._stream(self._blob(digest), tmp)

@@ -50,14 +50,14 @@ def test_commit_then_lookup_and_tree(store: Store) -> None:
 def test_identical_outputs_share_one_blob(store: Store) -> None:
     commit(store, KEY1, {"x": b"same"})
     commit(store, KEY2, {"y": b"same"})
-    stats = store.stats()
+    stats = store.maintenance.stats()
     assert stats["blobs"] == 1 and stats["entries"] == 2
 
 
 def test_gc_keeps_only_live_keys(store: Store) -> None:
     commit(store, KEY1, {"a": b"1"})
     commit(store, KEY2, {"b": b"2"})
-    result = store.gc({KEY1})
+    result = store.maintenance.gc({KEY1})
     assert result["entries_dropped"] == 1 and result["blobs_removed"] == 1
     assert store.lookup(KEY1) is not None and store.lookup(KEY2) is None
 
@@ -68,7 +68,7 @@ def test_verify_quarantines_a_corrupt_blob_and_drops_its_entries(store: Store) -
     blob = store.blob_path(digest_bytes(b"bad"))
     os.chmod(blob, 0o644)
     blob.write_bytes(b"rotten")
-    report = store.verify()
+    report = store.maintenance.verify()
     assert report["corrupt_blobs"] == [digest_bytes(b"bad")]
     assert report["entries_dropped"] == [f"step:{KEY2}"]
     assert store.lookup(KEY2) is None and store.lookup(KEY1) is not None

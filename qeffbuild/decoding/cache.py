@@ -42,7 +42,14 @@ class RetainedLayer(CacheLayerMixin):
         slots = torch.arange(self.ctx_len, device=key_states.device)
         keys, values = cast(torch.Tensor, self.keys), cast(torch.Tensor, self.values)
         new = key_states.shape[-2]
-        if new == 1:  # a decode step: this step's slot; the rest keep the past
+        if not isinstance(new, int):  # one graph for every length (a QPC's prefill and decode): a symbolic
+            # count of tokens written from ``position`` on, each slot taking the token that lands in it
+            offset = slots - self.position
+            write = ((offset >= 0) & (offset < new)).view(1, 1, -1, 1)
+            pick = offset.clamp(0, new - 1)
+            self.keys = torch.where(write, key_states.to(keys.dtype).index_select(-2, pick), keys)
+            self.values = torch.where(write, value_states.to(values.dtype).index_select(-2, pick), values)
+        elif new == 1:  # a decode step: this step's slot; the rest keep the past
             write = (slots == self.position).view(1, 1, -1, 1)
             self.keys = torch.where(write, key_states.to(keys.dtype), keys)
             self.values = torch.where(write, value_states.to(values.dtype), values)

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from ...core.plugins import Plugins
     from ...core.workspace import TargetRef
 
+ANY = "any"  # the graph of every length: prefill and decode in one program (a QPC's specializations)
 TRANSFORM_VERSION = 1
 VALIDATE_VERSION = 2  # 2: speed columns time decoding only (graphs opened and warmed first)
 MIN_DECODE_STEPS = 32  # a cache that goes wrong after a few steps must not pass
@@ -144,8 +145,8 @@ class CausalLMTask(Task):
     def transform_node(self, x: Expansion, model: TargetRef, spec_ref: TargetRef, graph: str, dims: dict[str, Any],
                        device: str) -> str:
         s: CausalLMSpecialization = spec_ref.spec
-        seq = 1 if graph == "decode" else int(graph.removeprefix("prefill-"))
-        params = {"graph": "decode" if graph == "decode" else "prefill", "seq_len": seq, "dtype": s.dtype,
+        seq = {"decode": 1, ANY: max(dims["prefill"])}.get(graph) or int(graph.removeprefix("prefill-"))
+        params = {"graph": graph if graph in ("decode", ANY) else "prefill", "seq_len": seq, "dtype": s.dtype,
                   "batch_size": dims["batch_size"], "ctx_len": dims["ctx_len"], "device": device}
         suffix = "" if device == s.device else f":{device}"
         return x.graph.add(StepNode(
@@ -165,17 +166,28 @@ class CausalLMTask(Task):
                     "batch_size": dims["batch_size"], "ctx_len": dims["ctx_len"],
                     "graph_facts": self.graph_facts(graph, seq, dims)}
 
+        if x.ws.plugins.backends.get(backend).all_shapes_in_one:  # one QPC: prefill and decode in one graph
+            nid = graph_compile_nodes(x, model, spec_ref, backend, [ANY],
+                                      lambda g, device: self.transform_node(x, model, spec_ref, g, dims, device),
+                                      lambda g: {**params("decode"), "graph": "", "seq_len": max(dims["prefill"]),
+                                                 "graph_facts": self.graph_facts(ANY, 0, dims)})[ANY]
+            return dict.fromkeys(self.graphs(dims), nid)
         return graph_compile_nodes(x, model, spec_ref, backend, self.graphs(dims),
                                    lambda g, device: self.transform_node(x, model, spec_ref, g, dims, device), params)
 
     @staticmethod
     def graph_facts(graph: str, seq: int, dims: dict[str, Any]) -> dict[str, Any]:
         """QEfficient's names: the ``Prefill`` and ``Decode`` specializations over ``batch_size``, ``seq_len`` and
-        ``ctx_len``; the cache is retained state (``past_*`` → ``past_*_RetainedState``)."""
+        ``ctx_len``; the cache is retained state (``past_*`` → ``past_*_RetainedState``). ``ANY``: one graph
+        for all of them (a QPC), a ``Prefill`` per prompt length (``Prefill_<n>`` when several) and ``Decode``."""
         cache = ["batch_size", None, "ctx_len", None]
-        name = "Decode" if graph == "decode" else "Prefill"
-        return {"graphs": [{"name": name, "symbols": {"batch_size": dims["batch_size"], "seq_len": seq,
-                                                      "ctx_len": dims["ctx_len"]}}],
+        lengths = dims["prefill"]
+        if graph == ANY:
+            shapes = [("Prefill" if len(lengths) == 1 else f"Prefill_{n}", n) for n in lengths] + [("Decode", 1)]
+        else:
+            shapes = [("Decode" if graph == "decode" else "Prefill", seq)]
+        return {"graphs": [{"name": name, "symbols": {"batch_size": dims["batch_size"], "seq_len": n,
+                                                      "ctx_len": dims["ctx_len"]}} for name, n in shapes],
                 "retained": {"present_*": "past_*"},
                 "axes": {"input_ids": ["batch_size", "seq_len"], "past_*": cache, "present_*": cache,
                          "logits": ["batch_size", "seq_len", None]}}

@@ -85,8 +85,13 @@ def run(ctx: StepContext) -> None:
     example = {"input_ids": torch.zeros(b, seq, dtype=torch.long, device=device),
                "position": torch.tensor(0, dtype=torch.long, device=device),
                **{k: torch.zeros(*past, dtype=dtype, device=device) for k in past_names(n)}}
+    dynamic = None
+    if p["graph"] == "any":  # one program for every prompt length and the decode step (``seq_len``: the most)
+        tokens = torch.export.Dim("seq_len", min=1, max=seq)
+        dynamic = ({1: tokens}, None, tuple(None for _ in past_names(n)))
     with torch.no_grad():
-        program = torch.export.export(step_module(model, n), tuple(example.values()), strict=False)
+        program = torch.export.export(step_module(model, n), tuple(example.values()), dynamic_shapes=dynamic,
+                                      strict=False)
     torch.export.save(program, ctx.out / "program.pt2")
     io = {"inputs": {"input_ids": "int64", "position": "int64", **{k: p["dtype"] for k in past_names(n)}},
           "outputs": ["logits", *present_names(n)], "dtype": p["dtype"], "call": "positional", "graph": p["graph"],

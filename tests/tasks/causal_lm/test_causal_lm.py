@@ -137,13 +137,31 @@ def test_run_generates_what_validation_compared(lm: ProjectDir) -> None:
 
 
 @slow
-def test_qaic_bundle_names_prefill_and_decode_specializations(lm: ProjectDir) -> None:
+def test_one_qaic_bundle_holds_prefill_and_decode_and_gives_the_reference_tokens(lm: ProjectDir) -> None:
+    """As QEfficient compiles a causal LM: one ONNX graph whose seq_len is a symbol, one QPC with a Prefill and a
+    Decode specialization. The card cannot run here, so the bundle's own ONNX runs on ONNX Runtime at both
+    shapes (one session for prefill and decode) and must give the validated tokens."""
+    import transformers
+
+    from qeffbuild.core.plugins import plugins
+    from qeffbuild.runtimes import open_session
+    from qeffbuild.tasks.causal_lm.driver import Graphs, generate, rules_of
+
     res = lm.cli("build", "tiny-llama-ai100")
     assert res.code == 0, res.err
-    specs = sorted((lm.root / "out" / "tiny-llama-ai100").rglob("specializations.json"))
-    assert specs
-    names = {g["name"] for s in specs for g in json.loads(s.read_text())["specializations"]}
-    assert names == {"Prefill", "Decode"}
+    bundles = [d for d in (lm.root / "out" / "tiny-llama-ai100" / "qaic-bundle").iterdir() if d.is_dir()]
+    assert [d.name for d in bundles] == ["any"]
+    specs = json.loads((bundles[0] / "specializations.json").read_text())["specializations"]
+    assert [(g["name"], g["symbols"]["seq_len"]) for g in specs] == [("Prefill", "32"), ("Decode", "1")]
+    io = json.loads((bundles[0] / "io.json").read_text())
+    session = open_session(plugins(), "onnxruntime", bundles[0], "cpu")
+    model_dir = lm.root / "out" / "tiny-llama-ai100" / "model"
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    texts = (lm.root / "manifests" / "data" / "prompts.txt").read_text().splitlines()
+    prompts = [list(tokenizer(t)["input_ids"]) for t in texts if t.strip()]
+    report = _report(lm, "tiny-llama-parity")
+    got = generate(Graphs({32: session}, session, io), prompts, rules_of(model_dir), report["steps"])
+    assert got == [p["tokens"] for p in report["rows"][0]["per_input"]]  # the unmodified model's tokens
 
 
 def test_plan_errors_name_the_key_and_the_fix(tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 Both sides are timed the same way, on the validation's first prompt at the specialization's batch size: a
 decode step is ``(T(N) − T(1)) / (N − 1)`` of a whole generation (warm), the prefill is the prompt's graph
-alone; ``generate`` runs greedy with ``min_new_tokens = max_new_tokens`` so EOS cannot shorten it.
+alone; ``generate`` runs greedy with ``min_new_tokens = max_new_tokens`` so EOS cannot shorten it — eagerly, and
+on HF's own fast path (static cache, the forward compiled by ``torch.compile``) where it runs; where it fails,
+that row says so with its error.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def bench(artifact: Any, node: StepNode, iters: int, warmup: int) -> list[dict[s
             return hf_generate(m, prompt, n, n)
 
         base = _row("generate (HF, eager)", spec, steps, _per_token(baseline, steps, runs), None)
-        rows.append(base)
+        rows += [base, _compiled_generate_row(model, prompt, spec, steps, runs)]
         for runtime, opens in p["runtimes"].items():
             if opens == "reference":
                 continue
@@ -66,6 +68,22 @@ def bench(artifact: Any, node: StepNode, iters: int, warmup: int) -> list[dict[s
                 decode(steps)
             rows.append(_row(runtime, spec, steps, _per_token(decode, steps, iters), base))
     return rows
+
+
+def _compiled_generate_row(model: Any, prompt: list[int], spec: dict[str, Any], steps: int,
+                           runs: int) -> dict[str, Any]:
+    """HF's static cache + torch.compile ``generate``, compiled before the timed samples; its error if it fails."""
+    from .driver import hf_generate
+
+    name = "generate (HF, static cache + torch.compile)"
+    try:
+        for _ in range(2):  # the compile, then one warm call
+            hf_generate(model, prompt, steps, steps, compiled=True)
+        per = _per_token(lambda n: hf_generate(model, prompt, n, n, compiled=True), steps, runs)
+    except Exception as e:  # a baseline that cannot run is reported, not fatal
+        return {"runtime": name, "specialization": spec["name"], "unavailable": f"{type(e).__name__}: "
+                f"{str(e).splitlines()[0][:200] if str(e) else ''}"}
+    return _row(name, spec, steps, per, None)
 
 
 def _row(runtime: str, spec: dict[str, Any], steps: int, per_token: list[float],

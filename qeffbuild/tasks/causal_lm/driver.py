@@ -123,13 +123,23 @@ def reference(model: Any, prompts: list[list[int]], rules: LogitRules, steps: in
     return out
 
 
-def hf_generate(model: Any, prompt: list[int], steps: int, min_new_tokens: int = 0) -> list[int]:
-    """``model.generate``, greedy, as a user calls it: the new tokens, EOS included when it came."""
+def hf_generate(model: Any, prompt: list[int], steps: int, min_new_tokens: int = 0,
+                compiled: bool = False) -> list[int]:
+    """``model.generate``, greedy, as a user calls it: the new tokens, EOS included when it came.
+
+    ``compiled``: HF's own fast path — a static cache, and ``generate`` compiling the forward with
+    ``torch.compile`` (transformers does that itself on GPUs; on CPU its compile config must ask for it)."""
     import torch
 
     kwargs: dict[str, Any] = {"max_new_tokens": steps, "do_sample": False, "num_beams": 1}
     if min_new_tokens:
         kwargs["min_new_tokens"] = min_new_tokens
+    if compiled:
+        from transformers import CompileConfig
+
+        config = CompileConfig()
+        config._compile_all_devices = True  # type: ignore[assignment]  # its field for compiling off-GPU
+        kwargs.update(cache_implementation="static", compile_config=config)
     ids = torch.tensor([prompt], device=model.device)
     with torch.no_grad():
         out = model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)

@@ -137,6 +137,23 @@ def test_run_generates_what_validation_compared(lm: ProjectDir) -> None:
 
 
 @slow
+def test_bench_sets_every_runtime_beside_eager_and_compiled_generate(lm: ProjectDir) -> None:
+    """HF's own fast path (static cache + torch.compile) is a baseline beside eager generate, timed the same way."""
+    res = lm.cli("bench", "tiny-llama-parity", "-n", "2", "--warmup", "1", "--json")
+    assert res.code == 0, res.err
+    rows = {r["runtime"]: r for r in json.loads(res.out)}
+    assert set(rows) == {"generate (HF, eager)", "generate (HF, static cache + torch.compile)", "pytorch-transformed",
+                         "onnxruntime", "aoti"}
+    compiled = rows["generate (HF, static cache + torch.compile)"]
+    assert "unavailable" not in compiled and compiled["p50_ms"] > 0  # it runs on CPU with torch 2.13
+    base = rows["generate (HF, eager)"]
+    for name in ("pytorch-transformed", "onnxruntime", "aoti"):
+        r = rows[name]
+        assert r["p50_ms"] > 0 and r["throughput_per_s"] == pytest.approx(1000 / r["p50_ms"], rel=1e-9)
+        assert r["speedup_per_token_vs_generate"] == pytest.approx(base["p50_ms"] / r["p50_ms"], rel=1e-9)
+
+
+@slow
 def test_one_qaic_bundle_holds_prefill_and_decode_and_gives_the_reference_tokens(lm: ProjectDir) -> None:
     """As QEfficient compiles a causal LM: one ONNX graph whose seq_len is a symbol, one QPC with a Prefill and a
     Decode specialization. The card cannot run here, so the bundle's own ONNX runs on ONNX Runtime at both

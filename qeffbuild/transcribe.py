@@ -8,13 +8,46 @@ model, so users write one line whatever the model is.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from .errors import UsageError
 
 
-def _verified(folder: Path) -> None:
+class BuiltTranscriber:
+    """What every family's transcriber shares: a built folder checked in full before it is used, ``save``,
+    ``load`` and ``from_target``. A family's class sets ``task`` and opens its graphs in ``__init__``."""
+
+    task: ClassVar[str]
+
+    def __init__(self, folder: Path, runtime: str = "onnxruntime", device: str = "cpu", verify: bool = True) -> None:
+        self.folder = Path(folder)
+        if verify:
+            verified(self.folder)
+        self.runtime, self.device = runtime, device
+
+    def save(self, dest: Path) -> Path:
+        """Copy the built folder to ``dest``; ``load(dest)`` opens it."""
+        shutil.copytree(self.folder, dest, dirs_exist_ok=False)
+        return Path(dest)
+
+    @classmethod
+    def load(cls, folder: Path, runtime: str = "onnxruntime", device: str = "cpu") -> Self:
+        """Open a saved folder; its files are checked against the digests they were built with."""
+        return cls(folder, runtime, device)
+
+    @classmethod
+    def from_target(cls, target: str, runtime: str = "onnxruntime", project: Any = None) -> Self:
+        """Build ``target`` (a specialization of this family, or a validation's first one) and open it."""
+        from .api import Project
+
+        project = project or Project()
+        folder, spec = project.built_specialization(target, cls.task)  # checked in full there
+        return cls(folder, runtime, spec["device"], verify=False)
+
+
+def verified(folder: Path) -> None:
     """Every file of a saved folder read in full against the digests it was built with, before any is used."""
     from .exec.materialize import verify_folder
 
@@ -48,13 +81,13 @@ class Transcriber:
     def __new__(cls, folder: Path, runtime: str = "onnxruntime", device: str = "cpu", verify: bool = True,
                 **kwargs: Any) -> Any:
         if verify:
-            _verified(folder)
+            verified(folder)
         return _transcribing_family(folder)(folder, runtime, device, verify=False, **kwargs)
 
     @staticmethod
     def load(folder: Path, runtime: str = "onnxruntime", device: str = "cpu") -> Any:
         """Open a saved folder; its files are checked against the digests they were built with."""
-        _verified(folder)
+        verified(folder)
         return _transcribing_family(folder)(folder, runtime, device, verify=False)
 
     @staticmethod

@@ -37,6 +37,19 @@ def fmt(v: Any) -> str:
     return str(v)
 
 
+def row_label(row: dict[str, Any]) -> str:
+    """A validation row's name in reports: its runtime, and its specialization where it has one."""
+    return row["runtime"] if not row.get("specialization") else f"{row['runtime']} · {row['specialization']}"
+
+
+def failure_text(report: dict[str, Any]) -> str:
+    """Every row's failures, one line each: what a failed validation prints."""
+    lines = ["validation failed:"]
+    for r in report["rows"]:
+        lines += [f"  {r['runtime']} [{r.get('specialization') or '-'}]: {f}" for f in r.get("failures", [])]
+    return "\n".join(lines)
+
+
 def table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...reports import RANDOM_WEIGHTS, printable, table
+from ...reports import RANDOM_WEIGHTS, failure_text, printable, row_label, table
 from ...reports.html import Page, Plot, Table
 
-
-def _label(r: dict[str, Any]) -> str:
-    return r["runtime"] if not r["specialization"] else f"{r['runtime']} · {r['specialization']}"
+__all__ = ["failure_text", "render", "render_html"]  # failure_text: the shared one, for the validation
 
 
 def render(report: dict[str, Any]) -> str:
@@ -28,15 +26,8 @@ def render(report: dict[str, Any]) -> str:
         for r in report["rows"]:
             per = r["per_input"][i]
             mark = "" if per["first_mismatch"] is None else f"  (differs from step {per['first_mismatch']})"
-            out.append(f"  {_label(r):<36} {per['text'][:100]!r}{mark}")
+            out.append(f"  {row_label(r):<36} {per['text'][:100]!r}{mark}")
     return "\n".join(out) + "\n"
-
-
-def failure_text(report: dict[str, Any]) -> str:
-    lines = ["validation failed:"]
-    for r in report["rows"]:
-        lines += [f"  {r['runtime']} [{r['specialization'] or '-'}]: {f}" for f in r["failures"]]
-    return "\n".join(lines)
 
 
 def render_html(report: dict[str, Any], template_text: str, title: str) -> str:
@@ -44,7 +35,7 @@ def render_html(report: dict[str, Any], template_text: str, title: str) -> str:
     from ...reports.html import render as render_page
 
     rows = report["rows"]
-    labels = [_label(r) for r in rows]
+    labels = [row_label(r) for r in rows]
     summary = Table("Summary", ["runtime", "specialization", "dtype", "batch", "token agreement", "tokens/s", "result"],
                     [[r["runtime"], r["specialization"] or "-", r["dtype"], r["batch_size"],
                       f"{r['token_agreement']:.3f}", f"{r['tokens_per_s']:.1f}" if r.get("tokens_per_s") else "-",
@@ -53,7 +44,7 @@ def render_html(report: dict[str, Any], template_text: str, title: str) -> str:
                     status_column=6)
     facts = [("prompts", f"{len(report['prompts'])}, {min(report['prompt_tokens'])}–{max(report['prompt_tokens'])} "
                          "tokens"), ("steps", str(report["steps"])), ("reference", report["reference"])]
-    page = Page(title, report["ok"], facts, [f"{_label(r)}: {f}" for r in rows for f in r["failures"]], [summary],
+    page = Page(title, report["ok"], facts, [f"{row_label(r)}: {f}" for r in rows for f in r["failures"]], [summary],
                 provenance=report.get("provenance", {}),
                 banner=RANDOM_WEIGHTS if report.get("random_weights") else "")
     page.plots.append(Plot("Token agreement with the reference", plots.bars(

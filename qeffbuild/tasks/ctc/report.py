@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...reports import RANDOM_WEIGHTS, printable, table
+from ...reports import RANDOM_WEIGHTS, failure_text, printable, row_label, table
 from ...reports.html import Page, Plot, Table
+
+__all__ = ["failure_text", "render", "render_html"]  # failure_text: the shared one, for the validation
+
 
 HEADERS = ["runtime", "specialization", "dtype", "batch", "id agreement", "WER", "ΔWER", "CER", "samples/s", "RTF",
            "result"]
@@ -13,10 +16,6 @@ HEADERS = ["runtime", "specialization", "dtype", "batch", "id agreement", "WER",
 
 def _f(v: Any, spec: str = ".3f") -> str:
     return "-" if v is None else format(v, spec)
-
-
-def _label(r: dict[str, Any]) -> str:
-    return r["runtime"] if not r["specialization"] else f"{r['runtime']} · {r['specialization']}"
 
 
 def _noise(report: dict[str, Any], text: str) -> str:
@@ -45,15 +44,8 @@ def render(report: dict[str, Any]) -> str:
         for r in report["rows"]:
             per = r["per_input"][i]
             mark = "" if per["first_mismatch"] is None else f"  (differs from frame {per['first_mismatch']})"
-            out.append(f"  {_label(r):<36} {printable(per['text'])[:100]!r}{mark}")
+            out.append(f"  {row_label(r):<36} {printable(per['text'])[:100]!r}{mark}")
     return "\n".join(out) + "\n"
-
-
-def failure_text(report: dict[str, Any]) -> str:
-    lines = ["validation failed:"]
-    for r in report["rows"]:
-        lines += [f"  {r['runtime']} [{r['specialization'] or '-'}]: {f}" for f in r["failures"]]
-    return "\n".join(lines)
 
 
 def render_html(report: dict[str, Any], template_text: str, title: str) -> str:
@@ -61,14 +53,14 @@ def render_html(report: dict[str, Any], template_text: str, title: str) -> str:
     from ...reports.html import render as render_page
 
     rows = report["rows"]
-    labels = [_label(r) for r in rows]
+    labels = [row_label(r) for r in rows]
     summary = Table("Summary", HEADERS, [_cells(report, r) for r in rows],
                     note="id agreement: share of frames whose argmax id equals the reference's, over every utterance.",
                     status_column=len(HEADERS) - 1)
     facts = [("utterances", f"{len(report['inputs'])} ({report['audio_s']:.1f} s) from {report['source']}"),
              ("frames compared", str(sum(report["frames"]))), ("normalizer", report["normalizer"]),
              ("reference", report["reference"]), *[("long audio", line) for line in report.get("long_audio", [])]]
-    page = Page(title, report["ok"], facts, [f"{_label(r)}: {f}" for r in rows for f in r["failures"]], [summary],
+    page = Page(title, report["ok"], facts, [f"{row_label(r)}: {f}" for r in rows for f in r["failures"]], [summary],
                 provenance=report.get("provenance", {}),
                 banner=RANDOM_WEIGHTS if report.get("random_weights") else "")
     page.plots.append(Plot("Argmax agreement with the reference", plots.bars(

@@ -8,29 +8,23 @@ reads it with ``chunk_length_s`` (``driver.Chunking``).
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 from ...core.plugins import plugins
 from ...errors import UsageError
+from ...transcribe import BuiltTranscriber
 
 
-class CTCTranscriber:
+class CTCTranscriber(BuiltTranscriber):
     """Greedy (argmax) CTC transcription on one runtime of a built specialization."""
+
+    task = "ctc"
 
     def __init__(self, folder: Path, runtime: str = "onnxruntime", device: str = "cpu", verify: bool = True) -> None:
         from .driver import Frontend
 
-        self.folder = Path(folder)
-        if verify:  # every file read in full against the digests it was built with, before any is used
-            from ...exec.materialize import verify_folder
-
-            changed = verify_folder(self.folder)
-            if changed:
-                raise UsageError(f"{self.folder}: {', '.join(changed[:5])}{' …' if len(changed) > 5 else ''} changed "
-                                 "since it was built (a disk error or an edit); build the specialization again and "
-                                 "save a fresh copy")
+        super().__init__(folder, runtime, device, verify)
         info = plugins().runtimes.get(runtime)
         if info.opens == "reference":
             raise UsageError(f"runtime {runtime!r} is the reference; transcribe with a built artifact "
@@ -38,7 +32,6 @@ class CTCTranscriber:
         if not (self.folder / "model" / "config.json").is_file():
             raise UsageError(f"{self.folder} is not a built CTC specialization (no model/config.json); build it with "
                              "`qeffbuild build SPECIALIZATION`")
-        self.runtime, self.device = runtime, device
         self.frontend = Frontend(self.folder / "model")
         self._open(info.opens)
 
@@ -75,25 +68,6 @@ class CTCTranscriber:
         return [{"input": u.name, "text": self.frontend.text(ids), "ids": ids, "seconds": round(u.seconds, 3),
                  "chunks": chunks, "notes": [u.note] if u.note else []}
                 for u, ids, chunks in zip(utts, got.ids, got.chunks, strict=True)]
-
-    def save(self, dest: Path) -> Path:
-        """Copy the built folder to ``dest``; ``load(dest)`` opens it."""
-        shutil.copytree(self.folder, dest, dirs_exist_ok=False)
-        return Path(dest)
-
-    @classmethod
-    def load(cls, folder: Path, runtime: str = "onnxruntime", device: str = "cpu") -> CTCTranscriber:
-        """Open a saved folder; its files are checked against the digests they were built with."""
-        return cls(folder, runtime, device)
-
-    @classmethod
-    def from_target(cls, target: str, runtime: str = "onnxruntime", project: Any = None) -> CTCTranscriber:
-        """Build ``target`` (a CTC specialization, or a validation's first one) and open it."""
-        from ...api import Project
-
-        project = project or Project()
-        folder, spec = project.built_specialization(target, "ctc")  # checked in full there
-        return cls(folder, runtime, spec["device"], verify=False)
 
 
 def run(folder: Path, spec: dict[str, Any], runtime: str, inputs: list[str],

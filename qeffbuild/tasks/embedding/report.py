@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...checks import check
-from ...reports import RANDOM_WEIGHTS, fmt, table
+from ...reports import RANDOM_WEIGHTS, fmt, row_label, table
 from ...reports.html import Page, Plot, Table
 
 
@@ -40,10 +40,6 @@ def failure_text(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _label(r: dict[str, Any]) -> str:
-    return r["runtime"] if not r.get("specialization") else f"{r['runtime']} · {r['specialization']}"
-
-
 def _num(v: Any, digits: int = 3) -> str:
     """As the text report writes it (``fmt``: 3 significant digits), more digits for cosines."""
     return fmt(v) if digits == 3 or v is None else f"{float(v):.{digits}g}"
@@ -56,7 +52,7 @@ def _cut(text: str, n: int = 80) -> str:
 def _short(rows: list[dict[str, Any]]) -> list[str]:
     """Plot labels: the runtime alone when every row has the same specialization."""
     specs = {r.get("specialization") for r in rows if r.get("specialization")}
-    return [r["runtime"] if len(specs) <= 1 else _label(r) for r in rows]
+    return [r["runtime"] if len(specs) <= 1 else row_label(r) for r in rows]
 
 
 def page(report: dict[str, Any], title: str) -> Page:
@@ -74,7 +70,8 @@ def page(report: dict[str, Any], title: str) -> Page:
                      if "skipped" not in r],
                     note="Against the reference on every input: mean and largest absolute difference, lowest "
                          "per-input cosine similarity.", status_column=8)
-    out = Page(title, report["ok"], facts, [f"{_label(r)}: {f}" for r in report["rows"] for f in r.get("failures", [])],
+    failures = [f"{row_label(r)}: {f}" for r in report["rows"] for f in r.get("failures", [])]
+    out = Page(title, report["ok"], facts, failures,
                [summary], provenance=report.get("provenance", {}),
                banner=RANDOM_WEIGHTS if report.get("random_weights") else "")
     compared = [r for r in rows if r.get("runtime") != "pytorch"]
@@ -99,11 +96,11 @@ def page(report: dict[str, Any], title: str) -> Page:
         for b in r.get("latency_s", []):
             per.setdefault(int(b["seq_len"]), []).append(b["rows"] / b["seconds"] if b["seconds"] > 0 else 0.0)
         if len(per) > 1:
-            by_seq[_label(r)] = [(n, sum(v) / len(v)) for n, v in sorted(per.items())]
+            by_seq[row_label(r)] = [(n, sum(v) / len(v)) for n, v in sorted(per.items())]
     if by_seq:
         out.plots.append(Plot("Throughput against sequence length", plots.lines(by_seq, "seq_len", "sequences/s"),
                               "Mean over the batches that ran at each compiled length."))
-    per_input = Table("Per input", ["#", "sentence", "tokens", *[f"{_label(r)} cosine" for r in compared]],
+    per_input = Table("Per input", ["#", "sentence", "tokens", *[f"{row_label(r)} cosine" for r in compared]],
                       [[i + 1, _cut(s), report["tokens"][i], *[_num(r["per_input"][i].get("cosine"), 7)
                                                                if r.get("per_input") else "-" for r in compared]]
                        for i, s in enumerate(report["inputs"])], collapsed=len(report["inputs"]) > 40)

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...reports import RANDOM_WEIGHTS, table
+from ...reports import RANDOM_WEIGHTS, failure_text, row_label, table
 from ...reports.html import Page, Plot, Table
+
+__all__ = ["failure_text", "render", "render_html"]  # failure_text: the shared one, for the validation
 
 
 def _f(v: Any, spec: str = ".3f") -> str:
     return "-" if v is None else format(v, spec)
-
-
-def _label(r: dict[str, Any]) -> str:
-    return r["runtime"] if not r["specialization"] else f"{r['runtime']} · {r['specialization']}"
 
 
 def _noise(report: dict[str, Any], text: str) -> str:
@@ -49,24 +47,16 @@ def render(report: dict[str, Any]) -> str:
             if per is None:
                 continue
             mark = "" if per.get("first_mismatch") is None else f"  (differs from step {per['first_mismatch']})"
-            out.append(f"  {_label(r):<36} {per['text']!r}{mark}")
+            out.append(f"  {row_label(r):<36} {per['text']!r}{mark}")
     if len(report["inputs"]) > 12:
         out.append(f"… {len(report['inputs']) - 12} more utterances in report.json and report.html")
     return "\n".join(out) + "\n"
 
 
-def failure_text(report: dict[str, Any]) -> str:
-    lines = ["validation failed:"]
-    for r in report["rows"]:
-        for f in r["failures"]:
-            lines.append(f"  {r['runtime']} [{r['specialization'] or '-'}]: {f}")
-    return "\n".join(lines)
-
-
 def _short(rows: list[dict[str, Any]]) -> list[str]:
     """Plot labels: the runtime alone when every row has the same specialization."""
     specs = {r.get("specialization") for r in rows if r.get("specialization")}
-    return [r["runtime"] if len(specs) <= 1 else _label(r) for r in rows]
+    return [r["runtime"] if len(specs) <= 1 else row_label(r) for r in rows]
 
 
 def page(report: dict[str, Any], title: str) -> Page:
@@ -97,7 +87,7 @@ def page(report: dict[str, Any], title: str) -> Page:
                          + (" WER, ΔWER and CER are in parentheses: on random weights they score noise." if noise
                             else ""),
                     status_column=11)
-    page = Page(title, report["ok"], facts, [f"{_label(r)}: {f}" for r in rows for f in r["failures"]], [summary],
+    page = Page(title, report["ok"], facts, [f"{row_label(r)}: {f}" for r in rows for f in r["failures"]], [summary],
                 provenance=report.get("provenance", {}), banner=RANDOM_WEIGHTS if noise else "")
     page.plots.append(Plot("Token agreement with the reference (exact subset)", plots.bars(
         labels, [r.get("token_agreement") for r in rows], "share of tokens equal", fmt="{:.3f}"),
@@ -124,7 +114,7 @@ def page(report: dict[str, Any], title: str) -> Page:
         page.plots.append(Plot("Throughput against batch size", plots.lines(throughput, "batch size", "samples/s"),
                                "Every runtime that ran at more than one batch size."))
     detail = Table("Transcripts per utterance",
-                   ["#", "utterance", "seconds", "transcript", *[f"{_label(r)}" for r in rows]],
+                   ["#", "utterance", "seconds", "transcript", *[f"{row_label(r)}" for r in rows]],
                    [[i + 1, name, report["durations_s"][i], report["transcripts"][i] or "-",
                      *[_hyp(r["per_input"][i]) for r in rows]] for i, name in enumerate(report["inputs"])],
                    note="Each runtime's text (and its WER when there is a transcript).",

@@ -12,13 +12,13 @@ end of text is reported, never cut silently.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ...core.plugins import plugins
 from ...errors import UsageError
+from ...transcribe import BuiltTranscriber
 
 
 @dataclass
@@ -32,23 +32,16 @@ class Transcript:
     segments: list[dict[str, Any]] = field(default_factory=list)  # {"start", "end", "text"}, seconds
 
 
-class Transcriber:
+class Transcriber(BuiltTranscriber):
     """Greedy transcription on one runtime of a built speech specialization."""
+
+    task = "speech-seq2seq"
 
     def __init__(self, folder: Path, runtime: str = "onnxruntime", device: str = "cpu",
                  language: str | None = None, verify: bool = True) -> None:
         from .driver import DecodeConfig, Frontend
 
-        self.folder = Path(folder)
-        if verify:  # every file read in full against the digests it was built with, before any is used
-            from ...exec.materialize import verify_folder
-
-            changed = verify_folder(self.folder)
-            if changed:
-                raise UsageError(f"{self.folder}: {', '.join(changed[:5])}{' …' if len(changed) > 5 else ''} changed "
-                                 "since it was built (a disk error or an edit); build the specialization again and "
-                                 "save a fresh copy")
-        self.runtime, self.device = runtime, device
+        super().__init__(folder, runtime, device, verify)
         info = plugins().runtimes.get(runtime)
         if not info.runs_task("speech-seq2seq"):
             raise UsageError(f"runtime {runtime!r} does not run speech models")
@@ -178,25 +171,6 @@ class Transcriber:
         from .families import named
 
         return named(self.arch).whisper_tokens
-
-    def save(self, dest: Path) -> Path:
-        """Copy the built folder to ``dest``; ``load(dest)`` opens it."""
-        shutil.copytree(self.folder, dest, dirs_exist_ok=False)
-        return Path(dest)
-
-    @classmethod
-    def load(cls, folder: Path, runtime: str = "onnxruntime", device: str = "cpu") -> Transcriber:
-        """Open a saved folder; its files are checked against the digests they were built with."""
-        return cls(folder, runtime, device)
-
-    @classmethod
-    def from_target(cls, target: str, runtime: str = "onnxruntime", project: Any = None) -> Transcriber:
-        """Build ``target`` (a speech specialization, or a validation's first one) and open it."""
-        from ...api import Project
-
-        project = project or Project()
-        folder, spec = project.built_specialization(target, "speech-seq2seq")  # checked in full there
-        return cls(folder, runtime, spec["device"], verify=False)
 
 
 def run(folder: Path, spec: dict[str, Any], runtime: str, inputs: list[str],

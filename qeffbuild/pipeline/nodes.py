@@ -164,6 +164,45 @@ def compile_node(x: Expansion, spec_ref: TargetRef, backend: str, upstream: str,
     ))
 
 
+class GraphFamily:
+    """``expand`` for a family whose specializations are several graphs (encoder/decoder, prefill/decode, one
+    per audio length): a model is its load step; a specialization is a self-contained folder — the model, every
+    graph's program and every backend's artifacts (with what they build on); a validation is its one node.
+    The family gives ``load``, ``dims``, ``graphs``, ``transform_node``, ``compile_nodes`` and ``validate_node``."""
+
+    def expand(self, x: Expansion, ref: TargetRef) -> list[str]:
+        model = x.ws.model_of(ref)
+        if ref.table == "models":
+            return [self.load(x, model)]
+        if ref.table == "specializations":
+            dims = self.dims(x, model, ref)
+            ids = [self.load(x, model)]
+            ids += [self.transform_node(x, model, ref, g, dims, ref.spec.device) for g in self.graphs(dims)]
+            return ids + with_bases(x, [nid for b in ref.spec.compile
+                                        for nid in self.compile_nodes(x, model, ref, b).values()])
+        return [self.validate_node(x, model, ref)]
+
+    def load(self, x: Expansion, model: TargetRef) -> str:
+        raise NotImplementedError
+
+    def dims(self, x: Expansion, model: TargetRef, spec_ref: TargetRef) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @staticmethod
+    def graphs(dims: dict[str, Any]) -> list[str]:
+        raise NotImplementedError
+
+    def transform_node(self, x: Expansion, model: TargetRef, spec_ref: TargetRef, graph: str, dims: dict[str, Any],
+                       device: str) -> str:
+        raise NotImplementedError
+
+    def compile_nodes(self, x: Expansion, model: TargetRef, spec_ref: TargetRef, backend: str) -> dict[Any, str]:
+        raise NotImplementedError
+
+    def validate_node(self, x: Expansion, model: TargetRef, ref: TargetRef) -> str:
+        raise NotImplementedError
+
+
 def with_bases(x: Expansion, ids: list[str]) -> list[str]:
     """Compile nodes plus the artifacts they build on (a `qaic` QPC's bundle), for a target's out/ folder."""
     out: list[str] = []

@@ -26,6 +26,7 @@ from ...core.plugins import NumericClass, Task
 from ...core.steps import MODEL_TOOLCHAIN, FileInput, StepNode
 from ...core.tables import ModelBase, SpecializationBase, ValidationBase
 from ...pipeline.nodes import (
+    GraphFamily,
     check_backend,
     check_device,
     check_runtime,
@@ -33,7 +34,6 @@ from ...pipeline.nodes import (
     graph_compile_nodes,
     load_node,
     template_files,
-    with_bases,
 )
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ class CausalLMValidation(ValidationBase):
                                                                              "stop them).")
 
 
-class CausalLMTask(Task):
+class CausalLMTask(GraphFamily, Task):
     name = "causal-lm"
     description = "text generation: prefill graphs + a retained-state decode graph, checked token for token"
     model_table = CausalLMModel
@@ -127,18 +127,6 @@ class CausalLMTask(Task):
         return [*(f"prefill-{n}" for n in dims["prefill"]), "decode"]
 
     # --- graph ----------------------------------------------------------------------------------------
-    def expand(self, x: Expansion, ref: TargetRef) -> list[str]:
-        model = x.ws.model_of(ref)
-        if ref.table == "models":
-            return [self.load(x, model)]
-        if ref.table == "specializations":
-            dims = self.dims(x, model, ref)
-            ids = [self.load(x, model)]
-            ids += [self.transform_node(x, model, ref, g, dims, ref.spec.device) for g in self.graphs(dims)]
-            return ids + with_bases(x, [nid for b in ref.spec.compile
-                                        for nid in self.compile_nodes(x, model, ref, b).values()])
-        return [self.validate_node(x, model, ref)]
-
     def load(self, x: Expansion, model: TargetRef) -> str:
         return load_node(x, model, "AutoModelForCausalLM", "tokenizer")
 

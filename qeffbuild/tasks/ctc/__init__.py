@@ -26,6 +26,7 @@ from ...core.tables import ModelBase, SpecializationBase
 from ...pipeline.audio import SAMPLE_RATE
 from ...pipeline.datasets import AudioValidation, DataError, select
 from ...pipeline.nodes import (
+    GraphFamily,
     check_backend,
     check_device,
     check_runtime,
@@ -33,7 +34,6 @@ from ...pipeline.nodes import (
     load_node,
     model_config,
     template_files,
-    with_bases,
 )
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ def frames(cfg: dict[str, Any], samples: int) -> int:
     return length
 
 
-class CTCTask(Task):
+class CTCTask(GraphFamily, Task):
     name = "ctc"
     description = "speech recognition with a CTC head: per-frame argmax ids checked exactly, text by WER"
     model_table = CTCModel
@@ -134,21 +134,12 @@ class CTCTask(Task):
         return {"batch_size": s.batch_size, "graphs": graphs}
 
     # --- graph ----------------------------------------------------------------------------------------
-    def expand(self, x: Expansion, ref: TargetRef) -> list[str]:
-        model = x.ws.model_of(ref)
-        if ref.table == "models":
-            return [self.load(x, model)]
-        if ref.table == "specializations":
-            dims = self.dims(x, model, ref)
-            ids = [self.load(x, model)]
-            ids += [self.transform_node(x, model, ref, g, dims, ref.spec.device) for g in dims["graphs"]]
-            return ids + with_bases(x, [nid for b in ref.spec.compile
-                                        for nid in self.compile_nodes(x, model, ref, b).values()])
-        return [self.validate_node(x, model, ref)]
+    def load(self, x: Expansion, model: TargetRef) -> str:
+        return load_node(x, model, "AutoModelForCTC", "processor")
 
     @staticmethod
-    def load(x: Expansion, model: TargetRef) -> str:
-        return load_node(x, model, "AutoModelForCTC", "processor")
+    def graphs(dims: dict[str, Any]) -> list[str]:
+        return list(dims["graphs"])
 
     def transform_node(self, x: Expansion, model: TargetRef, spec_ref: TargetRef, graph: str, dims: dict[str, Any],
                        device: str) -> str:

@@ -24,6 +24,7 @@ from ...core.tables import ModelBase, RandomSource, SpecializationBase
 from ...pipeline.audio import SAMPLE_RATE
 from ...pipeline.datasets import AUDIO_SUFFIXES, AudioValidation, DataError, select
 from ...pipeline.nodes import (
+    GraphFamily,
     check_backend,
     check_device,
     check_runtime,
@@ -32,7 +33,6 @@ from ...pipeline.nodes import (
     load_node,
     model_config,
     template_files,
-    with_bases,
 )
 from ...pipeline.normalize import default_normalizer
 from .families import (
@@ -118,7 +118,7 @@ def bucket_name(seconds: float) -> str:
     return f"encoder-{seconds:g}s"
 
 
-class SpeechTask(Task):
+class SpeechTask(GraphFamily, Task):
     name = "speech-seq2seq"
     description = "speech recognition: encoder + retained-state decoder step, checked token for token"
     model_table = SpeechModel
@@ -294,19 +294,6 @@ class SpeechTask(Task):
                    f"{dims['ctx_len']}")
 
     # --- graph ---------------------------------------------------------------------------------
-    def expand(self, x: Expansion, ref: TargetRef) -> list[str]:
-        model = x.ws.model_of(ref)
-        if ref.table == "models":
-            return [self.load(x, model)]
-        if ref.table == "specializations":
-            # A self-contained folder: the HF model (processor, configs), every program and artifact.
-            dims = self.dims(x, model, ref)
-            ids = [self.load(x, model)]
-            ids += [self.transform_node(x, model, ref, which, dims, ref.spec.device) for which in self.graphs(dims)]
-            return ids + with_bases(x, [nid for b in ref.spec.compile
-                                        for nid in self.compile_nodes(x, model, ref, b).values()])
-        return [self.validate_node(x, model, ref)]
-
     @staticmethod
     def graphs(dims: dict[str, Any]) -> list[str]:
         return [*dims["graphs"], "decoder"]

@@ -31,10 +31,8 @@ def _program(folder: Path) -> dict[str, np.ndarray]:
 
 
 @slow
-@pytest.mark.parametrize("options", [{}, {"coordinate_descent_tuning": True}], ids=["default", "tuned"])
-def test_a_fresh_process_runs_the_compiled_program_from_its_artifacts(tmp_path: Path, options: dict[str, bool]) -> None:
-    """With [specializations.X.inductor] options too: the session compiles with the build's options, or it would
-    miss the saved graph and compile again."""
+def test_a_fresh_process_runs_the_compiled_program_from_its_artifacts(tmp_path: Path) -> None:
+    options: dict[str, bool] = {}
     data = _program(tmp_path / "program")
     out = tmp_path / "compiled"
     out.mkdir()
@@ -87,3 +85,21 @@ def test_autotuning_results_are_restored_inside_the_cache_only(tmp_path: Path, m
     _restore_best_configs(tmp_path)
     assert (cache / "ab" / "k.best_config").read_text() == "{}"
     assert not list(tmp_path.parent.glob("escape*")) and not list(tmp_path.glob("escape*"))
+
+
+def test_a_session_compiles_with_the_options_its_build_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """[specializations.X.inductor] options reach torch.compile in the session exactly as in the build (else the
+    session would miss the saved graph and compile again); none set: the default mode, as before options."""
+    import torch
+
+    from qeffbuild.backends import inductor
+
+    _program(tmp_path / "p")
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: calls.append(kw) or fn)
+    inductor.InductorSession(tmp_path / "p", "cpu", artifacts=False)
+    (tmp_path / "p" / inductor.TUNING).write_text(json.dumps(
+        inductor.InductorOptions(coordinate_descent_tuning=True).compile_options()))
+    inductor.InductorSession(tmp_path / "p", "cpu", artifacts=False)
+    assert calls == [{"mode": "default", "fullgraph": True, "dynamic": False},
+                     {"options": {"coordinate_descent_tuning": True}, "fullgraph": True, "dynamic": False}]

@@ -22,6 +22,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .helpers import alive, start_time
+
 
 @dataclass
 class RayCluster:
@@ -30,6 +32,9 @@ class RayCluster:
     port: int = 0
     temp: Path | None = None
     node_env: list[dict[str, str]] = field(default_factory=list)
+    # every process pids() has found, by pid and start time: a Ray worker renames itself (``ray::IDLE``) and
+    # loses the marks pids() looks for, yet must still be stopped with its cluster
+    seen: dict[int, str | None] = field(default_factory=dict)
 
     def nodes(self) -> dict[str, dict[str, float]]:
         """Node id -> its resources (through a short-lived driver)."""
@@ -58,17 +63,23 @@ class RayCluster:
                 continue
             if any(m in cmdline for m in marks):
                 found.append(int(entry.name))
+        self.seen.update({pid: start_time(pid) for pid in found if pid not in self.seen})
         return found
+
+    def live(self) -> list[int]:
+        """This cluster's processes still running: those found now, and those found before (same start time)."""
+        now = set(self.pids())
+        return sorted(now | {pid for pid, started in self.seen.items() if alive(pid, started)})
 
     def stop(self) -> None:
         """SIGTERM this cluster's processes, then SIGKILL what is left after a grace period."""
         # after SIGKILL, wait until they are gone (a loaded machine can take seconds): only a hang ends it
         for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 120.0)):
-            for pid in self.pids():
+            for pid in self.live():
                 with suppress(OSError):
                     os.kill(pid, sig)
             deadline = time.monotonic() + grace
-            while self.pids() and time.monotonic() < deadline:
+            while self.live() and time.monotonic() < deadline:
                 time.sleep(0.1)
 
 

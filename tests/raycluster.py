@@ -49,7 +49,9 @@ class RayCluster:
         return data
 
     def pids(self) -> list[int]:
-        """Every live process of this cluster (its daemons and workers), found by its port or folder."""
+        """Every live process of this cluster (its daemons and workers), found by its port or folder in its
+        command line, or its folder in its environment: Ray's agents and workers rename themselves
+        (``ray::DashboardAgent``, ``ray::IDLE``), but keep the RAY_AUTH_TOKEN_PATH they were started with."""
         marks = [f"127.0.0.1:{self.port}", f"--gcs_server_port={self.port}", f"--gcs-address=127.0.0.1:{self.port}"]
         if self.temp is not None:
             marks.append(str(self.temp))
@@ -59,9 +61,10 @@ class RayCluster:
                 continue
             try:
                 cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                environ = (entry / "environ").read_bytes().decode(errors="replace") if self.temp is not None else ""
             except OSError:
                 continue
-            if any(m in cmdline for m in marks):
+            if any(m in cmdline for m in marks) or (self.temp is not None and str(self.temp) in environ):
                 found.append(int(entry.name))
         self.seen.update({pid: start_time(pid) for pid in found if pid not in self.seen})
         return found

@@ -167,9 +167,26 @@ def _check_specialization(c: Checker, t: TargetRef, s: SpecializationBase) -> No
             c.report(t, f"compile[{i}]", f"{why}; use another dtype or backend", "compile", i)
     if len(set(s.compile)) != len(s.compile):
         c.report(t, "compile", "each backend may be listed once")
+    _check_option_tables(c, t, s)
     model = c.ref(t, "model", s.model, "models")
     if model is not None:
         c.ws.plugins.tasks.get(model.spec.task).check(c, t)
+
+
+def _check_option_tables(c: Checker, t: TargetRef, s: SpecializationBase) -> None:
+    """A backend's options table on a specialization that compiles with none of the backends reading it would
+    change nothing (and silently): say so."""
+    backends = c.ws.plugins.backends
+    read: dict[str, list[str]] = {}
+    for name in backends.names():
+        b = backends.get(name)
+        if b.options is not None:
+            read.setdefault(b.options_table(), []).append(name)
+    compiled = set(s.compile)
+    for table, readers in sorted(read.items()):
+        if getattr(s, table, None) is not None and not compiled & set(readers):
+            c.report(t, table, f"[{table}] options, but {t.name!r} compiles with none of the backends that read "
+                     f"them ({', '.join(readers)}); add one to compile or drop the table")
 
 
 def _check_validation(c: Checker, t: TargetRef, v: ValidationBase) -> None:

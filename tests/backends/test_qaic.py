@@ -408,6 +408,16 @@ def test_bad_qaic_options_are_manifest_errors(project: ProjectDir, options: str,
     assert message in r.err and "project.toml" in r.err and "Traceback" not in r.err
 
 
+def test_options_for_a_backend_the_specialization_does_not_use_are_an_error(project: ProjectDir) -> None:
+    """A [specializations.X.qaic] table on a specialization compiled only with `ort` would change nothing."""
+    project.manifest(MANIFEST.replace("num_cores = {cores}", "num_cores = 4").replace('compile = ["qaic"]',
+                                                                                      'compile = ["ort"]'))
+    r = project.cli("plan", "tiny-qpc")
+    assert r.code == 2, r.out
+    assert "[qaic] options, but 'tiny-qpc' compiles with none of the backends that read them" in r.err
+    assert "add one to compile or drop the table" in r.err and "Traceback" not in r.err
+
+
 def test_bfloat16_is_refused_for_the_card(project: ProjectDir) -> None:
     text = MANIFEST.replace("num_cores = {cores}", "").replace('compile = ["qaic"]',
                                                               'compile = ["qaic-bundle"]\ndtype = "bfloat16"')

@@ -61,7 +61,7 @@ def seed_from_checkout(cache: Path) -> int:
         entry = src.lookup(key)
         if entry is None or dst.has(key):
             continue
-        for digest in set(entry.outputs.values()) - {d for d in entry.outputs.values() if dst.blob_path(d).exists()}:
+        for digest in {d for d in entry.outputs.values() if not dst.blob_path(d).exists()}:
             tmp = dst.tmp / f"seed-{digest}"
             shutil.copyfile(src.blob_path(digest), tmp)
             if not dst.import_blob(tmp, digest, "seed"):

@@ -133,8 +133,8 @@ class CausalLMTask(GraphFamily, Task):
     def transform_node(self, x: Expansion, model: TargetRef, spec_ref: TargetRef, graph: str, dims: dict[str, Any],
                        device: str) -> str:
         s: CausalLMSpecialization = spec_ref.spec
-        seq = {"decode": 1, ANY: max(dims["prefill"])}.get(graph) or int(graph.removeprefix("prefill-"))
-        params = {"graph": graph if graph in ("decode", ANY) else "prefill", "seq_len": seq, "dtype": s.dtype,
+        params = {"graph": graph if graph in ("decode", ANY) else "prefill", "seq_len": self.seq_len(graph, dims),
+                  "dtype": s.dtype,
                   "batch_size": dims["batch_size"], "ctx_len": dims["ctx_len"], "device": device}
         suffix = "" if device == s.device else f":{device}"
         return x.graph.add(StepNode(
@@ -149,19 +149,26 @@ class CausalLMTask(GraphFamily, Task):
         dims = self.dims(x, model, spec_ref)
 
         def params(graph: str) -> dict[str, Any]:
-            seq = 1 if graph == "decode" else int(graph.removeprefix("prefill-"))
-            return {"graph": graph, "device": s.device, "dtype": s.dtype, "seq_len": seq,
+            seq = self.seq_len(graph, dims)
+            return {"graph": "" if graph == ANY else graph,  # "": every shape (the bundle's compile.sh says so)
+                    "device": s.device, "dtype": s.dtype, "seq_len": seq,
                     "batch_size": dims["batch_size"], "ctx_len": dims["ctx_len"],
                     "graph_facts": self.graph_facts(graph, seq, dims)}
 
+        def transform(graph: str, device: str) -> str:
+            return self.transform_node(x, model, spec_ref, graph, dims, device)
+
         if x.ws.plugins.backends.get(backend).all_shapes_in_one:  # one QPC: prefill and decode in one graph
-            nid = graph_compile_nodes(x, model, spec_ref, backend, [ANY],
-                                      lambda g, device: self.transform_node(x, model, spec_ref, g, dims, device),
-                                      lambda g: {**params("decode"), "graph": "", "seq_len": max(dims["prefill"]),
-                                                 "graph_facts": self.graph_facts(ANY, 0, dims)})[ANY]
+            nid = graph_compile_nodes(x, model, spec_ref, backend, [ANY], transform, params)[ANY]
             return dict.fromkeys(self.graphs(dims), nid)
-        return graph_compile_nodes(x, model, spec_ref, backend, self.graphs(dims),
-                                   lambda g, device: self.transform_node(x, model, spec_ref, g, dims, device), params)
+        return graph_compile_nodes(x, model, spec_ref, backend, self.graphs(dims), transform, params)
+
+    @staticmethod
+    def seq_len(graph: str, dims: dict[str, Any]) -> int:
+        """Tokens a graph reads: 1 for decode, the prefill's length, the longest prefill for ``ANY``."""
+        if graph == "decode":
+            return 1
+        return max(dims["prefill"]) if graph == ANY else int(graph.removeprefix("prefill-"))
 
     @staticmethod
     def graph_facts(graph: str, seq: int, dims: dict[str, Any]) -> dict[str, Any]:

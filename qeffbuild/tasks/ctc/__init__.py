@@ -83,14 +83,24 @@ def graph_name(seconds: float) -> str:
     return f"audio-{seconds:g}s"
 
 
+CONV_KERNELS = (10, 3, 3, 3, 3, 2, 2)  # wav2vec2's feature encoder, where a config leaves them out
+CONV_STRIDES = (5, 2, 2, 2, 2, 2, 2)
+
+
 def frames(cfg: dict[str, Any], samples: int) -> int:
     """Output frames of the convolutional feature encoder for ``samples`` samples (its kernels and strides)."""
     length = samples
-    kernels = cfg.get("conv_kernel") or [10, 3, 3, 3, 3, 2, 2]
-    strides = cfg.get("conv_stride") or [5, 2, 2, 2, 2, 2, 2]
-    for k, s in zip(kernels, strides, strict=False):
+    for k, s in zip(cfg.get("conv_kernel") or CONV_KERNELS, cfg.get("conv_stride") or CONV_STRIDES, strict=False):
         length = (length - int(k)) // int(s) + 1
     return length
+
+
+def samples_per_frame(cfg: dict[str, Any]) -> int:
+    """Input samples per output frame: the product of the feature encoder's strides (inputs_to_logits_ratio)."""
+    out = 1
+    for s in cfg.get("conv_stride") or CONV_STRIDES:
+        out *= int(s)
+    return out
 
 
 class CTCTask(GraphFamily, Task):

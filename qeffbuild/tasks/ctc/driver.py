@@ -22,7 +22,7 @@ from typing import Any
 
 from ...errors import InputError
 from ...pipeline.audio import SAMPLE_RATE, Utterance
-from . import frames
+from . import frames, samples_per_frame
 
 
 class Frontend:
@@ -82,7 +82,7 @@ class Chunking:
 
     @classmethod
     def of(cls, config: dict[str, Any], graphs: dict[str, int], stride_s: float | None = None) -> Chunking:
-        align = ratio(config)
+        align = samples_per_frame(config)
         chunk = max(graphs.values())
         seconds = stride_s if stride_s is not None else chunk / SAMPLE_RATE / 6  # the pipeline's default
         stride = round(seconds * SAMPLE_RATE / align) * align
@@ -117,14 +117,6 @@ class Chunking:
         return out
 
 
-def ratio(config: dict[str, Any]) -> int:
-    """Input samples per output frame: the product of the feature encoder's strides."""
-    out = 1
-    for s in config.get("conv_stride") or [5, 2, 2, 2, 2, 2, 2]:
-        out *= int(s)
-    return out
-
-
 def plan_pieces(utts: list[Utterance], graphs: dict[str, int], frontend: Frontend,
                 chunking: Chunking) -> list[Piece]:
     """Every row a runtime reads: an utterance that fits a graph whole, a longer one as its chunks."""
@@ -139,9 +131,13 @@ def plan_pieces(utts: list[Utterance], graphs: dict[str, int], frontend: Fronten
     return out
 
 
+def pieces_per_utterance(pieces: list[Piece], n: int) -> list[int]:
+    """How many pieces each of ``n`` utterances was read in (1: whole)."""
+    return [sum(p.utt == i for p in pieces) for i in range(n)]
+
+
 def chunk_counts(utts: list[Utterance], graphs: dict[str, int], frontend: Frontend, chunking: Chunking) -> list[int]:
-    pieces = plan_pieces(utts, graphs, frontend, chunking)
-    return [sum(p.utt == i for p in pieces) for i in range(len(utts))]
+    return pieces_per_utterance(plan_pieces(utts, graphs, frontend, chunking), len(utts))
 
 
 def batches(pieces: list[Piece], graphs: dict[str, int], batch: int) -> list[tuple[str, list[int]]]:
@@ -175,7 +171,7 @@ def recognize(sessions: dict[str, Any], frontend: Frontend, utts: list[Utterance
     chunking = chunking or Chunking.of(frontend.config, graphs)
     pieces = plan_pieces(utts, graphs, frontend, chunking)
     got: dict[int, list[int]] = {}
-    out = Recognized([[] for _ in utts], chunks=[sum(p.utt == i for p in pieces) for i in range(len(utts))])
+    out = Recognized([[] for _ in utts], chunks=pieces_per_utterance(pieces, len(utts)))
     for graph, rows in batches(pieces, graphs, batch):
         padded = rows + [rows[0]] * (batch - len(rows))
         feeds = frontend.features([_audio(utts, pieces[k]) for k in padded], graphs[graph])

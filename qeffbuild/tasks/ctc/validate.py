@@ -16,7 +16,7 @@ from ...checks.tokens import first_mismatch
 from ...core.plugins import plugins
 from ...core.steps import StepContext
 from ...exec.progress import StepProgress
-from ...pipeline.audio import Utterance, read_selected
+from ...pipeline.audio import SAMPLE_RATE, Utterance, read_selected
 from ...pipeline.normalizers import make_normalizer
 from ...pipeline.torchutil import quiet_warnings, strict_fp32
 from ...reports import publish, sig
@@ -95,7 +95,7 @@ def _long_audio(utts: list[Utterance], specs: list[dict[str, Any]], chunking: di
         longest = max(s["graphs"].values())
         long = [u.name for u in utts if len(u.audio) > longest]
         if long:
-            out.append(f"{s['name']}: {len(long)} utterance(s) longer than {longest / 16000:g} s "
+            out.append(f"{s['name']}: {len(long)} utterance(s) longer than {longest / SAMPLE_RATE:g} s "
                        f"{chunking[s['name']].describe()}")
     return out
 

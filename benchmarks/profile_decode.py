@@ -80,7 +80,7 @@ def profile(folder: Path, backend: str, steps: int, top: int) -> None:
     loop = StepLoop(decoder, io)
 
     def step() -> None:
-        loop._advance_state(loop._run())
+        loop._step()
         loop.position.zero_()  # stay inside the cache whatever the number of steps
 
     for _ in range(3):

@@ -67,7 +67,8 @@ class InductorBackend(Backend):
                 "built into Inductor packages by qeffbuild yet: use `ort` for int8",
     }
     toolchain = ("torch", "triton")
-    version = 2  # 2: no CUDA-graph trees (mode default); the decode loop captures whole steps
+    version = 3  # 2: no CUDA-graph trees (mode default); the decode loop captures whole steps. 3: a decoder
+    # step writes its retained state in place (InductorSession.step_in_place)
     compile = "qeffbuild.backends.inductor:compile_model"
     session = "qeffbuild.backends.inductor:InductorSession"
     runtimes = (Runtime("inductor", "the program compiled by Inductor from its cache artifacts", "inductor"),)
@@ -185,7 +186,7 @@ class InductorSession:
         import torch
 
         from ..pipeline.torchutil import load_program, strict_fp32
-        from ..runtimes.io import read_io
+        from ..runtimes.io import read_io, retained_pairs
         from ..runtimes.torch import TorchCalling
 
         strict_fp32()
@@ -198,13 +199,16 @@ class InductorSession:
             torch.compiler.load_cache_artifacts(blob.read_bytes())
             _restore_best_configs(folder)
         program = load_program(folder / "program.pt2")
+        io = read_io(folder)
         tuning = json.loads((folder / TUNING).read_text()) if (folder / TUNING).is_file() else {}
-        if tuning:  # torch.compile takes mode or options, not both; MODE is the default mode
-            fn = torch.compile(program.module(), options=tuning, fullgraph=True, dynamic=False)
-        else:
-            fn = torch.compile(program.module(), mode=MODE, fullgraph=True, dynamic=False)
+        # torch.compile takes mode or options, not both; MODE is the default mode
+        settings: dict[str, Any] = {"options": tuning} if tuning else {"mode": MODE}
+        self._pairs = retained_pairs(io) if io.get("call") == "positional" else []
+        module = program.module()
+        self._step = torch.compile(_writing_state(module, self._pairs) if self._pairs else module,
+                                   fullgraph=True, dynamic=False, **settings)
         self.capturable = device == "cuda"
-        self._calling = TorchCalling(fn, read_io(folder), device)
+        self._calling = TorchCalling(self._pure if self._pairs else self._step, io, device)
         self.io = self._calling.io
         self.device = self._calling.device
 
@@ -213,3 +217,41 @@ class InductorSession:
 
     def run_tensors(self, feeds: dict[str, Any]) -> list[Any]:
         return self._calling.run_tensors(feeds)
+
+    @property
+    def retained_in_place(self) -> bool:
+        """A decoder step whose compiled code writes its new state into its ``past_*`` inputs
+        (:meth:`step_in_place`)."""
+        return bool(self._pairs)
+
+    def step_in_place(self, feeds: dict[str, Any]) -> list[Any]:
+        """One step that writes each ``present_X`` into the ``past_X`` tensor it was given (one kernel per state:
+        the write is fused into the kernel that makes the new state, with no copy back) and returns the other
+        outputs (the logits). The decode loop's state buffers are those inputs."""
+        import torch
+
+        with torch.no_grad():
+            return list(self._step(*(feeds[name] for name in self.io["inputs"])))
+
+    def _pure(self, *args: Any) -> list[Any]:
+        """The step as a function (every runtime's contract): the compiled step writes into copies of the state."""
+        inputs = list(args)
+        for i, _ in self._pairs:
+            inputs[i] = inputs[i].clone()
+        kept = iter(self._step(*inputs))
+        written = {o: inputs[i] for i, o in self._pairs}
+        return [written[o] if o in written else next(kept) for o in range(len(self.io["outputs"]))]
+
+
+def _writing_state(module: Any, pairs: list[tuple[int, int]]) -> Any:
+    """``module``'s step, writing each retained state into its input: Inductor fuses the write into the kernel
+    that computes the new state (out-of-place, the loop copied every state back: twice the kernels)."""
+    written = {o for _, o in pairs}
+
+    def step(*args: Any) -> tuple[Any, ...]:
+        out = module(*args)
+        for i, o in pairs:
+            args[i].copy_(out[o])
+        return tuple(v for o, v in enumerate(out) if o not in written)
+
+    return step

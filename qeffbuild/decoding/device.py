@@ -94,7 +94,9 @@ class StepLoop:
         self.tok = torch.zeros((self.batch, 1), dtype=torch.int64, device=self.device)
         self.prompt_tok = torch.zeros((self.batch, 1), dtype=torch.int64, device=self.device)
         self.position = torch.zeros((), dtype=torch.int64, device=self.device)
-        self.vocab = int(self._run()[0].shape[-1])  # one call: the logits' width, and the first compile
+        # a session that writes its new state into the state buffers itself (no copy back): see step_in_place
+        self.in_place = bool(getattr(decoder, "retained_in_place", False))
+        self.vocab = int(self._step().shape[-1])  # one call: the logits' width, and the first compile
         self.nxt = torch.zeros(self.batch, dtype=torch.int64, device=self.device)
         self.capturable = bool(getattr(decoder, "capturable", False))
         self.feed_graph: Any = None
@@ -135,23 +137,27 @@ class StepLoop:
             kind.graph = self._capture(lambda: self._generate(kind.state, 1))
         kind.graph.replay()
 
-    def _run(self) -> list[Any]:
-        return self.decoder.run_tensors({"input_ids": self.tok, "position": self.position, **self.fixed,
-                                         **self.state})
-
-    def _advance_state(self, res: list[Any]) -> None:
-        for name, value in zip(self.past, res[1:], strict=True):
-            self.state[name].copy_(value)
+    def _step(self) -> Any:
+        """One decoder call at the current position: the state buffers hold the new state, the position is the
+        next one; returns the logits."""
+        feeds = {"input_ids": self.tok, "position": self.position, **self.fixed, **self.state}
+        if self.in_place:
+            logits = self.decoder.step_in_place(feeds)[0]
+        else:
+            res = self.decoder.run_tensors(feeds)
+            for name, value in zip(self.past, res[1:], strict=True):
+                self.state[name].copy_(value)
+            logits = res[0]
         self.position += 1
+        return logits
 
     def _feed(self) -> None:
-        self._advance_state(self._run())
+        self._step()
         self.tok.copy_(self.prompt_tok)
 
     def _generate(self, state: RuleState, i: int) -> None:
-        res = self._run()
-        self._advance_state(res)
-        self.nxt.copy_(state.apply(res[0][:, -1, :], first=i == 0).argmax(-1))
+        logits = self._step()
+        self.nxt.copy_(state.apply(logits[:, -1, :], first=i == 0).argmax(-1))
         state.advance(self.nxt, i)
         self.tok.copy_(self.nxt[:, None])
 

@@ -21,3 +21,11 @@ def cast_feeds(feeds: dict[str, Any], io: dict[str, Any]) -> dict[str, Any]:
             value = value.astype(dtype)
         out[name] = value
     return out
+
+
+def retained_pairs(io: dict[str, Any]) -> list[tuple[int, int]]:
+    """(input index, output index) of each retained state: output ``present_X`` is the next step's ``past_X``
+    (the convention every decoding family's graphs follow, and QEfficient's retained state)."""
+    inputs, outputs = list(io["inputs"]), list(io.get("outputs", []))
+    return [(i, outputs.index("present_" + name[len("past_"):])) for i, name in enumerate(inputs)
+            if name.startswith("past_") and "present_" + name[len("past_"):] in outputs]

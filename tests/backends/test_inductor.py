@@ -103,3 +103,92 @@ def test_a_session_compiles_with_the_options_its_build_used(tmp_path: Path, monk
     inductor.InductorSession(tmp_path / "p", "cpu", artifacts=False)
     assert calls == [{"mode": "default", "fullgraph": True, "dynamic": False},
                      {"options": {"coordinate_descent_tuning": True}, "fullgraph": True, "dynamic": False}]
+
+
+class _ToyStep:
+    """A decoder step as the families export one: (input_ids, position, past_*) → (logits, present_*), the new
+    state written at ``position`` by a select (RetainedLayer's decode write)."""
+
+    @staticmethod
+    def module() -> object:
+        import torch
+
+        class Step(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                torch.manual_seed(0)
+                self.emb = torch.nn.Embedding(11, 4)
+                self.head = torch.nn.Linear(4, 11)
+
+            def forward(self, ids: torch.Tensor, position: torch.Tensor, past_key_0: torch.Tensor,
+                        past_value_0: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                x = self.emb(ids)  # [b, 1, 4]
+                write = (torch.arange(past_key_0.shape[1]) == position).view(1, -1, 1)
+                keys = torch.where(write, x, past_key_0)
+                values = torch.where(write, 2 * x, past_value_0)
+                att = torch.softmax(x @ keys.transpose(1, 2), -1) @ values
+                return self.head(att), keys, values
+
+        return Step().eval()
+
+
+def _toy_decoder(folder: Path) -> None:
+    import torch
+
+    example = (torch.zeros(2, 1, dtype=torch.long), torch.tensor(0), torch.zeros(2, 6, 4), torch.zeros(2, 6, 4))
+    folder.mkdir()
+    torch.export.save(torch.export.export(_ToyStep.module(), example), folder / "program.pt2")  # type: ignore[arg-type]
+    (folder / "io.json").write_text(json.dumps({
+        "inputs": {"input_ids": "int64", "position": "int64", "past_key_0": "float32", "past_value_0": "float32"},
+        "outputs": ["logits", "present_key_0", "present_value_0"], "call": "positional",
+        "shapes": {"input_ids": [2, 1], "position": [], "past_key_0": [2, 6, 4], "past_value_0": [2, 6, 4]}}))
+
+
+@slow
+def test_a_decoder_step_writes_its_state_in_place_and_decodes_as_the_program(tmp_path: Path) -> None:
+    """The compiled step writes each present_X into its past_X input (no copy back); as a function (`run`) it
+    leaves its inputs alone; and the device loop over it picks the tokens the host loop picks over the program."""
+    import torch
+
+    from qeffbuild.backends.inductor import InductorSession
+    from qeffbuild.decoding.greedy import greedy
+    from qeffbuild.decoding.rules import LogitRules
+    from qeffbuild.runtimes.torch import open_program
+
+    _toy_decoder(tmp_path / "p")
+    session = InductorSession(tmp_path / "p", "cpu", artifacts=False)
+    program = open_program(tmp_path / "p")
+    assert session.retained_in_place
+    rng = np.random.default_rng(0)
+    feeds = {"input_ids": np.array([[3], [7]]), "position": np.array(2),
+             "past_key_0": rng.standard_normal((2, 6, 4), np.float32),
+             "past_value_0": rng.standard_normal((2, 6, 4), np.float32)}
+    before = {k: v.copy() for k, v in feeds.items()}
+    want = program.run(feeds)
+    got = session.run(feeds)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert all(np.array_equal(feeds[k], before[k]) for k in feeds)  # `run` is a function
+    tensors = {k: torch.from_numpy(v.copy()) for k, v in feeds.items()}
+    logits = session.step_in_place(tensors)
+    assert len(logits) == 1
+    np.testing.assert_allclose(logits[0].numpy(), want[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(tensors["past_key_0"].numpy(), want[1], rtol=1e-6)  # the input now holds the state
+    np.testing.assert_allclose(tensors["past_value_0"].numpy(), want[2], rtol=1e-6)
+
+    io = json.loads((tmp_path / "p" / "io.json").read_text())
+    rules = LogitRules(eos=10)
+    prompts = np.array([[1, 2], [4, 5]])
+    on_device = greedy(session, io, [], prompts, rules, steps=4)
+    on_host = greedy(_Host(program), io, [], prompts, rules, steps=4)
+    assert np.array_equal(on_device.tokens, on_host.tokens) and on_device.tokens.shape == (2, 4)
+
+
+class _Host:
+    """A session seen through `run` only: the host loop."""
+
+    def __init__(self, session: object) -> None:
+        self.session = session
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(feeds)  # type: ignore[attr-defined,no-any-return]

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from ...core.plugins import Plugins
     from ...core.workspace import TargetRef
 
-TRANSFORM_VERSION = 3
+TRANSFORM_VERSION = 4  # 4: one fused q/k/v projection per self-attention (decoding/fuse.py)
 VALIDATE_VERSION = 4
 LOAD_BUILDER = "qeffbuild.tasks.speech.load:build"
 LOAD_BUILDER_VERSION = 2  # bump when what the builder writes changes (2: a random Whisper's prev_sot_token_id)

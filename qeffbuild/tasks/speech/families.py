@@ -59,6 +59,9 @@ class Architecture:
     composed: bool = False
     feature_axes: tuple[str | None, ...] = ("batch_size", "feature_len")  # named axes of the first encoder input
     ctranslate2: bool = False  # CTranslate2 (faster-whisper's engine) converts it: a baseline for `bench`
+    # submodules whose q_proj/k_proj/v_proj project one input (self-attention): fused into one matmul by the
+    # transform (``decoding/fuse.py``); a cross-attention is left out (its query and keys read different inputs)
+    self_attention: tuple[str, ...] = ("self_attn",)
 
     @property
     def bucketed(self) -> bool:
@@ -230,6 +233,7 @@ class SpeechEncoderDecoder(Architecture):
     auto_class = "SpeechEncoderDecoderModel"
     encoder_inputs = ("input_values", "attention_mask")
     composed = True
+    self_attention = ("self_attn", "attention")  # Wav2Vec2-style encoders name theirs `attention`
 
     def encoder_length(self, cfg: dict[str, Any], samples: int) -> int:
         enc = cfg.get("encoder", cfg)

@@ -9,6 +9,7 @@ from typing import Any
 
 from ...core.steps import StepContext
 from ...pipeline.torchutil import quiet_warnings, torch_device, torch_dtype
+from ...decoding.fuse import fuse_projections
 from .families import of_model_type
 from .retained import Adapter, DecoderStep, EncoderSide, cross_names, past_names, present_names, probe
 
@@ -42,6 +43,7 @@ def run(ctx: StepContext) -> None:
     dtype, device = torch_dtype(p["dtype"]), torch_device(p.get("device", "cpu"))
     model = load_model(ctx.inputs["model"] / "model", dtype).to(device)
     adapter = Adapter(model, p["arch"])
+    fused = fuse_projections(model, adapter.arch.self_attention)
     b, enc_len = int(p["batch_size"]), int(p["encoder_len"])
     samples = int(p.get("samples") or PROBE_SAMPLES)
     enc_inputs = encoder_example(adapter, b, samples, device, dtype)
@@ -78,4 +80,5 @@ def run(ctx: StepContext) -> None:
           "graph": p["graph"], "layers": info, "arch": p["arch"],
           "samples": samples if p["graph"] == "encoder" else None}
     (ctx.out / "io.json").write_text(json.dumps(io, indent=1))
-    print(f"exported the {p['arch']} {p['graph']} ({p['dtype']}), shapes {shapes}")
+    print(f"exported the {p['arch']} {p['graph']} ({p['dtype']}), shapes {shapes}; "
+          f"{fused} self-attentions' q/k/v fused into one matmul each")

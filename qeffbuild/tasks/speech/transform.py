@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ...core.steps import StepContext
-from ...pipeline.torchutil import quiet_warnings, torch_device, torch_dtype
 from ...decoding.fuse import fuse_projections
+from ...pipeline.torchutil import quiet_warnings, torch_device, torch_dtype
 from .families import of_model_type
 from .retained import Adapter, DecoderStep, EncoderSide, cross_names, past_names, present_names, probe
 

@@ -4,14 +4,30 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, NoReturn
+
+from pydantic import Field
 
 from ..core.plugins import Backend, Runtime
 from ..core.steps import StepContext
+from ..core.tables import Table
 from ..errors import BackendUnavailable
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+class OrtOptions(Table):
+    """[specializations.NAME.ort]: how `ort` builds this specialization (part of the key)."""
+
+    int8_float_layers: Literal["down-projections", "none"] = Field(
+        "down-projections",
+        description="dtype = \"int8\": which linear layers keep float32 weights. \"down-projections\" (a weight with "
+                    "at least twice as many inputs as outputs: the FFN's second layer, fed by the activation's "
+                    "outliers) is the accurate default (the real all-MiniLM-L6-v2's lowest cosine 0.981 → 0.990); "
+                    "\"none\" quantizes every linear layer, as CTranslate2's int8 does (faster encoders; check "
+                    "the validation's accuracy bound).")
 
 
 class OrtBackend(Backend):
@@ -29,9 +45,23 @@ class OrtBackend(Backend):
     session = "qeffbuild.backends.ort:OrtSession"
     runtimes = (Runtime("onnxruntime", "ONNX Runtime on the `ort` compile artifact", "ort"),)
 
+    options = OrtOptions
+
     def passes_for(self, dtype: str) -> tuple[str, ...]:
         # int8: ONNX Runtime's dynamic quantization of MatMul/Gemm weights, its own cached step
         return (*self.onnx_passes, "int8-dynamic") if dtype == "int8" else self.onnx_passes
+
+    def pass_params(self, name: str, options: Any) -> dict[str, Any]:
+        if name == "int8-dynamic" and options is not None:
+            return {"keep_float": options.int8_float_layers}
+        return {}
+
+    def plan(self, fail: Callable[[str, str], NoReturn], params: dict[str, Any], options: Any) -> dict[str, Any]:
+        if options is not None and params.get("dtype") != "int8" and \
+                options.int8_float_layers != OrtOptions.model_fields["int8_float_layers"].default:
+            fail("int8_float_layers", f"only an int8 specialization quantizes; this one is {params.get('dtype')}: "
+                                      "remove int8_float_layers or set dtype = \"int8\"")
+        return params
 
     def unavailable(self, device: str) -> str | None:
         why = super().unavailable(device)
@@ -88,12 +118,18 @@ class OrtSession:
     def __init__(self, folder: Path, device: str = "cpu") -> None:
         import onnxruntime as ort
 
-        from ..runtimes.io import read_io
+        from ..runtimes.io import read_io, retained_pairs
 
         self.io = read_io(folder)
         so = ort.SessionOptions()
         # The artifact is already optimized offline; do not re-optimize at load.
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        if retained_pairs(self.io):
+            # A decoder step runs in a loop with host work between calls (logits rules, the next feed) and beside
+            # an encoder's session: threads left spinning after each call took the cores from that work. Off, a
+            # whisper-tiny transcription on 2 cores took 286 ms instead of 333 (`benchmarks/cpu_targets.py`); a
+            # lone session called back to back (an embedding batch) keeps spinning, 4 % faster there.
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.sess = ort.InferenceSession(str(folder / "model.onnx"), so, providers=[PROVIDERS[device]])
         self.names = [i.name for i in self.sess.get_inputs()]
         self.output_names = [o.name for o in self.sess.get_outputs()]

@@ -152,6 +152,11 @@ class Backend:
         """The ONNX passes run (in order) before compiling a ``dtype`` specialization."""
         return self.onnx_passes
 
+    def pass_params(self, name: str, options: Any) -> dict[str, Any]:
+        """Overrides of ONNX pass ``name``'s params from this backend's manifest ``options`` (None: no table);
+        they enter that pass step's key."""
+        return {}
+
     def refuses_dtype(self, dtype: str) -> str | None:
         why = self.refused_dtypes.get(dtype)
         return f"backend {self.name!r} cannot compile {dtype}: {why}" if why else None

@@ -113,18 +113,23 @@ def graph_compile_nodes(x: Expansion, model: TargetRef, spec_ref: TargetRef, bac
     return ids
 
 
-def onnx_pass_nodes(x: Expansion, spec_ref: TargetRef, upstream: str, passes: tuple[str, ...]) -> str:
+def onnx_pass_nodes(x: Expansion, spec_ref: TargetRef, upstream: str, passes: tuple[str, ...],
+                    overrides: Callable[[str], dict[str, Any]] = lambda name: {}) -> str:
     """Chain the named ONNX passes after ``upstream`` (an export or an earlier pass); shared by every
-    specialization and backend that asks for the same passes on the same export."""
+    specialization and backend that asks for the same passes, with the same params, on the same export.
+    ``overrides(name)``: params a backend's options table changes (a pass so changed is a step of its own)."""
     for name in passes:
         p = x.ws.plugins.onnx_passes.get(name)
         up = x.graph.nodes[upstream]
+        params = {**p.params, **overrides(name)}
+        changed = sorted(k for k in params if params[k] != p.params.get(k))
+        label = name + "".join(f".{k}-{params[k]}" for k in changed)
         upstream = x.graph.add(StepNode(
-            id=f"onnx-pass:{name}:{upstream.partition(':')[2]}", kind="onnx-pass",
-            params={"pass": p.name, "pass_version": p.version, "pass_params": dict(p.params)},
+            id=f"onnx-pass:{label}:{upstream.partition(':')[2]}", kind="onnx-pass",
+            params={"pass": p.name, "pass_version": p.version, "pass_params": params},
             runner="qeffbuild.pipeline.onnx_passes:run", version=ONNX_PASS_VERSION,
             toolchain=("python", "onnx", "numpy"),
-            deps={"onnx": upstream}, target=up.target, out_subdir=f"{up.out_subdir}+{name}", salt=up.salt,
+            deps={"onnx": upstream}, target=up.target, out_subdir=f"{up.out_subdir}+{label}", salt=up.salt,
         ))
     return upstream
 
@@ -138,13 +143,14 @@ def compile_node(x: Expansion, spec_ref: TargetRef, backend: str, upstream: str,
     its input; one that asks for ONNX passes gets them chained in front of it.
     """
     b = x.ws.plugins.backends.get(backend)
+    table = b.options_table()
+    options = getattr(spec_ref.spec, table, None) if b.options is not None else None
     if b.builds_on is not None:
         upstream = compile_node(x, spec_ref, b.builds_on, upstream, params, graph)
     elif b.consumes == "onnx" and b.passes_for(params.get("dtype", "float32")):
-        upstream = onnx_pass_nodes(x, spec_ref, upstream, b.passes_for(params.get("dtype", "float32")))
+        upstream = onnx_pass_nodes(x, spec_ref, upstream, b.passes_for(params.get("dtype", "float32")),
+                                   lambda name: b.pass_params(name, options))
     role = "onnx" if b.consumes == "onnx" else "program"
-    table = b.options_table()
-    options = getattr(spec_ref.spec, table, None) if b.options is not None else None
     if options is not None:  # [specializations.X.<table>]: part of the key
         params = {**params, "options": options.model_dump()}
 

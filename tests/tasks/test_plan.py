@@ -70,6 +70,29 @@ def test_int8_on_ort_adds_the_quantization_pass_as_its_own_cached_step(project: 
     assert [i for i in ids if i.startswith("export:")] == ["export:gpt:float32:opset18"], ids
 
 
+def test_ort_int8_float_layers_is_its_own_pass_step_and_only_for_int8(project: ProjectDir) -> None:
+    """[specializations.X.ort] int8_float_layers = "none" quantizes every linear layer: the pass's params (and so
+    its step and key) change, beside the default pass the same export may feed; on float32 it is an error."""
+    both = GPT2.format(seq="16", dtype="int8", backend="ort") + """
+[specializations.gpt-all]
+model = "gpt"
+batch_size = 2
+seq_len = [16]
+dtype = "int8"
+compile = ["ort"]
+ort = { int8_float_layers = "none" }
+"""
+    project.manifest(both)
+    plan = project.api().plan(["gpt-b2", "gpt-all"])
+    passes = {s.id: s for s in plan.steps if s.id.startswith("onnx-pass:")}
+    assert sorted(passes) == ["onnx-pass:int8-dynamic.keep_float-none:gpt:float32:opset18",
+                              "onnx-pass:int8-dynamic:gpt:float32:opset18"], sorted(passes)
+    project.manifest(GPT2.format(seq="16", dtype="float32", backend="ort") +
+                     'ort = { int8_float_layers = "none" }\n')
+    said = _plan_error(project, "gpt-b2")
+    assert "ort.int8_float_layers" in said and "only an int8 specialization quantizes" in said, said
+
+
 def test_a_task_that_does_not_fit_the_model_is_a_manifest_error(project: ProjectDir) -> None:
     project.manifest("""
         [project]

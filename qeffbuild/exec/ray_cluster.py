@@ -299,6 +299,12 @@ class RayExecutor(LocalExecutor):
             future.result(timeout=CANCEL_GRACE_S)
         if not future.done():
             self._ray.cancel(ref, force=True)  # the worker dies, and its step's processes with it
+            with contextlib.suppress(Exception):
+                future.result(timeout=CANCEL_GRACE_S)
+            # A killed worker cannot remove its scratch folder (a loaded machine can miss the grace): where its
+            # node is this machine, the folder of a process that is gone is removed here; another node's stays until
+            # a build driven from that node, or `qeffbuild cache gc` there, cleans its stale scratch.
+            self.store.clean_stale_tmp()
 
     def _cancel_gently(self, ref: Any) -> None:
         """Once per task: a second KeyboardInterrupt could land inside the task's own clean-up."""

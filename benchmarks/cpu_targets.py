@@ -46,6 +46,8 @@ def bench(target: str, iters: int) -> list[dict[str, Any]]:
 
 def pick(rows: list[dict[str, Any]], runtime: str, spec: str | None = None, **where: Any) -> dict[str, Any] | None:
     for r in rows:
+        if "unavailable" in r:
+            continue
         if r["runtime"].startswith(runtime) and (spec is None or r["specialization"] == spec) and \
                 all(r.get(k) == v for k, v in where.items()):
             return r
@@ -56,7 +58,7 @@ def speech_targets(iters: int) -> list[tuple[str, str, str, bool | None]]:
     out: list[tuple[str, str, str, bool | None]] = []
     rows = bench(SPEECH[0], iters) + bench(SPEECH[1], iters)
     fw8 = next((r for r in rows if r["runtime"].startswith("faster-whisper") and r["runtime"].endswith("int8)")
-                and r["batch_size"] == 1), None)
+                and r["batch_size"] == 1 and "realtime_x" in r), None)
     ours = [r for r in rows if r["batch_size"] == 1 and "speedup_vs_faster_whisper_int8" in r]
     if fw8 and ours:
         best = max(ours, key=lambda r: r["realtime_x"])

@@ -400,17 +400,10 @@ class Project:
         return rows
 
     # --- using built artifacts ------------------------------------------------------------------
-    def artifact_finder(self, plan: Plan, node_id: str) -> Any:
-        """``find(role)``: the folder of ``node_id``'s upstream step with that role (built)."""
-        node = plan.by_id[node_id].node
-
-        def find(role: str) -> Path:
-            entry = self.store.lookup(plan.by_id[node.deps[role]].key)
-            if entry is None:
-                raise BuildError(f"{node.deps[role]} is not built")
-            return self.store.tree(entry)
-
-        return find
+    def artifact_finder(self, plan: Plan, node_id: str) -> Artifacts:
+        """``find(role)``: the folder of ``node_id``'s upstream step with that role (built); ``find.derived``
+        makes (once) and caches a folder derived from one."""
+        return Artifacts(self.store, plan, node_id)
 
     def _task_target(self, target: str, table: str, verb: str) -> Any:
         ref = self.workspace.targets.get(target)
@@ -543,3 +536,42 @@ class Project:
             _remove_tree(self.cache_dir, "--cache-dir (QEFFBUILD_CACHE_DIR)")
             removed.append(str(self.cache_dir))
         return removed
+
+
+class Artifacts:
+    """What a family's bench reads: its validation's upstream folders (``artifacts(role)``), and folders derived
+    from them that a baseline needs (a CTranslate2 conversion), made once and kept in the cache (``derived``)."""
+
+    def __init__(self, store: Store, plan: Plan, node_id: str) -> None:
+        self.store, self.plan = store, plan
+        self.node = plan.by_id[node_id].node
+
+    def __call__(self, role: str) -> Path:
+        entry = self.store.lookup(self._key(role))
+        if entry is None:
+            raise BuildError(f"{self.node.deps[role]} is not built")
+        return self.store.tree(entry)
+
+    def derived(self, role: str, what: str, material: dict[str, Any], make: Callable[[Path, Path], None]) -> Path:
+        """The folder ``make(source, folder)`` writes from upstream ``role``'s folder, cached under a key of that
+        folder's key, ``what`` and ``material`` (the tool's version, its settings): a later bench finds it built.
+        Like a step's outputs it is content-addressed, verified when read, and collected by `cache gc`."""
+        from .core.hashing import digest_json
+
+        keyed = {"derived": what, "from": self._key(role), "material": material}
+        key = digest_json(keyed)  # an entry's material must hash to its key (the store checks when it reads)
+        with self.store.lock(key):
+            entry = self.store.lookup(key)
+            if entry is None:
+                source, scratch = self(role), self.store.scratch(key)
+                try:
+                    started = time.perf_counter()
+                    make(source, scratch)
+                    entry = self.store.commit(key, f"derived:{what}:{self.node.deps[role]}", scratch, keyed,
+                                              time.perf_counter() - started, "")
+                finally:
+                    shutil.rmtree(scratch, ignore_errors=True)
+        return self.store.tree(entry)
+
+    def _key(self, role: str) -> str:
+        return self.plan.by_id[self.node.deps[role]].key

@@ -15,9 +15,10 @@ decoding those recordings long-form beside HF's own long-form ``generate`` on th
 
 Where CTranslate2 is installed (faster-whisper's engine) and the architecture has a CTranslate2 converter,
 **faster-whisper rows** (float32 and int8) convert the same weights with CTranslate2's own Transformers
-converter (into a temporary folder, once per bench) and time ``Whisper.generate`` the same two ways on the same
-features — greedy, no timestamps, EOS suppressed so that a random-weight model emits exactly N tokens on both
-sides — with as many threads as this machine has cores (``intra_threads``), as faster-whisper sets them.
+converter (a cached artifact derived from the model step: the first bench converts, later ones find it) and
+time ``Whisper.generate`` the same two ways on the same features — greedy, no timestamps, EOS suppressed so that
+a random-weight model emits exactly N tokens on both sides — with as many threads as this machine has cores
+(``intra_threads``), as faster-whisper sets them.
 
 On a GPU each runtime row also carries the **roofline** columns (``decoding.roofline``): the bytes one decode
 step must move (decoder weights once, every cache and cross-attention state the step reads), the bandwidth that
@@ -29,7 +30,6 @@ Every row carries the spread of its samples (``reports.timing``); the CLI warns 
 from __future__ import annotations
 
 import functools
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -61,32 +61,30 @@ def bench(artifact: Any, node: StepNode, iters: int, warmup: int) -> list[dict[s
     rows: list[dict[str, Any]] = []
     ct2_batches: set[int] = set()
     bandwidth: dict[str, float] = {}  # per GPU device: measured once per bench
-    with tempfile.TemporaryDirectory(prefix="qeffbuild-ct2-") as ct2_root:  # converted once per bench
-        for spec in p["specializations"]:
-            short = next((u for u in utts if not is_long(u, spec)), None)
-            where = (spec["device"], spec["dtype"])  # generate runs on the same device, in the same precision
-            if where not in models:
-                models[where] = load_model(model_dir, torch_dtype(spec["dtype"])).to(torch_device(spec["device"]))
-            model = models[where]
-            long = LongInputs(p["longform"], dc, frontend, model, p["language"], p["task"])
-            longs = [u for u in utts if is_long(u, spec)]
-            base = _generate_row(model, frontend, short, dc, steps, spec, iters, warmup) if short else None
-            hf_long = _hf_longform_row(long, longs, spec, iters) if longs else None
-            rows += [r for r in (base, hf_long) if r is not None]
-            if short is not None and spec["device"] == "cpu" and spec["batch_size"] not in ct2_batches:
-                ct2_batches.add(spec["batch_size"])  # one pair per batch size: float32 and int8 specs share it
-                rows += _ctranslate2_rows(model_dir, Path(ct2_root), arch, frontend, short, dc, steps, spec,
-                                           iters, warmup, base)
-            for runtime, opens in p["runtimes"].items():
-                if opens == "reference":
-                    continue  # the reference decodes without a cache: not a deployment runtime
-                encoders, decoder, decoder_io = open_graphs(runtime, opens, spec, inputs)
-                if short is not None:
-                    row = _runtime_row(runtime, frontend, encoders, decoder, decoder_io, short, dc, steps, spec,
-                                       iters, warmup, base)
-                    rows.append(_with_roofline(row, model, decoder_io, spec, bandwidth))
-                if longs:
-                    rows.append(_long_row(runtime, long, encoders, decoder, decoder_io, longs, spec, iters, hf_long))
+    for spec in p["specializations"]:
+        short = next((u for u in utts if not is_long(u, spec)), None)
+        where = (spec["device"], spec["dtype"])  # generate runs on the same device, in the same precision
+        if where not in models:
+            models[where] = load_model(model_dir, torch_dtype(spec["dtype"])).to(torch_device(spec["device"]))
+        model = models[where]
+        long = LongInputs(p["longform"], dc, frontend, model, p["language"], p["task"])
+        longs = [u for u in utts if is_long(u, spec)]
+        base = _generate_row(model, frontend, short, dc, steps, spec, iters, warmup) if short else None
+        hf_long = _hf_longform_row(long, longs, spec, iters) if longs else None
+        rows += [r for r in (base, hf_long) if r is not None]
+        if short is not None and spec["device"] == "cpu" and spec["batch_size"] not in ct2_batches:
+            ct2_batches.add(spec["batch_size"])  # one pair per batch size: float32 and int8 specs share it
+            rows += _ctranslate2_rows(artifact, arch, frontend, short, dc, steps, spec, iters, warmup, base)
+        for runtime, opens in p["runtimes"].items():
+            if opens == "reference":
+                continue  # the reference decodes without a cache: not a deployment runtime
+            encoders, decoder, decoder_io = open_graphs(runtime, opens, spec, inputs)
+            if short is not None:
+                row = _runtime_row(runtime, frontend, encoders, decoder, decoder_io, short, dc, steps, spec,
+                                   iters, warmup, base)
+                rows.append(_with_roofline(row, model, decoder_io, spec, bandwidth))
+            if longs:
+                rows.append(_long_row(runtime, long, encoders, decoder, decoder_io, longs, spec, iters, hf_long))
     return _versus_faster_whisper(rows)
 
 
@@ -96,7 +94,7 @@ def _with_roofline(row: dict[str, Any], model: Any, decoder_io: dict[str, Any], 
     bandwidth of the device it ran on."""
     from ...decoding.roofline import copy_bandwidth, roofline, state_bytes, weight_bytes
 
-    if spec["device"] != "cuda" or row["p50_ms"] <= 0:
+    if spec["device"] != "cuda" or row.get("p50_ms", 0) <= 0:
         return row
     device = str(model.device)
     if device not in bandwidth:
@@ -109,7 +107,7 @@ def _versus_faster_whisper(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each artifact row's real-time factor over faster-whisper int8's at the same batch size and shape:
     the CPU user's fastest choice today, so the figure the issue's target is stated in."""
     int8 = {(r["batch_size"], r["shape"]): r["realtime_x"] for r in rows
-            if r["runtime"].startswith("faster-whisper") and r["runtime"].endswith("int8)")}
+            if r["runtime"].startswith("faster-whisper") and r["runtime"].endswith("int8)") and "realtime_x" in r}
     for r in rows:
         ref = int8.get((r["batch_size"], r.get("shape")))
         if ref and "realtime_x" in r and not r["runtime"].startswith(("faster-whisper", "generate")):
@@ -153,7 +151,8 @@ def _per_token(decode: Callable[[int], Any], steps: int, iters: int, device: Any
     for _ in range(iters):
         one = _timed(lambda: decode(1), device)
         n = _timed(lambda: decode(steps), device)
-        per.append(max(n - one, 0.0) / (steps - 1))
+        if n > one:  # else other work on the machine outweighed N - 1 steps: no figure, not a zero
+            per.append((n - one) / (steps - 1))
         full.append(n)
     return per, full
 
@@ -183,11 +182,12 @@ def _generate_row(model: Any, frontend: Any, utt: Any, dc: Any, steps: int, spec
     return _row("generate (HF, eager)", spec, steps, enc, per, whole, None, utt.seconds)
 
 
-def _ctranslate2_rows(model_dir: Path, ct2_root: Path, arch: str, frontend: Any, utt: Any, dc: Any, steps: int,
+def _ctranslate2_rows(artifact: Any, arch: str, frontend: Any, utt: Any, dc: Any, steps: int,
                       spec: dict[str, Any], iters: int, warmup: int,
                       base: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """faster-whisper's engine on the same weights: float32 and int8, timed as every other row. The
-    conversions live under ``ct2_root``, made on first use and shared by every batch size."""
+    """faster-whisper's engine on the same weights: float32 and int8, timed as every other row. Each conversion
+    (CTranslate2's own Transformers converter) is a cached artifact derived from the model step: made by the
+    first bench, found by every later one."""
     import importlib.util
     import os
 
@@ -197,7 +197,6 @@ def _ctranslate2_rows(model_dir: Path, ct2_root: Path, arch: str, frontend: Any,
         return []
     import ctranslate2
     import numpy as np
-    from ctranslate2.converters import TransformersConverter
 
     b = spec["batch_size"]
     feeds = frontend.features([utt.audio] * b, max(spec["graphs"].values()))
@@ -205,9 +204,9 @@ def _ctranslate2_rows(model_dir: Path, ct2_root: Path, arch: str, frontend: Any,
     prompts = [list(dc.prompt)] * b
     rows = []
     for compute in ("float32", "int8"):
-        folder = ct2_root / compute
-        if not folder.exists():
-            TransformersConverter(str(model_dir)).convert(str(folder), quantization=compute, force=True)
+        folder = artifact.derived("model", "ctranslate2", {"ctranslate2": ctranslate2.__version__,
+                                                            "quantization": compute},
+                                  functools.partial(_ct2_convert, quantization=compute))
         engine = ctranslate2.models.Whisper(str(folder), device="cpu", compute_type=compute,
                                             intra_threads=os.cpu_count() or 1)
         run = functools.partial(_ct2_generate, engine, features, prompts,
@@ -229,6 +228,12 @@ def _ctranslate2_rows(model_dir: Path, ct2_root: Path, arch: str, frontend: Any,
         row["threads"] = os.cpu_count() or 1
         rows.append(row)
     return rows
+
+
+def _ct2_convert(model_step: Path, folder: Path, quantization: str) -> None:
+    from ctranslate2.converters import TransformersConverter
+
+    TransformersConverter(str(model_step / "model")).convert(str(folder), quantization=quantization, force=True)
 
 
 def _ct2_generate(engine: Any, features: Any, prompts: list[list[int]], suppress: list[int], max_length: int) -> Any:
@@ -287,6 +292,10 @@ def _row(runtime: str, spec: dict[str, Any], steps: int, enc_s: list[float], per
     import numpy as np
 
     b = spec["batch_size"]
+    if not per_token_s:
+        return {"runtime": runtime, "specialization": spec["name"], "dtype": spec["dtype"], "batch_size": b,
+                "unavailable": f"every sample took as long for 1 token as for {steps}: other work on the machine "
+                               "drowned the decode steps; rerun with more -n on an idle machine"}
     lat = percentiles(per_token_s)
     utt_ms = float(np.median(whole_s)) * 1000
     row = {"runtime": runtime, "specialization": spec["name"], "dtype": spec["dtype"], "batch_size": b,
@@ -295,7 +304,7 @@ def _row(runtime: str, spec: dict[str, Any], steps: int, enc_s: list[float], per
            "utterance_p50_ms": utt_ms, "utterances_per_s": b * 1000 / utt_ms,
            "realtime_x": b * audio_s * 1000 / utt_ms,  # seconds of audio transcribed per second
            "method": "per token = (T(N) - T(1)) / (N - 1), warm; encoder on the decode's path"}
-    if base is not None and lat["p50_ms"] > 0:
+    if base is not None and "p50_ms" in base and lat["p50_ms"] > 0:
         row["speedup_per_token_vs_generate"] = base["p50_ms"] / lat["p50_ms"]
         row["speedup_per_utterance_vs_generate"] = base["utterance_p50_ms"] / utt_ms
     return row

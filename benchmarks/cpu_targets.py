@@ -63,9 +63,10 @@ def speech_targets(iters: int) -> list[tuple[str, str, str, bool | None]]:
     if fw8 and ours:
         best = max(ours, key=lambda r: r["realtime_x"])
         ratio = best["speedup_vs_faster_whisper_int8"]
+        # the ratio is the bench's own, against the faster-whisper int8 row of the same `qeffbuild bench` run
         out.append(("speech b1: best artifact RTF / faster-whisper int8 RTF", "≥ 1.5",
                     f"{ratio:.2f} ({best['runtime']} {best['dtype']}: {best['realtime_x']:.1f}× real time; "
-                    f"faster-whisper int8 {fw8['realtime_x']:.1f}×)", ratio >= 1.5))
+                    f"faster-whisper int8 in the same run {best['realtime_x'] / ratio:.1f}×)", ratio >= 1.5))
     b1 = pick(rows, "onnxruntime", "whisper-tiny-dims-b1")
     b4 = pick(rows, "onnxruntime", "whisper-tiny-dims-b4")
     if b1 and b4:

@@ -127,8 +127,9 @@ class OrtSession:
         if retained_pairs(self.io):
             # A decoder step runs in a loop with host work between calls (logits rules, the next feed) and beside
             # an encoder's session: threads left spinning after each call took the cores from that work. Off, a
-            # whisper-tiny transcription on 2 cores took 286 ms instead of 333 (`benchmarks/cpu_targets.py`); a
-            # lone session called back to back (an embedding batch) keeps spinning, 4 % faster there.
+            # whisper-tiny int8 transcription on 2 cores took 286 ms instead of 333 (phases as
+            # `benchmarks/ort_graphs.py` splits them); a lone session called back to back (an embedding batch)
+            # keeps spinning, 4 % faster there.
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.sess = ort.InferenceSession(str(folder / "model.onnx"), so, providers=[PROVIDERS[device]])
         self.names = [i.name for i in self.sess.get_inputs()]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -24,7 +25,7 @@ class BuiltTranscriber:
     def __init__(self, folder: Path, runtime: str = "onnxruntime", device: str = "cpu", verify: bool = True) -> None:
         self.folder = Path(folder)
         if verify:
-            verified(self.folder)
+            verified(self.folder, read_by(runtime))
         self.runtime, self.device = runtime, device
 
     def save(self, dest: Path) -> Path:
@@ -34,7 +35,7 @@ class BuiltTranscriber:
 
     @classmethod
     def load(cls, folder: Path, runtime: str = "onnxruntime", device: str = "cpu") -> Self:
-        """Open a saved folder; its files are checked against the digests they were built with."""
+        """Open a saved folder; the files it reads are checked against the digests they were built with."""
         return cls(folder, runtime, device)
 
     @classmethod
@@ -47,11 +48,33 @@ class BuiltTranscriber:
         return cls(folder, runtime, spec["device"], verify=False)
 
 
-def verified(folder: Path) -> None:
-    """Every file of a saved folder read in full against the digests it was built with, before any is used."""
+def read_by(runtime: str) -> Callable[[str], bool]:
+    """Which files of a built folder a transcriber on ``runtime`` reads (paths relative to the folder): the
+    runtime's graphs, and the model folder's config, tokenizer and feature extractor. The model's weights belong
+    to the reference, which no transcriber opens; hashing them (and every other backend's graphs) would cost
+    seconds of start-up at large-v3's size and check bytes nothing reads."""
+    from .core.plugins import plugins
+
+    opens = plugins().runtimes.get(runtime).opens
+    graphs = ("transform-",) if opens == "program" else (f"{opens}/",)
+
+    def used(rel: str) -> bool:
+        if rel.startswith("model/"):
+            return not rel.endswith(WEIGHT_FILES)
+        return rel.startswith(graphs)
+
+    return used
+
+
+WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+
+
+def verified(folder: Path, used: Callable[[str], bool] | None = None) -> None:
+    """Every file of a saved folder that will be read (``used``; all when None) read in full against the digest
+    it was built with, before any is used."""
     from .exec.materialize import verify_folder
 
-    changed = verify_folder(Path(folder))
+    changed = verify_folder(Path(folder), used)
     if changed:
         raise UsageError(f"{folder}: {', '.join(changed[:5])}{' …' if len(changed) > 5 else ''} changed since it "
                          "was built (a disk error or an edit); build the specialization again and save a fresh copy")

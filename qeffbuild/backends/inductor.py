@@ -1,11 +1,14 @@
-"""The `inductor` backend: the exported program plus Inductor's cache artifacts for its shapes.
+"""The `inductor` backend: the program compiled by Inductor ahead of time, loaded without a Dynamo trace.
 
 AOTInductor packages for CUDA segfault on load on our GPU machine (torch 2.11, CUDA 13), so CUDA
-builds go through ``torch.compile`` instead. The compile step compiles the program for the
-specialization's fixed shapes and runs it, then saves Inductor's portable cache artifacts
-(``torch.compiler.save_cache_artifacts``: FX graph, AOTAutograd and Triton kernel caches). A
-session loads those artifacts first, so compiling in a fresh process finds every kernel built: no
-Inductor code generation is left, only Dynamo's trace.
+builds go through Inductor's own precompilation instead (``torch._inductor.standalone_compile``, the
+API vLLM starts from). The compile step traces the program to one ATen graph whose first inputs are
+the weights (``make_fx`` over ``functional_call``), compiles it for the specialization's fixed shapes,
+runs it, and saves the compiled artifact (``precompiled.bin``: the AOTAutograd entry, Inductor's
+output code and its Triton kernels) beside the weights (``weights.safetensors``). A session in a
+fresh process loads the two and calls the compiled code: no ``torch.export.load``, no Dynamo trace,
+no Inductor code generation and no Triton compile (the compile counters say so), and the kernels are
+the ones the build ran and the validation checked.
 
 CUDA graphs are not Inductor's (``mode="reduce-overhead"``): its CUDA-graph trees copy every
 non-parameter input into their own buffers and check them in Python on each call, which costs more
@@ -13,10 +16,10 @@ than a small decoder step. The session says it is ``capturable`` instead, and th
 captures a whole step (decoder, state update, argmax) over its own static buffers as one graph
 (``decoding/device.py``); a batch of embeddings is GPU-bound and needs none.
 
-The artifacts are valid only for the torch version, the CUDA it was built with and the GPU kind
-they were made on, so those enter the step key (``tool_versions``): a build on another GPU kind is
-another key. On CPU the same backend runs Inductor's C++ code (no CUDA graphs), which is how the
-tests exercise it on machines without a GPU.
+The artifact is valid only for the torch build, the CUDA it was built with and the GPU kind it was
+made on, so those enter the step key (``tool_versions``): a build on another GPU kind is another key,
+and a session under another torch build refuses the folder with the fix. On CPU the same backend
+runs Inductor's C++ code (no CUDA graphs), which is how the tests exercise it on machines without a GPU.
 """
 
 from __future__ import annotations
@@ -38,14 +41,15 @@ from ..core.plugins import Backend, Runtime
 from ..core.steps import StepContext
 from ..core.tables import Table
 
-ARTIFACT = "inductor-cache.bin"
-AUTOTUNED = "autotuned.json"  # Triton's chosen launch configs, which the cache artifacts leave out
-TUNING = "tuning.json"  # [specializations.X.inductor] as torch.compile options
+ARTIFACT = "precompiled.bin"  # torch._inductor.standalone_compile's artifact: the compiled step, kernels included
+WEIGHTS = "weights.safetensors"  # the compiled graph's first inputs, in inductor.json's "weights" order
+AUTOTUNED = "autotuned.json"  # Triton's chosen launch configs, which the artifact leaves out
+TUNING = "tuning.json"  # [specializations.X.inductor] as Inductor config patches
 
 
 class InductorOptions(Table):
-    """[specializations.NAME.inductor]: Inductor's tuning for this specialization (part of the key; a session
-    compiles with the same settings, so it finds the saved kernels)."""
+    """[specializations.NAME.inductor]: Inductor's tuning for this specialization (part of the key; the tuned
+    kernels are in the saved artifact, so a session needs no tuning of its own)."""
 
     max_autotune: bool = Field(False, description="Benchmark Triton templates against cuBLAS for every matmul and "
                                                   "keep the fastest (longer compile; the choice is saved).")
@@ -53,13 +57,13 @@ class InductorOptions(Table):
                                                                "coordinate descent (as gpt-fast does for decoding).")
 
     def compile_options(self) -> dict[str, bool]:
-        """torch.compile's ``options``: only those set, so the default build compiles exactly as before."""
+        """Inductor config patches: only those set, so the default build compiles exactly as before."""
         return {k: v for k, v in self.model_dump().items() if v}
 
 
 class InductorBackend(Backend):
     name = "inductor"
-    description = "torch.compile (Inductor): the program plus Inductor's cache artifacts for its shapes"
+    description = "Inductor, precompiled for the specialization's shapes: loads without a trace or a compile"
     consumes = "program"
     devices = ("cpu", "cuda")
     refused_dtypes: ClassVar[dict[str, str]] = {
@@ -67,8 +71,9 @@ class InductorBackend(Backend):
                 "built into Inductor packages by qeffbuild yet: use `ort` for int8",
     }
     toolchain = ("torch", "triton")
-    version = 3  # 2: no CUDA-graph trees (mode default); the decode loop captures whole steps. 3: a decoder
-    # step writes its retained state in place (InductorSession.step_in_place)
+    version = 5  # 2: no CUDA-graph trees (mode default); the decode loop captures whole steps. 3: a decoder
+    # step writes its retained state in place (InductorSession.step_in_place). 5: precompiled with
+    # standalone_compile over (weights, inputs); sessions load it without Dynamo or torch.export.load
     compile = "qeffbuild.backends.inductor:compile_model"
     session = "qeffbuild.backends.inductor:InductorSession"
     runtimes = (Runtime("inductor", "the program compiled by Inductor from its cache artifacts", "inductor"),)
@@ -89,46 +94,149 @@ class InductorBackend(Backend):
                 f"torch built with CUDA {facts['torch_cuda']}")
 
 
-MODE = "default"  # Inductor's kernels, no CUDA graphs of its own (see above); the key holds it via version
-
-
 def compile_model(ctx: StepContext) -> None:
     import torch
 
-    from ..pipeline.torchutil import example_inputs, strict_fp32, torch_device
+    from ..pipeline.torchutil import example_inputs, load_program, strict_fp32, torch_device
+    from ..runtimes.io import read_io
 
     p = ctx.params
     src = ctx.inputs["program"]
-    io = json.loads((src / "io.json").read_text())
+    io = read_io(src)
     device = p["device"]
-    shapes = p.get("shapes") or io["shapes"]  # the compile specializes to these (dynamic=False)
+    shapes = p.get("shapes") or io["shapes"]  # the compile specializes to these
     strict_fp32()
-    for name in ("program.pt2", "io.json"):
-        shutil.copy2(src / name, ctx.out / name)
-    # A private cache folder: every kernel is compiled (and recorded) in this step, none borrowed from
-    # an earlier build in the machine's shared cache, so the saved artifacts are complete.
+    shutil.copy2(src / "io.json", ctx.out / "io.json")
     tuning = InductorOptions(**p.get("options", {})).compile_options()
-    (ctx.out / TUNING).write_text(json.dumps(tuning) + "\n")  # the session compiles with the same options
+    (ctx.out / TUNING).write_text(json.dumps(tuning) + "\n")
+    step = _FlatStep(load_program(src / "program.pt2").module(), io)
+    feeds = example_inputs(shapes, io["inputs"], torch_device(device))
+    args = [feeds[name] for name in io["inputs"]]
+    # A private cache folder: every kernel is compiled (and recorded) in this step, none borrowed from
+    # an earlier build in the machine's shared cache, so the saved artifact is complete.
     with tempfile.TemporaryDirectory(prefix="qeffbuild-inductor-") as cache, _private_caches(Path(cache)):
-        session = InductorSession(ctx.out, device, artifacts=False)
-        feeds = example_inputs(shapes, io["inputs"], torch_device(device))
         t0 = time.perf_counter()
-        for _ in range(2):  # compile, then one call on the compiled code
-            session.run_tensors(feeds)
+        compiled, weights = _precompile(step, step.weights(), args, tuning)
+        compiled.save(path=str(ctx.out / ARTIFACT), format="binary")
+        for _ in range(2):  # run it: Triton picks its kernels' launch configs now, and they are saved below
+            compiled(*weights.values(), *(a.clone() for a in args))
         compile_s = time.perf_counter() - t0
-        saved = torch.compiler.save_cache_artifacts()
         tuned = _best_configs(Path(cache))
-    if saved is None:
-        raise RuntimeError("torch.compiler.save_cache_artifacts() returned nothing: Inductor cached no artifact")
-    blob, info = saved
-    (ctx.out / ARTIFACT).write_bytes(blob)
+    _save_weights(weights, ctx.out / WEIGHTS)
     (ctx.out / AUTOTUNED).write_text(json.dumps(tuned, indent=1) + "\n")
-    meta = {"mode": MODE, "options": tuning, "device": device, "shapes": shapes, "torch": torch.__version__,
-            "cuda": torch.version.cuda, "compile_s": round(compile_s, 2), "artifact_bytes": len(blob),
+    size = (ctx.out / ARTIFACT).stat().st_size
+    meta = {"precompiled": "standalone_compile", "options": tuning, "device": device, "shapes": shapes,
+            "torch": torch.__version__, "cuda": torch.version.cuda, "compile_s": round(compile_s, 2),
+            "artifact_bytes": size, "weights": list(weights),
             "capability": list(torch.cuda.get_device_capability()) if device == "cuda" else None}
     (ctx.out / "inductor.json").write_text(json.dumps(meta, indent=1) + "\n")
-    print(f"inductor ({meta['mode']}) for {device}, shapes {shapes}: compiled and ran in {compile_s:.1f} s; "
-          f"cache artifacts {len(blob) / 1e6:.1f} MB ({_describe(info)}); {len(tuned)} autotuned kernel configs")
+    print(f"inductor for {device}, shapes {shapes}: compiled and ran in {compile_s:.1f} s; artifact "
+          f"{size / 1e6:.1f} MB, {len(weights)} weight tensors; {len(tuned)} autotuned kernel configs")
+
+
+class _FlatStep:
+    """The exported program as one positional function of its inputs (io.json's order) returning a flat tuple,
+    with each retained state written into the input it came from (Inductor fuses the write into the kernel that
+    makes the new state; out of place, the loop copied every state back: twice the kernels)."""
+
+    def __init__(self, module: Any, io: dict[str, Any]) -> None:
+        from ..runtimes.io import retained_pairs
+
+        self.module = module
+        self.names = list(io["inputs"])
+        self.positional = io.get("call") == "positional"
+        self.pairs = retained_pairs(io) if self.positional else []
+
+    def weights(self) -> dict[str, Any]:
+        """The module's parameters and buffers by name, detached (an inference graph), each storage once (tied
+        weights are one tensor: ``functional_call`` ties them back)."""
+        out: dict[str, Any] = {}
+        for name, t in [*self.module.named_parameters(), *self.module.named_buffers()]:
+            out[name] = t.detach()
+        return out
+
+    def __call__(self, *args: Any) -> tuple[Any, ...]:
+        import torch
+
+        out = self.module(*args) if self.positional else self.module(**dict(zip(self.names, args, strict=True)))
+        flat = [out] if isinstance(out, torch.Tensor) else list(out.values()) if isinstance(out, dict) else list(out)
+        for i, o in self.pairs:
+            args[i].copy_(flat[o])
+        written = {o for _, o in self.pairs}
+        return tuple(v for o, v in enumerate(flat) if o not in written)
+
+
+def _precompile(step: _FlatStep, weights: dict[str, Any], args: list[Any],
+                tuning: dict[str, bool]) -> tuple[Any, dict[str, Any]]:
+    """One ATen graph of (weights..., inputs...) compiled by Inductor for these shapes, as a saveable artifact, and
+    the weights it takes, in order (the graph's constants first, then the weights it reads)."""
+    import torch
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    names = list(weights)
+
+    def flat(*values: Any) -> Any:
+        return _call_with(step, dict(zip(names, values[:len(names)], strict=True)), values[len(names):])
+
+    with torch.no_grad():
+        graph = make_fx(flat, tracing_mode="fake")(*weights.values(), *args)
+        taken = _graph_inputs(graph, weights, len(args))
+        compiled = torch._inductor.standalone_compile(graph, [*taken.values(), *args],
+                                                      dynamic_shapes="from_example_inputs",
+                                                      options={"config_patches": tuning} if tuning else {})
+    return compiled, taken
+
+
+def _graph_inputs(graph: Any, weights: dict[str, Any], n_inputs: int) -> dict[str, Any]:
+    """Make every tensor the graph holds an input of it, and drop the weights it never reads.
+
+    A saved artifact is called with its inputs only: a constant the trace kept as an attribute (a scale, a mask
+    made at export) is lifted to an input by AOTAutograd when compiling, but nothing supplies it after a load,
+    so each becomes an explicit input here, saved beside the weights. Unread weights would be carried to the
+    device for nothing (an exported graph may hold the whole model's parameters)."""
+    nodes = graph.graph
+    placeholders = [n for n in nodes.nodes if n.op == "placeholder"]
+    weight_nodes = placeholders[:len(weights)]
+    assert len(placeholders) == len(weights) + n_inputs
+    taken: dict[str, Any] = {}
+    with nodes.inserting_before(placeholders[0]):
+        for node in [n for n in nodes.nodes if n.op == "get_attr"]:
+            value = getattr(graph, node.target)
+            lifted = nodes.placeholder(f"constant_{node.target}")
+            lifted.meta = dict(node.meta)
+            node.replace_all_uses_with(lifted)
+            nodes.erase_node(node)
+            delattr(graph, node.target)
+            taken[f"constant:{node.target}"] = value
+    for node, (name, value) in zip(weight_nodes, weights.items(), strict=True):
+        if node.users:
+            taken[name] = value
+        else:
+            nodes.erase_node(node)
+    graph.recompile()
+    return taken
+
+
+def _call_with(step: _FlatStep, weights: dict[str, Any], args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``torch.func.functional_call`` for the step around the module (functional_call itself is this context
+    around ``module(*args)``): the weights become graph inputs, tied ones tied."""
+    from torch.nn.utils.stateless import _reparametrize_module
+
+    with _reparametrize_module(step.module, weights, tie_weights=True):
+        return step(*args)
+
+
+def _save_weights(weights: dict[str, Any], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    seen: set[int] = set()
+    tensors = {}
+    for name, t in weights.items():
+        # safetensors stores each storage once: a buffer aliasing another tensor is saved as its own copy
+        t = t.contiguous()
+        tensors[name] = t.clone() if t.data_ptr() in seen else t
+        seen.add(t.data_ptr())
+    save_file({k: v.cpu() for k, v in tensors.items()}, str(path))
 
 
 def _best_configs(cache: Path) -> dict[str, str]:
@@ -175,41 +283,33 @@ def _describe(info: Any) -> str:
 
 
 class InductorSession:
-    """The program compiled by ``torch.compile``, its kernels taken from the saved cache artifacts.
+    """The precompiled step (``precompiled.bin``) over its weights (``weights.safetensors``).
 
     ``run`` takes and returns numpy (every runtime's interface); ``run_tensors`` takes and returns torch
     tensors on the session's device, so a decode loop keeps its state there. ``capturable``: on CUDA a
     caller may capture calls into a CUDA graph (the compiled code does no host work once warm).
     """
 
-    def __init__(self, folder: Path, device: str = "cpu", artifacts: bool = True) -> None:
-        import torch
-
-        from ..pipeline.torchutil import load_program, strict_fp32
+    def __init__(self, folder: Path, device: str = "cpu") -> None:
+        from ..pipeline.torchutil import strict_fp32, torch_device
         from ..runtimes.io import read_io, retained_pairs
         from ..runtimes.torch import TorchCalling
 
         strict_fp32()
-        if artifacts:
-            blob = folder / ARTIFACT
-            if not blob.is_file():
-                from ..errors import ModelLoadError
-
-                raise ModelLoadError(f"{folder} has no {ARTIFACT}; rebuild the specialization")
-            torch.compiler.load_cache_artifacts(blob.read_bytes())
-            _restore_best_configs(folder)
-        program = load_program(folder / "program.pt2")
-        io = read_io(folder)
-        tuning = json.loads((folder / TUNING).read_text()) if (folder / TUNING).is_file() else {}
-        # torch.compile takes mode or options, not both; MODE is the default mode
-        settings: dict[str, Any] = {"options": tuning} if tuning else {"mode": MODE}
-        self._pairs = retained_pairs(io) if io.get("call") == "positional" else []
-        module = program.module()
-        self._step = torch.compile(_writing_state(module, self._pairs) if self._pairs else module,
-                                   fullgraph=True, dynamic=False, **settings)
+        self.io = read_io(folder)
+        names = list(self.io["inputs"])
+        _restore_best_configs(folder)  # before the kernels load: each reads its launch config then
+        self._compiled = _load_compiled(folder)
+        self._weights = _load_weights(folder, torch_device(device))
+        self._pairs = retained_pairs(self.io) if self.io.get("call") == "positional" else []
         self.capturable = device == "cuda"
-        self._calling = TorchCalling(self._pure if self._pairs else self._step, io, device)
-        self.io = self._calling.io
+        if self._pairs:
+            fn: Any = self._pure
+        elif self.io.get("call") == "positional":
+            fn = self._call
+        else:
+            fn = lambda **feeds: self._call(*(feeds[n] for n in names))  # noqa: E731
+        self._calling = TorchCalling(fn, self.io, device)
         self.device = self._calling.device
 
     def run(self, feeds: dict[str, Any]) -> list[Any]:
@@ -231,27 +331,45 @@ class InductorSession:
         import torch
 
         with torch.no_grad():
-            return list(self._step(*(feeds[name] for name in self.io["inputs"])))
+            return self._call(*(feeds[name] for name in self.io["inputs"]))
+
+    def _call(self, *args: Any) -> list[Any]:
+        return list(self._compiled(*self._weights, *args))
 
     def _pure(self, *args: Any) -> list[Any]:
         """The step as a function (every runtime's contract): the compiled step writes into copies of the state."""
         inputs = list(args)
         for i, _ in self._pairs:
             inputs[i] = inputs[i].clone()
-        kept = iter(self._step(*inputs))
+        kept = iter(self._call(*inputs))
         written = {o: inputs[i] for i, o in self._pairs}
         return [written[o] if o in written else next(kept) for o in range(len(self.io["outputs"]))]
 
 
-def _writing_state(module: Any, pairs: list[tuple[int, int]]) -> Any:
-    """``module``'s step, writing each retained state into its input: Inductor fuses the write into the kernel
-    that computes the new state (out-of-place, the loop copied every state back: twice the kernels)."""
-    written = {o for _, o in pairs}
+def _load_compiled(folder: Path) -> Any:
+    """The saved artifact, or a ModelLoadError that says to rebuild (a folder from an older qeffbuild, or built
+    under another torch: the artifact is bound to the torch build that made it)."""
+    import torch
 
-    def step(*args: Any) -> tuple[Any, ...]:
-        out = module(*args)
-        for i, o in pairs:
-            args[i].copy_(out[o])
-        return tuple(v for o, v in enumerate(out) if o not in written)
+    from ..errors import ModelLoadError
 
-    return step
+    path = folder / ARTIFACT
+    if not path.is_file():
+        raise ModelLoadError(f"{folder} has no {ARTIFACT} (built by an older qeffbuild?); rebuild the specialization")
+    meta = json.loads((folder / "inductor.json").read_text())
+    if meta.get("torch") != torch.__version__:
+        raise ModelLoadError(f"{folder} was compiled under torch {meta.get('torch')}, this is torch "
+                             f"{torch.__version__}: rebuild the specialization here")
+    try:
+        return torch._inductor.CompiledArtifact.load(path=str(path), format="binary")
+    except (AssertionError, RuntimeError, EOFError, ValueError) as e:  # torch asserts on a foreign build's key
+        raise ModelLoadError(f"{path} cannot be loaded by this torch build ({type(e).__name__}: {e}); rebuild "
+                             "the specialization") from e
+
+
+def _load_weights(folder: Path, device: str) -> list[Any]:
+    from safetensors.torch import load_file
+
+    names = json.loads((folder / "inductor.json").read_text())["weights"]
+    tensors = load_file(str(folder / WEIGHTS), device=device)
+    return [tensors[name] for name in names]

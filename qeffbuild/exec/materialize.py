@@ -25,6 +25,8 @@ from ..core.planner import Plan
 from ..errors import StoreError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..store import Store
 
 STAMP = ".qeffbuild-stamp"
@@ -103,15 +105,18 @@ def check_out(plan: Plan, target: str, store: Store, out_root: Path, full: bool 
     return "current"
 
 
-def verify_folder(folder: Path) -> list[str]:
+def verify_folder(folder: Path, used: Callable[[str], bool] | None = None) -> list[str]:
     """Files of a materialized folder (or a saved copy of one) whose bytes differ from what its stamp recorded,
-    each read in full (a failing disk keeps size, mtime and inode). [] when all match, or when the folder has no
-    stamp (it was not laid out by qeffbuild: nothing to check it against)."""
+    each read in full (a failing disk keeps size, mtime and inode); only those ``used`` says a reader opens, when
+    given. [] when all match, or when the folder has no stamp (it was not laid out by qeffbuild: nothing to check
+    it against)."""
     data = _read_stamp(folder)
     if data is None:
         return []
     bad = []
     for rel, record in data["files"].items():
+        if used is not None and not used(rel):
+            continue
         want = record[4] if isinstance(record, list) and len(record) == 5 else None
         try:
             ok = want is not None and digest_file(folder / rel) == want

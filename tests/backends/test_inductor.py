@@ -1,5 +1,5 @@
-"""The `inductor` backend on CPU (its CUDA path is in tests/test_gpu.py): the artifact is the program plus
-Inductor's cache artifacts, and a session in a fresh process compiles from them to the eager answers."""
+"""The `inductor` backend on CPU (its CUDA path is in tests/test_gpu.py): the artifact is the step precompiled by
+Inductor plus its weights, and a session in a fresh process loads it, compiling nothing, to the eager answers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qeffbuild.backends.inductor import ARTIFACT, AUTOTUNED, _best_configs
+from qeffbuild.backends.inductor import ARTIFACT, AUTOTUNED, WEIGHTS, _best_configs
 
 slow = pytest.mark.slow
 
@@ -30,37 +30,55 @@ def _program(folder: Path) -> dict[str, np.ndarray]:
         return {"x": x.numpy(), "y": model(x).numpy()}
 
 
+BUILD = ("import json, sys; from pathlib import Path; from qeffbuild.backends.inductor import compile_model\n"
+         "from qeffbuild.core.steps import StepContext\n"
+         "compile_model(StepContext('compile:inductor:t', {'device': 'cpu', 'options': json.loads(sys.argv[3])},"
+         " {'program': Path(sys.argv[1])}, {}, Path(sys.argv[2])))")
+
+
+def _compile(program: Path, out: Path, cache: Path, options: dict[str, bool] | None = None) -> None:
+    """The compile step in its own process, as a build's worker runs it: Inductor's CPU kernels depend on the
+    process's thread count, which earlier tests in this one may have changed."""
+    out.mkdir()
+    done = subprocess.run([sys.executable, "-c", BUILD, str(program), str(out), json.dumps(options or {})],
+                          capture_output=True, text=True, env=_fresh_inductor_cache(cache))
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 @slow
 def test_a_fresh_process_runs_the_compiled_program_from_its_artifacts(tmp_path: Path) -> None:
-    options: dict[str, bool] = {}
     data = _program(tmp_path / "program")
     out = tmp_path / "compiled"
-    out.mkdir()
-    # the compile runs in its own process, as a build's worker does: Inductor's kernels depend on the
-    # process's thread count, which earlier tests in this one may have changed
-    build = ("import sys; from pathlib import Path; from qeffbuild.backends.inductor import compile_model\n"
-             "from qeffbuild.core.steps import StepContext\n"
-             "compile_model(StepContext('compile:inductor:t', {'device': 'cpu', 'options': json.loads(sys.argv[3])},"
-             " {'program': Path(sys.argv[1])}, {}, Path(sys.argv[2])))")
-    build = "import json\n" + build
-    done = subprocess.run([sys.executable, "-c", build, str(tmp_path / "program"), str(out), json.dumps(options)],
-                          capture_output=True,
-                          text=True, env=_fresh_inductor_cache(tmp_path / "build"))
-    assert done.returncode == 0, done.stderr[-2000:]
+    _compile(tmp_path / "program", out, tmp_path / "build")
     assert (out / ARTIFACT).stat().st_size > 0 and json.loads((out / AUTOTUNED).read_text()) == {}
+    assert not (out / "program.pt2").exists()  # the session needs the artifact and the weights only
     meta = json.loads((out / "inductor.json").read_text())
-    assert meta["shapes"] == {"x": [2, 8]} and meta["options"] == options
+    assert meta["shapes"] == {"x": [2, 8]} and meta["options"] == {}
+    assert meta["weights"] == ["0.weight", "0.bias", "2.weight", "2.bias"] and (out / WEIGHTS).is_file()
     np.save(tmp_path / "x.npy", data["x"])
     child = ("import sys, numpy as np; from pathlib import Path; from torch._dynamo.utils import counters\n"
              "from qeffbuild.backends.inductor import InductorSession\n"
              "s = InductorSession(Path(sys.argv[1]), 'cpu')\n"
              "np.save(sys.argv[3], s.run({'x': np.load(sys.argv[2])})[0])\n"
-             "print(counters['inductor']['fxgraph_cache_hit'], counters['inductor']['fxgraph_cache_miss'])")
+             "print(counters['inductor']['fxgraph_cache_miss'], counters['stats']['calls_captured'])")
     done = subprocess.run([sys.executable, "-c", child, str(out), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
                           capture_output=True, text=True, env=_fresh_inductor_cache(tmp_path))
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["1", "0"]  # Inductor compiled nothing: the graph came from the artifacts
+    assert done.stdout.split() == ["0", "0"]  # Inductor compiled nothing and Dynamo traced nothing
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), data["y"], rtol=1e-5, atol=1e-6)
+
+
+def test_a_folder_from_another_torch_build_is_refused_with_the_fix(tmp_path: Path) -> None:
+    from qeffbuild.backends.inductor import InductorSession
+    from qeffbuild.errors import ModelLoadError
+
+    _program(tmp_path / "p")
+    with pytest.raises(ModelLoadError, match="rebuild the specialization"):
+        InductorSession(tmp_path / "p", "cpu")  # no artifact at all
+    (tmp_path / "p" / ARTIFACT).write_bytes(b"not an artifact")
+    (tmp_path / "p" / "inductor.json").write_text(json.dumps({"torch": "0.0.1", "weights": []}))
+    with pytest.raises(ModelLoadError, match="compiled under torch 0.0.1"):
+        InductorSession(tmp_path / "p", "cpu")
 
 
 def _fresh_inductor_cache(tmp_path: Path) -> dict[str, str]:
@@ -87,22 +105,22 @@ def test_autotuning_results_are_restored_inside_the_cache_only(tmp_path: Path, m
     assert not list(tmp_path.parent.glob("escape*")) and not list(tmp_path.glob("escape*"))
 
 
-def test_a_session_compiles_with_the_options_its_build_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """[specializations.X.inductor] options reach torch.compile in the session exactly as in the build (else the
-    session would miss the saved graph and compile again); none set: the default mode, as before options."""
+def test_the_build_compiles_with_the_specialization_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """[specializations.X.inductor] options reach Inductor as config patches; none set: no patches, the default
+    compile as before options existed."""
     import torch
 
     from qeffbuild.backends import inductor
 
-    _program(tmp_path / "p")
     calls: list[dict[str, object]] = []
-    monkeypatch.setattr(torch, "compile", lambda fn, **kw: calls.append(kw) or fn)
-    inductor.InductorSession(tmp_path / "p", "cpu", artifacts=False)
-    (tmp_path / "p" / inductor.TUNING).write_text(json.dumps(
-        inductor.InductorOptions(coordinate_descent_tuning=True).compile_options()))
-    inductor.InductorSession(tmp_path / "p", "cpu", artifacts=False)
-    assert calls == [{"mode": "default", "fullgraph": True, "dynamic": False},
-                     {"options": {"coordinate_descent_tuning": True}, "fullgraph": True, "dynamic": False}]
+    monkeypatch.setattr(torch._inductor, "standalone_compile", lambda gm, args, **kw: calls.append(kw["options"]))
+    _toy_decoder(tmp_path / "p")
+    step = inductor._FlatStep(_ToyStep.module(), json.loads((tmp_path / "p" / "io.json").read_text()))
+    args = [torch.zeros(2, 1, dtype=torch.long), torch.tensor(0), torch.zeros(2, 6, 4), torch.zeros(2, 6, 4)]
+    inductor._precompile(step, step.weights(), args, {})
+    inductor._precompile(step, step.weights(), args, inductor.InductorOptions(coordinate_descent_tuning=True)
+                         .compile_options())
+    assert calls == [{}, {"config_patches": {"coordinate_descent_tuning": True}}]
 
 
 class _ToyStep:
@@ -156,7 +174,8 @@ def test_a_decoder_step_writes_its_state_in_place_and_decodes_as_the_program(tmp
     from qeffbuild.runtimes.torch import open_program
 
     _toy_decoder(tmp_path / "p")
-    session = InductorSession(tmp_path / "p", "cpu", artifacts=False)
+    _compile(tmp_path / "p", tmp_path / "c", tmp_path / "build")
+    session = InductorSession(tmp_path / "c", "cpu")
     program = open_program(tmp_path / "p")
     assert session.retained_in_place
     rng = np.random.default_rng(0)
@@ -176,7 +195,7 @@ def test_a_decoder_step_writes_its_state_in_place_and_decodes_as_the_program(tmp
     np.testing.assert_allclose(tensors["past_key_0"].numpy(), want[1], rtol=1e-6)  # the input now holds the state
     np.testing.assert_allclose(tensors["past_value_0"].numpy(), want[2], rtol=1e-6)
 
-    io = json.loads((tmp_path / "p" / "io.json").read_text())
+    io = json.loads((tmp_path / "c" / "io.json").read_text())
     rules = LogitRules(eos=10)
     prompts = np.array([[1, 2], [4, 5]])
     on_device = greedy(session, io, [], prompts, rules, steps=4)

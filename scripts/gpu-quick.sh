@@ -5,6 +5,8 @@
 # large:   whisper-large-v3 dims fp16 b1 build + validate + bench, and the plain-script generate beside it;
 # large8:  the same at batch 8;
 # startup: a fresh process from Transcriber.load to the first token (whisper-tiny dims b1), 3 runs;
+# startup-large: the same for whisper-large-v3 dims fp16 b1 (after `large`, which builds it);
+# zoo-MODEL: the zoo's MODEL-parity (b1/b8 x float16/bfloat16) build + validate + bench, e.g. zoo-distil-large-v3-zoo;
 # profile: where a step's time goes (kernels per step, time per kernel) for $PROFILE_SPEC (default large-v3 b1).
 set -u
 R=$1; shift; mkdir -p "$R"
@@ -30,6 +32,14 @@ for mode in "$@"; do
   startup)
     timeout 60 $Q build whisper-tiny-dims-cuda-b1 > /dev/null 2>&1  # materialize out/<spec>/ (cached)
     timeout 200 python3 benchmarks/gpu_startup.py --runs 3 --timeout 60 > "$R/startup.txt" 2>&1 ;;
+  startup-large)
+    timeout 100 $Q build whisper-large-v3-zoo-b1-float16 > /dev/null 2>&1
+    timeout 200 python3 benchmarks/gpu_startup.py --spec whisper-large-v3-zoo-b1-float16 --runs 3 --timeout 60 \
+      > "$R/startup-large.txt" 2>&1 ;;
+  zoo-*)
+    V=${mode#zoo-}-parity
+    ( time timeout 400 $Q build "$V" ) > "$R/build-$V.txt" 2>&1
+    ( time timeout 150 $Q bench "$V" -n 3 --warmup 1 ) > "$R/bench-$V.txt" 2>&1 ;;
   profile)
     S=${PROFILE_SPEC:-whisper-large-v3-zoo-b1-float16}
     ( time timeout 400 $Q build "$S" ) > "$R/build-$S.txt" 2>&1

@@ -1,0 +1,52 @@
+"""Where a fresh process's start-up goes: cProfile over `Transcriber.load` and the first token, on `inductor`.
+
+    python benchmarks/profile_startup.py out/whisper-tiny-dims-cuda-b1 [--top 45]
+
+Prints the load and first-token times, the compile counters, and the functions that took the time
+(cumulative, then own time). benchmarks/gpu_startup.py gives the medians over fresh processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("--audio", type=Path, default=Path("manifests/data/speech/hello.wav"))
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--top", type=int, default=45)
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    import torch
+    from torch._dynamo.utils import counters
+
+    from qeffbuild.tasks.speech.transcriber import Transcriber
+
+    print(f"import {time.perf_counter() - t0:.2f} s")
+    profile = cProfile.Profile()
+    profile.enable()
+    t1 = time.perf_counter()
+    tr = Transcriber.load(args.folder, "inductor", args.device)
+    t2 = time.perf_counter()
+    tr.transcribe([args.audio], max_new_tokens=1)
+    if args.device == "cuda":
+        torch.cuda.synchronize()
+    t3 = time.perf_counter()
+    profile.disable()
+    print(f"load {t2 - t1:.2f} s, first token {t3 - t2:.2f} s")
+    print({k: dict(v) for k, v in counters.items() if k in ("inductor", "stats", "aot_autograd")})
+    for order in ("cumulative", "tottime"):
+        out = io.StringIO()
+        pstats.Stats(profile, stream=out).sort_stats(order).print_stats(args.top)
+        print(out.getvalue())
+
+
+if __name__ == "__main__":
+    main()

@@ -25,7 +25,6 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.perf_counter()
     import torch
-    from torch._dynamo.utils import counters
 
     from qeffbuild.tasks.speech.transcriber import Transcriber
 
@@ -40,6 +39,7 @@ def main() -> None:
         torch.cuda.synchronize()
     t3 = time.perf_counter()
     profile.disable()
+    from torch._dynamo.utils import counters  # after: imported earlier, Inductor's import would leave the load
     print(f"load {t2 - t1:.2f} s, first token {t3 - t2:.2f} s")
     print({k: dict(v) for k, v in counters.items() if k in ("inductor", "stats", "aot_autograd")})
     for order in ("cumulative", "tottime"):

@@ -10,6 +10,9 @@
 # profile: where a step's time goes (kernels per step, time per kernel) for $PROFILE_SPEC (default large-v3 b1).
 set -u
 R=$1; shift; mkdir -p "$R"
+# The GPU host's site-packages take no bytecode cache, so every process compiled ~1,300 modules from source
+# (1.8 s of a start-up); an installed environment has its .pyc files. Give Python a writable cache for them.
+export PYTHONPYCACHEPREFIX=${PYTHONPYCACHEPREFIX:-/tmp/pycache}
 Q="python3 -m qeffbuild -m manifests/gpu.toml -m manifests/whisper.toml -m manifests/gpu-zoo.toml"
 model_dir() {  # the saved model of the load step whose config has this d_model
   python3 -c "import glob,json,os,sys; print(next(os.path.dirname(f) for f in glob.glob('out/.cache/trees/*/model/config.json') if json.load(open(f)).get('d_model')==int(sys.argv[1])))" "$1"
@@ -30,7 +33,7 @@ for mode in "$@"; do
     M=$(model_dir 1280)
     timeout 60 python3 benchmarks/plain_generate.py "$M" --dtype float16 --batch $B >> "$R/plain-$mode.txt" 2>&1 ;;
   startup)
-    timeout 60 $Q build whisper-tiny-dims-cuda-b1 > /dev/null 2>&1  # materialize out/<spec>/ (cached)
+    timeout 60 $Q build whisper-tiny-dims-cuda-b1 > /dev/null 2>&1  # materialize out/<spec>/ (cached); fills .pyc
     timeout 200 python3 benchmarks/gpu_startup.py --runs 3 --timeout 60 > "$R/startup.txt" 2>&1 ;;
   startup-large)
     timeout 100 $Q build whisper-large-v3-zoo-b1-float16 > /dev/null 2>&1

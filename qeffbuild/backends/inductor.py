@@ -45,6 +45,7 @@ ARTIFACT = "precompiled.bin"  # torch._inductor.standalone_compile's artifact: t
 WEIGHTS = "weights.safetensors"  # the compiled graph's first inputs, in inductor.json's "weights" order
 AUTOTUNED = "autotuned.json"  # Triton's chosen launch configs, which the artifact leaves out
 TUNING = "tuning.json"  # [specializations.X.inductor] as Inductor config patches
+BUILD_CACHE_PREFIX = "qeffbuild-inductor-"  # the compile step's private Inductor cache, under the temp directory
 
 
 class InductorOptions(Table):
@@ -114,7 +115,7 @@ def compile_model(ctx: StepContext) -> None:
     args = [feeds[name] for name in io["inputs"]]
     # A private cache folder: every kernel is compiled (and recorded) in this step, none borrowed from
     # an earlier build in the machine's shared cache, so the saved artifact is complete.
-    with tempfile.TemporaryDirectory(prefix="qeffbuild-inductor-") as cache, _private_caches(Path(cache)):
+    with tempfile.TemporaryDirectory(prefix=BUILD_CACHE_PREFIX) as cache, _private_caches(Path(cache)):
         t0 = time.perf_counter()
         compiled, weights = _precompile(step, step.weights(), args, tuning)
         compiled.save(path=str(ctx.out / ARTIFACT), format="binary")
@@ -127,7 +128,7 @@ def compile_model(ctx: StepContext) -> None:
     size = (ctx.out / ARTIFACT).stat().st_size
     meta = {"precompiled": "standalone_compile", "options": tuning, "device": device, "shapes": shapes,
             "torch": torch.__version__, "cuda": torch.version.cuda, "compile_s": round(compile_s, 2),
-            "artifact_bytes": size, "weights": list(weights),
+            "artifact_bytes": size, "weights": list(weights), "build_cache": cache,
             "capability": list(torch.cuda.get_device_capability()) if device == "cuda" else None}
     (ctx.out / "inductor.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(f"inductor for {device}, shapes {shapes}: compiled and ran in {compile_s:.1f} s; artifact "
@@ -249,17 +250,30 @@ def _best_configs(cache: Path) -> dict[str, str]:
 
 
 def _restore_best_configs(folder: Path) -> None:
+    """Put the build's autotuning results where the loaded kernels look for them.
+
+    A kernel loaded from the artifact's Triton bundle remembers the file it was compiled from, and looks for its
+    ``.best_config`` beside that file: in the build's private cache folder, which is gone. Without it every
+    multi-config kernel benchmarks its configs again on its first call (41–53 benchmarks a fresh whisper-tiny
+    process on the H200), and may pick others than the ones the validation ran. So the results go to the same
+    paths under that folder's name (recreated, under the temp directory only) and under this process's cache."""
     saved = folder / AUTOTUNED
     if not saved.is_file():
         return
     from torch._inductor.runtime.cache_dir_utils import cache_dir
 
-    root = Path(cache_dir())
-    for rel, text in json.loads(saved.read_text()).items():
-        target = (root / rel).resolve()
-        if root.resolve() in target.parents and not target.exists():  # never outside the cache folder
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
+    roots = [Path(cache_dir())]
+    meta = json.loads((folder / "inductor.json").read_text()) if (folder / "inductor.json").is_file() else {}
+    built_in = Path(str(meta.get("build_cache", "")))
+    if built_in.is_absolute() and built_in.parent == Path(tempfile.gettempdir()) and \
+            built_in.name.startswith(BUILD_CACHE_PREFIX):
+        roots.append(built_in)
+    for root in roots:
+        for rel, text in json.loads(saved.read_text()).items():
+            target = (root / rel).resolve()
+            if root.resolve() in target.parents and not target.exists():  # never outside the cache folder
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(text)
 
 
 @contextmanager

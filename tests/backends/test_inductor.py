@@ -77,7 +77,7 @@ def test_a_folder_from_another_torch_build_is_refused_with_the_fix(tmp_path: Pat
         InductorSession(tmp_path / "p", "cpu")  # no artifact at all
     (tmp_path / "p" / ARTIFACT).write_bytes(b"not an artifact")
     (tmp_path / "p" / "inductor.json").write_text(json.dumps({"torch": "0.0.1", "weights": []}))
-    with pytest.raises(ModelLoadError, match="compiled under torch 0.0.1"):
+    with pytest.raises(ModelLoadError, match=r"compiled under torch 0\.0\.1"):
         InductorSession(tmp_path / "p", "cpu")
 
 
@@ -103,6 +103,34 @@ def test_autotuning_results_are_restored_inside_the_cache_only(tmp_path: Path, m
     _restore_best_configs(tmp_path)
     assert (cache / "ab" / "k.best_config").read_text() == "{}"
     assert not list(tmp_path.parent.glob("escape*")) and not list(tmp_path.glob("escape*"))
+
+
+def test_autotuning_results_also_go_where_the_bundled_kernels_look(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel from the artifact's Triton bundle looks for its best config beside the file it was compiled from, in
+    the build's private cache folder: the results are put there too, but only for a folder of that name under the
+    temp directory (a crafted inductor.json cannot make a load write anywhere else)."""
+    import tempfile
+
+    from qeffbuild.backends import inductor
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
+    build = Path(tempfile.mkdtemp(prefix=inductor.BUILD_CACHE_PREFIX))
+    build.rmdir()  # gone, as after the build
+    (tmp_path / AUTOTUNED).write_text(json.dumps({"ab/k.best_config": '{"XBLOCK": 64}'}))
+    try:
+        (tmp_path / "inductor.json").write_text(json.dumps({"build_cache": str(build)}))
+        inductor._restore_best_configs(tmp_path)
+        assert (build / "ab" / "k.best_config").read_text() == '{"XBLOCK": 64}'
+        assert (tmp_path / "cache" / "ab" / "k.best_config").is_file()
+        elsewhere = tmp_path / (inductor.BUILD_CACHE_PREFIX + "x")  # the name, but not under the temp directory
+        (tmp_path / "inductor.json").write_text(json.dumps({"build_cache": str(elsewhere)}))
+        inductor._restore_best_configs(tmp_path)
+        assert not elsewhere.exists()
+    finally:
+        import shutil
+
+        shutil.rmtree(build, ignore_errors=True)
 
 
 def test_the_build_compiles_with_the_specialization_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,10 +29,10 @@ class Frontend:
     """The model's feature extractor and CTC tokenizer."""
 
     def __init__(self, model_dir: Path) -> None:
-        import transformers
+        from ...pipeline import preprocessors
 
-        self.fe = transformers.AutoFeatureExtractor.from_pretrained(model_dir)
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+        self.fe = preprocessors.feature_extractor(model_dir)
+        self.tokenizer = preprocessors.tokenizer(model_dir)
         self.config = json.loads((model_dir / "config.json").read_text())
         self.mask = bool(getattr(self.fe, "return_attention_mask", False))
 

@@ -87,13 +87,13 @@ class Frontend:
     """The model's feature extractor and tokenizer: audio → encoder inputs, tokens → text."""
 
     def __init__(self, model_dir: Path, arch: str) -> None:
-        import transformers
+        from ...pipeline import preprocessors
 
         self.arch = named(arch)
         # the processor's two halves, loaded apart: AutoProcessor imports the image and video processing
         # stacks too (seconds of a transcriber's start-up) for the same two objects
-        self.fe = transformers.AutoFeatureExtractor.from_pretrained(model_dir)
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+        self.fe = preprocessors.feature_extractor(model_dir)
+        self.tokenizer = preprocessors.tokenizer(model_dir)
 
     def features(self, audios: list[Any], samples: int) -> dict[str, Any]:
         """Encoder inputs for audio padded (or cut) to ``samples`` samples, named as the graphs name them."""

@@ -11,7 +11,9 @@
 set -u
 R=$1; shift; mkdir -p "$R"
 # The GPU host's site-packages take no bytecode cache, so every process compiled ~1,300 modules from source
-# (1.8 s of a start-up); an installed environment has its .pyc files. Give Python a writable cache for them.
+# (1.8-5.6 s of a start-up); an installed environment has its .pyc files. Let Python write them, to a
+# writable cache.
+unset PYTHONDONTWRITEBYTECODE
 export PYTHONPYCACHEPREFIX=${PYTHONPYCACHEPREFIX:-/tmp/pycache}
 Q="python3 -m qeffbuild -m manifests/gpu.toml -m manifests/whisper.toml -m manifests/gpu-zoo.toml"
 model_dir() {  # the saved model of the load step whose config has this d_model

@@ -38,7 +38,7 @@ for mode in "$@"; do
     timeout 60 $Q build whisper-tiny-dims-cuda-b1 > /dev/null 2>&1  # materialize out/<spec>/ (cached); fills .pyc
     timeout 200 python3 benchmarks/gpu_startup.py --runs 3 --timeout 60 > "$R/startup.txt" 2>&1 ;;
   startup-large)
-    timeout 100 $Q build whisper-large-v3-zoo-b1-float16 > /dev/null 2>&1
+    timeout 200 $Q build whisper-large-v3-zoo-b1-float16 > /dev/null 2>&1
     timeout 200 python3 benchmarks/gpu_startup.py --spec whisper-large-v3-zoo-b1-float16 --runs 3 --timeout 60 \
       > "$R/startup-large.txt" 2>&1 ;;
   zoo-*)

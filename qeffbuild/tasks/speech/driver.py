@@ -13,6 +13,7 @@ copies of a real row, whose results are dropped.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,10 +91,18 @@ class Frontend:
         from ...pipeline import preprocessors
 
         self.arch = named(arch)
-        # the processor's two halves, loaded apart: AutoProcessor imports the image and video processing
-        # stacks too (seconds of a transcriber's start-up) for the same two objects
+        self.model_dir = model_dir
+        # the processor's two halves, loaded apart (AutoProcessor imports the image and video processing stacks
+        # too), and without transformers where the folder's are ones qeffbuild computes itself (preprocessors)
         self.fe = preprocessors.feature_extractor(model_dir)
         self.tokenizer = preprocessors.tokenizer(model_dir)
+
+    @functools.cached_property
+    def hf_fe(self) -> Any:
+        """transformers' own feature extractor, for the reference model's own calls (torch tensors, masks)."""
+        from ...pipeline import preprocessors
+
+        return preprocessors.hf_feature_extractor(self.model_dir)
 
     def features(self, audios: list[Any], samples: int) -> dict[str, Any]:
         """Encoder inputs for audio padded (or cut) to ``samples`` samples, named as the graphs name them."""

@@ -180,7 +180,7 @@ def hf_whisper_longform(model: Any, frontend: Any, audio: Any, dc: Any, settings
     """The reference: HF's own long-form ``generate`` on the whole, unpadded log-mel (greedy, no fallback)."""
     import torch
 
-    out = frontend.fe(audio, sampling_rate=16000, return_tensors="pt", truncation=False, padding="longest",
+    out = frontend.hf_fe(audio, sampling_rate=16000, return_tensors="pt", truncation=False, padding="longest",
                       return_attention_mask=True)
     kwargs: dict[str, Any] = {"return_timestamps": True, "return_segments": True, "do_sample": False, "num_beams": 1,
                               "condition_on_prev_tokens": settings.condition_on_previous_text,

@@ -384,6 +384,12 @@ def _load_compiled(folder: Path) -> Any:
 def _load_weights(folder: Path, device: str) -> list[Any]:
     from safetensors.torch import load_file
 
-    names = json.loads((folder / "inductor.json").read_text())["weights"]
+    from ..errors import ModelLoadError
+
+    names = json.loads((folder / "inductor.json").read_text()).get("weights", [])
     tensors = load_file(str(folder / WEIGHTS), device=device)
+    missing = [name for name in names if name not in tensors]
+    if missing:
+        raise ModelLoadError(f"{folder / WEIGHTS} lacks {', '.join(missing[:3])} (of {len(names)} weights the "
+                             "compiled step takes); rebuild the specialization")
     return [tensors[name] for name in names]

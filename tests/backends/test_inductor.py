@@ -105,6 +105,21 @@ def test_autotuning_results_are_restored_inside_the_cache_only(tmp_path: Path, m
     assert not list(tmp_path.parent.glob("escape*")) and not list(tmp_path.glob("escape*"))
 
 
+def test_a_weights_file_missing_a_weight_is_refused_with_the_fix(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from qeffbuild.backends.inductor import _load_weights
+    from qeffbuild.errors import ModelLoadError
+
+    save_file({"a": torch.zeros(2)}, str(tmp_path / WEIGHTS))
+    (tmp_path / "inductor.json").write_text(json.dumps({"weights": ["a", "b.weight"]}))
+    with pytest.raises(ModelLoadError, match=r"lacks b\.weight \(of 2 weights.*rebuild the specialization"):
+        _load_weights(tmp_path, "cpu")
+    (tmp_path / "inductor.json").write_text(json.dumps({"weights": ["a"]}))
+    assert [t.shape for t in _load_weights(tmp_path, "cpu")] == [torch.Size([2])]
+
+
 def test_autotuning_results_also_go_where_the_bundled_kernels_look(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """A kernel from the artifact's Triton bundle looks for its best config beside the file it was compiled from, in

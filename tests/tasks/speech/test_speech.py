@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +164,13 @@ def test_run_and_the_transcriber_api_round_trip(sp: ProjectDir, tmp_path: Path) 
     again = Transcriber.load(saved, "aoti")
     assert type(again) is type(t)
     assert again.transcribe(wavs, 24) == t.transcribe(wavs, 24) == cli_texts  # aoti == onnxruntime tokens
+    # a fresh process transcribes a saved Whisper folder without importing transformers (2.5-3 s of start-up)
+    code = ("import json, sys; from pathlib import Path; from qeffbuild import Transcriber\n"
+            "t = Transcriber.load(Path(sys.argv[1]), 'onnxruntime')\n"
+            "print(json.dumps([t.transcribe([Path(a) for a in sys.argv[2:]], 24), 'transformers' in sys.modules]))")
+    done = subprocess.run([sys.executable, "-c", code, str(saved), *map(str, wavs)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout) == [cli_texts, False]
     from qeffbuild.errors import UsageError
 
     victim = saved / "model" / "config.json"  # one byte changed, as a failing disk or a stray edit would

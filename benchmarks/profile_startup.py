@@ -2,8 +2,10 @@
 
     python benchmarks/profile_startup.py out/whisper-tiny-dims-cuda-b1 [--top 45]
 
-Prints the load and first-token times, the compile counters, and the functions that took the time
-(cumulative, then own time). benchmarks/gpu_startup.py gives the medians over fresh processes.
+Prints the load and first-token times, the compile counters, each Triton kernel that still benchmarked its
+launch configs (and where it looked for the build's result), and the functions that took the time
+(cumulative, then own time). Watching the kernels imports Inductor's runtime before the load, so the
+load here is shorter than a user's: benchmarks/gpu_startup.py gives the medians over fresh processes.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import json
 import pstats
 import time
 from pathlib import Path
+from typing import Any
 
 
 def main() -> None:
@@ -29,6 +33,7 @@ def main() -> None:
     from qeffbuild.tasks.speech.transcriber import Transcriber
 
     print(f"import {time.perf_counter() - t0:.2f} s")
+    tuned = _watch_autotuning()
     profile = cProfile.Profile()
     profile.enable()
     t1 = time.perf_counter()
@@ -42,33 +47,39 @@ def main() -> None:
     from torch._dynamo.utils import counters  # after: imported earlier, Inductor's import would leave the load
     print(f"load {t2 - t1:.2f} s, first token {t3 - t2:.2f} s")
     print({k: dict(v) for k, v in counters.items() if k in ("inductor", "stats", "aot_autograd")})
-    _autotuners()
+    print(f"{len(tuned)} kernels benchmarked their launch configs; the first 5:")
+    for row in tuned[:5]:
+        print("  " + json.dumps(row))
     for order in ("cumulative", "tottime"):
         out = io.StringIO()
         pstats.Stats(profile, stream=out).sort_stats(order).print_stats(args.top)
         print(out.getvalue())
 
 
-def _autotuners() -> None:
-    """The loaded Triton kernels that still had several launch configs at their first call (each benchmarked them),
-    and where each looked for its autotuning result."""
-    import gc
+def _watch_autotuning() -> list[dict[str, Any]]:
+    """Record each Triton kernel that benchmarks its launch configs (it found no autotuning result): its name, the
+    file it was compiled from, where it looked for a ``.best_config`` and whether one is there (a result whose
+    configs hash differs is ignored by Inductor, so the file's hash is shown beside the kernel's)."""
+    import json as _json
     import os
 
     from torch._inductor.runtime.autotune_cache import AutotuneCache
-    from torch._inductor.runtime.triton_heuristics import CachingAutotuner
+    from torch._inductor.runtime.triton_heuristics import CachingAutotuner, hash_configs
 
-    kernels = [k for k in gc.get_objects() if isinstance(k, CachingAutotuner)]
-    tuned = [k for k in kernels if len(getattr(k, "configs", None) or []) > 1]
-    print(f"{len(kernels)} Triton kernels loaded, {len(tuned)} with several configs")
-    for k in tuned[:5]:
-        filename = str(getattr(k, "filename", ""))
-        from torch._inductor.codecache import torch_key  # noqa: F401 (the key the cache path includes)
+    seen: list[dict[str, Any]] = []
+    original = CachingAutotuner.autotune_to_one_config
 
-        key = AutotuneCache._prepare_key(filename)
-        path = AutotuneCache._make_local_cache_key(os.path.dirname(filename), key)
-        print(f"  {getattr(k.fn, '__name__', '?')}: {len(k.configs)} configs, {len(k.launchers)} launchers, "
-              f"compiled from {filename}; best config at {path}: {'found' if os.path.exists(path) else 'missing'}")
+    def watched(self: Any, *args: Any, **kwargs: Any) -> Any:
+        filename = str(getattr(self, "filename", "") or "")
+        path = AutotuneCache._make_local_cache_key(os.path.dirname(filename), AutotuneCache._prepare_key(filename))
+        saved = _json.loads(Path(path).read_text()) if os.path.exists(path) else {}
+        seen.append({"kernel": getattr(getattr(self, "fn", None), "__name__", "?"), "configs": len(self.configs),
+                     "compiled_from": filename, "best_config": path, "found": bool(saved),
+                     "hash_now": hash_configs(self.configs), "hash_saved": saved.get("configs_hash")})
+        return original(self, *args, **kwargs)
+
+    CachingAutotuner.autotune_to_one_config = watched  # type: ignore[method-assign]
+    return seen
 
 
 if __name__ == "__main__":

@@ -85,3 +85,20 @@ def test_other_folders_get_transformers_classes(whisper_folder: Path, tmp_path: 
     tok = json.loads((tmp_path / "m" / "tokenizer_config.json").read_text())
     (tmp_path / "m" / "tokenizer_config.json").write_text(json.dumps({**tok, "clean_up_tokenization_spaces": True}))
     assert not isinstance(preprocessors.tokenizer(tmp_path / "m"), preprocessors.TokenizerJson)
+
+
+def test_a_large_v3_folder_as_the_load_step_saves_it_gets_128_bins(tmp_path: Path) -> None:
+    """The load step saves a processor whose extractor follows the model's 128 mel bins (processor_config.json);
+    the transcriber's features follow it as transformers' do."""
+    import transformers
+
+    from qeffbuild.tasks.speech.prompt import matched_processor
+
+    folder = matched_processor(TOKENIZER, 128, tmp_path / "processor")
+    audio = np.random.default_rng(2).standard_normal(32_000).astype(np.float32) * 0.1
+    kw = {"sampling_rate": 16000, "return_tensors": "np", "padding": "max_length", "truncation": True,
+          "max_length": 480_000}
+    got = preprocessors.feature_extractor(folder)([audio], **kw)["input_features"]
+    want = transformers.AutoFeatureExtractor.from_pretrained(folder)([audio], **kw)["input_features"]
+    assert got.shape == (1, 128, 3000)
+    np.testing.assert_array_equal(got, want)

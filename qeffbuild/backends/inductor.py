@@ -149,8 +149,8 @@ class _FlatStep:
         self.pairs = retained_pairs(io) if self.positional else []
 
     def weights(self) -> dict[str, Any]:
-        """The module's parameters and buffers by name, detached (an inference graph), each storage once (tied
-        weights are one tensor: ``functional_call`` ties them back)."""
+        """The module's parameters and buffers by name, detached (an inference graph). A tied weight is listed
+        once, under its first name (``named_parameters``' default); the trace ties its other names back."""
         out: dict[str, Any] = {}
         for name, t in [*self.module.named_parameters(), *self.module.named_buffers()]:
             out[name] = t.detach()

@@ -191,19 +191,30 @@ def test_bench_reports_decode_speed_beside_generate(sp: ProjectDir) -> None:
     # faster-whisper's engine on the same weights, float32 and int8, wherever CTranslate2 is installed
     assert len(ct2) == (2 if importlib.util.find_spec("ctranslate2") else 0)
     base = rows["generate (HF, eager)"]
+    # on a loaded machine (this suite runs beside other tests) a row may have had no sample where N tokens took
+    # longer than one: it says so instead of a figure; the others are held to their arithmetic
+    unmeasured = {name for name, r in rows.items() if "unavailable" in r}
+    assert all("other work on the machine" in rows[name]["unavailable"] for name in unmeasured), rows
+    assert len(unmeasured) < len(rows) - 1, rows
     for name in ("pytorch-transformed", "onnxruntime", "aoti", *ct2):
         r = rows[name]
+        if name in unmeasured:
+            continue
         # rows are unrounded data (the CLI rounds for display), so they agree to float precision at any speed
         assert r["unit"] == "tokens" and r["throughput_per_s"] == pytest.approx(1000 / r["p50_ms"], rel=1e-9)
-        assert r["speedup_per_token_vs_generate"] == pytest.approx(base["p50_ms"] / r["p50_ms"], rel=1e-9)
+        if "generate (HF, eager)" not in unmeasured:
+            assert r["speedup_per_token_vs_generate"] == pytest.approx(base["p50_ms"] / r["p50_ms"], rel=1e-9)
         assert r["p50_ms"] > 0 and r["encoder_p50_ms"] > 0 and r["realtime_x"] > 0
+    steps = next(int(r["shape"].split(", ")[1].split()[0]) for r in rows.values() if "shape" in r)
     for name in ct2:  # EOS suppressed: the random model emits as many tokens as every other row decodes
-        assert rows[name]["tokens_emitted"] == int(rows[name]["shape"].split(", ")[1].split()[0]), rows[name]
-    if ct2:
-        int8 = next(rows[n] for n in ct2 if n.endswith("int8)"))
+        assert rows[name]["tokens_emitted"] == steps, rows[name]
+    int8 = [n for n in ct2 if n.endswith("int8)") and n not in unmeasured]
+    if int8 and "onnxruntime" not in unmeasured:
         r = rows["onnxruntime"]
-        assert r["speedup_vs_faster_whisper_int8"] == pytest.approx(r["realtime_x"] / int8["realtime_x"], rel=1e-9)
-    assert "vs generate" in sp.cli("bench", PARITY, "-n", "1", "--warmup", "0").out
+        assert r["speedup_vs_faster_whisper_int8"] == pytest.approx(r["realtime_x"] / rows[int8[0]]["realtime_x"],
+                                                                    rel=1e-9)
+    shown = sp.cli("bench", PARITY, "-n", "1", "--warmup", "0").out
+    assert "vs generate" in shown or "other work on the machine" in shown
 
 
 @slow

@@ -22,6 +22,29 @@ def time_calls(fn: Callable[[], Any], warmup: int, iters: int) -> list[float]:
 UNSTEADY = 0.10  # a row whose samples vary more than this (relative spread) says so
 
 
+def per_step_seconds(timed: Callable[[int], float], steps: int, iters: int) -> tuple[list[float], list[float]]:
+    """Seconds per decode step, ``(T(steps) − T(1)) / (steps − 1)`` per pair of runs (``timed(n)`` times a run of
+    ``n`` steps), and the T(steps) samples.
+
+    A pair where T(steps) ≤ T(1) (other work on the machine outweighed steps − 1 steps) gives no figure, not a
+    zero or a negative time, and is measured again: up to ``iters`` more pairs in all, so a loaded machine costs
+    time, not the row. None left: the caller's row says why (:data:`LOADED`)."""
+    per, full = [], []
+    for _ in range(2 * iters):
+        one = timed(1)
+        n = timed(steps)
+        full.append(n)
+        if n > one:
+            per.append((n - one) / (steps - 1))
+            if len(per) == iters:
+                break
+    return per, full
+
+
+LOADED = ("every sample took as long for 1 token as for {steps}: other work on the machine drowned the decode "
+          "steps; rerun with more -n on an idle machine")
+
+
 def percentiles(seconds: list[float]) -> dict[str, float]:
     """p50/p90/p99 in ms, and ``spread``: how much the samples vary, relative to the median.
 

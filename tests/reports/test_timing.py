@@ -26,3 +26,16 @@ def test_a_row_that_varies_and_a_loaded_machine_are_said() -> None:
     assert len(said) == 2
     assert "load average (3.2) exceeds the 2 cores" in said[0]
     assert said[1].startswith("aoti [s, seq 16]: samples vary by")
+
+
+def test_a_spoiled_pair_is_measured_again_and_never_gives_zero() -> None:
+    """T(N) ≤ T(1) on a loaded machine: no figure (not 0 ms, not negative), another pair instead, at most as many
+    more as asked for."""
+    from qeffbuild.reports.timing import per_step_seconds
+
+    times = iter([0.1, 0.1, 0.2, 0.43])  # T(1), T(N) pairs: a tie (spoiled), then +0.23 s
+    per, full = per_step_seconds(lambda n: next(times), 24, 1)
+    assert per == pytest.approx([0.23 / 23]) and full == [0.1, 0.43]
+    calls: list[int] = []
+    per, _ = per_step_seconds(lambda n: calls.append(n) or 0.5, 24, 3)
+    assert per == [] and calls == [1, 24] * 6

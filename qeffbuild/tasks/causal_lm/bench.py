@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ...core.steps import StepNode
-from ...reports.timing import percentiles
+from ...reports.timing import LOADED, per_step_seconds, percentiles
 
 
 def _timed(fn: Callable[[], Any]) -> float:
@@ -24,7 +24,8 @@ def _timed(fn: Callable[[], Any]) -> float:
 
 
 def _per_token(run: Callable[[int], Any], steps: int, iters: int) -> list[float]:
-    return [max(_timed(lambda: run(steps)) - _timed(lambda: run(1)), 0.0) / (steps - 1) for _ in range(iters)]
+    """Seconds per decode step: a pair a loaded machine spoiled is measured again, never counted as 0 ms."""
+    return per_step_seconds(lambda n: _timed(lambda: run(n)), steps, iters)[0]
 
 
 def bench(artifact: Any, node: StepNode, iters: int, warmup: int) -> list[dict[str, Any]]:
@@ -89,11 +90,14 @@ def _compiled_generate_row(model: Any, prompt: list[int], spec: dict[str, Any], 
 def _row(runtime: str, spec: dict[str, Any], steps: int, per_token: list[float],
          base: dict[str, Any] | None) -> dict[str, Any]:
     b = spec["batch_size"] if base is not None else 1
+    if not per_token:
+        return {"runtime": runtime, "specialization": spec["name"], "dtype": spec["dtype"], "batch_size": b,
+                "unavailable": LOADED.format(steps=steps)}
     lat = percentiles(per_token)
     row = {"runtime": runtime, "specialization": spec["name"], "dtype": spec["dtype"], "batch_size": b,
            "shape": f"ctx {spec['ctx_len']}, {steps} tokens", **lat,
            "throughput_per_s": b * 1000 / lat["p50_ms"] if lat["p50_ms"] > 0 else 0.0, "unit": "tokens",
            "method": "per token = (T(N) - T(1)) / (N - 1), warm"}
-    if base is not None and lat["p50_ms"] > 0:
+    if base is not None and "p50_ms" in base and lat["p50_ms"] > 0:
         row["speedup_per_token_vs_generate"] = base["p50_ms"] / lat["p50_ms"]
     return row

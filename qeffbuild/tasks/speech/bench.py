@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ...core.steps import StepNode
-from ...reports.timing import percentiles
+from ...reports.timing import LOADED, per_step_seconds, percentiles
 
 
 def bench(artifact: Any, node: StepNode, iters: int, warmup: int) -> list[dict[str, Any]]:
@@ -146,20 +146,8 @@ def _timed(fn: Callable[[], Any], device: Any) -> float:
 
 
 def _per_token(decode: Callable[[int], Any], steps: int, iters: int, device: Any) -> tuple[list[float], list[float]]:
-    """Seconds per decode step, ``(T(steps) − T(1)) / (steps − 1)`` per iteration, and the T(steps) samples.
-
-    A pair where T(steps) ≤ T(1) (other work on the machine outweighed steps − 1 steps) gives no figure, not a
-    zero, and is measured again: up to ``iters`` more pairs in all, so a loaded machine costs time, not the row."""
-    per, full = [], []
-    for _ in range(2 * iters):
-        one = _timed(lambda: decode(1), device)
-        n = _timed(lambda: decode(steps), device)
-        full.append(n)
-        if n > one:
-            per.append((n - one) / (steps - 1))
-            if len(per) == iters:
-                break
-    return per, full
+    """Seconds per decode step and the T(steps) samples (:func:`~qeffbuild.reports.timing.per_step_seconds`)."""
+    return per_step_seconds(lambda n: _timed(lambda: decode(n), device), steps, iters)
 
 
 def _generate_row(model: Any, frontend: Any, utt: Any, dc: Any, steps: int, spec: dict[str, Any], iters: int,
@@ -299,8 +287,7 @@ def _row(runtime: str, spec: dict[str, Any], steps: int, enc_s: list[float], per
     b = spec["batch_size"]
     if not per_token_s:
         return {"runtime": runtime, "specialization": spec["name"], "dtype": spec["dtype"], "batch_size": b,
-                "unavailable": f"every sample took as long for 1 token as for {steps}: other work on the machine "
-                               "drowned the decode steps; rerun with more -n on an idle machine"}
+                "unavailable": LOADED.format(steps=steps)}
     lat = percentiles(per_token_s)
     utt_ms = float(np.median(whole_s)) * 1000
     row = {"runtime": runtime, "specialization": spec["name"], "dtype": spec["dtype"], "batch_size": b,

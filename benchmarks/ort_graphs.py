@@ -19,18 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from qeffbuild.reports.timing import time_calls
+
 REPO = Path(__file__).resolve().parent.parent
 
 
 def median_ms(fn: Callable[[], Any], runs: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1000
+    return statistics.median(time_calls(fn, warmup, runs)) * 1000
 
 
 def random_feeds(io: dict[str, Any]) -> dict[str, Any]:

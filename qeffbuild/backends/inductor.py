@@ -263,13 +263,13 @@ def _restore_best_configs(folder: Path) -> None:
     from torch._inductor.runtime.cache_dir_utils import cache_dir
 
     roots = [Path(cache_dir())]
-    meta = json.loads((folder / "inductor.json").read_text()) if (folder / "inductor.json").is_file() else {}
-    built_in = Path(str(meta.get("build_cache", "")))
+    built_in = Path(str(_meta(folder).get("build_cache", "")))
     if built_in.is_absolute() and built_in.parent == Path(tempfile.gettempdir()) and \
             built_in.name.startswith(BUILD_CACHE_PREFIX):
         roots.append(built_in)
+    configs = json.loads(saved.read_text())
     for root in roots:
-        for rel, text in json.loads(saved.read_text()).items():
+        for rel, text in configs.items():
             target = (root / rel).resolve()
             if root.resolve() in target.parents and not target.exists():  # never outside the cache folder
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -289,11 +289,6 @@ def _private_caches(folder: Path) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-def _describe(info: Any) -> str:
-    counts = {k: len(v) for k, v in (getattr(info, "artifacts", None) or {}).items() if v}
-    return ", ".join(f"{n} {k}" for k, n in counts.items()) or "no breakdown"
 
 
 class InductorSession:
@@ -370,7 +365,7 @@ def _load_compiled(folder: Path) -> Any:
     path = folder / ARTIFACT
     if not path.is_file():
         raise ModelLoadError(f"{folder} has no {ARTIFACT} (built by an older qeffbuild?); rebuild the specialization")
-    meta = json.loads((folder / "inductor.json").read_text())
+    meta = _meta(folder)
     if meta.get("torch") != torch.__version__:
         raise ModelLoadError(f"{folder} was compiled under torch {meta.get('torch')}, this is torch "
                              f"{torch.__version__}: rebuild the specialization here")
@@ -386,10 +381,19 @@ def _load_weights(folder: Path, device: str) -> list[Any]:
 
     from ..errors import ModelLoadError
 
-    names = json.loads((folder / "inductor.json").read_text()).get("weights", [])
+    names = _meta(folder).get("weights", [])
     tensors = load_file(str(folder / WEIGHTS), device=device)
     missing = [name for name in names if name not in tensors]
     if missing:
         raise ModelLoadError(f"{folder / WEIGHTS} lacks {', '.join(missing[:3])} (of {len(names)} weights the "
                              "compiled step takes); rebuild the specialization")
     return [tensors[name] for name in names]
+
+
+def _meta(folder: Path) -> dict[str, Any]:
+    """The compile step's inductor.json ({} when missing or unreadable: the callers then refuse with the fix)."""
+    try:
+        meta = json.loads((folder / "inductor.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}

@@ -7,6 +7,8 @@
 # startup: a fresh process from Transcriber.load to the first token (whisper-tiny dims b1), 3 runs;
 # startup-large: the same for whisper-large-v3 dims fp16 b1 (after `large`, which builds it);
 # zoo-MODEL: the zoo's MODEL-parity (b1/b8 x float16/bfloat16) build + validate + bench, e.g. zoo-distil-large-v3-zoo;
+# diag: the import chain of a load, the kernels that autotune, start-up medians (whisper-tiny dims b1);
+# gemv: cuBLAS, Inductor and a hand Triton GEMV at large-v3's decoder shapes (benchmarks/gemv_variants.py);
 # profile: where a step's time goes (kernels per step, time per kernel) for $PROFILE_SPEC (default large-v3 b1).
 set -u
 R=$1; shift; mkdir -p "$R"
@@ -45,6 +47,15 @@ for mode in "$@"; do
     V=${mode#zoo-}-parity
     ( time timeout 400 $Q build "$V" ) > "$R/build-$V.txt" 2>&1
     ( time timeout 150 $Q bench "$V" -n 3 --warmup 1 ) > "$R/bench-$V.txt" 2>&1 ;;
+  diag)  # where start-up still goes: the import chain of a load, each kernel that autotunes, the medians
+    timeout 170 $Q build whisper-tiny-dims-cuda-b1 > "$R/build-diag.txt" 2>&1
+    timeout 90 python3 -X importtime -c "from qeffbuild.tasks.speech.transcriber import Transcriber as T; \
+T.load('out/whisper-tiny-dims-cuda-b1', 'inductor', 'cuda').transcribe(['manifests/data/speech/hello.wav'], max_new_tokens=1)" \
+      2> "$R/importtime.txt" > /dev/null
+    timeout 90 python3 benchmarks/profile_startup.py out/whisper-tiny-dims-cuda-b1 --top 40 > "$R/profile-startup.txt" 2>&1
+    timeout 200 python3 benchmarks/gpu_startup.py --runs 3 --timeout 60 > "$R/startup.txt" 2>&1 ;;
+  gemv)
+    timeout 240 python3 benchmarks/gemv_variants.py > "$R/gemv.txt" 2>&1 ;;
   profile)
     S=${PROFILE_SPEC:-whisper-large-v3-zoo-b1-float16}
     ( time timeout 400 $Q build "$S" ) > "$R/build-$S.txt" 2>&1

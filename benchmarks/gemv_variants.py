@@ -93,69 +93,79 @@ def _triton_gemv() -> Any:
     return run
 
 
+def _over(ws: list[Any], ys: list[Any], call: Any) -> Any:
+    """One pass over every layer's matrix: what a captured decoder step does with its weights."""
+    def run() -> None:
+        for w, y in zip(ws, ys, strict=True):
+            call(w, y)
+    return run
+
+
+def _shape_rows(n: int, k: int, m: int, layers: int, gemv: Any, sweep: bool) -> dict[str, tuple[float, float]]:
+    """µs per matrix and max-abs against float32, per variant, for (m × k) @ (k × n) over ``layers`` matrices."""
+    import torch
+    import torch._inductor.config as iconfig
+
+    from qeffbuild.backends import gemv as shipped
+
+    ws = [torch.randn(n, k, device="cuda", dtype=torch.float16) * 0.02 for _ in range(layers)]
+    x = torch.randn(m, k, device="cuda", dtype=torch.float16)
+    ys = [torch.empty(m, n, device="cuda", dtype=torch.float16) for _ in ws]
+    ref = x.float() @ ws[0].float().t()
+
+    def err() -> float:
+        return float((ys[0].float() - ref).abs().max().item())
+
+    rows: dict[str, tuple[float, float]] = {}
+    rows["cublas"] = (_graph_us(_over(ws, ys, lambda w, y: torch.mm(x, w.t(), out=y))) / layers, err())
+    if m == 1:
+        shipped.register()
+        rows["qeffbuild::gemv (shipped)"] = (
+            _graph_us(_over(ws, ys, lambda w, y: y.copy_(torch.ops.qeffbuild.gemv(x, w)))) / layers, err())
+    if not sweep:
+        for coordesc in (False, True):
+            torch._dynamo.reset()
+            with iconfig.patch(coordinate_descent_tuning=coordesc):
+                fn = torch.compile(lambda x, w: (x.unsqueeze(1) * w.unsqueeze(0)).sum(-1), dynamic=False)
+                us = _graph_us(_over(ws, ys, lambda w, y, fn=fn: y.copy_(fn(x, w)))) / layers
+            rows[f"inductor mul-sum{' coordesc' if coordesc else ''}"] = (us, err())
+    best: tuple[float, float, str] | None = None
+    blocks_n = ((1, 2, 4, 8) if sweep else (4, 8, 16, 32)) if m == 1 else (16, 32, 64)
+    for bn in blocks_n:
+        for bk in ((64, 128, 256) if sweep else (128, 256, 512)):
+            for warps in ((4, 8, 16) if sweep else (2, 4, 8)):
+                if bn * bk > 16384:
+                    continue
+                try:
+                    us = _graph_us(_over(ws, ys, lambda w, y, c=(bn, bk, warps): gemv(x, w, y, *c)), reps=3) / layers
+                except Exception as exc:  # a config Triton cannot build: skip it, say so
+                    print(f"  skip BLOCK_N={bn} BLOCK_K={bk} warps={warps}: {type(exc).__name__}")
+                    continue
+                if best is None or us < best[0]:
+                    best = (us, err(), f"N{bn} K{bk} w{warps}")
+    if best:
+        rows[f"triton hand ({best[2]})"] = best[:2]
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layers", type=int, default=32)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--sweep", action="store_true", help="a finer sweep of the hand kernel's blocks, at batch 1 "
+                                                        "only, without Inductor's variants")
     args = ap.parse_args()
     import torch
-    import torch._inductor.config as iconfig
-    import torch.nn.functional as F
 
     torch.manual_seed(0)
     gemv = _triton_gemv()
     print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}")
     for label, (n, k) in SHAPES.items():
-        layers = 4 if n > 10000 else args.layers
-        ws = [torch.randn(n, k, device="cuda", dtype=torch.float16) * 0.02 for _ in range(layers)]
         mb = n * k * 2 / 1e6
-        for m in args.batches:
-            x = torch.randn(m, k, device="cuda", dtype=torch.float16)
-            ys = [torch.empty(m, n, device="cuda", dtype=torch.float16) for _ in ws]
-            ref = x.float() @ ws[0].float().t()
-            rows: dict[str, tuple[float, float]] = {}
-
-            def cublas() -> None:
-                for w, y in zip(ws, ys):
-                    torch.mm(x, w.t(), out=y)
-
-            rows["cublas"] = (_graph_us(cublas) / layers, (ys[0].float() - ref).abs().max().item())
-            for coordesc in (False, True):
-                torch._dynamo.reset()
-                with iconfig.patch(coordinate_descent_tuning=coordesc):
-                    fn = torch.compile(lambda x, w: (x.unsqueeze(1) * w.unsqueeze(0)).sum(-1), dynamic=False)
-
-                    def inductor() -> None:
-                        for w, y in zip(ws, ys):
-                            y.copy_(fn(x, w))
-
-                    us = _graph_us(inductor) / layers
-                rows[f"inductor mul-sum{' coordesc' if coordesc else ''}"] = (
-                    us, (ys[0].float() - ref).abs().max().item())
-            best = None
-            for bn in ((4, 8, 16, 32) if m == 1 else (16, 32, 64)):
-                for bk in (128, 256, 512):
-                    for warps in (2, 4, 8):
-                        if bn * bk > 16384:
-                            continue
-
-                        def hand(bn: int = bn, bk: int = bk, warps: int = warps) -> None:
-                            for w, y in zip(ws, ys):
-                                gemv(x, w, y, bn, bk, warps)
-
-                        try:
-                            us = _graph_us(hand, reps=3) / layers
-                        except Exception as exc:  # a config Triton cannot build: skip it, say so
-                            print(f"  skip BLOCK_N={bn} BLOCK_K={bk} warps={warps}: {type(exc).__name__}")
-                            continue
-                        if best is None or us < best[0]:
-                            best = (us, (ys[0].float() - ref).abs().max().item(), f"N{bn} K{bk} w{warps}")
-            if best:
-                rows[f"triton hand ({best[2]})"] = best[:2]
+        for m in ([1] if args.sweep else args.batches):
+            rows = _shape_rows(n, k, m, 4 if n > 10000 else args.layers, gemv, args.sweep)
             for name, (us, err) in rows.items():
-                print(f"{label:22s} M={m}  {name:34s} {us:7.2f} µs  {mb / us * 1e3:6.0f} GB/s  "
-                      f"max-abs {err:.2e}")
-        del ws
+                print(f"{label:22s} M={m}  {name:34s} {us:7.2f} µs  {mb / us * 1e3:6.0f} GB/s  max-abs {err:.2e}")
 
 
 if __name__ == "__main__":

@@ -57,25 +57,17 @@ def main() -> None:
 
 
 def _watch_autotuning() -> list[dict[str, Any]]:
-    """Record each Triton kernel that benchmarks its launch configs (it found no autotuning result): its name, the
-    file it was compiled from, where it looked for a ``.best_config`` and whether one is there (a result whose
-    configs hash differs is ignored by Inductor, so the file's hash is shown beside the kernel's)."""
-    import json as _json
-    import os
-
-    from torch._inductor.runtime.autotune_cache import AutotuneCache
-    from torch._inductor.runtime.triton_heuristics import CachingAutotuner, hash_configs
+    """Record each Triton kernel that benchmarks its launch configs (the build's recorded choice did not apply):
+    its name, its candidate count and the file it was compiled from."""
+    from torch._inductor.runtime.triton_heuristics import CachingAutotuner
 
     seen: list[dict[str, Any]] = []
     original = CachingAutotuner.autotune_to_one_config
 
     def watched(self: Any, *args: Any, **kwargs: Any) -> Any:
-        filename = str(getattr(self, "filename", "") or "")
-        path = AutotuneCache._make_local_cache_key(os.path.dirname(filename), AutotuneCache._prepare_key(filename))
-        saved = _json.loads(Path(path).read_text()) if os.path.exists(path) else {}
-        seen.append({"kernel": getattr(getattr(self, "fn", None), "__name__", "?"), "configs": len(self.configs),
-                     "compiled_from": filename, "best_config": path, "found": bool(saved),
-                     "hash_now": hash_configs(self.configs), "hash_saved": saved.get("configs_hash")})
+        seen.append({"kernel": getattr(getattr(self, "fn", None), "__name__", "?"),
+                     "launchers": len(getattr(self, "launchers", [])),
+                     "compiled_from": str(getattr(self, "filename", "") or "")})
         return original(self, *args, **kwargs)
 
     CachingAutotuner.autotune_to_one_config = watched  # type: ignore[method-assign]

@@ -56,6 +56,8 @@ T.load('out/whisper-tiny-dims-cuda-b1', 'inductor', 'cuda').transcribe(['manifes
     timeout 200 python3 benchmarks/gpu_startup.py --runs 3 --timeout 60 > "$R/startup.txt" 2>&1 ;;
   gemv)
     timeout 240 python3 benchmarks/gemv_variants.py > "$R/gemv.txt" 2>&1 ;;
+  gemv-sweep)  # the hand kernel's finer block sweep at batch 1 (which config qeffbuild::gemv ships)
+    timeout 240 python3 benchmarks/gemv_variants.py --sweep > "$R/gemv-sweep.txt" 2>&1 ;;
   profile)
     S=${PROFILE_SPEC:-whisper-large-v3-zoo-b1-float16}
     ( time timeout 400 $Q build "$S" ) > "$R/build-$S.txt" 2>&1

@@ -43,7 +43,7 @@ from ..core.tables import Table
 
 ARTIFACT = "precompiled.bin"  # torch._inductor.standalone_compile's artifact: the compiled step, kernels included
 WEIGHTS = "weights.safetensors"  # the compiled graph's first inputs, in inductor.json's "weights" order
-AUTOTUNED = "autotuned.json"  # Triton's chosen launch configs, which the artifact leaves out
+AUTOTUNED = "autotuned.json"  # the launch config each Triton kernel ran at build time (the artifact has none)
 TUNING = "tuning.json"  # [specializations.X.inductor] as Inductor config patches
 BUILD_CACHE_PREFIX = "qeffbuild-inductor-"  # the compile step's private Inductor cache, under the temp directory
 
@@ -56,10 +56,14 @@ class InductorOptions(Table):
                                                   "keep the fastest (longer compile; the choice is saved).")
     coordinate_descent_tuning: bool = Field(False, description="Tune each generated kernel's launch config by "
                                                                "coordinate descent (as gpt-fast does for decoding).")
+    triton_gemv: bool = Field(True, description="On CUDA, compute one-row half-precision products (a batch-1 "
+                                                "decoder's projections and LM head) with qeffbuild's Triton GEMV "
+                                                "instead of cuBLAS (backends/gemv.py: 2.9 against 5.1 µs at "
+                                                "1280×1280 on an H200).")
 
     def compile_options(self) -> dict[str, bool]:
         """Inductor config patches: only those set, so the default build compiles exactly as before."""
-        return {k: v for k, v in self.model_dump().items() if v}
+        return {k: v for k, v in self.model_dump(exclude={"triton_gemv"}).items() if v}
 
 
 class InductorBackend(Backend):
@@ -72,9 +76,10 @@ class InductorBackend(Backend):
                 "built into Inductor packages by qeffbuild yet: use `ort` for int8",
     }
     toolchain = ("torch", "triton")
-    version = 5  # 2: no CUDA-graph trees (mode default); the decode loop captures whole steps. 3: a decoder
+    version = 6  # 2: no CUDA-graph trees (mode default); the decode loop captures whole steps. 3: a decoder
     # step writes its retained state in place (InductorSession.step_in_place). 5: precompiled with
-    # standalone_compile over (weights, inputs); sessions load it without Dynamo or torch.export.load
+    # standalone_compile over (weights, inputs); sessions load it without Dynamo or torch.export.load. 6: one-row
+    # half-precision products through qeffbuild::gemv on CUDA; each kernel's launch config recorded and pinned
     compile = "qeffbuild.backends.inductor:compile_model"
     session = "qeffbuild.backends.inductor:InductorSession"
     runtimes = (Runtime("inductor", "the program compiled by Inductor from its cache artifacts", "inductor"),)
@@ -108,7 +113,9 @@ def compile_model(ctx: StepContext) -> None:
     shapes = p.get("shapes") or io["shapes"]  # the compile specializes to these
     strict_fp32()
     shutil.copy2(src / "io.json", ctx.out / "io.json")
-    tuning = InductorOptions(**p.get("options", {})).compile_options()
+    options = InductorOptions(**p.get("options", {}))
+    tuning = options.compile_options()
+    custom_ops = ["qeffbuild::gemv"] if device == "cuda" and options.triton_gemv else []
     (ctx.out / TUNING).write_text(json.dumps(tuning) + "\n")
     step = _FlatStep(load_program(src / "program.pt2").module(), io)
     feeds = example_inputs(shapes, io["inputs"], torch_device(device))
@@ -117,18 +124,18 @@ def compile_model(ctx: StepContext) -> None:
     # an earlier build in the machine's shared cache, so the saved artifact is complete.
     with tempfile.TemporaryDirectory(prefix=BUILD_CACHE_PREFIX) as cache, _private_caches(Path(cache)):
         t0 = time.perf_counter()
-        compiled, weights = _precompile(step, step.weights(), args, tuning)
+        compiled, weights = _precompile(step, step.weights(), args, tuning, custom_ops)
         compiled.save(path=str(ctx.out / ARTIFACT), format="binary")
         for _ in range(2):  # run it: Triton picks its kernels' launch configs now, and they are saved below
             compiled(*weights.values(), *(a.clone() for a in args))
         compile_s = time.perf_counter() - t0
-        tuned = _best_configs(Path(cache))
+        tuned = _chosen_launch_configs()
     _save_weights(weights, ctx.out / WEIGHTS)
     (ctx.out / AUTOTUNED).write_text(json.dumps(tuned, indent=1) + "\n")
     size = (ctx.out / ARTIFACT).stat().st_size
     meta = {"precompiled": "standalone_compile", "options": tuning, "device": device, "shapes": shapes,
             "torch": torch.__version__, "cuda": torch.version.cuda, "compile_s": round(compile_s, 2),
-            "artifact_bytes": size, "weights": list(weights), "build_cache": cache,
+            "artifact_bytes": size, "weights": list(weights), "custom_ops": custom_ops,
             "capability": list(torch.cuda.get_device_capability()) if device == "cuda" else None}
     (ctx.out / "inductor.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(f"inductor for {device}, shapes {shapes}: compiled and ran in {compile_s:.1f} s; artifact "
@@ -167,8 +174,8 @@ class _FlatStep:
         return tuple(v for o, v in enumerate(flat) if o not in written)
 
 
-def _precompile(step: _FlatStep, weights: dict[str, Any], args: list[Any],
-                tuning: dict[str, bool]) -> tuple[Any, dict[str, Any]]:
+def _precompile(step: _FlatStep, weights: dict[str, Any], args: list[Any], tuning: dict[str, bool],
+                custom_ops: list[str]) -> tuple[Any, dict[str, Any]]:
     """One ATen graph of (weights..., inputs...) compiled by Inductor for these shapes, as a saveable artifact, and
     the weights it takes, in order (the graph's constants first, then the weights it reads)."""
     import torch
@@ -180,7 +187,8 @@ def _precompile(step: _FlatStep, weights: dict[str, Any], args: list[Any],
         return _call_with(step, dict(zip(names, values[:len(names)], strict=True)), values[len(names):])
 
     with torch.no_grad():
-        graph = make_fx(flat, tracing_mode="fake")(*weights.values(), *args)
+        graph = make_fx(flat, decomposition_table=_decompositions(custom_ops),
+                        tracing_mode="fake")(*weights.values(), *args)
         taken = _graph_inputs(graph, weights, len(args))
         compiled = torch._inductor.standalone_compile(graph, [*taken.values(), *args],
                                                       dynamic_shapes="from_example_inputs",
@@ -240,40 +248,83 @@ def _save_weights(weights: dict[str, Any], path: Path) -> None:
     save_file({k: v.cpu() for k, v in tensors.items()}, str(path))
 
 
-def _best_configs(cache: Path) -> dict[str, str]:
-    """Triton's autotuning results (``*.best_config`` beside each kernel), by path under the cache folder.
+def _decompositions(custom_ops: list[str]) -> dict[Any, Any]:
+    """The trace's decompositions: the eligible one-row products go to ``qeffbuild::gemv`` when it is chosen."""
+    if "qeffbuild::gemv" not in custom_ops:
+        return {}
+    from . import gemv
 
-    Inductor's cache artifacts hold the kernels but not which of a kernel's launch configs won, so a
-    fresh process would benchmark them all again on its first call (~1.5 s for a Whisper-tiny step).
-    Kernel paths are content hashes, the same under any cache folder."""
-    return {str(f.relative_to(cache)): f.read_text() for f in sorted(cache.rglob("*.best_config"))}
+    return gemv.decompositions()
 
 
-def _restore_best_configs(folder: Path) -> None:
-    """Put the build's autotuning results where the loaded kernels look for them.
+def _register_custom_ops(folder: Path) -> None:
+    """Define the qeffbuild ops a saved artifact calls (its output code names them) before it is loaded."""
+    if "qeffbuild::gemv" in _meta(folder).get("custom_ops", []):
+        from . import gemv
 
-    A kernel loaded from the artifact's Triton bundle remembers the file it was compiled from, and looks for its
-    ``.best_config`` beside that file: in the build's private cache folder, which is gone. Without it every
-    multi-config kernel benchmarks its configs again on its first call (41–53 benchmarks a fresh whisper-tiny
-    process on the H200), and may pick others than the ones the validation ran. So the results go to the same
-    paths under that folder's name (recreated, under the temp directory only) and under this process's cache."""
-    saved = folder / AUTOTUNED
-    if not saved.is_file():
+        gemv.register()
+
+
+def _config_of(launcher: Any) -> dict[str, Any] | None:
+    config = getattr(launcher, "config", None)
+    if config is None:
+        return None
+    return {"kwargs": dict(config.kwargs), "num_warps": config.num_warps, "num_stages": config.num_stages}
+
+
+def _chosen_launch_configs() -> dict[str, dict[str, Any]]:
+    """The launch config each Triton kernel of this process settled on, by its source file's name (a hash of the
+    kernel's code, the same in any cache folder): what the build ran, to be pinned in every later process.
+
+    Inductor's cache artifacts hold the kernels with all their candidate configs but not which one won, and a
+    restored ``.best_config`` is not read by kernels loaded from the artifact's bundle (torch 2.11: 41 benchmarks
+    at a fresh whisper-tiny process's first call on the H200). So the choice is recorded here, by kernel."""
+    import gc
+
+    from torch._inductor.runtime.triton_heuristics import CachingAutotuner
+
+    chosen: dict[str, dict[str, Any]] = {}
+    for kernel in gc.get_objects():
+        filename = getattr(kernel, "filename", None) if isinstance(kernel, CachingAutotuner) else None
+        if filename and len(getattr(kernel, "launchers", [])) == 1 and len(getattr(kernel, "configs", [])) > 1:
+            config = _config_of(kernel.launchers[0])
+            if config is not None:
+                chosen[Path(filename).name] = config
+    return chosen
+
+
+_PINNED: dict[str, dict[str, Any]] = {}  # kernel source name -> launch config, for every folder this process loaded
+
+
+def _pin_launch_configs(folder: Path) -> None:
+    """Make each loaded kernel run the launch config the build chose for it, without benchmarking its candidates.
+
+    Inductor benchmarks a multi-config kernel on its first call (``autotune_to_one_config``); for a kernel the
+    build recorded, the recorded config is taken instead when it is one of the kernel's candidates. Others (a
+    folder from before the record, a config found by coordinate descent) are tuned as Inductor would."""
+    try:
+        saved = json.loads((folder / AUTOTUNED).read_text())
+    except (OSError, ValueError):
         return
-    from torch._inductor.runtime.cache_dir_utils import cache_dir
+    if not isinstance(saved, dict) or not all(isinstance(v, dict) and "kwargs" in v for v in saved.values()):
+        return  # an older build's record (.best_config files by path): nothing to pin
+    _PINNED.update(saved)
+    from torch._inductor.runtime.triton_heuristics import CachingAutotuner
 
-    roots = [Path(cache_dir())]
-    built_in = Path(str(_meta(folder).get("build_cache", "")))
-    if built_in.is_absolute() and built_in.parent == Path(tempfile.gettempdir()) and \
-            built_in.name.startswith(BUILD_CACHE_PREFIX):
-        roots.append(built_in)
-    configs = json.loads(saved.read_text())
-    for root in roots:
-        for rel, text in configs.items():
-            target = (root / rel).resolve()
-            if root.resolve() in target.parents and not target.exists():  # never outside the cache folder
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(text)
+    tune = CachingAutotuner.autotune_to_one_config
+    if getattr(tune, "qeffbuild_pinned", False):
+        return
+
+    def autotune_to_one_config(self: Any, *args: Any, **kwargs: Any) -> Any:
+        want = _PINNED.get(Path(str(getattr(self, "filename", "") or "")).name)
+        match = [launcher for launcher in self.launchers if _config_of(launcher) == want] if want else []
+        if len(match) != 1:
+            return tune(self, *args, **kwargs)
+        self.launchers = match
+        return None
+
+    autotune_to_one_config.qeffbuild_pinned = True  # type: ignore[attr-defined]
+    CachingAutotuner.autotune_to_one_config = autotune_to_one_config  # type: ignore[method-assign]
 
 
 @contextmanager
@@ -307,8 +358,9 @@ class InductorSession:
         strict_fp32()
         self.io = read_io(folder)
         names = list(self.io["inputs"])
-        _restore_best_configs(folder)  # before the kernels load: each reads its launch config then
+        _register_custom_ops(folder)  # the output code calls them
         self._compiled = _load_compiled(folder)
+        _pin_launch_configs(folder)  # before the first call, where Inductor would benchmark the candidates
         self._weights = _load_weights(folder, torch_device(device))
         self._pairs = retained_pairs(self.io) if self.io.get("call") == "positional" else []
         self.capturable = device == "cuda"

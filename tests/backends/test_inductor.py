@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qeffbuild.backends.inductor import ARTIFACT, AUTOTUNED, WEIGHTS, _best_configs
+from qeffbuild.backends.inductor import ARTIFACT, AUTOTUNED, WEIGHTS
 
 slow = pytest.mark.slow
 
@@ -87,22 +87,85 @@ def _fresh_inductor_cache(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "fresh-cache"), "OMP_NUM_THREADS": "2"}
 
 
-def test_autotuning_results_are_kept_by_their_path_under_the_cache(tmp_path: Path) -> None:
-    (tmp_path / "ab").mkdir()
-    (tmp_path / "ab" / "kernel.best_config").write_text('{"XBLOCK": 128}')
-    (tmp_path / "ab" / "kernel.py").write_text("# not a config")
-    assert _best_configs(tmp_path) == {"ab/kernel.best_config": '{"XBLOCK": 128}'}
+class _Launcher:
+    def __init__(self, block: int) -> None:
+        from types import SimpleNamespace
+
+        self.config = SimpleNamespace(kwargs={"XBLOCK": block}, num_warps=4, num_stages=1)
 
 
-def test_autotuning_results_are_restored_inside_the_cache_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from qeffbuild.backends.inductor import _restore_best_configs
+class _Kernel:
+    """What Inductor's CachingAutotuner has at its first call: the file it was compiled from, a launcher per
+    candidate config."""
 
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(cache))
-    (tmp_path / AUTOTUNED).write_text(json.dumps({"ab/k.best_config": "{}", "../../escape.best_config": "{}"}))
-    _restore_best_configs(tmp_path)
-    assert (cache / "ab" / "k.best_config").read_text() == "{}"
-    assert not list(tmp_path.parent.glob("escape*")) and not list(tmp_path.glob("escape*"))
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.launchers = [_Launcher(64), _Launcher(128), _Launcher(256)]
+
+
+@pytest.fixture
+def pinning(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Inductor's autotuning replaced by a recorder, so a test sees which kernels would have benchmarked."""
+    from torch._inductor.runtime.triton_heuristics import CachingAutotuner
+
+    from qeffbuild.backends import inductor
+
+    benchmarked: list[str] = []
+
+    def benchmark(self: _Kernel, *args: object, **kwargs: object) -> None:
+        benchmarked.append(self.filename)
+        self.launchers = self.launchers[:1]
+
+    monkeypatch.setattr(CachingAutotuner, "autotune_to_one_config", benchmark)
+    monkeypatch.setattr(inductor, "_PINNED", {})
+    return benchmarked
+
+
+def test_a_loaded_kernel_runs_the_launch_config_the_build_chose(tmp_path: Path, pinning: list[str]) -> None:
+    """The build records each kernel's chosen config by its source file's name (a hash of its code); a later
+    process takes that config without benchmarking, wherever its cache folder is. A kernel the build did not
+    record is tuned as Inductor would."""
+    from torch._inductor.runtime.triton_heuristics import CachingAutotuner
+
+    from qeffbuild.backends.inductor import _pin_launch_configs
+
+    chosen = {"cabc123.py": {"kwargs": {"XBLOCK": 128}, "num_warps": 4, "num_stages": 1}}
+    (tmp_path / AUTOTUNED).write_text(json.dumps(chosen))
+    _pin_launch_configs(tmp_path)
+    recorded, other = _Kernel("/elsewhere/cache/ca/cabc123.py"), _Kernel("/tmp/x/zz/czzz.py")
+    CachingAutotuner.autotune_to_one_config(recorded)
+    CachingAutotuner.autotune_to_one_config(other)
+    assert [launcher.config.kwargs for launcher in recorded.launchers] == [{"XBLOCK": 128}]
+    assert pinning == ["/tmp/x/zz/czzz.py"]
+
+
+def test_a_recorded_config_that_is_no_candidate_is_tuned_as_inductor_would(tmp_path: Path,
+                                                                            pinning: list[str]) -> None:
+    from torch._inductor.runtime.triton_heuristics import CachingAutotuner
+
+    from qeffbuild.backends.inductor import _pin_launch_configs
+
+    (tmp_path / AUTOTUNED).write_text(json.dumps({"k.py": {"kwargs": {"XBLOCK": 32}, "num_warps": 4,
+                                                           "num_stages": 1}}))
+    _pin_launch_configs(tmp_path)
+    kernel = _Kernel("/c/k.py")
+    CachingAutotuner.autotune_to_one_config(kernel)
+    assert pinning == ["/c/k.py"]
+
+
+@pytest.mark.parametrize("record", ['{"ab/k.best_config": "{}"}', "not json", None])
+def test_an_older_or_unreadable_record_pins_nothing(tmp_path: Path, pinning: list[str], record: str | None) -> None:
+    """A folder from before the record (.best_config files by path), a damaged one, or none: no error, and every
+    kernel is tuned as Inductor would."""
+    from torch._inductor.runtime.triton_heuristics import CachingAutotuner
+
+    from qeffbuild.backends.inductor import _pin_launch_configs
+
+    if record is not None:
+        (tmp_path / AUTOTUNED).write_text(record)
+    _pin_launch_configs(tmp_path)
+    CachingAutotuner.autotune_to_one_config(_Kernel("/c/k.py"))
+    assert pinning == ["/c/k.py"]
 
 
 def test_a_weights_file_missing_a_weight_is_refused_with_the_fix(tmp_path: Path) -> None:
@@ -120,34 +183,6 @@ def test_a_weights_file_missing_a_weight_is_refused_with_the_fix(tmp_path: Path)
     assert [t.shape for t in _load_weights(tmp_path, "cpu")] == [torch.Size([2])]
 
 
-def test_autotuning_results_also_go_where_the_bundled_kernels_look(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """A kernel from the artifact's Triton bundle looks for its best config beside the file it was compiled from, in
-    the build's private cache folder: the results are put there too, but only for a folder of that name under the
-    temp directory (a crafted inductor.json cannot make a load write anywhere else)."""
-    import tempfile
-
-    from qeffbuild.backends import inductor
-
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
-    build = Path(tempfile.mkdtemp(prefix=inductor.BUILD_CACHE_PREFIX))
-    build.rmdir()  # gone, as after the build
-    (tmp_path / AUTOTUNED).write_text(json.dumps({"ab/k.best_config": '{"XBLOCK": 64}'}))
-    try:
-        (tmp_path / "inductor.json").write_text(json.dumps({"build_cache": str(build)}))
-        inductor._restore_best_configs(tmp_path)
-        assert (build / "ab" / "k.best_config").read_text() == '{"XBLOCK": 64}'
-        assert (tmp_path / "cache" / "ab" / "k.best_config").is_file()
-        elsewhere = tmp_path / (inductor.BUILD_CACHE_PREFIX + "x")  # the name, but not under the temp directory
-        (tmp_path / "inductor.json").write_text(json.dumps({"build_cache": str(elsewhere)}))
-        inductor._restore_best_configs(tmp_path)
-        assert not elsewhere.exists()
-    finally:
-        import shutil
-
-        shutil.rmtree(build, ignore_errors=True)
-
-
 def test_the_build_compiles_with_the_specialization_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """[specializations.X.inductor] options reach Inductor as config patches; none set: no patches, the default
     compile as before options existed."""
@@ -160,10 +195,11 @@ def test_the_build_compiles_with_the_specialization_options(tmp_path: Path, monk
     _toy_decoder(tmp_path / "p")
     step = inductor._FlatStep(_ToyStep.module(), json.loads((tmp_path / "p" / "io.json").read_text()))
     args = [torch.zeros(2, 1, dtype=torch.long), torch.tensor(0), torch.zeros(2, 6, 4), torch.zeros(2, 6, 4)]
-    inductor._precompile(step, step.weights(), args, {})
+    inductor._precompile(step, step.weights(), args, {}, [])
     inductor._precompile(step, step.weights(), args, inductor.InductorOptions(coordinate_descent_tuning=True)
-                         .compile_options())
+                         .compile_options(), [])
     assert calls == [{}, {"config_patches": {"coordinate_descent_tuning": True}}]
+    assert inductor.InductorOptions(triton_gemv=False).compile_options() == {}  # ours, not an Inductor patch
 
 
 class _ToyStep:

@@ -86,6 +86,8 @@ def _launch(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     kernel = _triton_kernel()
     x = x.contiguous()
     n, k = weight.shape
+    if weight.stride() != (k, 1):  # the kernel reads whole rows: a strided view is copied, never misread
+        weight = weight.contiguous()
     out = torch.empty((x.shape[0], n), device=x.device, dtype=x.dtype)
     kernel[(triton.cdiv(n, BLOCK_N),)](x, weight, out, n, K=k, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K,
                                          num_warps=NUM_WARPS)
@@ -99,9 +101,10 @@ def _triton_kernel() -> Any:
     import triton
     import triton.language as tl
 
+    # Triton reads a jitted function's annotations: only tl.constexpr may appear there
     @triton.jit
-    def gemv_rows(x_ptr: Any, w_ptr: Any, y_ptr: Any, N: Any, K: tl.constexpr, BLOCK_N: tl.constexpr,
-                  BLOCK_K: tl.constexpr) -> None:
+    def gemv_rows(x_ptr, w_ptr, y_ptr, N, K: tl.constexpr, BLOCK_N: tl.constexpr,
+                  BLOCK_K: tl.constexpr):
         rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
         for k0 in range(0, K, BLOCK_K):

@@ -285,9 +285,12 @@ def _chosen_launch_configs() -> dict[str, dict[str, Any]]:
 
     chosen: dict[str, dict[str, Any]] = {}
     for kernel in gc.get_objects():
-        filename = getattr(kernel, "filename", None) if isinstance(kernel, CachingAutotuner) else None
-        if filename and len(getattr(kernel, "launchers", [])) == 1 and len(getattr(kernel, "configs", [])) > 1:
-            config = _config_of(kernel.launchers[0])
+        if not isinstance(kernel, CachingAutotuner):
+            continue
+        # a kernel never launched has launchers None (or empty): it chose nothing
+        filename, launchers = getattr(kernel, "filename", None), getattr(kernel, "launchers", None) or []
+        if filename and len(launchers) == 1 and len(getattr(kernel, "configs", None) or []) > 1:
+            config = _config_of(launchers[0])
             if config is not None:
                 chosen[Path(filename).name] = config
     return chosen
@@ -317,7 +320,7 @@ def _pin_launch_configs(folder: Path) -> None:
 
     def autotune_to_one_config(self: Any, *args: Any, **kwargs: Any) -> Any:
         want = _PINNED.get(Path(str(getattr(self, "filename", "") or "")).name)
-        match = [launcher for launcher in self.launchers if _config_of(launcher) == want] if want else []
+        match = [launcher for launcher in self.launchers or [] if _config_of(launcher) == want] if want else []
         if len(match) != 1:
             return tune(self, *args, **kwargs)
         self.launchers = match

@@ -45,8 +45,9 @@ for mode in "$@"; do
       > "$R/startup-large.txt" 2>&1 ;;
   zoo-*)
     V=${mode#zoo-}-parity
-    ( time timeout 400 $Q build "$V" ) > "$R/build-$V.txt" 2>&1
-    ( time timeout 150 $Q bench "$V" -n 3 --warmup 1 ) > "$R/bench-$V.txt" 2>&1 ;;
+    ( time timeout 400 $Q build -j 4 "$V" ) > "$R/build-$V.txt" 2>&1
+    timeout 200 $Q bench "$V" -n 3 --warmup 1 --json > "$R/bench-$V.json" 2> "$R/bench-$V.err"
+    python3 scripts/zoo_table.py "$R" > "$R/zoo.md" 2>&1 ;;
   diag)  # where start-up still goes: the import chain of a load, each kernel that autotunes, the medians
     timeout 170 $Q build whisper-tiny-dims-cuda-b1 > "$R/build-diag.txt" 2>&1
     timeout 90 python3 -X importtime -c "from qeffbuild.tasks.speech.transcriber import Transcriber as T; \

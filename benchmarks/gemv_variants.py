@@ -121,7 +121,7 @@ def _shape_rows(n: int, k: int, m: int, layers: int, gemv: Any, sweep: bool) -> 
     if m == 1:
         shipped.register()
         rows["qeffbuild::gemv (shipped)"] = (
-            _graph_us(_over(ws, ys, lambda w, y: y.copy_(torch.ops.qeffbuild.gemv(x, w)))) / layers, err())
+            _graph_us(_over(ws, ys, lambda w, y: y.copy_(torch.ops.qeffbuild.gemv(x, w, None)))) / layers, err())
     if not sweep:
         for coordesc in (False, True):
             torch._dynamo.reset()

@@ -40,14 +40,14 @@ def register() -> None:
     _registered = True
 
     @torch.library.custom_op("qeffbuild::gemv", mutates_args=())
-    def gemv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """``x @ weight.T`` for ``x`` of shape (1, K) and ``weight`` of shape (N, K), both contiguous."""
+    def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """``x @ weight.T (+ bias)`` for ``x`` of shape (1, K), ``weight`` (N, K) and ``bias`` (N,)."""
         if x.device.type != "cuda":  # the op is only routed to on CUDA; elsewhere it is the plain product
-            return x @ weight.t()
-        return _launch(x, weight)
+            return x @ weight.t() if bias is None else torch.addmm(bias, x, weight.t())
+        return _launch(x, weight, bias)
 
     @gemv.register_fake
-    def _(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         return x.new_empty((x.shape[0], weight.shape[0]))
 
 
@@ -70,17 +70,19 @@ def decompositions() -> dict[Any, Any]:
     def mm(mat1: Any, mat2: Any) -> Any:
         if not eligible(mat1, mat2):
             return NotImplemented
-        return torch.ops.qeffbuild.gemv(mat1, mat2.t())
+        return torch.ops.qeffbuild.gemv(mat1, mat2.t(), None)
 
     def addmm(bias: Any, mat1: Any, mat2: Any, beta: Any = 1, alpha: Any = 1) -> Any:
         if beta != 1 or alpha != 1 or not eligible(mat1, mat2):
             return NotImplemented
-        return torch.ops.qeffbuild.gemv(mat1, mat2.t()) + bias
+        if bias.dim() == 1 and bias.shape[0] == mat2.shape[1] and bias.dtype == mat1.dtype:
+            return torch.ops.qeffbuild.gemv(mat1, mat2.t(), bias)  # added in the kernel, as cuBLAS's epilogue does
+        return torch.ops.qeffbuild.gemv(mat1, mat2.t(), None) + bias
 
     return {aten.mm.default: mm, aten.addmm.default: addmm}
 
 
-def _launch(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     import triton
 
     kernel = _triton_kernel()
@@ -89,8 +91,10 @@ def _launch(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     if weight.stride() != (k, 1):  # the kernel reads whole rows: a strided view is copied, never misread
         weight = weight.contiguous()
     out = torch.empty((x.shape[0], n), device=x.device, dtype=x.dtype)
-    kernel[(triton.cdiv(n, BLOCK_N),)](x, weight, out, n, K=k, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K,
-                                         num_warps=NUM_WARPS)
+    if bias is not None:
+        bias = bias.contiguous()
+    kernel[(triton.cdiv(n, BLOCK_N),)](x, weight, out if bias is None else bias, out, n, K=k, HAS_BIAS=bias is not None,
+                                         BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=NUM_WARPS)
     return out
 
 
@@ -103,7 +107,7 @@ def _triton_kernel() -> Any:
 
     # Triton reads a jitted function's annotations: only tl.constexpr may appear there
     @triton.jit
-    def gemv_rows(x_ptr, w_ptr, y_ptr, N, K: tl.constexpr, BLOCK_N: tl.constexpr,
+    def gemv_rows(x_ptr, w_ptr, b_ptr, y_ptr, N, K: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr,
                   BLOCK_K: tl.constexpr):
         rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
@@ -112,7 +116,10 @@ def _triton_kernel() -> Any:
             x = tl.load(x_ptr + rk).to(tl.float32)
             w = tl.load(w_ptr + rn[:, None] * K + rk[None, :], mask=rn[:, None] < N, other=0.0)
             acc += w.to(tl.float32) * x[None, :]
-        tl.store(y_ptr + rn, tl.sum(acc, 1).to(y_ptr.dtype.element_ty), mask=rn < N)
+        y = tl.sum(acc, 1)
+        if HAS_BIAS:
+            y += tl.load(b_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)
+        tl.store(y_ptr + rn, y.to(y_ptr.dtype.element_ty), mask=rn < N)
 
     _kernel = gemv_rows
     return _kernel

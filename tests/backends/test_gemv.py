@@ -30,6 +30,7 @@ def _trace(batch: int, dtype: Any, bias: bool) -> str:
 def test_a_one_row_half_precision_linear_on_cuda_goes_to_the_gemv(dtype: str, bias: bool) -> None:
     code = _trace(1, getattr(torch, dtype), bias)
     assert "qeffbuild.gemv" in code and "aten.mm" not in code and "aten.addmm" not in code
+    assert ("aten.add" in code) is False  # a bias is added in the kernel, not by another one
 
 
 @pytest.mark.parametrize("batch,dtype", [(2, "float16"), (8, "bfloat16"), (1, "float32")])
@@ -43,8 +44,9 @@ def test_the_op_is_the_plain_product_off_the_gpu() -> None:
     from qeffbuild.backends import gemv
 
     gemv.register()
-    x, w = torch.randn(1, 256), torch.randn(40, 256)
-    assert torch.equal(torch.ops.qeffbuild.gemv(x, w), x @ w.t())
+    x, w, b = torch.randn(1, 256), torch.randn(40, 256), torch.randn(40)
+    assert torch.equal(torch.ops.qeffbuild.gemv(x, w, None), x @ w.t())
+    assert torch.equal(torch.ops.qeffbuild.gemv(x, w, b), torch.addmm(b, x, w.t()))
 
 
 @pytest.mark.gpu
@@ -61,8 +63,9 @@ def test_the_triton_gemv_matches_a_float32_product(n: int, k: int, dtype: str) -
     half = getattr(torch, dtype)
     x = torch.randn(1, k, device="cuda", dtype=half)
     w = (torch.randn(n, k, device="cuda") * 0.02).to(half)
-    exact = x.float() @ w.float().t()
-    ours = torch.ops.qeffbuild.gemv(x, w).float()
-    cublas = (x @ w.t()).float()
+    b = torch.randn(n, device="cuda").to(half)
+    exact = x.float() @ w.float().t() + b.float()
+    ours = torch.ops.qeffbuild.gemv(x, w, b).float()
+    cublas = torch.addmm(b, x, w.t()).float()
     tolerance = 2 * (cublas - exact).abs().max().item() + 1e-6
     assert ours.shape == (1, n) and (ours - exact).abs().max().item() <= tolerance

@@ -16,9 +16,10 @@ in Triton's cache folder, like Inductor's own kernels.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 # One launch config for every shape: the best of a sweep at whisper-large-v3's decoder shapes (benchmarks/
 # gemv_variants.py on an H200), fixed here rather than autotuned so a fresh process benchmarks nothing and runs
@@ -26,7 +27,7 @@ import torch
 BLOCK_N = 4
 BLOCK_K = 128
 NUM_WARPS = 8
-HALF = (torch.float16, torch.bfloat16)
+HALF = ("float16", "bfloat16")  # torch dtype names: this module is imported at plan time (plugin discovery)
 
 _registered = False
 _kernel: Any = None
@@ -38,8 +39,11 @@ def register() -> None:
     if _registered:
         return
     _registered = True
+    import torch
 
-    @torch.library.custom_op("qeffbuild::gemv", mutates_args=())
+    # the schema is given: this module's annotations are strings naming a torch it imports only here
+    @torch.library.custom_op("qeffbuild::gemv", mutates_args=(),
+                             schema="(Tensor x, Tensor weight, Tensor? bias) -> Tensor")
     def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """``x @ weight.T (+ bias)`` for ``x`` of shape (1, K), ``weight`` (N, K) and ``bias`` (N,)."""
         if x.device.type != "cuda":  # the op is only routed to on CUDA; elsewhere it is the plain product
@@ -57,13 +61,16 @@ def eligible(mat1: Any, mat2: Any) -> bool:
     if mat1.dim() != 2 or mat2.dim() != 2 or mat1.shape[0] != 1:
         return False
     k, n = mat2.shape
-    return (mat1.device.type == "cuda" and mat2.device.type == "cuda" and mat1.dtype in HALF
+    return (mat1.device.type == "cuda" and mat2.device.type == "cuda"
+            and str(mat1.dtype).removeprefix("torch.") in HALF
             and mat2.dtype == mat1.dtype and mat2.stride() == (1, k) and mat1.stride(1) == 1
             and k % BLOCK_K == 0 and n > 0)
 
 
 def decompositions() -> dict[Any, Any]:
     """``make_fx`` decompositions sending eligible one-row products to ``qeffbuild::gemv`` (others unchanged)."""
+    import torch
+
     register()
     aten = torch.ops.aten
 
@@ -83,6 +90,7 @@ def decompositions() -> dict[Any, Any]:
 
 
 def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    import torch
     import triton
 
     kernel = _triton_kernel()

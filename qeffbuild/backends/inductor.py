@@ -115,7 +115,7 @@ def compile_model(ctx: StepContext) -> None:
     shutil.copy2(src / "io.json", ctx.out / "io.json")
     options = InductorOptions(**p.get("options", {}))
     tuning = options.compile_options()
-    custom_ops = ["qeffbuild::gemv"] if device == "cuda" and options.triton_gemv else []
+    allowed = ["qeffbuild::gemv"] if device == "cuda" and options.triton_gemv else []
     (ctx.out / TUNING).write_text(json.dumps(tuning) + "\n")
     step = _FlatStep(load_program(src / "program.pt2").module(), io)
     feeds = example_inputs(shapes, io["inputs"], torch_device(device))
@@ -124,7 +124,7 @@ def compile_model(ctx: StepContext) -> None:
     # an earlier build in the machine's shared cache, so the saved artifact is complete.
     with tempfile.TemporaryDirectory(prefix=BUILD_CACHE_PREFIX) as cache, _private_caches(Path(cache)):
         t0 = time.perf_counter()
-        compiled, weights = _precompile(step, step.weights(), args, tuning, custom_ops)
+        compiled, weights, custom_ops = _precompile(step, step.weights(), args, tuning, allowed)
         compiled.save(path=str(ctx.out / ARTIFACT), format="binary")
         for _ in range(2):  # run it: Triton picks its kernels' launch configs now, and they are saved below
             compiled(*weights.values(), *(a.clone() for a in args))
@@ -175,9 +175,10 @@ class _FlatStep:
 
 
 def _precompile(step: _FlatStep, weights: dict[str, Any], args: list[Any], tuning: dict[str, bool],
-                custom_ops: list[str]) -> tuple[Any, dict[str, Any]]:
-    """One ATen graph of (weights..., inputs...) compiled by Inductor for these shapes, as a saveable artifact, and
-    the weights it takes, in order (the graph's constants first, then the weights it reads)."""
+                allowed: list[str]) -> tuple[Any, dict[str, Any], list[str]]:
+    """One ATen graph of (weights..., inputs...) compiled by Inductor for these shapes, as a saveable artifact; the
+    weights it takes, in order (the graph's constants first, then the weights it reads); the qeffbuild ops (of
+    ``allowed``) it calls, which a session must define before loading it (defining one costs ~0.2 s)."""
     import torch
     from torch.fx.experimental.proxy_tensor import make_fx
 
@@ -187,13 +188,20 @@ def _precompile(step: _FlatStep, weights: dict[str, Any], args: list[Any], tunin
         return _call_with(step, dict(zip(names, values[:len(names)], strict=True)), values[len(names):])
 
     with torch.no_grad():
-        graph = make_fx(flat, decomposition_table=_decompositions(custom_ops),
+        graph = make_fx(flat, decomposition_table=_decompositions(allowed),
                         tracing_mode="fake")(*weights.values(), *args)
         taken = _graph_inputs(graph, weights, len(args))
+        used = sorted(_ops_called(graph) & set(allowed))
         compiled = torch._inductor.standalone_compile(graph, [*taken.values(), *args],
                                                       dynamic_shapes="from_example_inputs",
                                                       options={"config_patches": tuning} if tuning else {})
-    return compiled, taken
+    return compiled, taken, used
+
+
+def _ops_called(graph: Any) -> set[str]:
+    """The operators a traced graph calls, by schema name (``aten::mm``, ``qeffbuild::gemv``)."""
+    return {str(node.target.name()) for node in graph.graph.nodes
+            if node.op == "call_function" and callable(getattr(node.target, "name", None))}
 
 
 def _graph_inputs(graph: Any, weights: dict[str, Any], n_inputs: int) -> dict[str, Any]:

@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 
 
 def _trace(batch: int, dtype: Any, bias: bool) -> str:
+    """The traced linear's code; it also checks that the compile step would record the ops it calls."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx.experimental.proxy_tensor import make_fx
 
@@ -22,6 +23,9 @@ def _trace(batch: int, dtype: Any, bias: bool) -> str:
         b = torch.empty(3840, device="cuda", dtype=dtype) if bias else None
         graph = make_fx(lambda x, w, b: torch.nn.functional.linear(x, w, b),
                         decomposition_table=gemv.decompositions(), tracing_mode="fake")(x, w, b)
+    from qeffbuild.backends.inductor import _ops_called
+
+    assert ("qeffbuild::gemv" in _ops_called(graph)) == ("qeffbuild.gemv" in str(graph.code))
     return str(graph.code)
 
 

@@ -46,6 +46,7 @@ def main() -> None:
     profile.disable()
     from torch._dynamo.utils import counters  # after: imported earlier, Inductor's import would leave the load
     print(f"load {t2 - t1:.2f} s, first token {t3 - t2:.2f} s")
+    # a cache hit adds the counts its compile made (the build's): benchmark and compile counts here are the build's
     print({k: dict(v) for k, v in counters.items() if k in ("inductor", "stats", "aot_autograd")})
     print(f"{len(tuned)} kernels benchmarked their launch configs; the first 5:")
     for row in tuned[:5]:

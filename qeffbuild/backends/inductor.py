@@ -338,6 +338,54 @@ def _pin_launch_configs(folder: Path) -> None:
     CachingAutotuner.autotune_to_one_config = autotune_to_one_config  # type: ignore[method-assign]
 
 
+def count_kernel_benchmarks() -> list[int]:
+    """Count the Triton kernel benchmarks this process runs from now on (``[n]``, updated in place).
+
+    Inductor's own counter cannot say: an FX-graph cache hit adds the counts its compile made (the build's) to
+    this process's counters. This installs an import hook that wraps ``CachingAutotuner.bench`` when Inductor's
+    runtime is first imported, so calling it imports nothing (a start-up measurement stays honest); call it
+    before anything imports torch's Inductor."""
+    import importlib.abc
+    import importlib.util
+    import sys
+
+    count = [0]
+    target = "torch._inductor.runtime.triton_heuristics"
+
+    def wrap(module: Any) -> None:
+        bench = module.CachingAutotuner.bench
+
+        def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+            count[0] += 1
+            return bench(self, *args, **kwargs)
+
+        module.CachingAutotuner.bench = counted
+
+    if target in sys.modules:
+        wrap(sys.modules[target])
+        return count
+
+    class Hook(importlib.abc.MetaPathFinder):
+        def find_spec(self, name: str, path: Any, target_module: Any = None) -> Any:
+            if name != target:
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.util.find_spec(name)
+            if spec is None or spec.loader is None:
+                return spec
+            run_module = spec.loader.exec_module
+
+            def exec_module(module: Any) -> None:
+                run_module(module)
+                wrap(module)
+
+            spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+            return spec
+
+    sys.meta_path.insert(0, Hook())
+    return count
+
+
 @contextmanager
 def _private_caches(folder: Path) -> Iterator[None]:
     names = {"TORCHINDUCTOR_CACHE_DIR": str(folder), "TRITON_CACHE_DIR": str(folder / "triton")}

@@ -290,3 +290,18 @@ class _Host:
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.session.run(feeds)  # type: ignore[attr-defined,no-any-return]
+
+
+def test_kernel_benchmarks_are_counted_without_importing_inductor_early() -> None:
+    """The start-up counter is an import hook: installing it imports nothing, and every benchmark a kernel runs
+    after Inductor's runtime is imported is counted (Inductor's own counter replays the build's counts)."""
+    code = ("import sys\nfrom qeffbuild.backends.inductor import count_kernel_benchmarks\n"
+            "n = count_kernel_benchmarks()\n"
+            "early = 'torch._inductor.runtime.triton_heuristics' in sys.modules\n"
+            "from torch._inductor.runtime.triton_heuristics import CachingAutotuner\n"
+            "for _ in range(2):\n"
+            "    try:\n        CachingAutotuner.bench(object())\n    except Exception:\n        pass\n"
+            "print(early, n[0])\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["False", "2"]

@@ -1,6 +1,7 @@
-"""Which kernel reads a decoder's weights fastest at batch 1 and 8 (issue #21, part 2): cuBLAS (`F.linear`, what
-the `inductor` build calls today), Inductor's own GEMV (mul + sum, with and without coordinate-descent tuning) and a
-hand-written Triton GEMV, at whisper-large-v3's decoder shapes in float16.
+"""Which kernel reads a decoder's weights fastest at batch 1 and 8 (issue #21, part 2): cuBLAS (`F.linear`),
+Inductor's own GEMV (mul + sum, with and without coordinate-descent tuning) and qeffbuild's Triton GEMV
+(`backends/gemv.py`, shipped config and a block sweep; batch 1 only), at whisper-large-v3's decoder shapes in
+float16.
 
     python benchmarks/gemv_variants.py [--layers 32] [--batches 1 8]
 
@@ -50,46 +51,17 @@ def _graph_us(fn: Any, reps: int = 5) -> float:
 
 
 def _triton_gemv() -> Any:
-    import torch
+    """qeffbuild's GEMV kernel (``backends/gemv.py``) at any block sizes: the sweep that picks the shipped config."""
     import triton
-    import triton.language as tl
 
-    @triton.jit
-    def gemv1(x_ptr, w_ptr, y_ptr, N, K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-        pid = tl.program_id(0)
-        rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
-        acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
-        for k0 in range(0, K, BLOCK_K):
-            rk = k0 + tl.arange(0, BLOCK_K)
-            x = tl.load(x_ptr + rk).to(tl.float32)
-            w = tl.load(w_ptr + rn[:, None] * K + rk[None, :], mask=rn[:, None] < N, other=0.0)
-            acc += w.to(tl.float32) * x[None, :]
-        tl.store(y_ptr + rn, tl.sum(acc, 1).to(tl.float16), mask=rn < N)
+    from qeffbuild.backends import gemv as shipped
 
-    @triton.jit
-    def gemm_small_m(x_ptr, w_ptr, y_ptr, M, N, K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                     BLOCK_M: tl.constexpr):
-        pid = tl.program_id(0)
-        rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
-        rm = tl.arange(0, BLOCK_M)
-        acc = tl.zeros([BLOCK_N, BLOCK_M], tl.float32)
-        for k0 in range(0, K, BLOCK_K):
-            rk = k0 + tl.arange(0, BLOCK_K)
-            w = tl.load(w_ptr + rn[:, None] * K + rk[None, :], mask=rn[:, None] < N, other=0.0)
-            x = tl.load(x_ptr + rm[None, :] * K + rk[:, None], mask=rm[None, :] < M, other=0.0)
-            acc += tl.dot(w, x)
-        tl.store(y_ptr + rm[None, :] * N + rn[:, None], acc.to(tl.float16), mask=(rn[:, None] < N) & (rm[None, :] < M))
+    kernel = shipped._triton_kernel()
 
     def run(x: Any, w: Any, y: Any, bn: int, bk: int, warps: int) -> None:
-        m, k = x.shape
-        n = w.shape[0]
-        grid = (triton.cdiv(n, bn),)
-        if m == 1:
-            gemv1[grid](x, w, y, n, K=k, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps)
-        else:
-            gemm_small_m[grid](x, w, y, m, n, K=k, BLOCK_N=bn, BLOCK_K=bk, BLOCK_M=16, num_warps=warps)
+        n, k = w.shape
+        kernel[(triton.cdiv(n, bn),)](x, w, y, y, n, K=k, HAS_BIAS=False, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps)
 
-    run.torch = torch  # type: ignore[attr-defined]
     return run
 
 
@@ -129,8 +101,10 @@ def _shape_rows(n: int, k: int, m: int, layers: int, gemv: Any, sweep: bool) -> 
                 fn = torch.compile(lambda x, w: (x.unsqueeze(1) * w.unsqueeze(0)).sum(-1), dynamic=False)
                 us = _graph_us(_over(ws, ys, lambda w, y, fn=fn: y.copy_(fn(x, w)))) / layers
             rows[f"inductor mul-sum{' coordesc' if coordesc else ''}"] = (us, err())
+    if m != 1:  # the hand kernel is for one row; a batch keeps cuBLAS
+        return rows
     best: tuple[float, float, str] | None = None
-    blocks_n = ((1, 2, 4, 8) if sweep else (4, 8, 16, 32)) if m == 1 else (16, 32, 64)
+    blocks_n = (1, 2, 4, 8) if sweep else (4, 8, 16, 32)
     for bn in blocks_n:
         for bk in ((64, 128, 256) if sweep else (128, 256, 512)):
             for warps in ((4, 8, 16) if sweep else (2, 4, 8)):

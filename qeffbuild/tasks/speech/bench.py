@@ -274,6 +274,7 @@ def _runtime_row(runtime: str, frontend: Any, encoders: dict[str, Any], decoder:
     for _ in range(max(warmup, 1)):  # compile, capture, first-call work: out of every timed sample
         decode(steps)
         decode(1)
+    transcribe()  # the whole path once too (features and encoder on a fresh input), so its samples are warm
     per, _full = _per_token(decode, steps, iters, device)
     enc_s = [_timed(lambda: encode(enc, decoder, feeds), device) for _ in range(iters)]
     whole = [_timed(transcribe, device) for _ in range(iters)]

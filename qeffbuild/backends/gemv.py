@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 BLOCK_N = 4
 BLOCK_K = 128
 NUM_WARPS = 8
+OP = "qeffbuild::gemv"  # the op's name, as inductor.json's custom_ops lists it
 HALF = ("float16", "bfloat16")  # torch dtype names: this module is imported at plan time (plugin discovery)
 
 _registered = False
@@ -42,7 +43,7 @@ def register() -> None:
     import torch
 
     # the schema is given: this module's annotations are strings naming a torch it imports only here
-    @torch.library.custom_op("qeffbuild::gemv", mutates_args=(),
+    @torch.library.custom_op(OP, mutates_args=(),
                              schema="(Tensor x, Tensor weight, Tensor? bias) -> Tensor")
     def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """``x @ weight.T (+ bias)`` for ``x`` of shape (1, K), ``weight`` (N, K) and ``bias`` (N,)."""

@@ -40,6 +40,7 @@ from ..core.environment import cuda_unavailable, gpu_facts
 from ..core.plugins import Backend, Runtime
 from ..core.steps import StepContext
 from ..core.tables import Table
+from . import gemv  # torch-free at import: its name and registration only
 
 ARTIFACT = "precompiled.bin"  # torch._inductor.standalone_compile's artifact: the compiled step, kernels included
 WEIGHTS = "weights.safetensors"  # the compiled graph's first inputs, in inductor.json's "weights" order
@@ -115,7 +116,7 @@ def compile_model(ctx: StepContext) -> None:
     shutil.copy2(src / "io.json", ctx.out / "io.json")
     options = InductorOptions(**p.get("options", {}))
     tuning = options.compile_options()
-    allowed = ["qeffbuild::gemv"] if device == "cuda" and options.triton_gemv else []
+    allowed = [gemv.OP] if device == "cuda" and options.triton_gemv else []
     (ctx.out / TUNING).write_text(json.dumps(tuning) + "\n")
     step = _FlatStep(load_program(src / "program.pt2").module(), io)
     feeds = example_inputs(shapes, io["inputs"], torch_device(device))
@@ -258,18 +259,12 @@ def _save_weights(weights: dict[str, Any], path: Path) -> None:
 
 def _decompositions(custom_ops: list[str]) -> dict[Any, Any]:
     """The trace's decompositions: the eligible one-row products go to ``qeffbuild::gemv`` when it is chosen."""
-    if "qeffbuild::gemv" not in custom_ops:
-        return {}
-    from . import gemv
-
-    return gemv.decompositions()
+    return gemv.decompositions() if gemv.OP in custom_ops else {}
 
 
 def _register_custom_ops(folder: Path) -> None:
     """Define the qeffbuild ops a saved artifact calls (its output code names them) before it is loaded."""
-    if "qeffbuild::gemv" in _meta(folder).get("custom_ops", []):
-        from . import gemv
-
+    if gemv.OP in _meta(folder).get("custom_ops", []):
         gemv.register()
 
 
@@ -284,9 +279,9 @@ def _chosen_launch_configs() -> dict[str, dict[str, Any]]:
     """The launch config each Triton kernel of this process settled on, by its source file's name (a hash of the
     kernel's code, the same in any cache folder): what the build ran, to be pinned in every later process.
 
-    Inductor's cache artifacts hold the kernels with all their candidate configs but not which one won, and a
-    restored ``.best_config`` is not read by kernels loaded from the artifact's bundle (torch 2.11: 41 benchmarks
-    at a fresh whisper-tiny process's first call on the H200). So the choice is recorded here, by kernel."""
+    Inductor's cache artifacts hold the kernels with all their candidate configs but not which one won, and where a
+    restored ``.best_config`` is looked for depends on torch's version and, for a kernel loaded from the artifact's
+    bundle, on the build's deleted cache folder. So the choice is recorded here, by kernel."""
     import gc
 
     from torch._inductor.runtime.triton_heuristics import CachingAutotuner

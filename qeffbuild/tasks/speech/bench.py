@@ -277,8 +277,12 @@ def _runtime_row(runtime: str, frontend: Any, encoders: dict[str, Any], decoder:
     transcribe()  # the whole path once too (features and encoder on a fresh input), so its samples are warm
     per, _full = _per_token(decode, steps, iters, device)
     enc_s = [_timed(lambda: encode(enc, decoder, feeds), device) for _ in range(iters)]
+    # the features alone (host work): with the encoder and the decode, it accounts for the whole utterance
+    feat_s = [_timed(lambda: frontend.features([utt.audio] * b, samples), "cpu") for _ in range(iters)]
     whole = [_timed(transcribe, device) for _ in range(iters)]
-    return _row(runtime, spec, steps, enc_s, per, whole, base, utt.seconds)
+    row = _row(runtime, spec, steps, enc_s, per, whole, base, utt.seconds)
+    row["features_p50_ms"] = float(np.median(feat_s)) * 1000
+    return row
 
 
 def _row(runtime: str, spec: dict[str, Any], steps: int, enc_s: list[float], per_token_s: list[float],

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 CHILD = r"""
-import json, sys, time
+import json, os, sys, time
 t0 = time.perf_counter()
 from qeffbuild.backends.inductor import count_kernel_benchmarks
 BENCHMARKS = count_kernel_benchmarks()  # an import hook: imports nothing now
@@ -42,6 +42,15 @@ t3 = time.perf_counter()
 print(f"first token after {t3 - t2:.2f} s more", file=sys.stderr, flush=True)
 tr.transcribe([Path(sys.argv[2])], max_new_tokens=128)
 t4 = time.perf_counter()
+def children():  # processes this one started (Inductor's compile-worker pool is one, with its workers below it)
+    n = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                n += int(f.read().rsplit(")", 1)[1].split()[1]) == os.getpid()
+        except (OSError, ValueError, IndexError):
+            pass
+    return n
 from torch._dynamo.utils import counters  # only now: imported earlier, Inductor's import would leave the load
 print(json.dumps({"import_s": t1 - t0, "start_to_first_token_s": t3 - t0,
                   "load_s": t2 - t1, "first_token_s": t3 - t2, "load_to_first_token_s": t3 - t1,
@@ -49,7 +58,7 @@ print(json.dumps({"import_s": t1 - t0, "start_to_first_token_s": t3 - t0,
                   "fxgraph_cache_miss": counters["inductor"]["fxgraph_cache_miss"],
                   "kernel_benchmarks": BENCHMARKS[0],
                   "build_benchmarks_replayed": counters["inductor"]["benchmarking.InductorBenchmarker.benchmark_gpu"],
-                  "dynamo_captures": counters["stats"]["calls_captured"]}))
+                  "dynamo_captures": counters["stats"]["calls_captured"], "child_processes": children()}))
 """
 
 
@@ -89,7 +98,8 @@ def main() -> None:
               f"{r['start_to_first_token_s']:.2f} s | then 128 tokens {r['then_128_tokens_s']:.3f} s | "
               f"FX graph cache {r['fxgraph_cache_hit']} hits, {r['fxgraph_cache_miss']} misses | "
               f"{r['kernel_benchmarks']} kernel benchmarks (Inductor's counter replays the build's "
-              f"{r['build_benchmarks_replayed']}) | {r['dynamo_captures']} Dynamo captures")
+              f"{r['build_benchmarks_replayed']}) | {r['dynamo_captures']} Dynamo captures | "
+              f"{r.get('child_processes', '?')} child processes")
     print(f"median load→first token: {summary['median_load_to_first_token_s']:.2f} s (target ≤ 3 s tiny dims, "
           f"≤ 6 s large-v3 dims); "
           f"the same graphs compiled from empty caches at build time: {built}")

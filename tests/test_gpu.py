@@ -210,11 +210,22 @@ def test_a_fresh_process_loads_the_kernels_instead_of_compiling_them(project: Pr
             "benchmarks = count_kernel_benchmarks()\n"
             "from qeffbuild.tasks.speech.transcriber import Transcriber\n"
             "from torch._dynamo.utils import counters\n"
+            "import os\n"
+            "def children():\n"
+            "    found = []\n"
+            "    for pid in filter(str.isdigit, os.listdir('/proc')):\n"
+            "        try:\n"
+            "            stat = open(f'/proc/{pid}/stat').read()\n"
+            "        except OSError:\n"
+            "            continue\n"
+            "        if int(stat.rsplit(')', 1)[1].split()[1]) == os.getpid():\n"
+            "            found.append(stat.split(' (', 1)[1].split(')', 1)[0])\n"
+            "    return found\n"
             "t = Transcriber.load(Path(sys.argv[1]), 'inductor', 'cuda')\n"
             "text = t.transcribe([Path(sys.argv[2])], max_new_tokens=24)[0]\n"
             "print(json.dumps({'s': time.perf_counter() - t0, 'text': text,\n"
             "                  'inductor': dict(counters['inductor']), 'dynamo': dict(counters['stats']),\n"
-            "                  'benchmarks': benchmarks[0]}))\n")
+            "                  'benchmarks': benchmarks[0], 'children': children()}))\n")
     res = subprocess.run([sys.executable, "-c", code, str(project.root / "out" / "w-cuda"), str(wav)],
                          capture_output=True, text=True, cwd=project.root)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -224,6 +235,8 @@ def test_a_fresh_process_loads_the_kernels_instead_of_compiling_them(project: Pr
     assert got["dynamo"].get("calls_captured", 0) == 0
     # each multi-config kernel runs the config the build recorded: none benchmarks its candidates again
     assert got["benchmarks"] == 0  # (Inductor's own counter replays the build's counts on a cache hit)
+    # and no compile-worker pool: loading built kernels must not start processes that compete for the CPU
+    assert got["children"] == [], got["children"]
     report = json.loads((project.root / "out" / "w-cuda-parity" / "report.json").read_text())
     row = next(r for r in report["rows"] if r["runtime"] == "inductor" and r.get("specialization") == "w-cuda")
     assert got["text"] == next(p["text"] for p in row["per_input"] if p["input"] == "hello.wav")

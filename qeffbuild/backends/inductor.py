@@ -476,7 +476,14 @@ def _load_compiled(folder: Path) -> Any:
         raise ModelLoadError(f"{folder} was compiled under torch {meta.get('torch')}, this is torch "
                              f"{torch.__version__}: rebuild the specialization here")
     try:
-        return torch._inductor.CompiledArtifact.load(path=str(path), format="binary")
+        # One compile thread while loading: the output code hands each Triton kernel to Inductor's async
+        # compiler, whose first use starts a pool of compile workers (one per core, each importing torch)
+        # even when every kernel is already built. Those processes competed with the session for the CPU:
+        # on a 16-core GPU host the first utterances after a load took ~110 ms more for their features.
+        from torch._inductor import config
+
+        with config.patch(compile_threads=1):
+            return torch._inductor.CompiledArtifact.load(path=str(path), format="binary")
     except (AssertionError, RuntimeError, EOFError, ValueError) as e:  # torch asserts on a foreign build's key
         raise ModelLoadError(f"{path} cannot be loaded by this torch build ({type(e).__name__}: {e}); rebuild "
                              "the specialization") from e

@@ -1,0 +1,136 @@
+"""sentence-transformers' own ONNX backend, timed in whatever Python has it installed (the bench's child process).
+
+    PYTHON st_onnx_child.py JOB_JSON            # prints one JSON object on its last line
+
+sentence-transformers runs ONNX through optimum, whose releases pin transformers below 5, so this backend often
+cannot be installed beside qeffbuild. A user who wants it makes an environment of its own; the bench runs this
+file there (``QEFFBUILD_ST_ONNX_PYTHON``, made by ``scripts/st-onnx-env.sh``) and reads the timings back. It
+imports nothing from qeffbuild: only the standard library and sentence-transformers.
+
+JOB_JSON: {"model_dir", "work_dir", "pooling", "normalize", "device", "iters", "warmup", "sentences",
+           "jobs": [{"batch", "seq", "int8"}]}. The model is exported once (as sentence-transformers does on
+first use) into a copy of the folder under work_dir; int8 is sentence-transformers'
+``export_dynamic_quantized_onnx_model`` with the configuration its docs give for this CPU. Each job's texts are
+tokenized once and the model's forward is timed, as ``encode`` runs it (``inference_mode``): the same work the
+bench's other rows do on the same token ids. Each model (float32, int8) also embeds ``sentences`` (the
+validation's), so the bench can say how close sentence-transformers' int8 stays to float32.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def quantization_config() -> str:
+    """sentence-transformers' int8 configurations by CPU: the most capable this machine runs."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        flags = set()
+    if "avx512_vnni" in flags:
+        return "avx512_vnni"
+    if "avx512f" in flags:
+        return "avx512"
+    return "avx2" if "avx2" in flags else "arm64"
+
+
+def texts(batch: int, seq: int) -> list[str]:
+    """The bench's texts: each fills exactly ``seq`` tokens once truncated (as embedding/bench.py makes them)."""
+    return [" ".join(["word"] * (2 * seq)) + f" {i}" for i in range(batch)]
+
+
+def load(folder: Path, job: dict[str, Any], spec: dict[str, Any], file_name: str | None) -> Any:
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import Normalize, Pooling, Transformer
+
+    kwargs: dict[str, Any] = {"file_name": file_name} if file_name else {}
+    if spec["device"] == "cuda":
+        kwargs["provider"] = "CUDAExecutionProvider"
+    word = Transformer(str(folder), max_seq_length=job["seq"], backend="onnx", model_args=kwargs)
+    modules = [word, Pooling(word.get_word_embedding_dimension(), pooling_mode=spec["pooling"])]
+    if spec["normalize"]:
+        modules.append(Normalize())
+    return SentenceTransformer(modules=modules, device=spec["device"], backend="onnx")
+
+
+def export(spec: dict[str, Any]) -> tuple[Path, str | None]:
+    """The model folder with its ONNX export (and int8 export when a job asks): sentence-transformers' own calls."""
+    import sentence_transformers as st
+
+    folder = Path(spec["work_dir"]) / "model"
+    if not (folder / "onnx" / "model.onnx").is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(spec["model_dir"], folder)
+        model = st.SentenceTransformer(str(folder), backend="onnx", device=spec["device"])
+        model.save_pretrained(str(folder))  # onnx/model.onnx
+    int8 = None
+    if any(job["int8"] for job in spec["jobs"]):
+        config = quantization_config()
+        int8 = f"onnx/model_qint8_{config}.onnx"
+        if not (folder / int8).is_file():
+            model = st.SentenceTransformer(str(folder), backend="onnx", device=spec["device"])
+            st.export_dynamic_quantized_onnx_model(model, config, str(folder))
+    return folder, int8
+
+
+def timed(fn: Any, warmup: int, iters: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    try:
+        import onnxruntime
+        import optimum.onnxruntime  # noqa: F401  (what sentence-transformers' ONNX backend runs on)
+        import sentence_transformers
+        import torch
+        import transformers
+    except ImportError as e:
+        print(json.dumps({"error": f"{type(e).__name__}: {e} (sentence-transformers' ONNX backend needs "
+                                   "optimum: pip install 'sentence-transformers[onnx]')"}))
+        return
+    try:
+        folder, int8 = export(spec)
+    except Exception as e:  # a backend that will not export here: reported as the row's reason
+        print(json.dumps({"error": f"{type(e).__name__}: {str(e)[:400]}"}))
+        return
+    results = []
+    for job in spec["jobs"]:
+        model = load(folder, job, spec, int8 if job["int8"] else None)
+        prepare = getattr(model, "preprocess", None) or model.tokenize
+        features = {k: v.to(model.device) if hasattr(v, "to") else v
+                    for k, v in prepare(texts(job["batch"], job["seq"])).items()}
+
+        def forward(model: Any = model, features: dict[str, Any] = features) -> None:
+            with torch.inference_mode():
+                model.forward(dict(features))["sentence_embedding"].cpu()
+
+        results.append({**job, "samples_s": timed(forward, spec["warmup"], spec["iters"]),
+                        "file": int8 if job["int8"] else "onnx/model.onnx"})
+    embeddings = {}
+    longest = max(job["seq"] for job in spec["jobs"])
+    for kind in sorted({"int8" if job["int8"] else "float32" for job in spec["jobs"]}):
+        model = load(folder, {"seq": longest}, spec, int8 if kind == "int8" else None)
+        vectors = model.encode(spec["sentences"], batch_size=len(spec["sentences"]), convert_to_numpy=True,
+                               show_progress_bar=False)
+        embeddings[kind] = vectors.tolist()
+    print(json.dumps({"results": results, "embeddings": embeddings, "quantization": quantization_config(),
+                      "versions": {"sentence-transformers": sentence_transformers.__version__,
+                                   "transformers": transformers.__version__, "onnxruntime": onnxruntime.__version__,
+                                   "python": sys.version.split()[0]}}))
+
+
+if __name__ == "__main__":
+    main()

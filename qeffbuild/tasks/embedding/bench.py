@@ -26,15 +26,18 @@ from ...runtimes import Session, open_session
 from . import st_onnx_child
 
 
-def _reference_session(model_dir: Path, pooling: str, normalize: bool) -> Session:
+def _reference_session(model_dir: Path, pooling: str, normalize: bool, device: str) -> Session:
+    """The unmodified model in float32 on the specialization's device (on a GPU it ran on the CPU before: a
+    GPU table's `pytorch` row then timed the host)."""
     import torch
     from transformers import AutoModel
 
+    from ...pipeline.torchutil import torch_device
     from ...runtimes.torch import TorchSession
     from .pooling import make_pooled
 
     model = make_pooled(AutoModel.from_pretrained(model_dir, dtype=torch.float32).eval(), pooling, normalize)
-    return TorchSession(model)  # keyword call: input_ids, attention_mask
+    return TorchSession(model.to(torch_device(device)), device=device)  # keyword call: input_ids, attention_mask
 
 
 def bench(artifact: Any, node: StepNode, iters: int, warmup: int) -> list[dict[str, Any]]:
@@ -62,7 +65,7 @@ def bench(artifact: Any, node: StepNode, iters: int, warmup: int) -> list[dict[s
         for spec in p["specializations"]:
             for seq in spec["seq_len"]:
                 if opens == "reference":
-                    session = _reference_session(model_dir, p["pooling"], p["normalize"])
+                    session = _reference_session(model_dir, p["pooling"], p["normalize"], spec["device"])
                 elif opens == "program":
                     session = open_session(plugins(), runtime, artifact(f"program/{spec['dtype']}/{spec['device']}"),
                                            spec["device"])

@@ -46,7 +46,10 @@ def render(report: dict[str, Any]) -> str:
             per = r["per_input"][i] if r.get("per_input") else None
             if per is None:
                 continue
-            mark = "" if per.get("first_mismatch") is None else f"  (differs from step {per['first_mismatch']})"
+            mark = "" if per.get("first_mismatch") is None else f"  (differs from step {per['first_mismatch']}"
+            if mark and "reference_logit_gap" in per:  # how close the reference's two candidates were there
+                mark += f"; reference logit gap {per['reference_logit_gap']:.3g}"
+            mark += ")" if mark else ""
             out.append(f"  {row_label(r):<36} {per['text']!r}{mark}")
     if len(report["inputs"]) > 12:
         out.append(f"… {len(report['inputs']) - 12} more utterances in report.json and report.html")
@@ -133,7 +136,8 @@ def _num(v: Any, digits: int = 3, signed: bool = False, noise: bool = False) -> 
 
 def _hyp(per: dict[str, Any]) -> str:
     wer = f" (WER {per['wer']:.2f})" if per.get("wer") is not None else ""
-    mark = f" [differs from step {per['first_mismatch']}]" if per.get("first_mismatch") is not None else ""
+    gap = f"; reference logit gap {per['reference_logit_gap']:.3g}" if "reference_logit_gap" in per else ""
+    mark = f" [differs from step {per['first_mismatch']}{gap}]" if per.get("first_mismatch") is not None else ""
     return f"{per['text']!r}{wer}{mark}"
 
 

@@ -246,11 +246,12 @@ def run(ctx: StepContext) -> None:
         tokens, timed, results = decode_all(frontend, encoders, decoder, decoder_io, utts, spec, dc,
                                             max(steps, gen_len), steps, progress, f"{runtime} {spec['name']}", long)
         got = {i: tokens[i] if i in results else tokens[i][:steps] for i in subset}
-        rows.append(base.row(runtime, spec, expected, got, texts_of(tokens, results), timed,
-                             [len(t) if i in results else len(until_eos(t[:gen_len], dc.eos))
-                              for i, t in enumerate(tokens)],
-                             p["checks"][runtime][spec["name"]], steps,
-                             [item["text"] for item in ref_row["per_input"]], results))
+        row = base.row(runtime, spec, expected, got, texts_of(tokens, results), timed,
+                       [len(t) if i in results else len(until_eos(t[:gen_len], dc.eos))
+                        for i, t in enumerate(tokens)],
+                       p["checks"][runtime][spec["name"]], steps,
+                       [item["text"] for item in ref_row["per_input"]], results)
+        rows.append(_with_logit_gaps(row, model, frontend, utts, spec, dc, expected))
         timings[f"{runtime} {spec['name']}"] = time.perf_counter() - t0
     audio_s = sum(u.seconds for u in utts)
     report = {
@@ -371,6 +372,27 @@ def _generate_agrees(model: Any, frontend: Frontend, utts: list[Utterance], subs
                              "generate_token": chosen, "logit_gap": gap})
         progress.advance(1, "model.generate check")
     return agrees, ties
+
+
+def _with_logit_gaps(row: dict[str, Any], model: Any, frontend: Frontend, utts: list[Utterance],
+                     spec: dict[str, Any], dc: DecodeConfig, expected: dict[int, Any]) -> dict[str, Any]:
+    """Where a runtime's tokens first leave the reference's, how far apart the reference's own (float32,
+    processed) logits put the two tokens: the evidence for a half-precision row that drifts. A random model's
+    logits are nearly flat, so one rounding can flip a near tie (a gap of a few thousandths) and greedy
+    decoding then follows another path; a wrong kernel picks a token the reference ranks far below."""
+    gaps = []
+    for i, item in enumerate(row["per_input"]):
+        j, have = item.get("first_mismatch"), item.get("tokens") or []
+        want = [int(t) for t in expected.get(i, [])]
+        if j is None or j >= len(want) or j >= len(have) or is_long(utts[i], spec):
+            continue  # no difference, or one in length (EOS) only: no token of the runtime's to rank
+        samples = spec["graphs"][fit(utts[i].seconds, spec["graphs"]) or ""]
+        gap = logit_gap(model, dc, frontend.features([utts[i].audio], samples), want[:j], want[j], have[j])
+        item["reference_logit_gap"] = round(gap, 6)
+        gaps.append(gap)
+    if gaps:
+        row["max_reference_logit_gap"] = round(max(gaps), 6)
+    return row
 
 
 def first_difference(ref: list[int], gen: list[int], eos: int, steps: int) -> int | None:

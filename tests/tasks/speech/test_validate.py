@@ -46,3 +46,29 @@ def test_the_logit_gap_is_the_references_own_margin(tiny_whisper: Any) -> None:
     assert gap > 0  # the reference chose its token: by argmax it is at least as likely as any other
     assert logit_gap(tiny_whisper, dc, feeds, ref[:3], other, ref[3]) == pytest.approx(-gap)
     assert logit_gap(tiny_whisper, dc, feeds, ref[:3], ref[3], ref[3]) == 0.0
+
+
+def test_a_drifting_row_carries_the_references_gap_at_its_first_difference(tiny_whisper: Any) -> None:
+    """A runtime that leaves the reference's tokens is shown how far apart the reference put the two tokens
+    there (the evidence that a half-precision drift is a near tie, not a wrong kernel); a difference in
+    length only (EOS) has no token to rank, and a row that agrees gets nothing."""
+    from types import SimpleNamespace
+
+    from qeffbuild.tasks.speech import validate
+
+    dc = DecodeConfig("whisper", [1], EOS)
+    audio = np.random.default_rng(0).standard_normal(16).astype(np.float32)
+    feeds = {"input_features": np.random.default_rng(0).standard_normal((1, 8, 16)).astype(np.float32)}
+    frontend = SimpleNamespace(features=lambda audios, samples: feeds)
+    utts = [SimpleNamespace(name=f"u{i}", audio=audio, seconds=0.001) for i in range(3)]
+    spec = {"graphs": {"g": 16}, "batch_size": 1}
+    ref = [int(t) for t in reference_decode(tiny_whisper, "whisper", feeds, dc, steps=4)[0]]
+    other = (ref[2] + 1) % 96
+    row = {"per_input": [{"first_mismatch": 2, "tokens": [*ref[:2], other, 5]},  # drifts at step 2
+                         {"first_mismatch": 3, "tokens": ref[:3]},              # stops early: length only
+                         {"first_mismatch": None, "tokens": ref}]}
+    out = validate._with_logit_gaps(row, tiny_whisper, frontend, utts, spec, dc, {0: ref, 1: ref, 2: ref})
+    want = logit_gap(tiny_whisper, dc, feeds, ref[:2], ref[2], other)
+    assert out["per_input"][0]["reference_logit_gap"] == pytest.approx(want, abs=1e-6) and want > 0
+    assert "reference_logit_gap" not in out["per_input"][1] and "reference_logit_gap" not in out["per_input"][2]
+    assert out["max_reference_logit_gap"] == pytest.approx(want, abs=1e-6)

@@ -5,7 +5,8 @@
 sentence-transformers runs ONNX through optimum, whose releases pin transformers below 5, so this backend often
 cannot be installed beside qeffbuild. A user who wants it makes an environment of its own; the bench runs this
 file there (``QEFFBUILD_ST_ONNX_PYTHON``, made by ``scripts/st-onnx-env.sh``) and reads the timings back. It
-imports nothing from qeffbuild: only the standard library and sentence-transformers.
+imports nothing from qeffbuild's package (only the standard library, sentence-transformers, and qeffbuild's
+stdlib-only timing loop, loaded from its file).
 
 JOB_JSON: {"model_dir", "work_dir", "pooling", "normalize", "device", "iters", "warmup", "sentences",
            "jobs": [{"batch", "seq", "int8"}]}. The model is exported once (as sentence-transformers does on
@@ -21,7 +22,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -78,15 +78,17 @@ def export(spec: dict[str, Any]) -> tuple[Path, str | None]:
     return folder, int8
 
 
-def timed(fn: Any, warmup: int, iters: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
+def time_calls() -> Any:
+    """qeffbuild's own timing loop (``reports/timing.py``, standard library only), loaded from its file: this
+    Python may not have qeffbuild installed, and the baseline must be timed exactly as the other rows are."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "reports" / "timing.py"
+    spec = importlib.util.spec_from_file_location("qeffbuild_timing", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.time_calls
 
 
 def main() -> None:
@@ -106,7 +108,7 @@ def main() -> None:
     except Exception as e:  # a backend that will not export here: reported as the row's reason
         print(json.dumps({"error": f"{type(e).__name__}: {str(e)[:400]}"}))
         return
-    results = []
+    results, timed = [], time_calls()
     for job in spec["jobs"]:
         model = load(folder, job, spec, int8 if job["int8"] else None)
         prepare = getattr(model, "preprocess", None) or model.tokenize

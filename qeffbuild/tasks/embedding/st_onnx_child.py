@@ -49,7 +49,7 @@ def load(folder: Path, job: dict[str, Any], spec: dict[str, Any], file_name: str
     from sentence_transformers.models import Normalize, Pooling, Transformer
 
     kwargs: dict[str, Any] = {"file_name": file_name} if file_name else {}
-    if spec["device"] == "cuda":
+    if str(spec["device"]).startswith("cuda"):
         kwargs["provider"] = "CUDAExecutionProvider"
     word = Transformer(str(folder), max_seq_length=job["seq"], backend="onnx", model_args=kwargs)
     modules = [word, Pooling(word.get_word_embedding_dimension(), pooling_mode=spec["pooling"])]

@@ -143,6 +143,8 @@ def _more(r: dict[str, object]) -> str:
         parts.append(f"RTF {r['rtf']:.3f}")
     if "speedup_vs_sentence_transformers" in r:
         parts.append(f"×{r['speedup_vs_sentence_transformers']:.2f} vs sentence-transformers")
+    if "min_cosine_vs_float32" in r:  # a baseline's own accuracy (sentence-transformers' int8 export)
+        parts.append(f"worst cosine {r['min_cosine_vs_float32']:.4f} vs float32")
     if "vs" in r:
         parts.append(str(r["vs"]))
     return "; ".join(parts) or "-"

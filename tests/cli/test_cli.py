@@ -285,3 +285,13 @@ def test_a_closed_pipe_ends_the_command_quietly(project: ProjectDir) -> None:
     proc = subprocess.run(f"{sys.executable} -m qeffbuild ls | head -c 100 >/dev/null", shell=True, cwd=project.root,
                           capture_output=True, text=True)
     assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_bench_rows_show_a_baselines_own_accuracy() -> None:
+    """sentence-transformers' int8 row carries its worst cosine against float32: the table says it beside the
+    speed, so a faster baseline that is less exact reads as such."""
+    from qeffbuild.cli.use import _more
+
+    row = {"speedup_vs_sentence_transformers": 2.1, "min_cosine_vs_float32": 0.98212}
+    assert _more(row) == "×2.10 vs sentence-transformers; worst cosine 0.9821 vs float32"
+    assert _more({}) == "-"

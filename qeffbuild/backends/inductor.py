@@ -283,13 +283,15 @@ def _chosen_launch_configs() -> dict[str, dict[str, Any]]:
     restored ``.best_config`` is looked for depends on torch's version and, for a kernel loaded from the artifact's
     bundle, on the build's deleted cache folder. So the choice is recorded here, by kernel."""
     import gc
+    import warnings
 
     from torch._inductor.runtime.triton_heuristics import CachingAutotuner
 
     chosen: dict[str, dict[str, Any]] = {}
-    for kernel in gc.get_objects():
-        if not isinstance(kernel, CachingAutotuner):
-            continue
+    with warnings.catch_warnings():  # isinstance on every live object touches deprecated torch aliases, which warn
+        warnings.simplefilter("ignore", FutureWarning)
+        kernels = [k for k in gc.get_objects() if isinstance(k, CachingAutotuner)]
+    for kernel in kernels:
         # a kernel never launched has launchers None (or empty): it chose nothing
         filename, launchers = getattr(kernel, "filename", None), getattr(kernel, "launchers", None) or []
         if filename and len(launchers) == 1 and len(getattr(kernel, "configs", None) or []) > 1:

@@ -188,19 +188,15 @@ def _st_onnx_rows(model_dir: Path, p: dict[str, Any], sentences: list[str], iter
 
 def _st_cosines(model_dir: Path, p: dict[str, Any], sentences: list[str],
                 embeddings: dict[str, Any]) -> dict[str, float]:
-    """Worst per-sentence cosine of each of the child's models against sentence-transformers' float32 model."""
-    import numpy as np
+    """Worst per-sentence cosine of each of the child's models against sentence-transformers' float32 model (the
+    validation's own metric, ``checks.tensor.min_cosine``)."""
+    from ...checks.tensor import min_cosine
 
     if not embeddings:
         return {}
     reference = _sentence_transformer(model_dir, p, {"device": "cpu", "dtype": "float32"}, 512)
-    want = np.asarray(reference.encode(sentences, convert_to_numpy=True, show_progress_bar=False), dtype=np.float64)
-    out = {}
-    for kind, vectors in embeddings.items():
-        got = np.asarray(vectors, dtype=np.float64)
-        cos = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
-        out[kind] = float(cos.min())
-    return out
+    want = reference.encode(sentences, convert_to_numpy=True, show_progress_bar=False)
+    return {kind: min_cosine(want, vectors) for kind, vectors in embeddings.items()}
 
 
 def _run_st_onnx_child(python: str, job: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ stdlib-only timing loop, loaded from its file).
 
 JOB_JSON: {"model_dir", "work_dir", "pooling", "normalize", "device", "iters", "warmup", "sentences",
            "jobs": [{"batch", "seq", "int8"}]}. The model is exported once (as sentence-transformers does on
-first use) into a copy of the folder under work_dir; int8 is sentence-transformers'
+first use) into a copy of the folder under work_dir (a fresh folder); int8 is sentence-transformers'
 ``export_dynamic_quantized_onnx_model`` with the configuration its docs give for this CPU. Each job's texts are
 tokenized once and the model's forward is timed, as ``encode`` runs it (``inference_mode``): the same work the
 bench's other rows do on the same token ids. Each model (float32, int8) also embeds ``sentences`` (the
@@ -59,23 +59,19 @@ def load(folder: Path, job: dict[str, Any], spec: dict[str, Any], file_name: str
 
 
 def export(spec: dict[str, Any]) -> tuple[Path, str | None]:
-    """The model folder with its ONNX export (and int8 export when a job asks): sentence-transformers' own calls."""
+    """A copy of the model folder (work_dir is the bench's fresh temporary folder) with its ONNX export, and its
+    int8 export when a job asks: sentence-transformers' own calls, on one loaded model."""
     import sentence_transformers as st
 
     folder = Path(spec["work_dir"]) / "model"
-    if not (folder / "onnx" / "model.onnx").is_file():
-        shutil.rmtree(folder, ignore_errors=True)
-        shutil.copytree(spec["model_dir"], folder)
-        model = st.SentenceTransformer(str(folder), backend="onnx", device=spec["device"])
-        model.save_pretrained(str(folder))  # onnx/model.onnx
-    int8 = None
-    if any(job["int8"] for job in spec["jobs"]):
-        config = quantization_config()
-        int8 = f"onnx/model_qint8_{config}.onnx"
-        if not (folder / int8).is_file():
-            model = st.SentenceTransformer(str(folder), backend="onnx", device=spec["device"])
-            st.export_dynamic_quantized_onnx_model(model, config, str(folder))
-    return folder, int8
+    shutil.copytree(spec["model_dir"], folder)
+    model = st.SentenceTransformer(str(folder), backend="onnx", device=spec["device"])
+    model.save_pretrained(str(folder))  # onnx/model.onnx
+    if not any(job["int8"] for job in spec["jobs"]):
+        return folder, None
+    config = quantization_config()
+    st.export_dynamic_quantized_onnx_model(model, config, str(folder))
+    return folder, f"onnx/model_qint8_{config}.onnx"
 
 
 def time_calls() -> Any:

@@ -42,15 +42,27 @@ class S3Server:
 
 
 def _free_ports(n: int) -> list[int]:
-    """Free ports below 55000 (SeaweedFS puts each service's gRPC port at +10000)."""
+    """Free ports below 55000 whose +10000 is free too (SeaweedFS puts each service's gRPC port there), none of them
+    another's gRPC port: a listener given the S3 server's derived gRPC port failed to bind and ended the server."""
     ports: list[int] = []
+    taken: set[int] = set()
     while len(ports) < n:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        if port < 55000 and port not in ports:
+        if port < 55000 and not {port, port + 10000} & taken and _is_free(port + 10000):
             ports.append(port)
+            taken |= {port, port + 10000}
     return ports
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @contextmanager

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
@@ -21,6 +21,49 @@ def time_calls(fn: Callable[[], Any], warmup: int, iters: int) -> list[float]:
 
 UNSTEADY = 0.10  # a row whose samples vary more than this (relative spread) says so
 
+ROUNDS = 5  # interleave(): each row's samples are taken in this many blocks, in turn with every other row's
+
+
+def blocks(iters: int) -> list[int]:
+    """How ``iters`` samples split into the blocks of :func:`interleave` (at most ROUNDS, none empty)."""
+    rounds = max(1, min(ROUNDS, iters))
+    return [iters // rounds + (1 if i < iters % rounds else 0) for i in range(rounds)]
+
+
+def interleave(probes: Sequence[Callable[[int], object]], iters: int) -> None:
+    """Every probe takes ``iters`` samples, a block at a time, round-robin: ``probe(k)`` takes ``k`` more.
+
+    Rows compared side by side are measured side by side: a slow minute of a shared machine (a noisy neighbour,
+    a throttled core) then lands on every row alike instead of on whichever row ran during it, and a ratio of two
+    rows means what it says. Measured one row after another on this 2-core VM, the same row moved 30–60 % between
+    runs and the issue's ratios flipped. Each probe starts its block with an untimed call of its own (caches and
+    thread pools taken back from the previous probe)."""
+    for k in blocks(iters):
+        for probe in probes:
+            probe(k)
+
+
+class StepSamples:
+    """Seconds per decode step from pairs of timed runs: ``(T(steps) − T(1)) / (steps − 1)``, and every T(steps).
+
+    A pair where T(steps) ≤ T(1) (other work on the machine outweighed steps − 1 steps) gives no figure, not a
+    zero or a negative time, and is measured once more."""
+
+    def __init__(self, timed: Callable[[int], float], steps: int) -> None:
+        self.timed, self.steps = timed, steps
+        self.per: list[float] = []
+        self.full: list[float] = []
+
+    def take(self, tries: int = 2) -> bool:
+        for _ in range(tries):
+            one = self.timed(1)
+            n = self.timed(self.steps)
+            self.full.append(n)
+            if n > one:
+                self.per.append((n - one) / (self.steps - 1))
+                return True
+        return False
+
 
 def per_step_seconds(timed: Callable[[int], float], steps: int, iters: int) -> tuple[list[float], list[float]]:
     """Seconds per decode step, ``(T(steps) − T(1)) / (steps − 1)`` per pair of runs (``timed(n)`` times a run of
@@ -29,16 +72,12 @@ def per_step_seconds(timed: Callable[[int], float], steps: int, iters: int) -> t
     A pair where T(steps) ≤ T(1) (other work on the machine outweighed steps − 1 steps) gives no figure, not a
     zero or a negative time, and is measured again: up to ``iters`` more pairs in all, so a loaded machine costs
     time, not the row. None left: the caller's row says why (:data:`LOADED`)."""
-    per, full = [], []
+    samples = StepSamples(timed, steps)
     for _ in range(2 * iters):
-        one = timed(1)
-        n = timed(steps)
-        full.append(n)
-        if n > one:
-            per.append((n - one) / (steps - 1))
-            if len(per) == iters:
-                break
-    return per, full
+        samples.take(tries=1)
+        if len(samples.per) == iters:
+            break
+    return samples.per, samples.full
 
 
 LOADED = ("every sample took as long for 1 token as for {steps}: other work on the machine drowned the decode "

@@ -39,3 +39,10 @@ def test_a_spoiled_pair_is_measured_again_and_never_gives_zero() -> None:
     calls: list[int] = []
     per, _ = per_step_seconds(lambda n: calls.append(n) or 0.5, 24, 3)
     assert per == [] and calls == [1, 24] * 6
+
+
+def test_samples_split_into_at_most_five_blocks_none_empty() -> None:
+    from qeffbuild.reports.timing import blocks
+
+    assert blocks(10) == [2, 2, 2, 2, 2] and blocks(7) == [2, 2, 1, 1, 1] and blocks(3) == [1, 1, 1]
+    assert blocks(1) == [1] and all(sum(blocks(n)) == n for n in range(1, 40))

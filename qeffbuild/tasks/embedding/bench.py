@@ -10,18 +10,20 @@ row says why it did not run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from ...core.plugins import plugins
 from ...core.steps import StepNode
-from ...reports.timing import percentiles, time_calls
+from ...reports.timing import interleave, percentiles, time_calls
 from ...runtimes import Session, open_session
 from . import st_onnx_child
 
@@ -41,24 +43,57 @@ def _reference_session(model_dir: Path, pooling: str, normalize: bool, device: s
 
 
 def bench(artifact: Any, node: StepNode, iters: int, warmup: int) -> list[dict[str, Any]]:
-    """``artifact(role)`` gives the folder of the validation's upstream step with that role."""
+    """``artifact(role)`` gives the folder of the validation's upstream step with that role.
+
+    Every row is opened and warmed first, then all are measured together, round-robin
+    (:func:`~qeffbuild.reports.timing.interleave`), sentence-transformers' ONNX child included: each ratio
+    compares rows measured side by side."""
     from ...pipeline.torchutil import quiet_warnings, strict_fp32
 
     quiet_warnings()
     strict_fp32()  # no TF32: runtimes are compared with a float32 reference
-    import numpy as np
-
     p = node.params
     model_dir = artifact("model") / "model"
-    rows: list[dict[str, Any]] = []
-    for spec in p["specializations"]:  # the baseline users run today, on the same device and in the same precision
-        for seq in spec["seq_len"] if p["pooling"] in ST_POOLING else ():
-            rows += _encode_rows(model_dir, p, spec, seq, iters, warmup)
-    if p["pooling"] in ST_POOLING:
-        from .driver import read_sentences
+    probes: list[_Probe] = []
+    with contextlib.ExitStack() as children:
+        for spec in p["specializations"]:  # the baseline users run today, on the same device and precision
+            for seq in spec["seq_len"] if p["pooling"] in ST_POOLING else ():
+                probes += _encode_probes(model_dir, p, spec, seq, warmup)
+        if p["pooling"] in ST_POOLING:
+            from .driver import read_sentences
 
-        sentences = read_sentences(next(Path(f.path) for f in node.files if not f.label.startswith("template:")))
-        rows += _st_onnx_rows(model_dir, p, sentences, iters, warmup)
+            sentences = read_sentences(next(Path(f.path) for f in node.files if not f.label.startswith("template:")))
+            probes += _st_onnx_probes(model_dir, p, sentences, warmup, children)
+        probes += _runtime_probes(artifact, model_dir, p, warmup)
+        interleave(probes, iters)
+    return _with_speedups([probe.row() for probe in probes])
+
+
+class _Probe:
+    """One bench row: ``probe(k)`` times ``k`` more calls after one untimed call (the block's opening: caches and
+    thread pools back from the previous row); ``row()`` is its table row."""
+
+    def __init__(self, meta: dict[str, Any], call: Callable[[], Any] | None, warmup: int = 0) -> None:
+        self.meta, self.call = meta, call
+        self.samples: list[float] = []
+        if call is not None:
+            time_calls(call, warmup, 0)
+
+    def __call__(self, k: int) -> None:
+        if self.call is not None:
+            self.samples += time_calls(self.call, 1, k)
+
+    def row(self) -> dict[str, Any]:
+        if not self.samples:
+            return self.meta
+        lat = percentiles(self.samples)
+        return {**self.meta, **lat, "throughput_per_s": self.meta["batch_size"] / (lat["p50_ms"] / 1000)}
+
+
+def _runtime_probes(artifact: Any, model_dir: Path, p: dict[str, Any], warmup: int) -> list[_Probe]:
+    import numpy as np
+
+    probes = []
     for runtime, opens in p["runtimes"].items():
         if opens == "reference" and runtime != "pytorch":
             continue  # e.g. sentence-transformers: its encode() batches and tokenizes, not comparable per shape
@@ -76,11 +111,10 @@ def bench(artifact: Any, node: StepNode, iters: int, warmup: int) -> list[dict[s
                 rng = np.random.default_rng(0)
                 feeds = {"input_ids": rng.integers(1000, 2000, (b, seq), dtype=np.int64),
                          "attention_mask": np.ones((b, seq), dtype=np.int64)}
-                lat = percentiles(time_calls(partial(session.run, feeds), warmup, iters))
-                rows.append({"runtime": runtime, "specialization": spec["name"], "dtype": spec["dtype"],
-                             "batch_size": b, "shape": f"seq {seq}", **lat,
-                             "throughput_per_s": b / (lat["p50_ms"] / 1000), "unit": "sequences"})
-    return _with_speedups(rows)
+                probes.append(_Probe({"runtime": runtime, "specialization": spec["name"], "dtype": spec["dtype"],
+                                      "batch_size": b, "shape": f"seq {seq}", "unit": "sequences"},
+                                     partial(session.run, feeds), warmup))
+    return probes
 
 
 def _with_speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -119,8 +153,8 @@ def _sentence_transformer(model_dir: Path, p: dict[str, Any], spec: dict[str, An
     return st
 
 
-def _encode_rows(model_dir: Path, p: dict[str, Any], spec: dict[str, Any], seq: int, iters: int,
-                 warmup: int) -> list[dict[str, Any]]:
+def _encode_probes(model_dir: Path, p: dict[str, Any], spec: dict[str, Any], seq: int,
+                   warmup: int) -> list[_Probe]:
     """sentence-transformers on ``batch_size`` texts that each fill ``seq`` tokens: ``encode`` as a user calls
     it (tokenization included), and its model on the same batch tokenized once — the baseline every runtime
     row is divided by, since our rows are fed token ids too."""
@@ -141,49 +175,61 @@ def _encode_rows(model_dir: Path, p: dict[str, Any], spec: dict[str, Any], seq: 
     def encode() -> None:
         st.encode(texts, batch_size=b, convert_to_numpy=True, show_progress_bar=False)
 
-    rows = []
-    for label, fn in ((PRETOKENIZED, forward), (ENCODE, encode)):
-        lat = percentiles(time_calls(fn, warmup, iters))
-        rows.append({"runtime": label, **common, **lat, "throughput_per_s": b / (lat["p50_ms"] / 1000)})
-    return rows
+    return [_Probe({"runtime": PRETOKENIZED, **common}, forward, warmup),
+            _Probe({"runtime": ENCODE, **common}, encode, warmup)]
 
 
-def _st_onnx_rows(model_dir: Path, p: dict[str, Any], sentences: list[str], iters: int,
-                  warmup: int) -> list[dict[str, Any]]:
+def _st_onnx_probes(model_dir: Path, p: dict[str, Any], sentences: list[str], warmup: int,
+                    children: contextlib.ExitStack) -> list[_Probe]:
     """sentence-transformers' ONNX backend at every specialization and length (its int8 export for an int8
-    specialization), timed by ``st_onnx_child`` in the Python that has it: one child per device, one export.
-    Each row also carries its worst cosine over the validation's sentences against the float32 model."""
+    specialization), in the Python that has it: one child per device, one export, serving timing blocks
+    (``st_onnx_child``) that the bench interleaves with its own rows'. Each row also carries its worst cosine over
+    the validation's sentences against the float32 model."""
     from ...pipeline.torchutil import torch_device
 
-    rows: list[dict[str, Any]] = []
+    probes: list[_Probe] = []
     python = os.environ.get(ST_ONNX_PYTHON) or sys.executable
     for device in sorted({torch_device(s["device"]) for s in p["specializations"]}):
         specs = [s for s in p["specializations"] if torch_device(s["device"]) == device]
         jobs = [{"batch": s["batch_size"], "seq": seq, "int8": s["dtype"] == "int8", "spec": s}
                 for s in specs for seq in s["seq_len"]]
-        with tempfile.TemporaryDirectory(prefix="qeffbuild-st-onnx-") as work:
-            got = _run_st_onnx_child(python, {
-                "model_dir": str(model_dir), "work_dir": work, "pooling": ST_POOLING[p["pooling"]],
-                "normalize": bool(p["normalize"]), "device": device, "iters": iters, "warmup": warmup,
-                "sentences": sentences, "jobs": [{k: v for k, v in j.items() if k != "spec"} for j in jobs]})
-        cosines = _st_cosines(model_dir, p, sentences, got.get("embeddings") or {})
-        for job, result in zip(jobs, got.get("results") or [None] * len(jobs), strict=True):
+        work = children.enter_context(tempfile.TemporaryDirectory(prefix="qeffbuild-st-onnx-"))
+        child = children.enter_context(StOnnxChild(python, {
+            "model_dir": str(model_dir), "work_dir": work, "pooling": ST_POOLING[p["pooling"]],
+            "normalize": bool(p["normalize"]), "device": device, "warmup": warmup,
+            "sentences": sentences, "jobs": [{k: v for k, v in j.items() if k != "spec"} for j in jobs]}))
+        cosines = _st_cosines(model_dir, p, sentences, child.ready.get("embeddings") or {})
+        for index, job in enumerate(jobs):
             spec = job["spec"]
-            row = {"runtime": ST_ONNX_INT8 if job["int8"] else ST_ONNX, "specialization": spec["name"],
-                   "dtype": spec["dtype"], "batch_size": job["batch"], "shape": f"seq {job['seq']}",
-                   "unit": "sequences"}
-            if result is None:
-                row["unavailable"] = (f"{got.get('error', 'no result')} (in {python}; point {ST_ONNX_PYTHON} at a "
-                                      "Python with sentence-transformers[onnx]: scripts/st-onnx-env.sh makes one)")
-            else:
-                lat = percentiles(result["samples_s"])
-                row.update(**lat, throughput_per_s=job["batch"] / (lat["p50_ms"] / 1000), onnx_file=result["file"],
-                           versions=got.get("versions", {}))
-                kind = "int8" if job["int8"] else "float32"
-                if kind in cosines:
-                    row["min_cosine_vs_float32"] = cosines[kind]
-            rows.append(row)
-    return rows
+            meta = {"runtime": ST_ONNX_INT8 if job["int8"] else ST_ONNX, "specialization": spec["name"],
+                    "dtype": spec["dtype"], "batch_size": job["batch"], "shape": f"seq {job['seq']}",
+                    "unit": "sequences"}
+            if "error" in child.ready:
+                probes.append(_Probe({**meta, "unavailable": f"{child.ready['error']} (in {python}; point "
+                                      f"{ST_ONNX_PYTHON} at a Python with sentence-transformers[onnx]: "
+                                      "scripts/st-onnx-env.sh makes one)"}, None))
+                continue
+            kind = "int8" if job["int8"] else "float32"
+            meta.update(onnx_file=child.ready["files"][index], versions=child.ready.get("versions", {}),
+                        **({"min_cosine_vs_float32": cosines[kind]} if kind in cosines else {}))
+            probes.append(_ChildProbe(meta, child, index))
+    return probes
+
+
+class _ChildProbe(_Probe):
+    """A row whose calls run in the sentence-transformers ONNX child: a block is one request to it."""
+
+    def __init__(self, meta: dict[str, Any], child: StOnnxChild, job: int) -> None:
+        super().__init__(meta, None)
+        self.child, self.job = child, job
+
+    def __call__(self, k: int) -> None:
+        self.samples += self.child.block(self.job, k)
+
+    def row(self) -> dict[str, Any]:
+        if "error" in self.child.ready:  # died mid-bench: a part of its samples is not a side-by-side figure
+            return {**self.meta, "unavailable": self.child.ready["error"]}
+        return super().row()
 
 
 def _st_cosines(model_dir: Path, p: dict[str, Any], sentences: list[str],
@@ -199,19 +245,68 @@ def _st_cosines(model_dir: Path, p: dict[str, Any], sentences: list[str],
     return {kind: min_cosine(want, vectors) for kind, vectors in embeddings.items()}
 
 
-def _run_st_onnx_child(python: str, job: dict[str, Any]) -> dict[str, Any]:
-    """The child's JSON answer, or {"error": why} (a missing interpreter, a crash: never an exception here)."""
-    try:
-        done = subprocess.run([python, st_onnx_child.__file__, json.dumps(job)], capture_output=True, text=True,
-                              env={**os.environ, "PYTHONNOUSERSITE": "1"})
-    except OSError as e:
-        return {"error": f"cannot run {python}: {e}"}
-    lines = done.stdout.strip().splitlines()
-    try:
-        answer = json.loads(lines[-1]) if lines else {}
-    except ValueError:
-        answer = {}
-    if done.returncode != 0 or not isinstance(answer, dict) or not answer:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        return {"error": f"the sentence-transformers ONNX child exited {done.returncode}: {tail[0][:300]}"}
-    return answer
+class StOnnxChild:
+    """``st_onnx_child`` running in ``python``: ``ready`` is its first answer (``{"error": why}`` when it could not
+    start: a missing interpreter, a missing package, a crash — never an exception here), ``block`` asks it for
+    timing blocks. A child that dies later leaves ``ready["error"]`` saying so and gives no more samples."""
+
+    def __init__(self, python: str, job: dict[str, Any]) -> None:
+        self.proc: subprocess.Popen[str] | None = None
+        # its stderr (library warnings, a traceback) goes to a file: a pipe nobody reads while the bench waits on
+        # stdout would fill and stall both processes
+        self.stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (closed by __exit__)
+        try:
+            self.proc = subprocess.Popen([python, st_onnx_child.__file__, json.dumps(job)], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=self.stderr, text=True,
+                                         env={**os.environ, "PYTHONNOUSERSITE": "1"})
+        except OSError as e:
+            self.ready: dict[str, Any] = {"error": f"cannot run {python}: {e}"}
+            return
+        self.ready = self._answer() or self._died()
+
+    def block(self, job: int, calls: int) -> list[float]:
+        if "error" in self.ready or self.proc is None or self.proc.stdin is None:
+            return []
+        try:
+            self.proc.stdin.write(json.dumps({"job": job, "calls": calls}) + "\n")
+            self.proc.stdin.flush()
+        except OSError:
+            pass
+        answer = self._answer()
+        if not answer or "samples_s" not in answer:
+            self.ready = self._died()
+            return []
+        return [float(x) for x in answer["samples_s"]]
+
+    def _answer(self) -> dict[str, Any]:
+        """The next JSON line on the child's stdout (lines a library printed are skipped); {} at its end."""
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                answer = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(answer, dict):
+                return answer
+        return {}
+
+    def _died(self) -> dict[str, Any]:
+        assert self.proc is not None
+        code = self.proc.wait()
+        self.stderr.seek(0)
+        tail = self.stderr.read().strip().splitlines()[-1:] or ["no output"]
+        return {"error": f"the sentence-transformers ONNX child exited {code}: {tail[0][:300]}"}
+
+    def __enter__(self) -> StOnnxChild:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stderr.close()
+        if self.proc is not None and self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()  # the child's serve loop ends at EOF
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

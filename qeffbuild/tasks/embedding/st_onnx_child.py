@@ -1,6 +1,6 @@
 """sentence-transformers' own ONNX backend, timed in whatever Python has it installed (the bench's child process).
 
-    PYTHON st_onnx_child.py JOB_JSON            # prints one JSON object on its last line
+    PYTHON st_onnx_child.py JOB_JSON      # one JSON line when ready, then one per timing block asked on stdin
 
 sentence-transformers runs ONNX through optimum, whose releases pin transformers below 5, so this backend often
 cannot be installed beside qeffbuild. A user who wants it makes an environment of its own; the bench runs this
@@ -15,6 +15,11 @@ first use) into a copy of the folder under work_dir (a fresh folder); int8 is se
 tokenized once and the model's forward is timed, as ``encode`` runs it (``inference_mode``): the same work the
 bench's other rows do on the same token ids. Each model (float32, int8) also embeds ``sentences`` (the
 validation's), so the bench can say how close sentence-transformers' int8 stays to float32.
+
+The child answers on stdout, one JSON object a line: first ``{"error": why}`` (and exits) or ``{"ready": true,
+"files", "embeddings", "versions", ...}``; then, for each ``{"job": i, "calls": k}`` line on stdin, the seconds of
+``k`` timed calls of job ``i``. The bench asks for those blocks in turn with its own rows' (it measures every
+row round-robin), so this baseline shares every slow minute of the machine with the rows it is compared with.
 """
 
 from __future__ import annotations
@@ -97,14 +102,14 @@ def main() -> None:
         import transformers
     except ImportError as e:
         print(json.dumps({"error": f"{type(e).__name__}: {e} (sentence-transformers' ONNX backend needs "
-                                   "optimum: pip install 'sentence-transformers[onnx]')"}))
+                                   "optimum: pip install 'sentence-transformers[onnx]')"}), flush=True)
         return
     try:
         folder, int8 = export(spec)
     except Exception as e:  # a backend that will not export here: reported as the row's reason
-        print(json.dumps({"error": f"{type(e).__name__}: {str(e)[:400]}"}))
+        print(json.dumps({"error": f"{type(e).__name__}: {str(e)[:400]}"}), flush=True)
         return
-    results, timed = [], time_calls()
+    timed, calls, files = time_calls(), [], []
     for job in spec["jobs"]:
         model = load(folder, job, spec, int8 if job["int8"] else None)
         prepare = getattr(model, "preprocess", None) or model.tokenize
@@ -115,8 +120,9 @@ def main() -> None:
             with torch.inference_mode():
                 model.forward(dict(features))["sentence_embedding"].cpu()
 
-        results.append({**job, "samples_s": timed(forward, spec["warmup"], spec["iters"]),
-                        "file": int8 if job["int8"] else "onnx/model.onnx"})
+        timed(forward, spec["warmup"], 0)
+        calls.append(forward)
+        files.append(int8 if job["int8"] else "onnx/model.onnx")
     embeddings = {}
     longest = max(job["seq"] for job in spec["jobs"])
     for kind in sorted({"int8" if job["int8"] else "float32" for job in spec["jobs"]}):
@@ -124,10 +130,19 @@ def main() -> None:
         vectors = model.encode(spec["sentences"], batch_size=len(spec["sentences"]), convert_to_numpy=True,
                                show_progress_bar=False)
         embeddings[kind] = vectors.tolist()
-    print(json.dumps({"results": results, "embeddings": embeddings, "quantization": quantization_config(),
+    print(json.dumps({"ready": True, "files": files, "embeddings": embeddings, "quantization": quantization_config(),
                       "versions": {"sentence-transformers": sentence_transformers.__version__,
                                    "transformers": transformers.__version__, "onnxruntime": onnxruntime.__version__,
-                                   "python": sys.version.split()[0]}}))
+                                   "python": sys.version.split()[0]}}), flush=True)
+    serve(calls, timed)
+
+
+def serve(calls: list[Any], timed: Any) -> None:
+    """Timing blocks on request, until stdin closes: ``{"job": i, "calls": k}`` → ``{"samples_s": [k seconds]}``,
+    each block opened by one untimed call (the bench interleaves these blocks with its own rows')."""
+    for line in sys.stdin:
+        ask = json.loads(line)
+        print(json.dumps({"samples_s": timed(calls[ask["job"]], 1, ask["calls"])}), flush=True)
 
 
 if __name__ == "__main__":

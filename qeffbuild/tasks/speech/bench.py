@@ -32,15 +32,20 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ...core.steps import StepNode
-from ...reports.timing import LOADED, per_step_seconds, percentiles
+from ...reports.timing import LOADED, StepSamples, interleave, percentiles
 
 
 def bench(artifact: Any, node: StepNode, iters: int, warmup: int) -> list[dict[str, Any]]:
-    """``artifact(role)`` gives the folder of the validation's upstream step with that role."""
+    """``artifact(role)`` gives the folder of the validation's upstream step with that role.
+
+    Every short-input row is opened and warmed first, then all are measured together, round-robin
+    (:func:`~qeffbuild.reports.timing.interleave`), so that each ratio compares rows measured side by side; the
+    long-form rows follow, each on its own."""
     from ...pipeline.torchutil import quiet_warnings, strict_fp32, torch_device, torch_dtype
 
     quiet_warnings()
@@ -58,34 +63,79 @@ def bench(artifact: Any, node: StepNode, iters: int, warmup: int) -> list[dict[s
     utts = _utterances(p, node)
     inputs = {role: artifact(role) for role in node.deps}
     models: dict[tuple[str, str], Any] = {}
-    rows: list[dict[str, Any]] = []
+    probes: list[_Probe] = []
+    later: list[Callable[[], list[dict[str, Any]]]] = []  # long-form rows, measured after the short ones
     ct2_batches: set[int] = set()
-    bandwidth: dict[str, float] = {}  # per GPU device: measured once per bench
     for spec in p["specializations"]:
         short = next((u for u in utts if not is_long(u, spec)), None)
         where = (spec["device"], spec["dtype"])  # generate runs on the same device, in the same precision
         if where not in models:
             models[where] = load_model(model_dir, torch_dtype(spec["dtype"])).to(torch_device(spec["device"]))
         model = models[where]
-        long = LongInputs(p["longform"], dc, frontend, model, p["language"], p["task"])
         longs = [u for u in utts if is_long(u, spec)]
-        base = _generate_row(model, frontend, short, dc, steps, spec, iters, warmup) if short else None
-        hf_long = _hf_longform_row(long, longs, spec, iters) if longs else None
-        rows += [r for r in (base, hf_long) if r is not None]
-        if short is not None and spec["device"] == "cpu" and spec["batch_size"] not in ct2_batches:
-            ct2_batches.add(spec["batch_size"])  # one pair per batch size: float32 and int8 specs share it
-            rows += _ctranslate2_rows(artifact, arch, frontend, short, dc, steps, spec, iters, warmup, base)
-        for runtime, opens in p["runtimes"].items():
-            if opens == "reference":
-                continue  # the reference decodes without a cache: not a deployment runtime
-            encoders, decoder, decoder_io = open_graphs(runtime, opens, spec, inputs)
-            if short is not None:
-                row = _runtime_row(runtime, frontend, encoders, decoder, decoder_io, short, dc, steps, spec,
-                                   iters, warmup, base)
-                rows.append(_with_roofline(row, model, decoder_io, spec, bandwidth))
-            if longs:
-                rows.append(_long_row(runtime, long, encoders, decoder, decoder_io, longs, spec, iters, hf_long))
+        graphs = {runtime: open_graphs(runtime, opens, spec, inputs) for runtime, opens in p["runtimes"].items()
+                  if opens != "reference"}  # the reference decodes without a cache: not a deployment runtime
+        if short is not None:
+            probes.append(_generate_probe(model, frontend, short, dc, steps, spec, warmup))
+            if spec["device"] == "cpu" and spec["batch_size"] not in ct2_batches:
+                ct2_batches.add(spec["batch_size"])  # one pair per batch size: float32 and int8 specs share it
+                probes += _ctranslate2_probes(artifact, arch, frontend, short, dc, steps, spec, warmup)
+            probes += [_runtime_probe(runtime, frontend, *opened, short, dc, steps, spec, warmup, model)
+                       for runtime, opened in graphs.items()]
+        if longs:
+            long = LongInputs(p["longform"], dc, frontend, model, p["language"], p["task"])
+            later.append(functools.partial(_long_rows, long, longs, graphs, spec, iters))
+    interleave(probes, iters)
+    rows: list[dict[str, Any]] = []
+    bases: dict[str, dict[str, Any]] = {}  # per specialization: its generate row, what the others are divided by
+    bandwidth: dict[str, float] = {}  # per GPU device: measured once per bench
+    for probe in probes:
+        row = probe.row(bases.get(probe.spec["name"]))
+        if probe.label == GENERATE:
+            bases[probe.spec["name"]] = row
+        rows.append(_with_roofline(row, probe.model, probe.decoder_io, probe.spec, bandwidth)
+                    if probe.decoder_io is not None else row)
+    for long_rows in later:
+        rows += long_rows()
     return _versus_faster_whisper(rows)
+
+
+GENERATE = "generate (HF, eager)"
+
+
+@dataclass
+class _Probe:
+    """One bench row's measurements, a block at a time: per block an untimed ``opening`` call (the whole path:
+    caches and thread pools back from the previous row), then per sample a pair of decodes (1 and N tokens from
+    the same encoder outputs) and one timed call of each ``part`` (encoder, features, utterance)."""
+
+    label: str
+    spec: dict[str, Any]
+    audio_s: float
+    device: Any
+    steps: StepSamples
+    parts: dict[str, Callable[[], Any]]
+    opening: Callable[[], Any]
+    model: Any = None  # the reference model on the row's device (a GPU row's roofline weighs its decoder)
+    decoder_io: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    samples: dict[str, list[float]] = field(default_factory=dict)
+
+    def __call__(self, k: int) -> None:
+        self.opening()
+        for _ in range(k):
+            self.steps.take()
+            for name, fn in self.parts.items():
+                self.samples.setdefault(name, []).append(_timed(fn, self.device))
+
+    def row(self, base: dict[str, Any] | None) -> dict[str, Any]:
+        import numpy as np
+
+        row = _row(self.label, self.spec, self.steps.steps, self.samples.get("encoder", []), self.steps.per,
+                   self.samples.get("utterance", []), base, self.audio_s)
+        if "features" in self.samples and "unavailable" not in row:
+            row["features_p50_ms"] = float(np.median(self.samples["features"])) * 1000
+        return {**row, **self.extra} if "unavailable" not in row else row
 
 
 def _with_roofline(row: dict[str, Any], model: Any, decoder_io: dict[str, Any], spec: dict[str, Any],
@@ -145,13 +195,13 @@ def _timed(fn: Callable[[], Any], device: Any) -> float:
     return time.perf_counter() - t0
 
 
-def _per_token(decode: Callable[[int], Any], steps: int, iters: int, device: Any) -> tuple[list[float], list[float]]:
-    """Seconds per decode step and the T(steps) samples (:func:`~qeffbuild.reports.timing.per_step_seconds`)."""
-    return per_step_seconds(lambda n: _timed(lambda: decode(n), device), steps, iters)
+def _step_samples(decode: Callable[[int], Any], steps: int, device: Any) -> StepSamples:
+    """Seconds per decode step from synchronised pairs of decodes (:class:`~qeffbuild.reports.timing.StepSamples`)."""
+    return StepSamples(lambda n: _timed(lambda: decode(n), device), steps)
 
 
-def _generate_row(model: Any, frontend: Any, utt: Any, dc: Any, steps: int, spec: dict[str, Any], iters: int,
-                  warmup: int) -> dict[str, Any]:
+def _generate_probe(model: Any, frontend: Any, utt: Any, dc: Any, steps: int, spec: dict[str, Any],
+                    warmup: int) -> _Probe:
     """``model.generate`` as a user runs it: the checkpoint's generation config, greedy, timed twice."""
     import torch
 
@@ -159,25 +209,22 @@ def _generate_row(model: Any, frontend: Any, utt: Any, dc: Any, steps: int, spec
 
     b = spec["batch_size"]
     feeds = frontend.features([utt.audio] * b, max(spec["graphs"].values()))
-    for _ in range(max(warmup, 2)):
-        hf_generate(model, dc.arch, feeds, dc, steps, min_new_tokens=steps)
-    runs = max(iters, 5)  # eager generate is the noisy side (host-bound): at least five runs for its median
-    per, _full = _per_token(lambda n: hf_generate(model, dc.arch, feeds, dc, n, min_new_tokens=n), steps, runs,
-                            model.device)
+
+    def decode(n: int) -> Any:
+        return hf_generate(model, dc.arch, feeds, dc, n, min_new_tokens=n)
 
     def encoder() -> None:
         with torch.no_grad():
             reference_encoder(model, dc.arch, to_torch(feeds, model))
 
-    enc = [_timed(encoder, model.device) for _ in range(runs)]
-    whole = [_timed(lambda: hf_generate(model, dc.arch, feeds, dc, steps, min_new_tokens=steps), model.device)
-             for _ in range(runs)]
-    return _row("generate (HF, eager)", spec, steps, enc, per, whole, None, utt.seconds)
+    for _ in range(max(warmup, 2)):
+        decode(steps)
+    return _Probe(GENERATE, spec, utt.seconds, model.device, _step_samples(decode, steps, model.device),
+                  {"encoder": encoder, "utterance": lambda: decode(steps)}, opening=lambda: decode(steps))
 
 
-def _ctranslate2_rows(artifact: Any, arch: str, frontend: Any, utt: Any, dc: Any, steps: int,
-                      spec: dict[str, Any], iters: int, warmup: int,
-                      base: dict[str, Any] | None) -> list[dict[str, Any]]:
+def _ctranslate2_probes(artifact: Any, arch: str, frontend: Any, utt: Any, dc: Any, steps: int,
+                        spec: dict[str, Any], warmup: int) -> list[_Probe]:
     """faster-whisper's engine on the same weights: float32 and int8, timed as every other row. Each conversion
     (CTranslate2's own Transformers converter) is a cached artifact derived from the model step: made by the
     first bench, found by every later one."""
@@ -195,7 +242,7 @@ def _ctranslate2_rows(artifact: Any, arch: str, frontend: Any, utt: Any, dc: Any
     feeds = frontend.features([utt.audio] * b, max(spec["graphs"].values()))
     features = ctranslate2.StorageView.from_array(np.ascontiguousarray(feeds["input_features"], dtype=np.float32))
     prompts = [list(dc.prompt)] * b
-    rows = []
+    probes = []
     for compute in ("float32", "int8"):
         folder = artifact.derived("model", "ctranslate2", {"ctranslate2": ctranslate2.__version__,
                                                             "quantization": compute},
@@ -211,16 +258,14 @@ def _ctranslate2_rows(artifact: Any, arch: str, frontend: Any, utt: Any, dc: Any
 
         for _ in range(max(warmup, 1)):
             decode(steps)
-        got = len(decode(steps)[0].sequences_ids[0])
-        per, _full = _per_token(decode, steps, iters, "cpu")
-        enc = [_timed(functools.partial(engine.encode, features), "cpu") for _ in range(iters)]
-        whole = [_timed(lambda: decode(steps), "cpu") for _ in range(iters)]
-        row = _row(f"faster-whisper (CTranslate2 {ctranslate2.__version__}, {compute})", spec, steps, enc, per,
-                   whole, base, utt.seconds)
-        row["tokens_emitted"] = got
-        row["threads"] = os.cpu_count() or 1
-        rows.append(row)
-    return rows
+        whole = functools.partial(decode, steps)
+        probes.append(_Probe(f"faster-whisper (CTranslate2 {ctranslate2.__version__}, {compute})", spec, utt.seconds,
+                             "cpu", _step_samples(decode, steps, "cpu"),
+                             {"encoder": functools.partial(engine.encode, features), "utterance": whole},
+                             opening=whole,
+                             extra={"tokens_emitted": len(whole()[0].sequences_ids[0]),
+                                    "threads": os.cpu_count() or 1}))
+    return probes
 
 
 def _ct2_convert(model_step: Path, folder: Path, quantization: str) -> None:
@@ -247,9 +292,8 @@ def _ct2_max_length(run: Callable[[int], Any], n: int, prompt: int) -> int:
     raise RuntimeError(f"CTranslate2 would not emit exactly {n} tokens for any max_length tried")
 
 
-def _runtime_row(runtime: str, frontend: Any, encoders: dict[str, Any], decoder: Any, decoder_io: dict[str, Any],
-                 utt: Any, dc: Any, steps: int, spec: dict[str, Any], iters: int, warmup: int,
-                 base: dict[str, Any] | None) -> dict[str, Any]:
+def _runtime_probe(runtime: str, frontend: Any, encoders: dict[str, Any], decoder: Any, decoder_io: dict[str, Any],
+                   utt: Any, dc: Any, steps: int, spec: dict[str, Any], warmup: int, model: Any) -> _Probe:
     import numpy as np
 
     from ...decoding.greedy import greedy
@@ -267,22 +311,19 @@ def _runtime_row(runtime: str, frontend: Any, encoders: dict[str, Any], decoder:
     def decode(n: int) -> Any:
         return greedy(decoder, decoder_io, fixed, prompts, dc.rules(), n)
 
+    def features() -> Any:
+        return frontend.features([utt.audio] * b, samples)
+
     def transcribe() -> Any:
-        return greedy(decoder, decoder_io, encode(enc, decoder, frontend.features([utt.audio] * b, samples)),
-                      prompts, dc.rules(), steps)
+        return greedy(decoder, decoder_io, encode(enc, decoder, features()), prompts, dc.rules(), steps)
 
     for _ in range(max(warmup, 1)):  # compile, capture, first-call work: out of every timed sample
         decode(steps)
         decode(1)
-    transcribe()  # the whole path once too (features and encoder on a fresh input), so its samples are warm
-    per, _full = _per_token(decode, steps, iters, device)
-    enc_s = [_timed(lambda: encode(enc, decoder, feeds), device) for _ in range(iters)]
-    # the features alone (host work): with the encoder and the decode, it accounts for the whole utterance
-    feat_s = [_timed(lambda: frontend.features([utt.audio] * b, samples), "cpu") for _ in range(iters)]
-    whole = [_timed(transcribe, device) for _ in range(iters)]
-    row = _row(runtime, spec, steps, enc_s, per, whole, base, utt.seconds)
-    row["features_p50_ms"] = float(np.median(feat_s)) * 1000
-    return row
+    # the features alone are host work: with the encoder and the decode, they account for the whole utterance
+    return _Probe(runtime, spec, utt.seconds, device, _step_samples(decode, steps, device),
+                  {"encoder": lambda: encode(enc, decoder, feeds), "features": features, "utterance": transcribe},
+                  opening=transcribe, model=model, decoder_io=decoder_io)
 
 
 def _row(runtime: str, spec: dict[str, Any], steps: int, enc_s: list[float], per_token_s: list[float],
@@ -307,21 +348,21 @@ def _row(runtime: str, spec: dict[str, Any], steps: int, enc_s: list[float], per
     return row
 
 
-def _hf_longform_row(long: Any, longs: list[Any], spec: dict[str, Any], iters: int) -> dict[str, Any]:
+def _long_rows(long: Any, longs: list[Any], graphs: dict[str, tuple[Any, Any, Any]], spec: dict[str, Any],
+               iters: int) -> list[dict[str, Any]]:
+    """HF's own long-form ``generate`` on the recordings, then each runtime long-form beside it."""
     runs = max(1, min(iters, 3))
     times = [_timed(lambda: [long.reference_uncached(u, spec) for u in longs], long.model.device)
              for _ in range(runs)]
-    return _long_values("generate (HF, long-form)", spec, longs, times, None)
-
-
-def _long_row(runtime: str, long: Any, encoders: dict[str, Any], decoder: Any, decoder_io: dict[str, Any],
-              longs: list[Any], spec: dict[str, Any], iters: int, base: dict[str, Any] | None) -> dict[str, Any]:
+    base = _long_values("generate (HF, long-form)", spec, longs, times, None)
+    rows = [base]
     audios = [u.audio for u in longs]
-    long.on_runtime(encoders, decoder, decoder_io, audios, spec)  # warm
-    runs = max(1, min(iters, 3))
-    times = [_timed(lambda: long.on_runtime(encoders, decoder, decoder_io, audios, spec),
-                    getattr(decoder, "device", "cpu")) for _ in range(runs)]
-    return _long_values(runtime, spec, longs, times, base)
+    for runtime, (encoders, decoder, decoder_io) in graphs.items():
+        run = functools.partial(long.on_runtime, encoders, decoder, decoder_io, audios, spec)
+        run()  # warm
+        times = [_timed(run, getattr(decoder, "device", "cpu")) for _ in range(runs)]
+        rows.append(_long_values(runtime, spec, longs, times, base))
+    return rows
 
 
 def _long_values(runtime: str, spec: dict[str, Any], longs: list[Any], times: list[float],

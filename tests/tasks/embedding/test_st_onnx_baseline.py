@@ -3,6 +3,7 @@ of its rows says why and how to get it, and nothing is dropped or raised."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -12,16 +13,77 @@ from qeffbuild.tasks.embedding import bench, st_onnx_child
 
 
 def test_a_missing_interpreter_is_an_error_answer_not_an_exception(tmp_path: Path) -> None:
-    got = bench._run_st_onnx_child(str(tmp_path / "no-python"), {"jobs": []})
-    assert got["error"].startswith("cannot run ")
+    with bench.StOnnxChild(str(tmp_path / "no-python"), {"jobs": []}) as child:
+        assert child.ready["error"].startswith("cannot run ") and child.block(0, 3) == []
+
+
+def _fake_python(tmp_path: Path, body: str) -> str:
+    """An interpreter stand-in that runs ``body`` (a Python script) in place of the child module."""
+    script = tmp_path / "fake_child.py"
+    script.write_text(body)
+    fake = tmp_path / "python"
+    fake.write_text(f"#!/bin/sh\nexec {sys.executable} {script} \"$@\"\n")
+    fake.chmod(0o755)
+    return str(fake)
 
 
 def test_a_child_that_crashes_reports_its_last_line(tmp_path: Path) -> None:
-    fake = tmp_path / "python"
-    fake.write_text("#!/bin/sh\necho 'Traceback: boom' >&2\nexit 3\n")
-    fake.chmod(0o755)
-    got = bench._run_st_onnx_child(str(fake), {"jobs": []})
-    assert got == {"error": "the sentence-transformers ONNX child exited 3: Traceback: boom"}
+    fake = _fake_python(tmp_path, "import sys\nprint('Traceback: boom', file=sys.stderr)\nsys.exit(3)\n")
+    with bench.StOnnxChild(fake, {"jobs": []}) as child:
+        assert child.ready == {"error": "the sentence-transformers ONNX child exited 3: Traceback: boom"}
+
+
+SERVING = """import json, sys
+job = json.loads(sys.argv[2])
+print("a library's chatter on stdout", flush=True)
+print(json.dumps({"ready": True, "files": ["onnx/model.onnx"] * len(job["jobs"]), "embeddings": {},
+                  "versions": {"sentence-transformers": "fake"}}), flush=True)
+for n, line in enumerate(sys.stdin):
+    ask = json.loads(line)
+    if n == DIE_AT:
+        print("killed mid-bench", file=sys.stderr)
+        sys.exit(9)
+    print(json.dumps({"samples_s": [0.01 * (ask["job"] + 1)] * ask["calls"]}), flush=True)
+"""
+
+
+def test_the_child_serves_blocks_interleaved_with_the_other_rows(tmp_path: Path) -> None:
+    """The baseline's samples come in blocks asked for in turn with the bench's own rows; a child that dies
+    mid-bench leaves its rows saying so instead of raising or hanging."""
+    from qeffbuild.reports.timing import interleave
+
+    specs = [{"name": "e-b4", "device": "cpu", "dtype": "float32", "batch_size": 4, "seq_len": [16, 64]}]
+    p = {"specializations": specs, "pooling": "mean", "normalize": True}
+    for die_at, want in ((-1, 10), (3, None)):
+        fake = _fake_python(tmp_path, SERVING.replace("DIE_AT", str(die_at)))
+        order: list[str] = []
+        with contextlib.ExitStack() as children:
+            import os
+
+            os.environ[bench.ST_ONNX_PYTHON] = fake
+            try:
+                probes = bench._st_onnx_probes(tmp_path / "unused-model", p, ["a sentence"], 0, children)
+            finally:
+                del os.environ[bench.ST_ONNX_PYTHON]
+            ours = bench._Probe({"runtime": "onnxruntime", "batch_size": 4}, lambda: order.append("ours"))
+            seen = [_Logged(probe, order) for probe in probes]
+            interleave([*seen, ours], 10)
+        rows = [probe.row() for probe in probes]
+        if want:
+            assert [len(pr.samples) for pr in probes] == [want, want]
+            assert rows[0]["p50_ms"] == pytest.approx(10) and rows[1]["p50_ms"] == pytest.approx(20)
+            assert order[:4] == ["child", "child", "ours", "ours"]  # block by block: theirs, then ours, again
+        else:
+            assert all("exited 9: killed mid-bench" in r["unavailable"] and "p50_ms" not in r for r in rows)
+
+
+class _Logged:
+    def __init__(self, probe: bench._Probe, order: list[str]) -> None:
+        self.probe, self.order = probe, order
+
+    def __call__(self, k: int) -> None:
+        self.order.append("child")
+        self.probe(k)
 
 
 def test_without_optimum_every_row_says_why_and_how(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -35,7 +97,9 @@ def test_without_optimum_every_row_says_why_and_how(tmp_path: Path, monkeypatch:
     specs = [{"name": "e-b4", "device": "cpu", "dtype": "float32", "batch_size": 4, "seq_len": [16, 64]},
              {"name": "e-int8", "device": "cpu", "dtype": "int8", "batch_size": 8, "seq_len": [64]}]
     p = {"specializations": specs, "pooling": "mean", "normalize": True}
-    rows = bench._st_onnx_rows(tmp_path / "unused-model", p, ["a sentence"], iters=1, warmup=0)
+    with contextlib.ExitStack() as children:
+        rows = [probe.row() for probe in bench._st_onnx_probes(tmp_path / "unused-model", p, ["a sentence"], 0,
+                                                               children)]
     assert [(r["runtime"], r["specialization"], r["shape"]) for r in rows] == [
         (bench.ST_ONNX, "e-b4", "seq 16"), (bench.ST_ONNX, "e-b4", "seq 64"), (bench.ST_ONNX_INT8, "e-int8", "seq 64")]
     for r in rows:

@@ -11,20 +11,47 @@ from qeffbuild.tasks.speech import bench
 
 def test_a_sample_where_n_tokens_took_no_longer_than_one_gives_no_figure(monkeypatch: pytest.MonkeyPatch) -> None:
     """On a loaded machine T(N) can come out ≤ T(1): that sample is dropped, not counted as 0 ms a token, and
-    measured again (up to as many more pairs as asked for); a row with no sample left says why instead of
-    printing 0 tokens/s."""
+    measured once more; a row with no sample left says why instead of printing 0 tokens/s."""
     # (T(1), T(N)) pairs: +0.23, −0.10 (dropped, measured again), +0.46, +0.23 seconds
     times = iter([0.10, 0.33, 0.50, 0.40, 0.10, 0.56, 0.10, 0.33])
     monkeypatch.setattr(bench, "_timed", lambda fn, device: next(times))
-    per, full = bench._per_token(lambda n: None, 24, 3, "cpu")
-    assert per == pytest.approx([0.23 / 23, 0.46 / 23, 0.23 / 23]) and full == [0.33, 0.40, 0.56, 0.33]
+    samples = bench._step_samples(lambda n: None, 24, "cpu")
+    assert [samples.take() for _ in range(3)] == [True, True, True]
+    assert samples.per == pytest.approx([0.23 / 23, 0.46 / 23, 0.23 / 23])
+    assert samples.full == [0.33, 0.40, 0.56, 0.33]
     spec = {"batch_size": 1, "name": "s", "dtype": "float32", "ctx_len": 48}
-    row = bench._row("onnxruntime", spec, 24, [0.2], per, full, None, 2.0)
+    row = bench._row("onnxruntime", spec, 24, [0.2], samples.per, samples.full, None, 2.0)
     assert row["p50_ms"] == pytest.approx(1000 * 0.23 / 23) and row["throughput_per_s"] > 0
     always_slower = itertools.cycle([0.5, 0.4])
     calls = []
     monkeypatch.setattr(bench, "_timed", lambda fn, device: calls.append(1) or next(always_slower))
-    none, _ = bench._per_token(lambda n: None, 24, 2, "cpu")
-    assert len(calls) == 2 * 2 * 2  # 2 pairs asked for, 2 more tried, then no figure
-    empty = bench._row("onnxruntime", spec, 24, [0.2], none, [0.4, 0.4], None, 2.0)
-    assert none == [] and "p50_ms" not in empty and "other work on the machine" in empty["unavailable"]
+    spoiled = bench._step_samples(lambda n: None, 24, "cpu")
+    assert [spoiled.take() for _ in range(2)] == [False, False]
+    assert len(calls) == 2 * 2 * 2  # 2 samples asked for, each tried twice, then no figure
+    empty = bench._row("onnxruntime", spec, 24, [0.2], spoiled.per, [0.4, 0.4], None, 2.0)
+    assert spoiled.per == [] and "p50_ms" not in empty and "other work on the machine" in empty["unavailable"]
+
+
+def test_rows_are_measured_round_robin_and_each_block_opens_untimed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two rows benched side by side: their samples alternate in blocks (a slow minute of the machine lands on
+    both), each block starts with the row's own untimed call, and each row still gets every sample asked for."""
+    from qeffbuild.reports.timing import interleave
+
+    log: list[str] = []
+    clock = itertools.count(1)
+    monkeypatch.setattr(bench, "_timed", lambda fn, device: fn() or float(next(clock)))
+    spec = {"batch_size": 1, "name": "s", "dtype": "float32", "ctx_len": 48}
+
+    def probe(name: str) -> bench._Probe:
+        return bench._Probe(name, spec, 2.0, "cpu", bench._step_samples(lambda n: log.append(f"{name}:{n}"), 24,
+                                                                         "cpu"),
+                            {"utterance": lambda: log.append(f"{name}:whole")},
+                            opening=lambda: log.append(f"{name}:open"))
+
+    a, b = probe("a"), probe("b")
+    interleave([a, b], 7)
+    assert len(a.steps.per) == len(b.steps.per) == 7 and len(a.samples["utterance"]) == 7
+    opens = [entry for entry in log if entry.endswith(":open")]
+    assert opens == ["a:open", "b:open"] * 5  # 7 samples in 5 blocks each, alternating
+    first_b = log.index("b:open")
+    assert log[:first_b] == ["a:open", "a:1", "a:24", "a:whole", "a:1", "a:24", "a:whole"]  # 2 + 2 + 1 + 1 + 1

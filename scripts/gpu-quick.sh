@@ -26,7 +26,7 @@ for mode in "$@"; do
   case $mode in
   tiny)
     ( time timeout 170 $Q build -j 4 whisper-tiny-dims-cuda-parity ) > "$R/build-tiny.txt" 2>&1
-    timeout 90 $Q bench whisper-tiny-dims-cuda-parity -n 10 --warmup 2 > "$R/bench-tiny.txt" 2>&1
+    timeout 200 $Q bench whisper-tiny-dims-cuda-parity -n 10 --warmup 2 > "$R/bench-tiny.txt" 2>&1
     M=$(model_dir 384)
     for b in 1 8; do timeout 45 python3 benchmarks/plain_generate.py "$M" --batch $b >> "$R/plain-tiny.txt" 2>&1; done ;;
   large|large8)

@@ -10,9 +10,11 @@ Builds (cached after the first run) and benches, with `qeffbuild bench`:
   `sh scripts/st-onnx-env.sh`: it needs transformers < 4.58), float32 and int8;
 and reads the checked-in default validations' reports for `aoti` against eager PyTorch.
 
-It prints one table: each target, what was measured, and whether it is met. Run it on an idle machine: it
-warns when the load average exceeds the core count, and each bench row warns when its samples vary by more
-than 10 %.
+It prints one table: each target, what was measured, and whether it is met. Each ratio is between rows of one
+`qeffbuild bench` run, which measures its rows round-robin (5 blocks each, in turn): the two sides of a ratio
+share every slow minute of the machine. Run it on an idle machine all the same: it warns when the load average
+exceeds the core count, and each bench row warns when its samples vary by more than 10 %. Two full runs take
+about 25 minutes each at the default 10 samples a row.
 """
 
 from __future__ import annotations

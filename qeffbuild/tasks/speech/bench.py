@@ -24,6 +24,8 @@ On a GPU each runtime row also carries the **roofline** columns (``decoding.roof
 step must move (decoder weights once, every cache and cross-attention state the step reads), the bandwidth that
 implies at the measured per-token time, and its fraction of the device's measured copy bandwidth.
 
+Every short-input row is opened and warmed before any is timed; then the rows take their samples round-robin,
+in blocks (``reports.timing.interleave``), so rows compared by a ratio were measured over the same minutes.
 Every row carries the spread of its samples (``reports.timing``); the CLI warns when it exceeds 10 %.
 """
 

@@ -5,7 +5,8 @@ that batch tokenized once (``encode`` itself, tokenization included, is a row be
 costs). sentence-transformers' own ONNX backend (float32, and its int8 for an int8 specialization) is a row
 too: it needs optimum, whose releases pin transformers below 5, so it runs in a child process of whichever Python
 has it (``QEFFBUILD_ST_ONNX_PYTHON``, made by ``scripts/st-onnx-env.sh``; this one by default), and otherwise its
-row says why it did not run.
+row says why it did not run. All rows, that child's included, take their samples round-robin in blocks
+(``reports.timing.interleave``): a ratio compares rows measured over the same minutes.
 """
 
 from __future__ import annotations

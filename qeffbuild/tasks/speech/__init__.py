@@ -51,7 +51,8 @@ if TYPE_CHECKING:
     from ...core.workspace import TargetRef
 
 TRANSFORM_VERSION = 4  # 4: one fused q/k/v projection per self-attention (decoding/fuse.py)
-VALIDATE_VERSION = 5  # 5: a runtime row that drifts says how far apart the reference put the two tokens
+VALIDATE_VERSION = 6  # 5: a runtime row that drifts says how far apart the reference put the two tokens;
+# 6: the long-form reference row times its own decode (it timed a cache lookup)
 LOAD_BUILDER = "qeffbuild.tasks.speech.load:build"
 LOAD_BUILDER_VERSION = 2  # bump when what the builder writes changes (2: a random Whisper's prev_sot_token_id)
 HALF_WER_MARGIN = 0.02  # absolute: 2 WER points over the float32 reference's (on the validation's data)

@@ -156,10 +156,9 @@ def generate_all(model: Any, frontend: Frontend, utts: list[Utterance], spec: di
     results: dict[int, Any] = {}
     for i, u in enumerate(utts):
         if is_long(u, spec):
-            t0 = time.perf_counter()
-            results[i] = long.reference(u, spec)
+            results[i] = long.reference(u, spec)  # decoded once per validation: the subset's check may have
             out[i] = results[i].tokens
-            timed.add("long-form", 1, time.perf_counter() - t0)
+            timed.add("long-form", 1, long.reference_seconds(u, spec))  # asked first, so time that decode
             progress.advance(1, "pytorch long-form")
     return out, timed, results
 

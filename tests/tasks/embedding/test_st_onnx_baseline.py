@@ -4,6 +4,7 @@ of its rows says why and how to get it, and nothing is dropped or raised."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 from pathlib import Path
 
@@ -47,7 +48,8 @@ for n, line in enumerate(sys.stdin):
 """
 
 
-def test_the_child_serves_blocks_interleaved_with_the_other_rows(tmp_path: Path) -> None:
+def test_the_child_serves_blocks_interleaved_with_the_other_rows(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The baseline's samples come in blocks asked for in turn with the bench's own rows; a child that dies
     mid-bench leaves its rows saying so instead of raising or hanging."""
     from qeffbuild.reports.timing import interleave
@@ -57,15 +59,10 @@ def test_the_child_serves_blocks_interleaved_with_the_other_rows(tmp_path: Path)
     for die_at, want in ((-1, 10), (3, None)):
         fake = _fake_python(tmp_path, SERVING.replace("DIE_AT", str(die_at)))
         order: list[str] = []
+        monkeypatch.setenv(bench.ST_ONNX_PYTHON, fake)
         with contextlib.ExitStack() as children:
-            import os
-
-            os.environ[bench.ST_ONNX_PYTHON] = fake
-            try:
-                probes = bench._st_onnx_probes(tmp_path / "unused-model", p, ["a sentence"], 0, children)
-            finally:
-                del os.environ[bench.ST_ONNX_PYTHON]
-            ours = bench._Probe({"runtime": "onnxruntime", "batch_size": 4}, lambda: order.append("ours"))
+            probes = bench._st_onnx_probes(tmp_path / "unused-model", p, ["a sentence"], 0, children)
+            ours = bench._Probe({"runtime": "onnxruntime", "batch_size": 4}, functools.partial(order.append, "ours"))
             seen = [_Logged(probe, order) for probe in probes]
             interleave([*seen, ours], 10)
         rows = [probe.row() for probe in probes]

@@ -109,7 +109,8 @@ GENERATE = "generate (HF, eager)"
 class _Probe:
     """One bench row's measurements, a block at a time: per block an untimed ``opening`` call (the whole path:
     caches and thread pools back from the previous row), then per sample a pair of decodes (1 and N tokens from
-    the same encoder outputs) and one timed call of each ``part`` (encoder, features, utterance)."""
+    the same encoder outputs) and one timed call of each ``part`` (encoder, features, utterance). Without an
+    ``utterance`` part the pairs' N-token decodes are the utterance samples."""
 
     label: str
     spec: dict[str, Any]
@@ -133,8 +134,10 @@ class _Probe:
     def row(self, base: dict[str, Any] | None) -> dict[str, Any]:
         import numpy as np
 
+        # a row whose whole utterance is its N-token decode (generate, CTranslate2) has it in its pairs already
+        whole = self.samples.get("utterance") or self.steps.full
         row = _row(self.label, self.spec, self.steps.steps, self.samples.get("encoder", []), self.steps.per,
-                   self.samples.get("utterance", []), base, self.audio_s)
+                   whole, base, self.audio_s)
         if "features" in self.samples and "unavailable" not in row:
             row["features_p50_ms"] = float(np.median(self.samples["features"])) * 1000
         return {**row, **self.extra} if "unavailable" not in row else row
@@ -222,7 +225,7 @@ def _generate_probe(model: Any, frontend: Any, utt: Any, dc: Any, steps: int, sp
     for _ in range(max(warmup, 2)):
         decode(steps)
     return _Probe(GENERATE, spec, utt.seconds, model.device, _step_samples(decode, steps, model.device),
-                  {"encoder": encoder, "utterance": lambda: decode(steps)}, opening=lambda: decode(steps))
+                  {"encoder": encoder}, opening=lambda: decode(steps))
 
 
 def _ctranslate2_probes(artifact: Any, arch: str, frontend: Any, utt: Any, dc: Any, steps: int,
@@ -263,7 +266,7 @@ def _ctranslate2_probes(artifact: Any, arch: str, frontend: Any, utt: Any, dc: A
         whole = functools.partial(decode, steps)
         probes.append(_Probe(f"faster-whisper (CTranslate2 {ctranslate2.__version__}, {compute})", spec, utt.seconds,
                              "cpu", _step_samples(decode, steps, "cpu"),
-                             {"encoder": functools.partial(engine.encode, features), "utterance": whole},
+                             {"encoder": functools.partial(engine.encode, features)},
                              opening=whole,
                              extra={"tokens_emitted": len(whole()[0].sequences_ids[0]),
                                     "threads": os.cpu_count() or 1}))

@@ -13,6 +13,10 @@ from .helpers import REPO, ProjectDir
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.pop("QEFFBUILD_CACHE_DIR", None)  # a developer's own cache never leaks into tests
+# Every cache a test makes is thrown away after it: no fsync (as dpkg's force-unsafe-io). A killed process's
+# writes survive without it (store/local.py), so the kill and corruption tests still test the promises; a
+# store test that wants the fsyncs sets this back to "0".
+os.environ.setdefault("QEFFBUILD_UNSAFE_NO_FSYNC", "1")
 
 
 @pytest.fixture

@@ -71,6 +71,9 @@ class StateDB:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL: WAL commits without an fsync each (checkpoints still sync). A machine crash may lose the
+            # last records; they are digests of files, recomputed when missing, never a wrong answer.
+            conn.execute("PRAGMA synchronous=NORMAL")
         for statement in _SCHEMA:
             conn.execute(statement)
         conn.execute("SELECT count(*) FROM file_digests").fetchone()  # fails now, not later, on a corrupt file

@@ -36,6 +36,13 @@ BUILD = ("import json, sys; from pathlib import Path; from qeffbuild.backends.in
          " {'program': Path(sys.argv[1])}, {}, Path(sys.argv[2])))")
 
 
+@pytest.fixture(scope="module")
+def build_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One Inductor cache for this module's compile steps (its precompiled C++ headers are built once); each
+    session still loads in a fresh cache of its own, so nothing a session needs can come from this one."""
+    return tmp_path_factory.mktemp("inductor-build")
+
+
 def _compile(program: Path, out: Path, cache: Path, options: dict[str, bool] | None = None) -> None:
     """The compile step in its own process, as a build's worker runs it: Inductor's CPU kernels depend on the
     process's thread count, which earlier tests in this one may have changed."""
@@ -46,10 +53,10 @@ def _compile(program: Path, out: Path, cache: Path, options: dict[str, bool] | N
 
 
 @slow
-def test_a_fresh_process_runs_the_compiled_program_from_its_artifacts(tmp_path: Path) -> None:
+def test_a_fresh_process_runs_the_compiled_program_from_its_artifacts(tmp_path: Path, build_cache: Path) -> None:
     data = _program(tmp_path / "program")
     out = tmp_path / "compiled"
-    _compile(tmp_path / "program", out, tmp_path / "build")
+    _compile(tmp_path / "program", out, build_cache)
     assert (out / ARTIFACT).stat().st_size > 0 and json.loads((out / AUTOTUNED).read_text()) == {}
     assert not (out / "program.pt2").exists()  # the session needs the artifact and the weights only
     meta = json.loads((out / "inductor.json").read_text())
@@ -242,7 +249,8 @@ def _toy_decoder(folder: Path) -> None:
 
 
 @slow
-def test_a_decoder_step_writes_its_state_in_place_and_decodes_as_the_program(tmp_path: Path) -> None:
+def test_a_decoder_step_writes_its_state_in_place_and_decodes_as_the_program(tmp_path: Path,
+                                                                             build_cache: Path) -> None:
     """The compiled step writes each present_X into its past_X input (no copy back); as a function (`run`) it
     leaves its inputs alone; and the device loop over it picks the tokens the host loop picks over the program."""
     import torch
@@ -253,7 +261,7 @@ def test_a_decoder_step_writes_its_state_in_place_and_decodes_as_the_program(tmp
     from qeffbuild.runtimes.torch import open_program
 
     _toy_decoder(tmp_path / "p")
-    _compile(tmp_path / "p", tmp_path / "c", tmp_path / "build")
+    _compile(tmp_path / "p", tmp_path / "c", build_cache)
     session = InductorSession(tmp_path / "c", "cpu")
     program = open_program(tmp_path / "p")
     assert session.retained_in_place

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from qeffbuild.core.hashing import digest_bytes, digest_json
 from qeffbuild.store import LocalStore as Store
@@ -52,3 +53,23 @@ def test_stale_scratch_of_a_dead_build_is_removed(tmp_path: Path) -> None:
     (store.tmp / "x").write_text("a command wrote ../../x from its output folder")
     assert store.clean_stale_tmp() == 2
     assert not dead.exists() and live.exists() and not (store.tmp / "x").exists()
+
+
+def test_every_blob_and_entry_is_fsynced_unless_the_cache_is_declared_throwaway(tmp_path: Path,
+                                                                              monkeypatch: Any) -> None:
+    """A commit fsyncs each blob before its rename and the entry before its own; QEFFBUILD_UNSAFE_NO_FSYNC=1
+    (the tests' default, as dpkg's force-unsafe-io) skips them and changes nothing else."""
+    import qeffbuild.store.local as local
+
+    synced: list[int] = []
+    monkeypatch.setattr(local.os, "fsync", synced.append)
+    monkeypatch.setenv(local.UNSAFE_NO_FSYNC, "0")
+    store = Store(tmp_path / "cache")
+    key = _commit(store, "k1", {"a.txt": b"A", "b.txt": b"B"})
+    assert len(synced) >= 3  # two blobs and the entry
+    monkeypatch.setenv(local.UNSAFE_NO_FSYNC, "1")
+    synced.clear()
+    key2 = _commit(store, "k2", {"c.txt": b"C"})
+    assert synced == []
+    assert store.lookup(key) is not None and store.lookup(key2) is not None
+    assert store.tree(store.lookup(key2)).joinpath("c.txt").read_bytes() == b"C"

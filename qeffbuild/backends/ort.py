@@ -46,6 +46,8 @@ class OrtBackend(Backend):
     runtimes = (Runtime("onnxruntime", "ONNX Runtime on the `ort` compile artifact", "ort"),)
 
     options = OrtOptions
+    # packed projections and one-kernel GELU: what ONNX Runtime's optimizer misses in our exports (onnx_passes.py)
+    onnx_passes: ClassVar[tuple[str, ...]] = ("ort-fusions",)
 
     def passes_for(self, dtype: str) -> tuple[str, ...]:
         # int8: ONNX Runtime's dynamic quantization of MatMul/Gemm weights, its own cached step

@@ -59,7 +59,7 @@ MANIFEST = """
 name = "p"
 
 [models.m]
-source = { random = "BertModel", config = { hidden_size = 8, num_attention_heads = 2, num_hidden_layers = 2, intermediate_size = 16 } }
+source = { random = "BertModel", config = { hidden_size = 8, num_attention_heads = 2, num_hidden_layers = 2 } }
 task = "embedding"
 
 [specializations.s]

@@ -42,8 +42,8 @@ def test_a_gpt2_position_limit_comes_from_its_own_config_name(project: ProjectDi
            "limit (64, from its config)" in _plan_error(project, "gpt-b2")
     project.manifest(GPT2.format(seq="16, 64", dtype="float32", backend="ort"))
     assert [s.id for s in project.api().plan(["gpt-b2"]).steps] == [
-        "load:gpt", "transform:gpt:float32", "export:gpt:float32:opset18", "compile:ort:gpt-b2:seq16",
-        "compile:ort:gpt-b2:seq64"]
+        "load:gpt", "transform:gpt:float32", "export:gpt:float32:opset18", "onnx-pass:ort-fusions:gpt:float32:opset18",
+        "compile:ort:gpt-b2:seq16", "compile:ort:gpt-b2:seq64"]
 
 
 def test_bfloat16_on_ort_is_refused_before_anything_runs(project: ProjectDir) -> None:
@@ -85,8 +85,9 @@ ort = { int8_float_layers = "none" }
     project.manifest(both)
     plan = project.api().plan(["gpt-b2", "gpt-all"])
     passes = {s.id: s for s in plan.steps if s.id.startswith("onnx-pass:")}
-    assert sorted(passes) == ["onnx-pass:int8-dynamic.keep_float-none:gpt:float32:opset18",
-                              "onnx-pass:int8-dynamic:gpt:float32:opset18"], sorted(passes)
+    assert sorted(passes) == ["onnx-pass:int8-dynamic.keep_float-none:ort-fusions:gpt:float32:opset18",
+                              "onnx-pass:int8-dynamic:ort-fusions:gpt:float32:opset18",
+                              "onnx-pass:ort-fusions:gpt:float32:opset18"], sorted(passes)
     project.manifest(GPT2.format(seq="16", dtype="float32", backend="ort") +
                      'ort = { int8_float_layers = "none" }\n')
     said = _plan_error(project, "gpt-b2")

@@ -51,7 +51,7 @@ def test_tiny_bert_parity_passes_on_every_runtime(emb: ProjectDir) -> None:
 @slow
 def test_incremental_rebuilds(emb: ProjectDir) -> None:
     # 1. a second build is a no-op that imports no torch
-    assert noop_build(emb.root, "tiny-bert-parity", emb.env) == {"counts": {"cached": 8}, "torch": False}
+    assert noop_build(emb.root, "tiny-bert-parity", emb.env) == {"counts": {"cached": 9}, "torch": False}
 
     # 2. changing one seq_len rebuilds only that specialization's compiles and the validation
     manifest = emb.root / "manifests" / "embeddings.toml"
@@ -72,7 +72,7 @@ def test_incremental_rebuilds(emb: ProjectDir) -> None:
                                          "normalize = true\noverrides = { num_hidden_layers = 1 }\n\n"
                                          "[specializations.tiny-bert-b4]", 1))
     plan = json.loads(emb.cli("plan", "tiny-bert-parity", "--json").out)
-    assert plan["cached"] == 0 and plan["to_run"] == 8
+    assert plan["cached"] == 0 and plan["to_run"] == 9
     load = next(s for s in plan["steps"] if s["id"] == "load:tiny-bert")
     assert [r["text"] for r in load["reasons"]] == ["param overrides.num_hidden_layers added: 1"]
     transform = next(s for s in plan["steps"] if s["id"] == "transform:tiny-bert:float32")

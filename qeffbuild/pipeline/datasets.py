@@ -310,7 +310,42 @@ def audio_info(path: Path, where: str) -> tuple[int, int]:
 # --- saved `datasets` datasets (opened by the worker) ----------------------------------------------
 
 
+def _hf_columns(folder: Path, split: str | None) -> list[str] | None:
+    """A saved dataset's columns from the JSON ``save_to_disk`` writes beside its Arrow files (``dataset_info.json``,
+    and ``dataset_dict.json`` naming the splits): read at plan time without importing ``datasets``. None where
+    that JSON is missing, unreadable or names no single split: the worker opens the data set and says why."""
+    try:
+        splits_file = folder / "dataset_dict.json"
+        if splits_file.is_file():
+            splits = json.loads(splits_file.read_text())["splits"]
+            chosen = split or (splits[0] if len(splits) == 1 else None)
+            if chosen is None or chosen not in splits:
+                return None
+            folder = folder / chosen
+        features = json.loads((folder / "dataset_info.json").read_text())["features"]
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+    return list(features) if isinstance(features, dict) else None
+
+
+def _check_hf_columns(folder: Path, v: Any) -> None:
+    """The audio and text columns exist, at plan time: nothing is built for a data set the validation cannot
+    read (the worker checks again, for what this could not see)."""
+    columns = _hf_columns(folder, v.split)
+    if columns is None:
+        return
+    audio = v.audio_column or "audio"
+    if audio not in columns:
+        raise DataError("audio_column", f"{v.inputs} has no column {audio!r} (its columns: {', '.join(columns)}); "
+                                        "set audio_column")
+    text = v.text_column or next((c for c in TEXT_COLUMNS if c in columns), None)
+    if text is None or text not in columns:
+        raise DataError("text_column", f"{v.inputs} has no column {text or ' or '.join(TEXT_COLUMNS)!r} for the "
+                                       f"transcripts (its columns: {', '.join(columns)}); set text_column")
+
+
 def _hf_selection(folder: Path, v: Any) -> Selection:
+    _check_hf_columns(folder, v)
     files = tuple(FileInput(f"{v.inputs}/{p.relative_to(folder).as_posix()}", p)
                   for p in sorted(folder.rglob("*")) if p.is_file())
     params = {"kind": "hf", "split": v.split, "audio_column": v.audio_column or "audio",

@@ -249,8 +249,30 @@ def test_a_saved_dataset_with_a_missing_column_fails_cleanly(project: ProjectDir
                                      "words": [r["text"] for r in rows]}).cast_column("audio", datasets.Audio())
     ds.save_to_disk(str(project.root / "manifests" / "hf"))
     project.manifest(BAD.replace("INPUTS", "hf").replace("EXTRA", ""))
-    r = project.cli("build", "v")
-    assert r.code == 1
+    r = project.cli("build", "v")  # found at plan time, from the JSON save_to_disk wrote: nothing is built
+    assert r.code == 2, r.err
     assert "hf has no column 'text or transcription or sentence or transcript' for the transcripts (its columns: " \
-           "audio, words); set text_column" in r.err
-    assert not (project.root / "out" / "v").exists()
+           "audio, words); set text_column" in r.err and "text_column" in r.err
+    assert not (project.root / "out" / "v").exists() and "built" not in r.err
+
+
+def test_a_saved_datasets_columns_are_read_from_its_json_at_plan_time(tmp_path: Path) -> None:
+    """save_to_disk's dataset_info.json (and dataset_dict.json for splits) name the columns; where that JSON is
+    missing, broken or names no single split, the plan leaves the check to the worker (None)."""
+    import json
+
+    from qeffbuild.pipeline.datasets import _hf_columns
+
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "dataset_info.json").write_text(json.dumps({"features": {"audio": {}, "text": {}}}))
+    assert _hf_columns(one, None) == ["audio", "text"]
+    both = tmp_path / "both"
+    for split, cols in (("train", ["audio", "sentence"]), ("test", ["audio", "words"])):
+        (both / split).mkdir(parents=True)
+        (both / split / "dataset_info.json").write_text(json.dumps({"features": {c: {} for c in cols}}))
+    (both / "dataset_dict.json").write_text(json.dumps({"splits": ["train", "test"]}))
+    assert _hf_columns(both, "test") == ["audio", "words"]
+    assert _hf_columns(both, None) is None and _hf_columns(both, "dev") is None  # the worker names the splits
+    (one / "dataset_info.json").write_text("{not json")
+    assert _hf_columns(one, None) is None and _hf_columns(tmp_path / "missing", None) is None

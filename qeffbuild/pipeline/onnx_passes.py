@@ -158,10 +158,7 @@ def pack_projections(model: Any, params: dict[str, Any], base_dir: Path) -> str:
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     outputs = {o.name for o in graph.output}
-    readers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = _readers(graph)
 
     def weight(node: Any) -> Any:
         w = inits.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
@@ -224,10 +221,7 @@ def fuse_gelu(model: Any, params: dict[str, Any], base_dir: Path) -> str:
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     producer = {out: node for node in graph.node for out in node.output}
-    readers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = _readers(graph)
 
     def scalar(name: str) -> float | None:
         tensor = inits.get(name)
@@ -272,6 +266,15 @@ def fuse_gelu(model: Any, params: dict[str, Any], base_dir: Path) -> str:
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return f"{len(fused)} GELU(s) fused into com.microsoft.Gelu"
+
+
+def _readers(graph: Any) -> dict[str, list[Any]]:
+    """Each tensor name of ``graph`` and the nodes that read it, in graph order."""
+    readers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return readers
 
 
 def _drop_unread(graph: Any, names: set[str]) -> None:

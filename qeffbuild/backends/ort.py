@@ -40,7 +40,7 @@ class OrtBackend(Backend):
                     "bfloat16 Conv; use float16 or float32 with `ort`, or bfloat16 with `aoti`",
     }
     toolchain = ("onnx", "onnxruntime")
-    version = 1
+    version = 2  # v2: state.json (the retained state a decode step may update in place)
     compile = "qeffbuild.backends.ort:compile_model"
     session = "qeffbuild.backends.ort:OrtSession"
     runtimes = (Runtime("onnxruntime", "ONNX Runtime on the `ort` compile artifact", "ort"),)
@@ -111,7 +111,38 @@ def compile_model(ctx: StepContext) -> None:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         so.optimized_model_filepath = str(ctx.out / "model.onnx")
         ort.InferenceSession(str(fixed), so, providers=[provider])
-    print(f"ONNX Runtime {ort.__version__} optimized model for {provider}, shapes {shapes}")
+    in_place = in_place_state(onnx.load(str(ctx.out / "model.onnx"), load_external_data=False))
+    (ctx.out / STATE_FILE).write_text(json.dumps({"in_place": in_place}, indent=1))
+    print(f"ONNX Runtime {ort.__version__} optimized model for {provider}, shapes {shapes}; "
+          f"{len(in_place)} state input(s) updated in place")
+
+
+STATE_FILE = "state.json"
+
+
+def in_place_state(model: Any) -> list[list[str]]:
+    """The (``past_X``, ``present_X``) pairs a session may bind to one buffer: ``past_X`` is read by one node
+    only, a ScatterElements (``onnx_passes.scatter_state_writes``) whose output is the graph output
+    ``present_X``. ONNX Runtime's ScatterElements copies its input to its output only when they are two
+    buffers: on one, a decode step writes its slot and copies nothing (at whisper-tiny's 448 slots and batch 8,
+    that copy of the whole state was a quarter of the step). Any other reader of ``past_X`` (it would see the
+    updated state) leaves the pair out."""
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    readers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    pairs = []
+    for inp in graph.input:
+        if not inp.name.startswith("past_"):
+            continue
+        present = "present_" + inp.name[len("past_"):]
+        users = readers.get(inp.name, [])
+        if len(users) == 1 and users[0].op_type == "ScatterElements" and list(users[0].input).count(inp.name) == 1 \
+                and users[0].input[0] == inp.name and list(users[0].output) == [present] and present in outputs:
+            pairs.append([inp.name, present])
+    return pairs
 
 
 class OrtSession:
@@ -136,6 +167,10 @@ class OrtSession:
         self.sess = ort.InferenceSession(str(folder / "model.onnx"), so, providers=[PROVIDERS[device]])
         self.names = [i.name for i in self.sess.get_inputs()]
         self.output_names = [o.name for o in self.sess.get_outputs()]
+        state = folder / STATE_FILE
+        # the past inputs whose present output may be written into the same buffer (see `in_place_state`)
+        self.in_place_state = frozenset(p for p, _ in json.loads(state.read_text())["in_place"]) \
+            if state.is_file() else frozenset()
 
     def run(self, feeds: dict[str, Any]) -> list[Any]:
         import numpy as np
@@ -144,4 +179,47 @@ class OrtSession:
 
         cast = cast_feeds(feeds, self.io)
         outs = self.sess.run(None, {k: cast[k] for k in self.names})
-        return [o.astype(np.float32) if o.dtype.kind == "f" else o for o in outs]
+        return [o.astype(np.float32, copy=False) if o.dtype.kind == "f" else o for o in outs]
+
+    def bind(self, inputs: dict[str, Any], outputs: dict[str, Any]) -> Callable[[], list[Any]]:
+        """A call of the graph with every input and output bound once, by pointer: the caller changes the
+        contents of its arrays between calls, and each call writes the outputs named in ``outputs`` into those
+        arrays (C-contiguous, the graph's shape and dtype; an output may share an input's buffer where
+        ``in_place_state`` allows it). The call returns every output, in the graph's order and dtype; the others
+        are arrays allocated here once, overwritten by the next call.
+
+        A decode loop binds its state both ways: ONNX Runtime updates it where the loop keeps it, and a step
+        neither allocates an array nor sets up its inputs again (18 of them for whisper-tiny's decoder)."""
+        import numpy as np
+
+        binding = self.sess.io_binding()
+        for name in self.names:  # bound as they are: a copy made here would not see the caller's changes
+            value, dtype = inputs[name], self.io["inputs"][name]
+            if value.dtype.name != dtype or not value.flags.c_contiguous:
+                raise ValueError(f"bind: input {name} needs a C-contiguous {dtype} array, got {value.dtype.name}")
+            binding.bind_input(name, "cpu", 0, value.dtype, list(value.shape), value.ctypes.data)
+        results = []
+        for out in self.sess.get_outputs():
+            target = outputs.get(out.name)
+            if target is None:
+                if not all(isinstance(d, int) for d in out.shape) or out.type not in _NUMPY_TYPES:
+                    raise ValueError(f"bind: output {out.name} is {out.type} {out.shape}; pass an array for it")
+                target = np.empty(out.shape, _NUMPY_TYPES[out.type])
+            if list(target.shape) != list(out.shape) or not target.flags.c_contiguous or not target.flags.writeable \
+                    or _NUMPY_TYPES.get(out.type) != target.dtype.name:
+                raise ValueError(f"bind: {out.name} needs a writable C-contiguous {out.type} array of shape "
+                                 f"{out.shape}, got {target.dtype.name} {list(target.shape)}")
+            binding.bind_output(out.name, "cpu", 0, target.dtype, list(target.shape), target.ctypes.data)
+            results.append(target)
+        sess = self.sess
+
+        def call() -> list[Any]:
+            # `inputs` and `results` live as long as this closure: the pointers bound above stay valid
+            sess.run_with_iobinding(binding)
+            return results
+
+        call.keep_alive = (inputs, binding)  # type: ignore[attr-defined]
+        return call
+
+_NUMPY_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
+                "tensor(int32)": "int32", "tensor(bool)": "bool", "tensor(double)": "float64"}

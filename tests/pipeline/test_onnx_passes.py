@@ -89,7 +89,7 @@ def test_ort_fusions_pack_the_projections_and_fuse_gelu_without_changing_an_answ
     said = ort_fusions(model, {}, tmp_path)
     onnx.checker.check_model(model)  # type: ignore[arg-type]
     assert said == "3 linear layer(s) packed into 1 MatMul(s) (one Split each); 1 GELU(s) fused into " \
-                   "com.microsoft.Gelu", said
+                   "com.microsoft.Gelu; no state write found", said
     ops = [n.op_type for n in model.graph.node]  # type: ignore[attr-defined]
     assert ops.count("MatMul") == 3 and "Erf" not in ops and ops.count("Gelu") == 1 and ops.count("Split") == 1
     names = {t.name for t in model.graph.initializer}  # type: ignore[attr-defined]
@@ -106,3 +106,83 @@ def test_a_look_alike_gelu_is_left_alone(tmp_path: Path) -> None:
     model = _attention_inputs_and_ffn(gelu_half=0.6)
     assert fuse_gelu(model, {}, tmp_path) == "no exact GELU found"
     assert "Erf" in [n.op_type for n in model.graph.node]  # type: ignore[attr-defined]
+
+
+def _state_write(slots: np.ndarray, position_shape: list[int] | None = None, reader: bool = False) -> object:
+    """A decode step's two state writes as torch.export writes RetainedLayer's:
+    ``Where(Reshape(Equal(slots, position), [1, 1, -1, 1]), new, past)`` for a key and a value of 6 slots;
+    ``reader``: a second node reads ``past_key_0`` (an attention over the old state)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Equal", ["slots", "position"], ["eq"]),
+             helper.make_node("Reshape", ["eq", "target"], ["write"])]
+    inputs = [helper.make_tensor_value_info("position", TensorProto.INT64, position_shape or [])]
+    outputs = []
+    for kv in ("key", "value"):
+        nodes.append(helper.make_node("Where", ["write", f"new_{kv}", f"past_{kv}_0"], [f"present_{kv}_0"]))
+        inputs += [helper.make_tensor_value_info(f"new_{kv}", TensorProto.FLOAT, [2, 3, 1, 4]),
+                   helper.make_tensor_value_info(f"past_{kv}_0", TensorProto.FLOAT, [2, 3, 6, 4])]
+        outputs.append(helper.make_tensor_value_info(f"present_{kv}_0", TensorProto.FLOAT, [2, 3, 6, 4]))
+    if reader:
+        nodes.append(helper.make_node("Neg", ["past_key_0"], ["old"]))
+        outputs.append(helper.make_tensor_value_info("old", TensorProto.FLOAT, [2, 3, 6, 4]))
+    graph = helper.make_graph(nodes, "write", inputs, outputs,
+                              initializer=[numpy_helper.from_array(slots, "slots"),
+                                           numpy_helper.from_array(np.array([1, 1, -1, 1], np.int64), "target")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def _run_feeds(model: object, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])  # type: ignore[attr-defined]
+    return list(session.run(None, feeds))
+
+
+def test_a_state_write_becomes_one_scatter_with_the_same_result_at_every_slot(tmp_path: Path) -> None:
+    """Where broadcast the one-slot update over the whole cache; ScatterElements writes the slot. Every slot of
+    the result is the same (bit for bit), at the first, a middle and the last position."""
+    import onnx
+
+    from qeffbuild.backends.ort import in_place_state
+    from qeffbuild.pipeline.onnx_passes import scatter_state_writes
+
+    model = _state_write(np.arange(6, dtype=np.int64))
+    rng = np.random.default_rng(3)
+    feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in
+             (("new_key", (2, 3, 1, 4)), ("new_value", (2, 3, 1, 4)), ("past_key_0", (2, 3, 6, 4)),
+              ("past_value_0", (2, 3, 6, 4)))}
+    want = {p: _run_feeds(model, {**feeds, "position": np.array(p)}) for p in (0, 2, 5)}
+    assert in_place_state(model) == []  # a Where copies: nothing may share a buffer
+    assert scatter_state_writes(model, {}, tmp_path) == "2 state write(s) as ScatterElements"
+    onnx.checker.check_model(model)  # type: ignore[arg-type]
+    ops = [n.op_type for n in model.graph.node]  # type: ignore[attr-defined]
+    assert ops.count("ScatterElements") == 2 and "Where" not in ops and "Equal" not in ops, ops
+    for p, expected in want.items():
+        got = _run_feeds(model, {**feeds, "position": np.array(p)})
+        for a, b in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(got[0], feeds["past_key_0"])  # the slot was written
+    assert in_place_state(model) == [["past_key_0", "present_key_0"], ["past_value_0", "present_value_0"]]
+
+
+def test_a_write_that_only_looks_like_a_state_write_is_left_alone(tmp_path: Path) -> None:
+    from qeffbuild.pipeline.onnx_passes import scatter_state_writes
+
+    shifted = _state_write(np.arange(1, 7, dtype=np.int64))  # slot i holds position i + 1: not the layout
+    assert scatter_state_writes(shifted, {}, tmp_path) == "no state write found"
+    many = _state_write(np.arange(6, dtype=np.int64), position_shape=[2])  # a position per row: not a scalar
+    assert scatter_state_writes(many, {}, tmp_path) == "no state write found"
+
+
+def test_a_state_read_elsewhere_is_not_updated_in_place(tmp_path: Path) -> None:
+    """A node that reads the past beside the write would see the updated state if both shared a buffer."""
+    from qeffbuild.backends.ort import in_place_state
+    from qeffbuild.pipeline.onnx_passes import scatter_state_writes
+
+    model = _state_write(np.arange(6, dtype=np.int64), reader=True)
+    assert scatter_state_writes(model, {}, tmp_path) == "2 state write(s) as ScatterElements"
+    assert in_place_state(model) == [["past_value_0", "present_value_0"]]

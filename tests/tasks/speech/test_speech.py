@@ -385,6 +385,30 @@ def test_the_device_loop_returns_what_the_host_loop_returns(sp: ProjectDir, runt
     assert host.tokens.shape == device.tokens.shape == (1, 1) and bool(device.finished[0])
 
 
+@slow
+def test_onnxruntime_updates_the_state_in_place_and_decodes_what_run_decodes(sp: ProjectDir) -> None:
+    """The `ort` decoder's state writes are one ScatterElements each (the ort-fusions pass), so the loop binds
+    its state as both the past inputs and the present outputs: ONNX Runtime writes one slot a step into the
+    loop's own arrays. The tokens are those of a step run with `run` (fresh arrays every step)."""
+    from qeffbuild import Transcriber
+    from qeffbuild.tasks.speech.driver import greedy_decode, load_dataset
+
+    t = Transcriber.from_target(SPEC, "onnxruntime", sp.api())
+    past = {n for n in t.decoder_io["inputs"] if n.startswith("past_")}
+    assert past and t.decoder.in_place_state == past
+    (utt,) = load_dataset([sp.root / "manifests" / "data" / "speech" / "hello.wav"])
+    graph = next(iter(t.graphs))
+    feeds = t.frontend.features([utt.audio], t.graphs[graph])
+    encoder = t.encoders[graph]
+    for stop in (False, True):
+        fresh = greedy_decode(encoder, _NumpyOnly(t.decoder), feeds, t.decode_config, 20, t.decoder_io,
+                              stop_at_eos=stop)
+        bound = greedy_decode(encoder, t.decoder, feeds, t.decode_config, 20, t.decoder_io, stop_at_eos=stop)
+        np.testing.assert_array_equal(bound.tokens, fresh.tokens)
+        np.testing.assert_array_equal(bound.finished, fresh.finished)
+    assert len(set(fresh.tokens[0].tolist())) > 1  # a decode that moves, not one token repeated
+
+
 MEL128 = """
 [project]
 name = "mel"

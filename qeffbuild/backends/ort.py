@@ -168,9 +168,9 @@ class OrtSession:
         self.names = [i.name for i in self.sess.get_inputs()]
         self.output_names = [o.name for o in self.sess.get_outputs()]
         state = folder / STATE_FILE
-        # the past inputs whose present output may be written into the same buffer (see `in_place_state`)
-        self.in_place_state = frozenset(p for p, _ in json.loads(state.read_text())["in_place"]) \
-            if state.is_file() else frozenset()
+        # the past inputs whose present output may be written into the same buffer (see `in_place_state`); on
+        # the host only: a CUDA session would copy the bound host arrays to the device and back anyway
+        self.in_place_state = _in_place_pairs(state) if device == "cpu" else frozenset()
 
     def run(self, feeds: dict[str, Any]) -> list[Any]:
         import numpy as np
@@ -220,6 +220,15 @@ class OrtSession:
 
         call.keep_alive = (inputs, binding)  # type: ignore[attr-defined]
         return call
+
+def _in_place_pairs(path: Path) -> frozenset[str]:
+    """The past inputs ``state.json`` lists; none (every step through ``run``: slower, never wrong) when the file
+    is missing (an artifact of ort backend v1) or unreadable."""
+    try:
+        return frozenset(str(past) for past, _present in json.loads(path.read_text())["in_place"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return frozenset()
+
 
 _NUMPY_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
                 "tensor(int32)": "int32", "tensor(bool)": "bool", "tensor(double)": "float64"}

@@ -167,6 +167,10 @@ class OrtSession:
         self.sess = ort.InferenceSession(str(folder / "model.onnx"), so, providers=[PROVIDERS[device]])
         self.names = [i.name for i in self.sess.get_inputs()]
         self.output_names = [o.name for o in self.sess.get_outputs()]
+        # numpy dtype names of the graph's inputs and outputs as ONNX Runtime runs them (io.json says the
+        # specialization's dtype: an int8 artifact's state is float32)
+        self.dtypes = {v.name: _NUMPY_TYPES.get(v.type, v.type) for v in (*self.sess.get_inputs(),
+                                                                          *self.sess.get_outputs())}
         state = folder / STATE_FILE
         # the past inputs whose present output may be written into the same buffer (see `in_place_state`); on
         # the host only: a CUDA session would copy the bound host arrays to the device and back anyway
@@ -194,7 +198,7 @@ class OrtSession:
 
         binding = self.sess.io_binding()
         for name in self.names:  # bound as they are: a copy made here would not see the caller's changes
-            value, dtype = inputs[name], self.io["inputs"][name]
+            value, dtype = inputs[name], self.dtypes[name]
             if value.dtype.name != dtype or not value.flags.c_contiguous:
                 raise ValueError(f"bind: input {name} needs a C-contiguous {dtype} array, got {value.dtype.name}")
             binding.bind_input(name, "cpu", 0, value.dtype, list(value.shape), value.ctypes.data)

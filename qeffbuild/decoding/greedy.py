@@ -124,11 +124,10 @@ class _Step:
         self.decoder, self.state = decoder, state
         self.past = decoder_inputs(decoder_io)[1]
         self.call: Any = None
-        dtypes = decoder_io["inputs"]
         in_place: frozenset[str] = getattr(decoder, "in_place_state", frozenset())
-        if not hasattr(decoder, "bind") or not self.past or not set(self.past) <= in_place \
-                or any(dtypes[n] == "bfloat16" for n in state):  # (numpy has no bfloat16)
+        if not hasattr(decoder, "bind") or not self.past or not set(self.past) <= in_place:
             return
+        dtypes = decoder.dtypes  # as the graph runs them (an int8 artifact's state is float32)
         for name in state:  # bound by pointer: writable C-contiguous arrays of the graph's dtypes, made once
             array = np.ascontiguousarray(state[name], dtype=dtypes[name])
             state[name] = array if array.flags.writeable else array.copy()

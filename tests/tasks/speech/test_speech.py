@@ -235,6 +235,26 @@ def test_bfloat16_reports_token_agreement(sp: ProjectDir) -> None:
     assert "token agreement" in text and "ΔWER" in text
 
 
+@slow
+def test_int8_decodes_with_its_float_state_bound_in_place(sp: ProjectDir) -> None:
+    """An int8 artifact quantizes its weights; its state stays float32 (io.json says the specialization's dtype,
+    int8: the loop binds the dtypes the graph runs). Held to ΔWER, token agreement measured."""
+    from qeffbuild.backends.ort import OrtSession
+
+    res = sp.cli("build", "whisper-tiny-random-int8", "whisper-tiny-random-int8-agreement")
+    assert res.code == 0, res.err
+    decoder = OrtSession(sp.root / "out" / "whisper-tiny-random-int8" / "ort" / "decoder")
+    past = {n for n in decoder.names if n.startswith("past_")}
+    assert past and decoder.in_place_state == past and {decoder.dtypes[n] for n in past} == {"float32"}
+    report = json.loads((sp.root / "out" / "whisper-tiny-random-int8-agreement" / "report.json").read_text())
+    rows = {r["runtime"]: r for r in report["rows"]}
+    assert report["ok"] and rows["onnxruntime"]["dtype"] == "int8"
+    assert rows["onnxruntime"]["bounds"] == {"wer_delta": 0.02}
+    ref = np.array([p["tokens"] for p in rows["pytorch"]["per_input"]])
+    got = np.array([p["tokens"] for p in rows["onnxruntime"]["per_input"]])
+    assert rows["onnxruntime"]["token_agreement"] == pytest.approx(float((ref == got).mean()))
+
+
 def test_audio_is_resampled_to_16k_mono(tmp_path: Path) -> None:
     import soundfile as sf
 

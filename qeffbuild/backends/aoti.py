@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..core.environment import cuda_unavailable
+from ..core.environment import cpu_isa, cuda_unavailable
 from ..core.plugins import Backend, Runtime
 from ..core.steps import StepContext
 
@@ -21,13 +21,24 @@ class AotiBackend(Backend):
                 "built into AOTInductor packages by qeffbuild yet: use `ort` for int8",
     }
     toolchain = ("torch",)
-    version = 1
+    version = 2  # 2: CPU packages frozen (weights folded in and prepacked); the CPU's vector ISA in the key
     compile = "qeffbuild.backends.aoti:compile_model"
     session = "qeffbuild.backends.aoti:AotiSession"
     runtimes = (Runtime("aoti", "the AOTInductor package", "aoti"),)
 
     def unavailable(self, device: str) -> str | None:
         return super().unavailable(device) or (cuda_unavailable() if device == "cuda" else None)
+
+    def tool_versions(self, device: str) -> dict[str, str]:
+        # a CPU package is C++ compiled for this CPU's vector ISA, with weights prepacked for it: a machine with
+        # another ISA builds its own
+        return {"cpu_isa": cpu_isa()} if device == "cpu" else {}
+
+
+# Freezing folds the weights into the package as constants and prepacks them for oneDNN's matmuls. On the real
+# all-MiniLM-L6-v2 (b4 × seq 16, 2 cores): 19.8 ms a call unfrozen, 11.4 frozen, eager 26.1; outputs within
+# 2e-7 of eager. CPU only: the CUDA packages are not changed (and segfault on load on our GPU host anyway).
+CPU_CONFIGS = {"freezing": True}
 
 
 def compile_model(ctx: StepContext) -> None:
@@ -47,7 +58,8 @@ def compile_model(ctx: StepContext) -> None:
             static = torch.export.export(program.module(), tuple(example.values()), strict=False)
         else:
             static = torch.export.export(program.module(), (), example, strict=False)
-        path = torch._inductor.aoti_compile_and_package(static, package_path=str(ctx.out / "model.pt2"))
+        path = torch._inductor.aoti_compile_and_package(static, package_path=str(ctx.out / "model.pt2"),
+                                                        inductor_configs=CPU_CONFIGS if device == "cpu" else None)
     if device == "cuda":
         probe_load(Path(path))
     print(f"AOTInductor package {path} for {device}, shapes {shapes}")

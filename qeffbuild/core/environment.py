@@ -44,6 +44,26 @@ def gpu_facts() -> dict[str, str]:
     return {"gpu": name, "compute_capability": capability, "cuda_driver": driver, "torch_cuda": torch_cuda()}
 
 
+@functools.cache
+def cpu_isa() -> str:
+    """The vector instruction set a CPU build's compiled kernels target, read from ``/proc/cpuinfo`` without
+    importing torch: Inductor compiles C++ for the best one this CPU has (AMX, AVX-512, AVX2; on Arm SVE or
+    NEON), and a frozen package holds weights prepacked for it, so a package built here may not run, or run
+    well, on a CPU without it. The architecture alone where the flags cannot be read."""
+    machine = platform.machine().lower()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return machine
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines()
+                      if line.startswith(("flags", "Features"))), []))
+    for isa, needs in (("amx", {"amx_tile", "avx512f"}), ("avx512", {"avx512f", "avx512bw", "avx512vl", "avx512dq"}),
+                       ("avx2", {"avx2", "fma"}), ("sve", {"sve"}), ("neon", {"asimd"})):
+        if needs <= flags:
+            return f"{machine}-{isa}"
+    return machine
+
+
 def torch_cuda() -> str:
     """The CUDA version torch was built with (``torch.version.cuda``), from its version.py, without importing torch."""
     spec = importlib.util.find_spec("torch")

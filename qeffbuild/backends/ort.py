@@ -125,7 +125,7 @@ def in_place_state(model: Any) -> list[list[str]]:
     only, a ScatterElements (``onnx_passes.scatter_state_writes``) whose output is the graph output
     ``present_X``. ONNX Runtime's ScatterElements copies its input to its output only when they are two
     buffers: on one, a decode step writes its slot and copies nothing (at whisper-tiny's 448 slots and batch 8,
-    that copy of the whole state was a quarter of the step). Any other reader of ``past_X`` (it would see the
+    that copy of the whole state was a fifth of the step). Any other reader of ``past_X`` (it would see the
     updated state) leaves the pair out."""
     graph = model.graph
     outputs = {o.name for o in graph.output}

@@ -111,6 +111,8 @@ def compile_model(ctx: StepContext) -> None:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         so.optimized_model_filepath = str(ctx.out / "model.onnx")
         ort.InferenceSession(str(fixed), so, providers=[provider])
+    from ..pipeline.onnx_passes import in_place_state
+
     in_place = in_place_state(onnx.load(str(ctx.out / "model.onnx"), load_external_data=False))
     (ctx.out / STATE_FILE).write_text(json.dumps({"in_place": in_place}, indent=1))
     print(f"ONNX Runtime {ort.__version__} optimized model for {provider}, shapes {shapes}; "
@@ -118,31 +120,6 @@ def compile_model(ctx: StepContext) -> None:
 
 
 STATE_FILE = "state.json"
-
-
-def in_place_state(model: Any) -> list[list[str]]:
-    """The (``past_X``, ``present_X``) pairs a session may bind to one buffer: ``past_X`` is read by one node
-    only, a ScatterElements (``onnx_passes.scatter_state_writes``) whose output is the graph output
-    ``present_X``. ONNX Runtime's ScatterElements copies its input to its output only when they are two
-    buffers: on one, a decode step writes its slot and copies nothing (at whisper-tiny's 448 slots and batch 8,
-    that copy of the whole state was a fifth of the step). Any other reader of ``past_X`` (it would see the
-    updated state) leaves the pair out."""
-    graph = model.graph
-    outputs = {o.name for o in graph.output}
-    readers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
-    pairs = []
-    for inp in graph.input:
-        if not inp.name.startswith("past_"):
-            continue
-        present = "present_" + inp.name[len("past_"):]
-        users = readers.get(inp.name, [])
-        if len(users) == 1 and users[0].op_type == "ScatterElements" and list(users[0].input).count(inp.name) == 1 \
-                and users[0].input[0] == inp.name and list(users[0].output) == [present] and present in outputs:
-            pairs.append([inp.name, present])
-    return pairs
 
 
 class OrtSession:

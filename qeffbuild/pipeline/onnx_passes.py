@@ -352,6 +352,28 @@ def scatter_state_writes(model: Any, params: dict[str, Any], base_dir: Path) -> 
     return f"{len(replaced)} state write(s) as ScatterElements"
 
 
+def in_place_state(model: Any) -> list[list[str]]:
+    """The (``past_X``, ``present_X``) pairs a session may bind to one buffer: ``past_X`` is read by one node
+    only, a ScatterElements (``onnx_passes.scatter_state_writes``) whose output is the graph output
+    ``present_X``. ONNX Runtime's ScatterElements copies its input to its output only when they are two
+    buffers: on one, a decode step writes its slot and copies nothing (at whisper-tiny's 448 slots and batch 8,
+    that copy of the whole state was a fifth of the step). Any other reader of ``past_X`` (it would see the
+    updated state) leaves the pair out."""
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    readers = _readers(graph)
+    pairs = []
+    for inp in graph.input:
+        if not inp.name.startswith("past_"):
+            continue
+        present = "present_" + inp.name[len("past_"):]
+        users = readers.get(inp.name, [])
+        if len(users) == 1 and users[0].op_type == "ScatterElements" and list(users[0].input).count(inp.name) == 1 \
+                and users[0].input[0] == inp.name and list(users[0].output) == [present] and present in outputs:
+            pairs.append([inp.name, present])
+    return pairs
+
+
 def _drop_dead_nodes(graph: Any) -> None:
     """Remove the nodes none of whose outputs is read (by a node, a subgraph or as a graph output), until none
     is left."""

@@ -147,8 +147,7 @@ def test_a_state_write_becomes_one_scatter_with_the_same_result_at_every_slot(tm
     the result is the same (bit for bit), at the first, a middle and the last position."""
     import onnx
 
-    from qeffbuild.backends.ort import in_place_state
-    from qeffbuild.pipeline.onnx_passes import scatter_state_writes
+    from qeffbuild.pipeline.onnx_passes import in_place_state, scatter_state_writes
 
     model = _state_write(np.arange(6, dtype=np.int64))
     rng = np.random.default_rng(3)
@@ -180,8 +179,7 @@ def test_a_write_that_only_looks_like_a_state_write_is_left_alone(tmp_path: Path
 
 def test_a_state_read_elsewhere_is_not_updated_in_place(tmp_path: Path) -> None:
     """A node that reads the past beside the write would see the updated state if both shared a buffer."""
-    from qeffbuild.backends.ort import in_place_state
-    from qeffbuild.pipeline.onnx_passes import scatter_state_writes
+    from qeffbuild.pipeline.onnx_passes import in_place_state, scatter_state_writes
 
     model = _state_write(np.arange(6, dtype=np.int64), reader=True)
     assert scatter_state_writes(model, {}, tmp_path) == "2 state write(s) as ScatterElements"

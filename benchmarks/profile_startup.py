@@ -55,6 +55,12 @@ def main() -> None:
         out = io.StringIO()
         pstats.Stats(profile, stream=out).sort_stats(order).print_stats(args.top)
         print(out.getvalue())
+    # who asks for the costly calls seen so far (custom op definitions, Jinja templates, Triton's source hash)
+    out = io.StringIO()
+    stats = pstats.Stats(profile, stream=out).sort_stats("cumulative")
+    for name in ("library.py.*define", "_template_from_string", "triton_key", "graph_info_provider"):
+        stats.print_callers(name, 6)
+    print(out.getvalue())
 
 
 def _watch_autotuning() -> list[dict[str, Any]]:
@@ -66,9 +72,14 @@ def _watch_autotuning() -> list[dict[str, Any]]:
     original = CachingAutotuner.autotune_to_one_config
 
     def watched(self: Any, *args: Any, **kwargs: Any) -> Any:
+        from qeffbuild.backends.inductor import _PINNED, _config_of
+
+        filename = str(getattr(self, "filename", "") or "")
         seen.append({"kernel": getattr(getattr(self, "fn", None), "__name__", "?"),
-                     "launchers": len(getattr(self, "launchers", [])),
-                     "compiled_from": str(getattr(self, "filename", "") or "")})
+                     "launchers": len(getattr(self, "launchers", [])), "compiled_from": filename,
+                     # why the build's record did not apply: no entry for this source, or no candidate equal to it
+                     "recorded": _PINNED.get(Path(filename).name), "records": len(_PINNED),
+                     "candidates": [_config_of(launcher) for launcher in getattr(self, "launchers", None) or []]})
         return original(self, *args, **kwargs)
 
     CachingAutotuner.autotune_to_one_config = watched  # type: ignore[method-assign]

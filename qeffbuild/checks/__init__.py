@@ -8,6 +8,7 @@ one file here (a ``METRICS`` entry and its function), and a bound on it works in
 
     mad, max_abs, cosine      tensors (tensor.py)
     token_agreement           generated tokens (tokens.py)
+    divergence_gap            the reference's logits where a runtime's tokens first differ (tokens.py)
     wer, cer, wer_delta       text against transcripts, through jiwer (text.py)
 """
 
@@ -40,6 +41,7 @@ class Evidence:
     tensor: tuple[Any, Any] | None = None  # (reference array, runtime array)
     tokens: tuple[list[list[int]], list[list[int]]] | None = None  # (reference sequences, runtime sequences)
     text: TextEvidence | None = None
+    divergence: list[float] | None = None  # per input that differs: the reference's logit gap at the first difference
 
     def arguments(self, kind: str) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
         """A metric of ``kind``'s call arguments, or None when this row gathered nothing of that kind."""
@@ -51,6 +53,8 @@ class Evidence:
             if t.normalize is not None:
                 kwargs["normalize"] = t.normalize
             return (t.references, t.hypotheses), kwargs
+        if kind == "divergence":
+            return ((self.divergence,), {}) if self.divergence is not None else None
         pair = self.tensor if kind == "tensor" else self.tokens if kind == "tokens" else None
         return (pair, {}) if pair is not None else None
 

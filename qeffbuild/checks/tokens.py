@@ -7,7 +7,15 @@ from ..core.plugins import Metric
 METRICS = (
     Metric("token_agreement", "tokens", True, "fraction of generated tokens equal to the reference's",
            "qeffbuild.checks.tokens:sequence_agreement", highest=1.0),
+    Metric("divergence_gap", "divergence", False, "where a runtime's tokens first leave the reference's, the gap "
+           "between the two tokens in the float32 reference's own logits (the largest over the inputs; 0 when every "
+           "token agrees): rounding flips near ties, a wrong kernel picks a token the reference ranks far below",
+           "qeffbuild.checks.tokens:largest_gap"),
 )
+
+
+def largest_gap(gaps: list[float]) -> float:
+    return max(gaps, default=0.0)
 
 
 def sequence_agreement(ref: list[list[int]], got: list[list[int]]) -> float:

@@ -48,12 +48,13 @@ class Metric:
 
     ``compute`` is ``module:function``, called by :func:`qeffbuild.checks.measure` on a row's evidence of
     this metric's ``kind``: ``(reference array, runtime array)`` for tensors, ``(reference sequences,
-    runtime sequences)`` for tokens, ``(transcripts, texts, reference_hyps=…, normalize=…)`` for text;
+    runtime sequences)`` for tokens, ``(transcripts, texts, reference_hyps=…, normalize=…)`` for text,
+    ``(gaps,)`` for divergence (the reference's logit gap where each differing input first differs);
     it returns a float (None: not measurable on this row).
     """
 
     name: str
-    kind: Literal["tensor", "tokens", "text"]
+    kind: Literal["tensor", "tokens", "text", "divergence"]
     higher_is_better: bool
     description: str
     compute: str

@@ -34,6 +34,7 @@ numpy are imported inside the functions only.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,10 +145,14 @@ def int8_dynamic(model: Any, params: dict[str, Any], base_dir: Path) -> str:
 
 def ort_fusions(model: Any, params: dict[str, Any], base_dir: Path) -> str:
     """The `ort` backend's rewrites before ONNX Runtime optimizes the graph: :func:`pack_projections` (from
-    opset 13, where Split takes its sizes as an input), :func:`fuse_gelu` and :func:`scatter_state_writes`."""
+    opset 13, where Split takes its sizes as an input), :func:`fuse_attention` (from opset 15, where Shape
+    takes start and end), :func:`fuse_gelu` and :func:`scatter_state_writes`."""
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     packed = pack_projections(model, params, base_dir) if opset >= 13 else f"opset {opset}: nothing packed"
-    return f"{packed}; {fuse_gelu(model, params, base_dir)}; {scatter_state_writes(model, params, base_dir)}"
+    # after packing: an attention's q, k and v are then the packed projection's Split outputs
+    attention = fuse_attention(model, params, base_dir) if opset >= 15 else f"opset {opset}: no attention fused"
+    return (f"{packed}; {attention}; {fuse_gelu(model, params, base_dir)}; "
+            f"{scatter_state_writes(model, params, base_dir)}")
 
 
 def pack_projections(model: Any, params: dict[str, Any], base_dir: Path) -> str:
@@ -350,6 +355,279 @@ def scatter_state_writes(model: Any, params: dict[str, Any], base_dir: Path) -> 
     graph.node.extend(nodes)
     _drop_dead_nodes(graph)  # the Equal and Reshape that only fed the Wheres
     return f"{len(replaced)} state write(s) as ScatterElements"
+
+
+def fuse_attention(model: Any, params: dict[str, Any], base_dir: Path) -> str:
+    """Replace each self- or cross-attention over 3-D projections, as torch.export's ONNX exporter writes
+    ``scaled_dot_product_attention``, by ``com.microsoft.MultiHeadAttention(q, k, v)`` (version 3). The pattern,
+    from the output back (:class:`_Sdpa` checks each link)::
+
+        Reshape(Transpose[0,2,1,3](MatMul(P, heads(v))), target)
+        P      = Softmax[-1](S) | Where(IsNaN(Softmax[-1](S)), 0, Softmax[-1](S))
+        S      = MatMul(Mul(heads(q), a), Mul(keys_t, b)) [+ bias]
+        heads(x) = Transpose[0,2,1,3](Reshape(x, [B, S, -1 | N, D]))     x: [B, S, N·D]
+        keys_t = heads(k) with its last two axes swapped (Reshape → Transpose[0,2,1] → Reshape)
+
+    becomes ``Reshape(MultiHeadAttention(q, k, v, attention_bias=bias), target)`` with ``num_heads`` N and
+    ``scale`` a·b: the kernel reads q, k and v in their [B, S, N·D] layout, so every head transpose, the
+    key transpose's two reshapes, the two scalings and the NaN guard go, and one kernel does per head what the
+    exported graph did in ~20 nodes. The final Reshape stays (it reads the same row-major values either way).
+    A bias is broadcast to [B, 1, S, S_kv] (the kernel broadcasts only its first two axes); the NaN guard is
+    dropped only where the bias is made by a ``Where`` of finite constants (a masked row then has finite
+    scores and no NaN to guard: ``transformers`` masks with the float minimum, not −inf). On the real
+    all-MiniLM-L6-v2: 199 nodes → 118 at b4 × seq 16."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    sdpa = _Sdpa(graph, base_dir)
+    fused: dict[int, list[Any]] = {}
+    expanded: dict[str, str] = {}
+    for out in (n for n in graph.node if n.op_type == "Reshape"):
+        found = sdpa.match(out)
+        if found is None:
+            continue
+        q, k, v, heads, scale, bias = found
+        name = f"attention_{len(fused)}"
+        nodes = []
+        if bias and bias not in expanded:  # one broadcast per mask, shared by every layer that adds it
+            nodes += sdpa.expand_bias(bias, q, name)
+            expanded[bias] = f"{name}.bias"
+        bias = expanded.get(bias, "")
+        nodes.append(helper.make_node("MultiHeadAttention", [q, k, v, "", "", bias] if bias else [q, k, v],
+                                      [f"{name}.out"], domain="com.microsoft", num_heads=heads, scale=scale,
+                                      name=name))
+        nodes.append(helper.make_node("Reshape", [f"{name}.out", out.input[1]], list(out.output),
+                                      name=f"{name}.reshape"))
+        fused[id(out)] = nodes
+    if not fused:
+        return "no attention found"
+    graph.initializer.extend(numpy_helper.from_array(a, n) for n, a in sdpa.constants.items())
+    nodes = [new for node in graph.node for new in fused.get(id(node), [node])]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    _drop_dead_nodes(graph)  # the exported attention's nodes, now unread
+    _drop_unread(graph, {t.name for t in graph.initializer})
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return f"{len(fused)} attention(s) fused into com.microsoft.MultiHeadAttention"
+
+
+class _Sdpa:
+    """The links of :func:`fuse_attention`'s pattern; each returns None where the graph differs."""
+
+    def __init__(self, graph: Any, base_dir: Path) -> None:
+        self.graph, self.base_dir = graph, base_dir
+        self.inits: dict[str, Any] = {t.name: t for t in graph.initializer}
+        self.producer: dict[str, Any] = {out: node for node in graph.node for out in node.output}
+        self.readers = _readers(graph)
+        self.outputs = {o.name for o in graph.output}
+        self.constants: dict[str, Any] = {}
+
+    def match(self, out: Any) -> tuple[str, str, str, int, float, str] | None:
+        """(q, k, v, heads, scale, bias) when ``out`` is the final Reshape of an exported attention."""
+        t = self.made_by(out.input[0], "Transpose")
+        pv = self.made_by(t.input[0], "MatMul") if t is not None and _perm(t) == [0, 2, 1, 3] else None
+        if pv is None:
+            return None
+        v = self.heads(pv.input[1])
+        probs = self.softmax(pv.input[0])
+        if v is None or probs is None:
+            return None
+        scores, guarded = probs
+        bias = ""
+        add = self.made_by(scores, "Add")
+        if add is not None:
+            scores, bias = add.input[0], add.input[1]
+            if self.made_by(scores, "MatMul") is None:
+                scores, bias = bias, scores
+        qk = self.made_by(scores, "MatMul")
+        if qk is None or (guarded and bias and not self.finite_where(bias)):
+            return None
+        q_side, a = self.scaled(qk.input[0])
+        k_side, b = self.scaled(qk.input[1])
+        q, keys = self.heads(q_side), self.swapped(k_side)
+        k = self.heads(keys) if keys is not None else None
+        if q is None or k is None or q[1] != k[1] or q[1] != v[1]:
+            return None
+        return q[0], k[0], v[0], q[1], a * b, bias
+
+    def made_by(self, name: str, op: str) -> Any:
+        """The node of type ``op`` that makes ``name``, when nothing else reads ``name`` (it goes with the fusion)."""
+        node = self.producer.get(name)
+        only = len(self.readers.get(name, [])) == 1 and name not in self.outputs
+        return node if node is not None and node.op_type == op and only else None
+
+    def scalar(self, name: str) -> float | None:
+        import numpy as np
+
+        tensor = self.inits.get(name)
+        if tensor is None or int(np.prod(tensor.dims)) != 1:
+            return None
+        return float(_array(tensor, self.base_dir).reshape(()))
+
+    def scaled(self, name: str) -> tuple[str, float]:
+        """``x`` and ``c`` when ``name`` is ``Mul(x, c)`` of a scalar constant; else ``name`` and 1."""
+        mul = self.made_by(name, "Mul")
+        if mul is not None:
+            for x, c in ((mul.input[0], mul.input[1]), (mul.input[1], mul.input[0])):
+                value = self.scalar(c)
+                if value is not None:
+                    return x, value
+        return name, 1.0
+
+    def softmax(self, name: str) -> tuple[str, bool] | None:
+        """(scores, guarded): ``name`` is Softmax(scores) over the last axis, or its NaN-guarded form."""
+        where = self.producer.get(name)
+        guarded = False
+        if where is not None and where.op_type == "Where" and len(self.readers.get(name, [])) == 1:
+            guarded = True
+            isnan = self.producer.get(where.input[0])
+            sm = where.input[2]
+            ok = isnan is not None and isnan.op_type == "IsNaN" and isnan.input[0] == sm \
+                and self.scalar(where.input[1]) == 0.0 and len(self.readers.get(sm, [])) == 2
+            if not ok:
+                return None
+            name = sm
+        sm_node = self.producer.get(name)
+        if sm_node is None or sm_node.op_type != "Softmax" or _attr(sm_node, "axis", -1) != -1 \
+                or len(self.readers.get(name, [])) != (2 if guarded else 1):
+            return None
+        return sm_node.input[0], guarded
+
+    def heads(self, name: str) -> tuple[str, int] | None:
+        """(x, N) when ``name`` is ``Transpose[0,2,1,3](Reshape(x, [B, S, -1 | N, D]))``: x split into heads."""
+        t = self.producer.get(name)
+        if t is None or t.op_type != "Transpose" or _perm(t) != [0, 2, 1, 3]:
+            return None
+        r = self.producer.get(t.input[0])
+        if r is None or r.op_type != "Reshape" or len(self.readers.get(t.input[0], [])) != 1:
+            return None
+        split = self.target(r.input[1])
+        if split is None:
+            return None
+        head_dim, n = split
+        width = self.width(r.input[0])
+        if width is None or width % head_dim or (n > 0 and n * head_dim != width):
+            return None
+        return r.input[0], width // head_dim
+
+    def target(self, name: str) -> tuple[int, int] | None:
+        """(D, N or -1) when a Reshape target is [B, S, -1 | N, D] with B, S each the matching axis of a shape."""
+        concat = self.producer.get(name)
+        if concat is None or concat.op_type != "Concat" or len(concat.input) != 4:
+            return None
+        parts = [self.shape_slice(i) for i in concat.input[:2]]
+        if parts != [0, 1]:
+            return None
+        n, d = self.scalar(concat.input[2]), self.scalar(concat.input[3])
+        if n is None or d is None or d <= 0 or (n != -1 and n <= 0):
+            return None
+        return int(d), int(n)
+
+    def shape_slice(self, name: str) -> int | None:
+        """i when ``name`` is axis i (0 or 1) of some tensor's shape: ``Shape(x, start=i, end=i+1)``."""
+        node = self.producer.get(name)
+        if node is None or node.op_type != "Shape":
+            return None
+        start, end = _attr(node, "start", 0), _attr(node, "end", None)
+        return start if start in (0, 1) and end == start + 1 else None
+
+    def width(self, name: str) -> int | None:
+        """The last axis of a projection's output: its MatMul's weight columns, or the Split's size."""
+        node = self.producer.get(name)
+        if node is not None and node.op_type == "Add":  # a bias after the MatMul
+            for i in node.input:
+                if i in self.inits and len(self.inits[i].dims) == 1:
+                    return int(self.inits[i].dims[0])
+            node = next((self.producer.get(i) for i in node.input if i not in self.inits), None)
+        if node is None:
+            return None
+        if node.op_type == "MatMul" and node.input[1] in self.inits and len(self.inits[node.input[1]].dims) == 2:
+            return int(self.inits[node.input[1]].dims[1])
+        if node.op_type == "Split" and len(node.input) > 1 and node.input[1] in self.inits:
+            sizes = _array(self.inits[node.input[1]], self.base_dir).tolist()
+            return int(sizes[list(node.output).index(name)])
+        return None
+
+    def swapped(self, name: str) -> str | None:
+        """x when ``name`` is x with its last two axes swapped, as exported: ``Reshape(Transpose[0,2,1](
+        Reshape(x, [-1, S, D])), [B, N, D, S])``, each target read from ``Shape(x)``."""
+        outer = self.made_by(name, "Reshape")
+        t = self.made_by(outer.input[0], "Transpose") if outer is not None else None
+        inner = self.made_by(t.input[0], "Reshape") if t is not None and _perm(t) == [0, 2, 1] else None
+        if inner is None:
+            return None
+        x = inner.input[0]
+        first, second = self.slices_of(inner.input[1], x), self.slices_of(outer.input[1], x)
+        ok = first == [(-1, None), (-2, -1), (-1, None)] and second == [(None, -2), (-1, None), (-2, -1)]
+        return x if ok else None
+
+    def slices_of(self, name: str, x: str) -> list[tuple[int | None, int | None]] | None:
+        """A Concat target's parts as (start, end) slices of Shape(x); a constant [-1] is (-1, None)."""
+        concat = self.producer.get(name)
+        if concat is None or concat.op_type != "Concat":
+            return None
+        parts: list[tuple[int | None, int | None]] = []
+        for i in concat.input:
+            if self.scalar(i) == -1:
+                parts.append((-1, None))
+                continue
+            sl = self.producer.get(i)
+            if sl is None or sl.op_type != "Slice":
+                return None
+            shape = self.producer.get(sl.input[0])
+            if shape is None or shape.op_type != "Shape" or shape.input[0] != x or _attr(shape, "start", 0) != 0:
+                return None
+            start, end = (self.int_const(n) for n in sl.input[1:3])
+            parts.append((start if start != _INT64_MIN else None, end if end != _INT64_MAX else None))
+        return parts
+
+    def int_const(self, name: str) -> int | None:
+        value = self.scalar(name)
+        return int(_array(self.inits[name], self.base_dir).reshape(())) if value is not None else None
+
+    def finite_where(self, name: str) -> bool:
+        """``name`` is ``Where(c, x, y)`` of finite constants (a mask that cannot make a row all −inf)."""
+        node = self.producer.get(name)
+        if node is None or node.op_type != "Where":
+            return False
+        values = [self.scalar(i) for i in node.input[1:]]
+        return all(v is not None and math.isfinite(v) for v in values)
+
+    def expand_bias(self, bias: str, q: str, name: str) -> list[Any]:
+        """Nodes broadcasting ``bias`` over the query axis, to [B, 1, S, S_kv] (MultiHeadAttention wants it)."""
+        import numpy as np
+        from onnx import helper
+
+        self.constants.setdefault("attention.ones2", np.ones(2, np.int64))
+        self.constants.setdefault("attention.one", np.ones(1, np.int64))
+        return [helper.make_node("Shape", [q], [f"{name}.q_len"], start=1, end=2),
+                helper.make_node("Concat", ["attention.ones2", f"{name}.q_len", "attention.one"],
+                                 [f"{name}.bias_shape"], axis=0),
+                helper.make_node("Expand", [bias, f"{name}.bias_shape"], [f"{name}.bias"])]
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _perm(node: Any) -> list[int] | None:
+    return _attr(node, "perm", None)
+
+
+def _attr(node: Any, name: str, default: Any) -> Any:
+    from onnx import helper
+
+    found = next((a for a in node.attribute if a.name == name), None)
+    if found is None:
+        return default
+    value = helper.get_attribute_value(found)
+    return list(value) if isinstance(value, (list, tuple)) or type(value).__name__.endswith("Container") else value
+
+
+def _array(tensor: Any, base_dir: Path) -> Any:
+    from onnx import numpy_helper
+
+    return numpy_helper.to_array(tensor, str(base_dir))
 
 
 def in_place_state(model: Any) -> list[list[str]]:

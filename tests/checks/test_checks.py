@@ -51,7 +51,14 @@ def test_bounds_read_the_metrics_direction() -> None:
     assert check({}, {"wer": 0.5}) == ["wer was not measured, expected ≤ 0.5"]  # a check that did not run fails
     assert {m.name: m.higher_is_better for m in builtin_metrics()} == {
         "mad": False, "max_abs": False, "cosine": True, "token_agreement": True, "wer": False, "cer": False,
-        "wer_delta": False}
+        "wer_delta": False, "divergence_gap": False}
+
+
+def test_the_divergence_gap_is_the_largest_reference_gap_and_zero_when_nothing_differs() -> None:
+    assert measure(["divergence_gap"], Evidence(divergence=[0.01, 0.3, 0.002])) == {"divergence_gap": 0.3}
+    assert measure(["divergence_gap"], Evidence(divergence=[])) == {"divergence_gap": 0.0}
+    assert measure(["divergence_gap"], Evidence()) == {}  # not gathered: a bound on it then fails as not measured
+    assert check({"divergence_gap": 0.3}, {"divergence_gap": 0.25}) == ["divergence_gap = 0.3, expected ≤ 0.25"]
 
 
 def test_tensor_metrics_and_shape_mismatch() -> None:

@@ -97,10 +97,12 @@ def test_builtin_plugins_fill_every_registry() -> None:
     assert len(p.tasks) == len(submodule_names("qeffbuild.tasks"))  # every family package registers itself
     assert {"ort", "aoti", "qaic"} <= set(p.backends.names())
     assert {"pytorch", "pytorch-transformed", "onnxruntime", "aoti", "sentence-transformers"} <= set(p.runtimes)
-    assert {"mad", "max_abs", "cosine", "token_agreement", "wer", "cer", "wer_delta"} <= set(p.metrics)
+    assert {"mad", "max_abs", "cosine", "token_agreement", "wer", "cer", "wer_delta", "divergence_gap"} \
+        <= set(p.metrics)
     fresh = Plugins()
     fresh.load("qeffbuild.checks")
-    assert fresh.metrics.names() == sorted(["mad", "max_abs", "cosine", "token_agreement", "wer", "cer", "wer_delta"])
+    assert fresh.metrics.names() == sorted(["mad", "max_abs", "cosine", "token_agreement", "wer", "cer", "wer_delta",
+                                            "divergence_gap"])
 
 
 def test_an_entry_point_backend_with_options_plans_and_keys(project: ProjectDir) -> None:

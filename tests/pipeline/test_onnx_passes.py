@@ -88,8 +88,8 @@ def test_ort_fusions_pack_the_projections_and_fuse_gelu_without_changing_an_answ
     want = _run(model, x)
     said = ort_fusions(model, {}, tmp_path)
     onnx.checker.check_model(model)  # type: ignore[arg-type]
-    assert said == "3 linear layer(s) packed into 1 MatMul(s) (one Split each); 1 GELU(s) fused into " \
-                   "com.microsoft.Gelu; no state write found", said
+    assert said == "3 linear layer(s) packed into 1 MatMul(s) (one Split each); no attention found; 1 GELU(s) " \
+                   "fused into com.microsoft.Gelu; no state write found", said
     ops = [n.op_type for n in model.graph.node]  # type: ignore[attr-defined]
     assert ops.count("MatMul") == 3 and "Erf" not in ops and ops.count("Gelu") == 1 and ops.count("Split") == 1
     names = {t.name for t in model.graph.initializer}  # type: ignore[attr-defined]
@@ -184,3 +184,88 @@ def test_a_state_read_elsewhere_is_not_updated_in_place(tmp_path: Path) -> None:
     model = _state_write(np.arange(6, dtype=np.int64), reader=True)
     assert scatter_state_writes(model, {}, tmp_path) == "2 state write(s) as ScatterElements"
     assert in_place_state(model) == [["past_value_0", "present_value_0"]]
+
+
+def _exported_attention(tmp_path: Path, masked: bool = True, scale: float | None = None) -> Path:
+    """A masked multi-head self-attention block (the shape of a BERT layer's), exported as the `export` step
+    exports a program: torch.export with dynamic batch and length, then torch.onnx at opset 18."""
+    import torch
+    import torch.nn.functional as F
+
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.q, self.k, self.v, self.o = (torch.nn.Linear(16, 16) for _ in range(4))
+
+        def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            b, s, _ = x.shape
+            q, k, v = (p(x).view(b, s, -1, 4).transpose(1, 2) for p in (self.q, self.k, self.v))
+            bias = torch.where(mask[:, None, None, :].bool(), 0.0, torch.finfo(torch.float32).min) if masked else None
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+            return self.o(out.transpose(1, 2).reshape(b, s, -1))
+
+    torch.manual_seed(0)
+    x, mask = torch.randn(2, 5, 16), torch.ones(2, 5, dtype=torch.int64)
+    dims = {0: torch.export.Dim("batch", max=64), 1: torch.export.Dim("seq", max=512)}
+    program = torch.export.export(Block().eval(), (x, mask), dynamic_shapes=(dims, dims))
+    path = tmp_path / "attention.onnx"
+    torch.onnx.export(program, (x, mask), str(path), dynamo=True, opset_version=18, input_names=["x", "mask"],
+                      output_names=["y"], verbose=False)
+    return path
+
+
+def test_an_exported_attention_becomes_one_multi_head_attention_with_the_same_answers(tmp_path: Path) -> None:
+    """torch.onnx's scaled_dot_product_attention (heads transposed out and back, the key transposed through two
+    reshapes, q and k each scaled, a NaN guard after the softmax) becomes one com.microsoft.MultiHeadAttention
+    reading the projections as they are; the answers stay those of the exported graph at other batch sizes and
+    lengths, with rows padded out by the mask and a row masked entirely."""
+    import onnx
+
+    from qeffbuild.pipeline.onnx_passes import ort_fusions
+
+    path = _exported_attention(tmp_path)
+    model = onnx.load(str(path))
+    rng = np.random.default_rng(3)
+    cases = []
+    for b, s in ((2, 5), (4, 16), (1, 1)):
+        mask = np.ones((b, s), np.int64)
+        mask[-1, s // 2 + 1:] = 0
+        if b > 2:
+            mask[1, :] = 0  # a padding row: every key masked
+        cases.append({"x": rng.standard_normal((b, s, 16)).astype(np.float32), "mask": mask})
+    want = [_run_feeds(model, feeds) for feeds in cases]
+    said = ort_fusions(model, {}, tmp_path)
+    onnx.checker.check_model(model)  # type: ignore[arg-type]
+    assert "1 attention(s) fused into com.microsoft.MultiHeadAttention" in said, said
+    ops = [n.op_type for n in model.graph.node]  # type: ignore[attr-defined]
+    assert ops.count("MultiHeadAttention") == 1 and not {"Softmax", "Transpose", "IsNaN"} & set(ops), ops
+    for feeds, expected in zip(cases, want, strict=True):
+        np.testing.assert_allclose(_run_feeds(model, feeds)[0], expected[0], rtol=1e-5, atol=1e-6)
+
+
+def test_an_unmasked_attention_with_its_own_scale_is_fused_with_that_scale(tmp_path: Path) -> None:
+    import onnx
+
+    from qeffbuild.pipeline.onnx_passes import fuse_attention
+
+    model = onnx.load(str(_exported_attention(tmp_path, masked=False, scale=0.3)))
+    feeds = {"x": np.random.default_rng(4).standard_normal((3, 7, 16)).astype(np.float32),
+             "mask": np.ones((3, 7), np.int64)}
+    want = _run_feeds(model, feeds)
+    assert fuse_attention(model, {}, tmp_path) == "1 attention(s) fused into com.microsoft.MultiHeadAttention"
+    attention = next(n for n in model.graph.node if n.op_type == "MultiHeadAttention")  # type: ignore[attr-defined]
+    assert len(attention.input) == 3 and abs(next(a.f for a in attention.attribute if a.name == "scale") - 0.3) < 1e-6
+    np.testing.assert_allclose(_run_feeds(model, feeds)[0], want[0], rtol=1e-5, atol=1e-6)
+
+
+def test_an_attention_whose_heads_do_not_split_the_projection_is_left_alone(tmp_path: Path) -> None:
+    """A graph that only looks like an attention (here the softmax runs over another axis) keeps its nodes."""
+    import onnx
+
+    from qeffbuild.pipeline.onnx_passes import fuse_attention
+
+    model = onnx.load(str(_exported_attention(tmp_path)))
+    softmax = next(n for n in model.graph.node if n.op_type == "Softmax")  # type: ignore[attr-defined]
+    next(a for a in softmax.attribute if a.name == "axis").i = 2
+    assert fuse_attention(model, {}, tmp_path) == "no attention found"
+    assert "Softmax" in [n.op_type for n in model.graph.node]  # type: ignore[attr-defined]

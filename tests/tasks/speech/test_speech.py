@@ -228,17 +228,41 @@ def test_bfloat16_reports_token_agreement(sp: ProjectDir) -> None:
     ref = np.array([p["tokens"] for p in rows["pytorch"]["per_input"]])
     got = np.array([p["tokens"] for p in rows["aoti"]["per_input"]])
     assert rows["aoti"]["token_agreement"] == pytest.approx(float((ref == got).mean()))  # measured, not assumed
-    # half precision is held to its WER: within 2 points of the float32 reference's, on the same data
-    assert rows["aoti"]["bounds"] == {"wer_delta": 0.02}
+    # half precision is held to its WER on trained weights; on random weights (noise transcripts) to where its
+    # tokens first differ: the float32 reference's logits must put the two tokens within a bfloat16 rounding
+    assert rows["aoti"]["bounds"] == {"divergence_gap": 0.25}
+    gaps = [p["reference_logit_gap"] for p in rows["aoti"]["per_input"] if "reference_logit_gap" in p]
+    assert rows["aoti"]["divergence_gap"] == pytest.approx(max(gaps, default=0.0), abs=1e-6)
+    assert rows["aoti"]["ok"] == (rows["aoti"]["divergence_gap"] <= 0.25)
     assert rows["aoti"]["wer_delta"] == pytest.approx(rows["aoti"]["wer"] - rows["pytorch"]["wer"], abs=1e-6)
     text = (sp.root / "out" / "whisper-tiny-random-bf16-agreement" / "report.txt").read_text()
     assert "token agreement" in text and "ΔWER" in text
 
 
+def test_random_weights_hold_reduced_precision_to_near_ties_unless_the_manifest_sets_a_bound(
+        tmp_path: Path, shared_cache: Path) -> None:
+    """On random weights ΔWER scores noise: the half-precision default becomes a bound on the reference's logit
+    gap where the tokens first differ; a bound the manifest writes is what it says."""
+    project = checkout(tmp_path, shared_cache)
+
+    def checks() -> Any:
+        plan = project.api().plan(["whisper-tiny-random-bf16-agreement"])
+        return next(s for s in plan.steps if s.id.startswith("validate:")).node.params["checks"]
+
+    assert checks()["aoti"] == {"whisper-tiny-random-bf16": {"divergence_gap": 0.25}}
+    manifest = project.root / "manifests" / "whisper.toml"
+    text = manifest.read_text().replace('specializations = ["whisper-tiny-random-bf16"]\n',
+                                        'specializations = ["whisper-tiny-random-bf16"]\n'
+                                        'checks = { aoti = { wer_delta = 0.05 } }\n')
+    manifest.write_text(text)
+    assert checks()["aoti"] == {"whisper-tiny-random-bf16": {"wer_delta": 0.05}}
+
+
 @slow
 def test_int8_decodes_with_its_float_state_bound_in_place(sp: ProjectDir) -> None:
     """An int8 artifact quantizes its weights; its state stays float32 (io.json says the specialization's dtype,
-    int8: the loop binds the dtypes the graph runs). Held to ΔWER, token agreement measured."""
+    int8: the loop binds the dtypes the graph runs). On random weights held to its divergence gap (ΔWER scores
+    noise there), token agreement measured."""
     from qeffbuild.backends.ort import OrtSession
 
     res = sp.cli("build", "whisper-tiny-random-int8", "whisper-tiny-random-int8-agreement")
@@ -249,7 +273,7 @@ def test_int8_decodes_with_its_float_state_bound_in_place(sp: ProjectDir) -> Non
     report = json.loads((sp.root / "out" / "whisper-tiny-random-int8-agreement" / "report.json").read_text())
     rows = {r["runtime"]: r for r in report["rows"]}
     assert report["ok"] and rows["onnxruntime"]["dtype"] == "int8"
-    assert rows["onnxruntime"]["bounds"] == {"wer_delta": 0.02}
+    assert rows["onnxruntime"]["bounds"] == {"divergence_gap": 0.5}  # random weights: where it differs, a near tie
     ref = np.array([p["tokens"] for p in rows["pytorch"]["per_input"]])
     got = np.array([p["tokens"] for p in rows["onnxruntime"]["per_input"]])
     assert rows["onnxruntime"]["token_agreement"] == pytest.approx(float((ref == got).mean()))

@@ -40,7 +40,7 @@ class OrtBackend(Backend):
                     "bfloat16 Conv; use float16 or float32 with `ort`, or bfloat16 with `aoti`",
     }
     toolchain = ("onnx", "onnxruntime")
-    version = 2  # v2: state.json (the retained state a decode step may update in place)
+    version = 3  # v2: state.json (the retained state a decode step may update in place); v3: CPU_SLOW_FUSIONS off
     compile = "qeffbuild.backends.ort:compile_model"
     session = "qeffbuild.backends.ort:OrtSession"
     runtimes = (Runtime("onnxruntime", "ONNX Runtime on the `ort` compile artifact", "ort"),)
@@ -78,6 +78,16 @@ class OrtBackend(Backend):
         return None
 
 
+# ONNX Runtime's own fusions that make a CPU graph slower (ONNX Runtime 1.32, 2 cores, float32, each op alone):
+# - SkipLayerNormFusion: its SkipLayerNormalization kernel took 5-6x the time of the Add and LayerNormalization it
+#   replaces (129 against 21 us at 4 x 16 x 384; 2,970 against 582 us at whisper-tiny's encoder, 1 x 1500 x 384);
+# - MatMulAddFusion: a 3-D MatMul + bias Add became Reshape, Gemm, Reshape, 5-13 % slower (7.2 against 6.3 ms for
+#   whisper-tiny's fc1 over 1,500 frames; 217 against 205 us for MiniLM's packed q/k/v at 4 x 16).
+# Together 10-12 % of an all-MiniLM-L6-v2 call at b4 x seq 16 and x 64. On CUDA both fusions stay (its kernels are
+# the fast path there).
+CPU_SLOW_FUSIONS = ("SkipLayerNormFusion", "MatMulAddFusion")
+
+
 def fix_shapes(model: Any, shapes: dict[str, list[int]]) -> None:
     """Replace the symbolic dims of the graph inputs by the specialization's sizes."""
     for inp in model.graph.input:
@@ -110,7 +120,8 @@ def compile_model(ctx: StepContext) -> None:
         # EXTENDED, not ALL: ALL adds layout changes tied to this CPU, and the artifact may move.
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         so.optimized_model_filepath = str(ctx.out / "model.onnx")
-        ort.InferenceSession(str(fixed), so, providers=[provider])
+        slow = list(CPU_SLOW_FUSIONS) if p["device"] == "cpu" else []
+        ort.InferenceSession(str(fixed), so, providers=[provider], disabled_optimizers=slow)
     from ..pipeline.onnx_passes import in_place_state
 
     in_place = in_place_state(onnx.load(str(ctx.out / "model.onnx"), load_external_data=False))

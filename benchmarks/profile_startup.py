@@ -72,13 +72,14 @@ def _watch_autotuning() -> list[dict[str, Any]]:
     original = CachingAutotuner.autotune_to_one_config
 
     def watched(self: Any, *args: Any, **kwargs: Any) -> Any:
-        from qeffbuild.backends.inductor import _PINNED, _config_of
+        from qeffbuild.backends.inductor import _PINNED, _config_of, _kernel_keys
 
         filename = str(getattr(self, "filename", "") or "")
         seen.append({"kernel": getattr(getattr(self, "fn", None), "__name__", "?"),
                      "launchers": len(getattr(self, "launchers", [])), "compiled_from": filename,
                      # why the build's record did not apply: no entry for this source, or no candidate equal to it
-                     "recorded": _PINNED.get(Path(filename).name), "records": len(_PINNED),
+                     "recorded": next((_PINNED[k] for k in _kernel_keys(self) if k in _PINNED), None),
+                     "keys": _kernel_keys(self), "records": len(_PINNED),
                      "candidates": [_config_of(launcher) for launcher in getattr(self, "launchers", None) or []]})
         return original(self, *args, **kwargs)
 

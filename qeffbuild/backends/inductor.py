@@ -77,10 +77,12 @@ class InductorBackend(Backend):
                 "built into Inductor packages by qeffbuild yet: use `ort` for int8",
     }
     toolchain = ("torch", "triton")
-    version = 6  # 2: no CUDA-graph trees (mode default); the decode loop captures whole steps. 3: a decoder
+    version = 7  # 2: no CUDA-graph trees (mode default); the decode loop captures whole steps. 3: a decoder
     # step writes its retained state in place (InductorSession.step_in_place). 5: precompiled with
     # standalone_compile over (weights, inputs); sessions load it without Dynamo or torch.export.load. 6: one-row
-    # half-precision products through qeffbuild::gemv on CUDA; each kernel's launch config recorded and pinned
+    # half-precision products through qeffbuild::gemv on CUDA; each kernel's launch config recorded and pinned.
+    # 7: the record taken as each kernel autotunes, keyed by its Triton source (the v6 record came out empty
+    # under torch 2.11, and a reduction kernel benchmarked its 7 configs in every fresh process: 0.9 s of start-up)
     compile = "qeffbuild.backends.inductor:compile_model"
     session = "qeffbuild.backends.inductor:InductorSession"
     runtimes = (Runtime("inductor", "the program compiled by Inductor from its cache artifacts", "inductor"),)
@@ -127,10 +129,11 @@ def compile_model(ctx: StepContext) -> None:
         t0 = time.perf_counter()
         compiled, weights, custom_ops = _precompile(step, step.weights(), args, tuning, allowed)
         compiled.save(path=str(ctx.out / ARTIFACT), format="binary")
-        for _ in range(2):  # run it: Triton picks its kernels' launch configs now, and they are saved below
-            compiled(*weights.values(), *(a.clone() for a in args))
+        with _recording_choices() as chosen:
+            for _ in range(2):  # run it: Triton picks its kernels' launch configs now, and they are saved below
+                compiled(*weights.values(), *(a.clone() for a in args))
         compile_s = time.perf_counter() - t0
-        tuned = _chosen_launch_configs()
+        tuned = {**_chosen_launch_configs(), **chosen}
     _save_weights(weights, ctx.out / WEIGHTS)
     (ctx.out / AUTOTUNED).write_text(json.dumps(tuned, indent=1) + "\n")
     size = (ctx.out / ARTIFACT).stat().st_size
@@ -293,12 +296,52 @@ def _chosen_launch_configs() -> dict[str, dict[str, Any]]:
         kernels = [k for k in gc.get_objects() if isinstance(k, CachingAutotuner)]
     for kernel in kernels:
         # a kernel never launched has launchers None (or empty): it chose nothing
-        filename, launchers = getattr(kernel, "filename", None), getattr(kernel, "launchers", None) or []
-        if filename and len(launchers) == 1 and len(getattr(kernel, "configs", None) or []) > 1:
+        keys, launchers = _kernel_keys(kernel), getattr(kernel, "launchers", None) or []
+        if keys and len(launchers) == 1 and len(getattr(kernel, "configs", None) or []) > 1:
             config = _config_of(launchers[0])
             if config is not None:
-                chosen[Path(filename).name] = config
+                chosen[keys[0]] = config
     return chosen
+
+
+@contextmanager
+def _recording_choices() -> Iterator[dict[str, dict[str, Any]]]:
+    """The launch config each Triton kernel settles on while the block runs, taken as Inductor's
+    ``autotune_to_one_config`` picks it (the scan of live kernels above found none under torch 2.11, where the
+    winners are pruned into the kernel bundle: a kernel tuned at its first run kept all its candidates there)."""
+    from torch._inductor.runtime.triton_heuristics import CachingAutotuner
+
+    chosen: dict[str, dict[str, Any]] = {}
+    tune = CachingAutotuner.autotune_to_one_config
+
+    def recording(self: Any, *args: Any, **kwargs: Any) -> Any:
+        out = tune(self, *args, **kwargs)
+        keys, launchers = _kernel_keys(self), self.launchers or []
+        config = _config_of(launchers[0]) if len(launchers) == 1 else None
+        if keys and config is not None:
+            chosen[keys[0]] = config
+        return out
+
+    CachingAutotuner.autotune_to_one_config = recording  # type: ignore[method-assign]
+    try:
+        yield chosen
+    finally:
+        CachingAutotuner.autotune_to_one_config = tune  # type: ignore[method-assign]
+
+
+def _kernel_keys(kernel: Any) -> list[str]:
+    """How a record names a kernel, most exact first: a hash of its Triton source (the same code in any process
+    and cache folder), then its source file's name (a hash Inductor makes of the module; records before v7)."""
+    import hashlib
+
+    keys = []
+    src = getattr(getattr(kernel, "fn", None), "src", None)
+    if isinstance(src, str) and src:
+        keys.append("src-" + hashlib.sha256(src.encode()).hexdigest()[:32])
+    filename = getattr(kernel, "filename", None)
+    if filename:
+        keys.append(Path(str(filename)).name)
+    return keys
 
 
 _PINNED: dict[str, dict[str, Any]] = {}  # kernel source name -> launch config, for every folder this process loaded
@@ -324,7 +367,7 @@ def _pin_launch_configs(folder: Path) -> None:
         return
 
     def autotune_to_one_config(self: Any, *args: Any, **kwargs: Any) -> Any:
-        want = _PINNED.get(Path(str(getattr(self, "filename", "") or "")).name)
+        want = next((_PINNED[k] for k in _kernel_keys(self) if k in _PINNED), None)
         match = [launcher for launcher in self.launchers or [] if _config_of(launcher) == want] if want else []
         if len(match) != 1:
             return tune(self, *args, **kwargs)
@@ -484,11 +527,44 @@ def _load_compiled(folder: Path) -> Any:
         # on a 16-core GPU host the first utterances after a load took ~110 ms more for their features.
         from torch._inductor import config
 
+        _defer_template_compiles()
         with config.patch(compile_threads=1):
             return torch._inductor.CompiledArtifact.load(path=str(path), format="binary")
     except (AssertionError, RuntimeError, EOFError, ValueError) as e:  # torch asserts on a foreign build's key
         raise ModelLoadError(f"{path} cannot be loaded by this torch build ({type(e).__name__}: {e}); rebuild "
                              "the specialization") from e
+
+
+def _defer_template_compiles() -> None:
+    """Compile each of Inductor's Jinja kernel templates when it is first rendered, not when it is defined.
+
+    Inductor defines its GEMM, convolution and attention templates (about 20 ``TritonTemplate`` objects) when its
+    kernel modules are imported, and each compiles its Jinja source there: 0.37 s on the 2-core CPU host and 0.46 s
+    on the H200's, on the load path of every session, which runs precompiled code and renders none of them. A
+    template that is rendered later (a compile in this process) is compiled then, to the same Jinja template."""
+    from torch._inductor.codegen import common
+
+    compile_now = common.KernelTemplate.__dict__["_template_from_string"].__func__
+    if getattr(compile_now, "qeffbuild_deferred", False):
+        return
+
+    def deferred(source: str) -> _DeferredTemplate:
+        return _DeferredTemplate(compile_now, source)
+
+    deferred.qeffbuild_deferred = True  # type: ignore[attr-defined]
+    common.KernelTemplate._template_from_string = staticmethod(deferred)  # type: ignore[method-assign]
+
+
+class _DeferredTemplate:
+    """A Jinja template compiled on its first attribute use (``render``)."""
+
+    def __init__(self, compile_now: Any, source: str) -> None:
+        self._compile_now, self._source, self._template = compile_now, source, None
+
+    def __getattr__(self, name: str) -> Any:  # only for what the instance lacks: the template's own attributes
+        if self._template is None:
+            self._template = self._compile_now(self._source)
+        return getattr(self._template, name)
 
 
 def _load_weights(folder: Path, device: str) -> list[Any]:

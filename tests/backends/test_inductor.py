@@ -105,9 +105,11 @@ class _Kernel:
     """What Inductor's CachingAutotuner has at its first call: the file it was compiled from, a launcher per
     candidate config."""
 
-    def __init__(self, filename: str) -> None:
+    def __init__(self, filename: str, src: str | None = None) -> None:
         self.filename = filename
         self.launchers = [_Launcher(64), _Launcher(128), _Launcher(256)]
+        if src is not None:  # the Triton JITFunction's source
+            self.fn = type("JITFunction", (), {"src": src})()
 
 
 @pytest.fixture
@@ -144,6 +146,29 @@ def test_a_loaded_kernel_runs_the_launch_config_the_build_chose(tmp_path: Path, 
     CachingAutotuner.autotune_to_one_config(other)
     assert [launcher.config.kwargs for launcher in recorded.launchers] == [{"XBLOCK": 128}]
     assert pinning == ["/tmp/x/zz/czzz.py"]
+
+
+def test_the_build_records_each_choice_as_it_is_made_and_a_fresh_process_keys_it_by_source(
+        tmp_path: Path, pinning: list[str]) -> None:
+    """The build's record is taken as each kernel autotunes (torch 2.11 prunes the live kernels, so a scan of them
+    after the run found nothing), under a hash of the kernel's Triton source: the same kernel loaded in another
+    process, from another cache folder and file name, runs the recorded config without benchmarking."""
+    from torch._inductor.runtime.triton_heuristics import CachingAutotuner
+
+    from qeffbuild.backends.inductor import _pin_launch_configs, _recording_choices
+
+    with _recording_choices() as chosen:
+        CachingAutotuner.autotune_to_one_config(_Kernel("/build/ab/cab.py", src="def k(x): pass"))
+    assert list(chosen.values()) == [{"kwargs": {"XBLOCK": 64}, "num_warps": 4, "num_stages": 1}]
+    assert next(iter(chosen)).startswith("src-") and pinning == ["/build/ab/cab.py"]
+    assert CachingAutotuner.autotune_to_one_config.__name__ == "benchmark"  # the wrapper is gone after the block
+    (tmp_path / AUTOTUNED).write_text(json.dumps(chosen))
+    _pin_launch_configs(tmp_path)
+    same, changed = _Kernel("/load/zz/czz.py", src="def k(x): pass"), _Kernel("/load/yy/cyy.py", src="def k(y): pass")
+    for kernel in (same, changed):
+        CachingAutotuner.autotune_to_one_config(kernel)
+    assert [launcher.config.kwargs for launcher in same.launchers] == [{"XBLOCK": 64}]
+    assert pinning == ["/build/ab/cab.py", "/load/yy/cyy.py"]  # another source: tuned as Inductor would
 
 
 def test_a_recorded_config_that_is_no_candidate_is_tuned_as_inductor_would(tmp_path: Path,

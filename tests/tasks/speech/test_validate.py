@@ -72,3 +72,10 @@ def test_a_drifting_row_carries_the_references_gap_at_its_first_difference(tiny_
     assert out["per_input"][0]["reference_logit_gap"] == pytest.approx(want, abs=1e-6) and want > 0
     assert "reference_logit_gap" not in out["per_input"][1] and "reference_logit_gap" not in out["per_input"][2]
     assert out["max_reference_logit_gap"] == pytest.approx(want, abs=1e-6)
+    # bounded (a reduced-precision row on random weights): a gap above the bound fails the row, and says why
+    for bound, ok in ((want * 2, True), (want / 2, False)):
+        bounded = {"bounds": {"divergence_gap": bound}, "failures": [], "ok": True,
+                   "per_input": [dict(item) for item in row["per_input"]]}
+        out = validate._with_logit_gaps(bounded, tiny_whisper, frontend, utts, spec, dc, {0: ref, 1: ref, 2: ref})
+        assert out["ok"] is ok and out["divergence_gap"] == pytest.approx(want, abs=1e-6)
+        assert bool(out["failures"]) is not ok and all("not a rounding" in f for f in out["failures"])

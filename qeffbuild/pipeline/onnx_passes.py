@@ -230,7 +230,7 @@ def fuse_gelu(model: Any, params: dict[str, Any], base_dir: Path) -> str:
     ``com.microsoft.Gelu(x)``. Each constant is checked by value, and every intermediate must have no other
     reader, so a graph that only looks similar is left alone."""
     import numpy as np
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
@@ -238,10 +238,7 @@ def fuse_gelu(model: Any, params: dict[str, Any], base_dir: Path) -> str:
     readers = _readers(graph)
 
     def scalar(name: str) -> float | None:
-        tensor = inits.get(name)
-        if tensor is None or int(np.prod(tensor.dims)) != 1:
-            return None
-        return float(numpy_helper.to_array(tensor, str(base_dir)).reshape(()))
+        return _scalar(inits, name, base_dir)
 
     def only_reader(name: str, op: str) -> Any:
         users = readers.get(name, [])
@@ -277,8 +274,7 @@ def fuse_gelu(model: Any, params: dict[str, Any], base_dir: Path) -> str:
     del graph.node[:]
     graph.node.extend(nodes)
     _drop_unread(graph, constants)  # √2, 1 and 0.5, unless another node reads them
-    if not any(o.domain == "com.microsoft" for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    _use_microsoft_domain(model)
     return f"{len(fused)} GELU(s) fused into com.microsoft.Gelu"
 
 
@@ -411,8 +407,7 @@ def fuse_attention(model: Any, params: dict[str, Any], base_dir: Path) -> str:
     graph.node.extend(nodes)
     _drop_dead_nodes(graph)  # the exported attention's nodes, now unread
     _drop_unread(graph, {t.name for t in graph.initializer})
-    if not any(o.domain == "com.microsoft" for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    _use_microsoft_domain(model)
     return f"{len(fused)} attention(s) fused into com.microsoft.MultiHeadAttention"
 
 
@@ -462,12 +457,7 @@ class _Sdpa:
         return node if node is not None and node.op_type == op and only else None
 
     def scalar(self, name: str) -> float | None:
-        import numpy as np
-
-        tensor = self.inits.get(name)
-        if tensor is None or int(np.prod(tensor.dims)) != 1:
-            return None
-        return float(_array(tensor, self.base_dir).reshape(()))
+        return _scalar(self.inits, name, self.base_dir)
 
     def scaled(self, name: str) -> tuple[str, float]:
         """``x`` and ``c`` when ``name`` is ``Mul(x, c)`` of a scalar constant; else ``name`` and 1."""
@@ -632,6 +622,24 @@ def _array(tensor: Any, base_dir: Path) -> Any:
     from onnx import numpy_helper
 
     return numpy_helper.to_array(tensor, str(base_dir))
+
+
+def _scalar(inits: dict[str, Any], name: str, base_dir: Path) -> float | None:
+    """The value of a one-element initializer (None for anything else)."""
+    import numpy as np
+
+    tensor = inits.get(name)
+    if tensor is None or int(np.prod(tensor.dims)) != 1:
+        return None
+    return float(_array(tensor, base_dir).reshape(()))
+
+
+def _use_microsoft_domain(model: Any) -> None:
+    """Declare the com.microsoft opset (ONNX Runtime's contrib ops) once."""
+    from onnx import helper
+
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
 
 
 def in_place_state(model: Any) -> list[list[str]]:

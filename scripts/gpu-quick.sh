@@ -9,7 +9,8 @@
 # zoo-MODEL: the zoo's MODEL-parity (b1/b8 x float16/bfloat16) build + validate + bench, e.g. zoo-distil-large-v3-zoo;
 # diag: the import chain of a load, the kernels that autotune, start-up medians (whisper-tiny dims b1);
 # gemv: cuBLAS, Inductor and a hand Triton GEMV at large-v3's decoder shapes (benchmarks/gemv_variants.py);
-# profile: where a step's time goes (kernels per step, time per kernel) for $PROFILE_SPEC (default large-v3 b1).
+# profile: where a step's time goes (kernels per step, time per kernel) for $PROFILE_SPEC (default large-v3 b1);
+# fusion:  the GEMV kernels' GPU tests, then large-v3 dims fp16 b1 with and without the GEMV fusion, one bench.
 set -u
 R=$1; shift; mkdir -p "$R"
 # The GPU host's site-packages take no bytecode cache, so every process compiled ~1,300 modules from source
@@ -59,6 +60,11 @@ T.load('out/whisper-tiny-dims-cuda-b1', 'inductor', 'cuda').transcribe(['manifes
     timeout 240 python3 benchmarks/gemv_variants.py > "$R/gemv.txt" 2>&1 ;;
   gemv-sweep)  # the hand kernel's finer block sweep at batch 1 (which config qeffbuild::gemv ships)
     timeout 240 python3 benchmarks/gemv_variants.py --sweep > "$R/gemv-sweep.txt" 2>&1 ;;
+  fusion)
+    timeout 150 python3 -m pytest -q -o addopts="" -p no:cacheprovider tests/backends/test_gemv.py > "$R/test-gemv.txt" 2>&1
+    tail -3 "$R/test-gemv.txt"
+    ( time timeout 330 $Q build whisper-large-v3-zoo-b1-fusion ) > "$R/build-fusion.txt" 2>&1
+    timeout 150 $Q bench whisper-large-v3-zoo-b1-fusion -n 5 --warmup 1 > "$R/bench-fusion.txt" 2>&1 ;;
   profile)
     S=${PROFILE_SPEC:-whisper-large-v3-zoo-b1-float16}
     ( time timeout 400 $Q build "$S" ) > "$R/build-$S.txt" 2>&1

@@ -12,6 +12,14 @@ The compile step routes ``aten.mm``/``aten.addmm`` with one row, a half-precisio
 calls it as an extern kernel, so a saved artifact names ``torch.ops.qeffbuild.gemv`` and a session registers the op
 (:func:`register`) before loading it. The Triton kernel is compiled on its first call in a process and then kept
 in Triton's cache folder, like Inductor's own kernels.
+
+An extern kernel is a wall for Inductor's fusion: the layer norm before a GEMV, the GELU after fc1 and each
+residual add after a projection stayed small kernels of their own (~2 µs each, four a decoder layer; 128 of a
+large-v3 step's 580). :func:`fuse_neighbours` folds them into ``qeffbuild::gemv_fused``: the layer norm as the
+kernel's prologue (its statistics from one pass over the row, which every program reads anyway), the GELU and
+the residual add as its epilogue. Each intermediate is rounded to the model's dtype where the unfused graph
+rounded it, so the fused op computes what the ops it replaces computed (:func:`_reference` is that definition,
+and the op's CPU path).
 """
 
 from __future__ import annotations
@@ -28,10 +36,18 @@ BLOCK_N = 4
 BLOCK_K = 128
 NUM_WARPS = 8
 OP = "qeffbuild::gemv"  # the op's name, as inductor.json's custom_ops lists it
+FUSED_OP = "qeffbuild::gemv_fused"  # with a layer norm before it and a GELU and/or residual add after it
+OPS = (OP, FUSED_OP)
+# A fused layer norm's statistics are computed by every program (each reads the whole row): at the LM head's
+# 12,967 programs that re-read is as many bytes as its weights, so a norm is fused only into products with at
+# most this many output rows per input column (qkv 3840×1280 and fc1 5120×1280 are; the 51,866-row head is not).
+NORM_MAX_ROWS_PER_COLUMN = 8
 HALF = ("float16", "bfloat16")  # torch dtype names: this module is imported at plan time (plugin discovery)
+ROUTED_DEVICES = ("cuda",)  # where products go to the kernel (tests add "cpu" to trace HF modules without a GPU)
 
 _registered = False
 _kernel: Any = None
+_fused_kernel: Any = None
 
 
 def register() -> None:
@@ -55,6 +71,20 @@ def register() -> None:
     def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         return x.new_empty((x.shape[0], weight.shape[0]))
 
+    @torch.library.custom_op(FUSED_OP, mutates_args=(),
+                             schema="(Tensor x, Tensor weight, Tensor? bias, bool normalize, Tensor? norm_weight, "
+                                    "Tensor? norm_bias, float eps, str activation, Tensor? residual) -> Tensor")
+    def gemv_fused(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, normalize: bool,
+                   norm_weight: torch.Tensor | None, norm_bias: torch.Tensor | None, eps: float, activation: str,
+                   residual: torch.Tensor | None) -> torch.Tensor:
+        """``act(layer_norm(x) @ weight.T + bias) + residual``, each part optional (see :func:`_reference`)."""
+        args = (x, weight, bias, normalize, norm_weight, norm_bias, eps, activation, residual)
+        return _launch_fused(*args) if x.device.type == "cuda" else _reference(*args)
+
+    @gemv_fused.register_fake
+    def _(x: torch.Tensor, weight: torch.Tensor, *_: Any) -> torch.Tensor:
+        return x.new_empty((x.shape[0], weight.shape[0]))
+
 
 def eligible(mat1: Any, mat2: Any) -> bool:
     """Whether ``mat1 @ mat2`` is a one-row product this kernel computes: ``mat2`` is a transposed contiguous
@@ -62,7 +92,7 @@ def eligible(mat1: Any, mat2: Any) -> bool:
     if mat1.dim() != 2 or mat2.dim() != 2 or mat1.shape[0] != 1:
         return False
     k, n = mat2.shape
-    return (mat1.device.type == "cuda" and mat2.device.type == "cuda"
+    return (mat1.device.type in ROUTED_DEVICES and mat2.device.type == mat1.device.type
             and str(mat1.dtype).removeprefix("torch.") in HALF
             and mat2.dtype == mat1.dtype and mat2.stride() == (1, k) and mat1.stride(1) == 1
             and k % BLOCK_K == 0 and n > 0)
@@ -90,6 +120,20 @@ def decompositions() -> dict[Any, Any]:
     return {aten.mm.default: mm, aten.addmm.default: addmm}
 
 
+def _reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, normalize: bool,
+               norm_weight: torch.Tensor | None, norm_bias: torch.Tensor | None, eps: float, activation: str,
+               residual: torch.Tensor | None) -> torch.Tensor:
+    """What ``qeffbuild::gemv_fused`` computes: the unfused ops, each rounding to the model's dtype as it did."""
+    import torch
+
+    if normalize:
+        x = torch.nn.functional.layer_norm(x, (x.shape[-1],), norm_weight, norm_bias, eps)
+    y = x @ weight.t() if bias is None else torch.addmm(bias, x, weight.t())
+    if activation == "gelu":
+        y = torch.nn.functional.gelu(y)
+    return y if residual is None else y + residual
+
+
 def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     import torch
     import triton
@@ -104,6 +148,26 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
         bias = bias.contiguous()
     kernel[(triton.cdiv(n, BLOCK_N),)](x, weight, out if bias is None else bias, out, n, K=k, HAS_BIAS=bias is not None,
                                          BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=NUM_WARPS)
+    return out
+
+
+def _launch_fused(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, normalize: bool,
+                  norm_weight: torch.Tensor | None, norm_bias: torch.Tensor | None, eps: float, activation: str,
+                  residual: torch.Tensor | None) -> torch.Tensor:
+    import torch
+    import triton
+
+    kernel = _triton_fused_kernel()
+    x = x.contiguous()
+    n, k = weight.shape
+    if weight.stride() != (k, 1):
+        weight = weight.contiguous()
+    out = torch.empty((x.shape[0], n), device=x.device, dtype=x.dtype)
+    given = [t.contiguous() if t is not None else out for t in (bias, norm_weight, norm_bias, residual)]
+    kernel[(triton.cdiv(n, BLOCK_N),)](
+        x, weight, *given, out, n, float(eps), K=k, HAS_BIAS=bias is not None, NORM=normalize,
+        NORM_WEIGHT=norm_weight is not None, NORM_BIAS=norm_bias is not None, GELU=activation == "gelu",
+        RESIDUAL=residual is not None, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=NUM_WARPS)
     return out
 
 
@@ -132,3 +196,194 @@ def _triton_kernel() -> Any:
 
     _kernel = gemv_rows
     return _kernel
+
+
+def _triton_fused_kernel() -> Any:
+    global _fused_kernel
+    if _fused_kernel is not None:
+        return _fused_kernel
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def gemv_fused_rows(x_ptr, w_ptr, b_ptr, nw_ptr, nb_ptr, r_ptr, y_ptr, N, eps, K: tl.constexpr,
+                        HAS_BIAS: tl.constexpr, NORM: tl.constexpr, NORM_WEIGHT: tl.constexpr,
+                        NORM_BIAS: tl.constexpr, GELU: tl.constexpr, RESIDUAL: tl.constexpr, BLOCK_N: tl.constexpr,
+                        BLOCK_K: tl.constexpr):
+        rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        dtype = y_ptr.dtype.element_ty
+        mean = 0.0
+        rstd = 1.0
+        if NORM:
+            # one pass, shifted by the row's first value (sums of (x - x0) stay small where the mean is large)
+            x0 = tl.load(x_ptr).to(tl.float32)
+            s = tl.zeros([BLOCK_K], tl.float32)
+            ss = tl.zeros([BLOCK_K], tl.float32)
+            for k0 in range(0, K, BLOCK_K):
+                d = tl.load(x_ptr + k0 + tl.arange(0, BLOCK_K)).to(tl.float32) - x0
+                s += d
+                ss += d * d
+            m = tl.sum(s, 0) / K
+            mean = x0 + m
+            rstd = tl.rsqrt(tl.maximum(tl.sum(ss, 0) / K - m * m, 0.0) + eps)
+        acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            rk = k0 + tl.arange(0, BLOCK_K)
+            x = tl.load(x_ptr + rk).to(tl.float32)
+            if NORM:
+                x = (x - mean) * rstd
+                if NORM_WEIGHT:
+                    x = x * tl.load(nw_ptr + rk).to(tl.float32)
+                if NORM_BIAS:
+                    x = x + tl.load(nb_ptr + rk).to(tl.float32)
+                x = x.to(dtype).to(tl.float32)  # the layer norm's output, in the model's dtype as unfused
+            w = tl.load(w_ptr + rn[:, None] * K + rk[None, :], mask=rn[:, None] < N, other=0.0)
+            acc += w.to(tl.float32) * x[None, :]
+        y = tl.sum(acc, 1)
+        if HAS_BIAS:
+            y += tl.load(b_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)
+        if GELU:
+            y = y.to(dtype).to(tl.float32)
+            y = 0.5 * y * (1.0 + tl.erf(y * 0.7071067811865476))
+        if RESIDUAL:
+            y = y.to(dtype).to(tl.float32) + tl.load(r_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)
+        tl.store(y_ptr + rn, y.to(dtype), mask=rn < N)
+
+    _fused_kernel = gemv_fused_rows
+    return _fused_kernel
+
+
+def fuse_neighbours(module: Any) -> dict[str, int]:
+    """Fold into each ``qeffbuild::gemv`` of a ``make_fx`` graph the layer norm that makes its input and the GELU
+    and residual add that read its output, as one ``qeffbuild::gemv_fused`` (views between them pass through).
+    A neighbour is folded only where the GEMV alone reads it (or it reads the GEMV alone): nothing else may need
+    the intermediate. Returns how many of each were folded."""
+    import torch
+
+    graph = module.graph
+    counts = {"layer_norm": 0, "gelu": 0, "residual_add": 0}
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target is not torch.ops.qeffbuild.gemv.default:
+            continue
+        x, weight, bias = node.args
+        n_out, k = _val(weight).shape
+        norm = _norm_before(x)
+        if norm is not None and n_out > NORM_MAX_ROWS_PER_COLUMN * k:
+            norm = None
+        end, activation, residual = _epilogue(node)
+        if norm is None and end is node:
+            continue
+        with graph.inserting_before(end):
+            source = x
+            if norm is not None:
+                source = graph.call_function(torch.ops.aten.view.default, (norm.input, list(_val(x).shape)))
+                source.meta = dict(x.meta)
+            if residual is not None:
+                residual = graph.call_function(torch.ops.aten.view.default, (residual, list(_val(node).shape)))
+                residual.meta = dict(node.meta)
+            fused = graph.call_function(torch.ops.qeffbuild.gemv_fused.default, (
+                source, weight, bias, norm is not None, norm.weight if norm else None, norm.bias if norm else None,
+                norm.eps if norm else 0.0, activation, residual))
+            fused.meta = dict(node.meta)
+            out = graph.call_function(torch.ops.aten.view.default, (fused, list(_val(end).shape)))
+            out.meta = dict(end.meta)
+        end.replace_all_uses_with(out)
+        _erase_back(graph, end, stop=node)
+        _erase_back(graph, node, stop=None)
+        for unread in norm.nodes if norm is not None else []:  # the norm's other outputs (mean, rstd), then it
+            if not unread.users and unread in graph.nodes:
+                graph.erase_node(unread)
+        counts["layer_norm"] += norm is not None
+        counts["gelu"] += activation == "gelu"
+        counts["residual_add"] += residual is not None
+    graph.lint()
+    module.recompile()
+    return counts
+
+
+class _Norm:
+    """A layer norm over the last axis whose normalized output only a GEMV reads (through views)."""
+
+    def __init__(self, input: Any, weight: Any, bias: Any, eps: float, nodes: list[Any]) -> None:
+        self.input, self.weight, self.bias, self.eps, self.nodes = input, weight, bias, eps, nodes
+
+
+_VIEW_OPS = ("aten::view", "aten::_unsafe_view", "aten::reshape")
+
+
+def _norm_before(x: Any) -> _Norm | None:
+    import operator
+
+    import torch
+
+    nodes = []
+    while _is(x, *_VIEW_OPS) and len(x.users) == 1:
+        nodes.append(x)
+        x = x.args[0]
+    if not (x.op == "call_function" and x.target is operator.getitem and x.args[1] == 0 and len(x.users) == 1):
+        return None
+    ln = x.args[0]
+    if ln.op != "call_function" or ln.target is not torch.ops.aten.native_layer_norm.default:
+        return None
+    inp, shape, weight, bias, eps = ln.args
+    others = [u for u in ln.users if u is not x]
+    if list(shape) != [_val(inp).shape[-1]] or any(u.target is not operator.getitem or u.users for u in others):
+        return None
+    return _Norm(inp, weight, bias, float(eps), [*nodes, x, *others, ln])
+
+
+def _epilogue(node: Any) -> tuple[Any, str, Any]:
+    """(the last node folded, the activation, the residual) after a GEMV: GELU and then an add of a tensor of
+    the same shape and dtype, each the only reader of what precedes it."""
+    end, activation, residual = node, "none", None
+    after = _sole_reader(_through_views(end))
+    if _is(after, "aten::gelu") and after.kwargs.get("approximate", "none") == "none" and len(after.args) == 1:
+        end, activation = after, "gelu"
+        after = _sole_reader(_through_views(end))
+    if _is(after, "aten::add") and len(after.args) == 2 and not after.kwargs:
+        chain = _through_views(end)
+        a, b = after.args
+        other = b if a is chain else a if b is chain else None
+        if other is not None and other is not chain and hasattr(other, "meta") and _same(_val(other), _val(after)) \
+                and _same(_val(chain), _val(after)):
+            end, residual = after, other
+    return end, activation, residual
+
+
+def _through_views(node: Any) -> Any:
+    while True:
+        reader = _sole_reader(node)
+        if not _is(reader, *_VIEW_OPS):
+            return node
+        node = reader
+
+
+def _sole_reader(node: Any) -> Any:
+    return next(iter(node.users)) if len(node.users) == 1 else None
+
+
+def _is(node: Any, *names: str) -> bool:
+    """Whether ``node`` calls one of the ATen ops ``names`` (any overload: ``aten::add`` is add.Tensor too)."""
+    name = getattr(getattr(node, "target", None), "name", None)
+    return getattr(node, "op", None) == "call_function" and callable(name) and str(name()).split(".")[0] in names
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a is not None and b is not None and tuple(a.shape) == tuple(b.shape) and a.dtype == b.dtype
+
+
+def _val(node: Any) -> Any:
+    return node.meta.get("val") if hasattr(node, "meta") else None
+
+
+def _erase_back(graph: Any, node: Any, stop: Any) -> None:
+    """Erase ``node`` and then, walking back through its inputs, each pure node nothing reads any more (not
+    ``stop``, nor anything with a side effect: a state's in-place copy stays)."""
+    todo = [node]
+    while todo:
+        n = todo.pop()
+        if n is stop or n.users or n.op != "call_function" or n.is_impure():
+            continue
+        inputs = list(n.all_input_nodes)
+        graph.erase_node(n)
+        todo.extend(inputs)

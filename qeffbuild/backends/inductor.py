@@ -61,10 +61,19 @@ class InductorOptions(Table):
                                                 "decoder's projections and LM head) with qeffbuild's Triton GEMV "
                                                 "instead of cuBLAS (backends/gemv.py: 2.9 against 5.1 µs at "
                                                 "1280×1280 on an H200).")
+    gemv_fusion: bool = Field(True, description="With triton_gemv: fold the layer norm before each GEMV and the "
+                                                "GELU and residual add after it into the GEMV's kernel "
+                                                "(qeffbuild::gemv_fused; four fewer kernels a decoder layer).")
 
     def compile_options(self) -> dict[str, bool]:
         """Inductor config patches: only those set, so the default build compiles exactly as before."""
-        return {k: v for k, v in self.model_dump(exclude={"triton_gemv"}).items() if v}
+        return {k: v for k, v in self.model_dump(exclude={"triton_gemv", "gemv_fusion"}).items() if v}
+
+    def custom_ops(self, device: str) -> list[str]:
+        """The qeffbuild ops the compile may route to on ``device``."""
+        if device != "cuda" or not self.triton_gemv:
+            return []
+        return [gemv.OP, gemv.FUSED_OP] if self.gemv_fusion else [gemv.OP]
 
 
 class InductorBackend(Backend):
@@ -77,12 +86,13 @@ class InductorBackend(Backend):
                 "built into Inductor packages by qeffbuild yet: use `ort` for int8",
     }
     toolchain = ("torch", "triton")
-    version = 7  # 2: no CUDA-graph trees (mode default); the decode loop captures whole steps. 3: a decoder
+    version = 8  # 2: no CUDA-graph trees (mode default); the decode loop captures whole steps. 3: a decoder
     # step writes its retained state in place (InductorSession.step_in_place). 5: precompiled with
     # standalone_compile over (weights, inputs); sessions load it without Dynamo or torch.export.load. 6: one-row
     # half-precision products through qeffbuild::gemv on CUDA; each kernel's launch config recorded and pinned.
     # 7: the record taken as each kernel autotunes, keyed by its Triton source (the v6 record came out empty
     # under torch 2.11, and a reduction kernel benchmarked its 7 configs in every fresh process: 0.9 s of start-up)
+    # 8: the layer norm before a GEMV and the GELU and residual add after it folded into it (qeffbuild::gemv_fused)
     compile = "qeffbuild.backends.inductor:compile_model"
     session = "qeffbuild.backends.inductor:InductorSession"
     runtimes = (Runtime("inductor", "the program compiled by Inductor from its cache artifacts", "inductor"),)
@@ -118,7 +128,7 @@ def compile_model(ctx: StepContext) -> None:
     shutil.copy2(src / "io.json", ctx.out / "io.json")
     options = InductorOptions(**p.get("options", {}))
     tuning = options.compile_options()
-    allowed = [gemv.OP] if device == "cuda" and options.triton_gemv else []
+    allowed = options.custom_ops(device)
     (ctx.out / TUNING).write_text(json.dumps(tuning) + "\n")
     step = _FlatStep(load_program(src / "program.pt2").module(), io)
     feeds = example_inputs(shapes, io["inputs"], torch_device(device))
@@ -194,6 +204,9 @@ def _precompile(step: _FlatStep, weights: dict[str, Any], args: list[Any], tunin
     with torch.no_grad():
         graph = make_fx(flat, decomposition_table=_decompositions(allowed),
                         tracing_mode="fake")(*weights.values(), *args)
+        if gemv.FUSED_OP in allowed:
+            folded = gemv.fuse_neighbours(graph)
+            print("folded into the GEMVs: " + ", ".join(f"{n} {what}" for what, n in folded.items()))
         taken = _graph_inputs(graph, weights, len(args))
         used = sorted(_ops_called(graph) & set(allowed))
         compiled = torch._inductor.standalone_compile(graph, [*taken.values(), *args],
@@ -267,7 +280,7 @@ def _decompositions(custom_ops: list[str]) -> dict[Any, Any]:
 
 def _register_custom_ops(folder: Path) -> None:
     """Define the qeffbuild ops a saved artifact calls (its output code names them) before it is loaded."""
-    if gemv.OP in _meta(folder).get("custom_ops", []):
+    if set(gemv.OPS) & set(_meta(folder).get("custom_ops", [])):
         gemv.register()
 
 

@@ -73,3 +73,133 @@ def test_the_triton_gemv_matches_a_float32_product(n: int, k: int, dtype: str) -
     cublas = torch.addmm(b, x, w.t()).float()
     tolerance = 2 * (cublas - exact).abs().max().item() + 1e-6
     assert ours.shape == (1, n) and (ours - exact).abs().max().item() <= tolerance
+
+
+def _whisper_decoder_graph(fused_qkv: bool) -> tuple[Any, Any, list[Any]]:
+    """HF's Whisper decoder layers (2) + its LM head for one token, traced as the compile step traces a decode step:
+    fake float16 tensors, the GEMV decompositions. On the CPU, with products on the CPU routed as on CUDA: a CPU-only
+    torch cannot trace HF's layers on fake CUDA tensors (``contiguous`` asks for the CUDA runtime). Returns (graph, a
+    copy of it, real float32 inputs)."""
+    import copy
+
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.proxy_tensor import make_fx
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    from qeffbuild.backends import gemv
+    from qeffbuild.decoding.fuse import fuse_projections
+
+    torch.manual_seed(0)
+    config = WhisperConfig(vocab_size=2048, d_model=128, decoder_layers=2, encoder_layers=1, decoder_attention_heads=2,
+                           encoder_attention_heads=2, decoder_ffn_dim=256, encoder_ffn_dim=256,
+                           max_source_positions=16, max_target_positions=32, pad_token_id=1, bos_token_id=1,
+                           eos_token_id=2, decoder_start_token_id=3)
+    model = WhisperForConditionalGeneration(config).eval()
+    if fused_qkv:
+        fuse_projections(model, ["self_attn"])
+    params = dict(model.named_parameters())
+    decoder = model.model.decoder
+
+    def layers(hidden: Any, states: Any) -> Any:  # the decoder's layers and LM head (its masks are not traced here)
+        for layer in decoder.layers:
+            out = layer(hidden, encoder_hidden_states=states)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return model.proj_out(decoder.layer_norm(hidden))
+
+    def step(*values: Any) -> Any:
+        weights = dict(zip(params, values[:-2], strict=True))
+        return _with_weights(model, weights, layers, *values[-2:])
+
+    gemv.register()
+    with torch.no_grad(), FakeTensorMode(allow_non_fake_inputs=True):
+        fake = [torch.empty(p.shape, dtype=torch.float16) for p in params.values()]
+        fake += [torch.empty(1, 1, 128, dtype=torch.float16), torch.empty(1, 16, 128, dtype=torch.float16)]
+        graph = make_fx(step, decomposition_table=gemv.decompositions(), tracing_mode="fake")(*fake)
+    real = [p.detach().clone() for p in params.values()] + [torch.randn(1, 1, 128) * 2, torch.randn(1, 16, 128)]
+    return graph, copy.deepcopy(graph), real
+
+
+def _with_weights(model: Any, weights: dict[str, Any], fn: Any, *args: Any) -> Any:
+    from torch.nn.utils.stateless import _reparametrize_module
+
+    with _reparametrize_module(model, weights, tie_weights=True):
+        return fn(*args)
+
+
+@pytest.mark.parametrize("fused_qkv", [True, False])
+def test_whisper_decoder_layer_norms_gelu_and_residual_adds_fold_into_the_gemvs(fused_qkv: bool,
+                                                                                monkeypatch: Any) -> None:
+    """On HF's own Whisper decoder: per layer the cross-attention's and the FFN's layer norms, fc1's GELU and the
+    three residual adds fold in; the self-attention's layer norm only where q/k/v are one product (three readers
+    otherwise), and the LM head's never (its re-read of the row would cost as much as its weights). The folded graph
+    computes what the traced one computes (run on the CPU, where each op is its definition)."""
+    from qeffbuild.backends import gemv
+    from qeffbuild.backends.inductor import _ops_called
+
+    monkeypatch.setattr(gemv, "ROUTED_DEVICES", ("cuda", "cpu"))
+    graph, before, real = _whisper_decoder_graph(fused_qkv)
+    folded = gemv.fuse_neighbours(graph)
+    assert folded == {"layer_norm": 2 * (3 if fused_qkv else 2), "gelu": 2, "residual_add": 2 * 3}
+    assert "aten::gelu" not in _ops_called(graph)
+    norms = [n for n in graph.graph.nodes if n.op == "call_function" and "native_layer_norm" in str(n.target)]
+    assert len(norms) == (1 if fused_qkv else 3)  # the final norm before the LM head (and the self-attention's)
+    with torch.no_grad():
+        want, got = before(*real), graph(*real)
+    assert torch.equal(want, got)
+
+
+def test_a_layer_norm_read_by_anything_else_is_left_alone() -> None:
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from qeffbuild.backends import gemv
+
+    def f(x: Any, w: Any, lw: Any, lb: Any) -> Any:
+        n = torch.nn.functional.layer_norm(x, (256,), lw, lb)
+        return torch.nn.functional.linear(n, w) + n.sum()  # the norm's output has a second reader
+
+    gemv.register()
+    with FakeTensorMode():
+        args = [torch.empty(*s, device="cuda", dtype=torch.float16) for s in ((1, 1, 256), (512, 256), (256,), (256,))]
+        graph = make_fx(f, decomposition_table=gemv.decompositions(), tracing_mode="fake")(*args)
+    assert gemv.fuse_neighbours(graph)["layer_norm"] == 0
+
+
+def test_the_fused_op_is_its_unfused_definition_off_the_gpu() -> None:
+    from qeffbuild.backends import gemv
+
+    gemv.register()
+    torch.manual_seed(0)
+    x, w, b, r = torch.randn(1, 256) * 4 + 2, torch.randn(64, 256), torch.randn(64), torch.randn(1, 64)
+    lw, lb = torch.randn(256), torch.randn(256)
+    want = torch.nn.functional.gelu(torch.addmm(b, torch.nn.functional.layer_norm(x, (256,), lw, lb, 1e-5),
+                                                w.t())) + r
+    got = torch.ops.qeffbuild.gemv_fused(x, w, b, True, lw, lb, 1e-5, "gelu", r)
+    assert torch.equal(got, want)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("n,k,norm,activation,residual", [
+    (3840, 1280, True, "none", False), (1280, 1280, False, "none", True), (5120, 1280, True, "gelu", False),
+    (1280, 5120, False, "none", True), (7, 256, True, "gelu", True)])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_the_fused_triton_gemv_matches_its_definition(n: int, k: int, norm: bool, activation: str, residual: bool,
+                                                      dtype: str) -> None:
+    """Against the unfused ops in float32 on the same half-precision values: as close as the unfused ops in half
+    precision are (the kernel rounds where they round)."""
+    from qeffbuild.backends import gemv
+
+    gemv.register()
+    torch.manual_seed(0)
+    half = getattr(torch, dtype)
+    x = (torch.randn(1, k, device="cuda") * 3 + 1).to(half)
+    w = (torch.randn(n, k, device="cuda") * 0.02).to(half)
+    b, r = torch.randn(n, device="cuda").to(half), torch.randn(1, n, device="cuda").to(half)
+    lw, lb = (1 + 0.1 * torch.randn(k, device="cuda")).to(half), (0.1 * torch.randn(k, device="cuda")).to(half)
+    args = (b, norm, lw if norm else None, lb if norm else None, 1e-5, activation, r if residual else None)
+    exact = gemv._reference(x.float(), w.float(), *[a.float() if isinstance(a, torch.Tensor) else a for a in args])
+    unfused = gemv._reference(x, w, *args).float()
+    ours = torch.ops.qeffbuild.gemv_fused(x, w, *args).float()
+    tolerance = 2 * (unfused - exact).abs().max().item() + 1e-3
+    assert ours.shape == (1, n) and (ours - exact).abs().max().item() <= tolerance

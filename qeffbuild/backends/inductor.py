@@ -543,11 +543,27 @@ def _load_compiled(folder: Path) -> Any:
         from torch._inductor import config
 
         _defer_template_compiles()
-        with config.patch(compile_threads=1):
+        with config.patch(compile_threads=1), _no_backend_hash():
             return torch._inductor.CompiledArtifact.load(path=str(path), format="binary")
     except (AssertionError, RuntimeError, EOFError, ValueError) as e:  # torch asserts on a foreign build's key
         raise ModelLoadError(f"{path} cannot be loaded by this torch build ({type(e).__name__}: {e}); rebuild "
                              "the specialization") from e
+
+
+@contextmanager
+def _no_backend_hash() -> Iterator[None]:
+    """Load without hashing Triton's sources. On a cache hit Inductor asks for ``triton_hash_with_backend`` (0.37 s
+    hashing Triton's source files, plus its driver) only to key the bundled remote autotune cache, which is off
+    outside Meta's fbcode: ``AutotuneCacheBundler.begin_compile`` returns before reading it. Each kernel's own
+    autotune metadata carries the hash its build computed, in the saved code."""
+    import torch.utils._triton as triton_utils
+
+    real = triton_utils.triton_hash_with_backend
+    triton_utils.triton_hash_with_backend = lambda: None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        triton_utils.triton_hash_with_backend = real
 
 
 def _defer_template_compiles() -> None:

@@ -71,13 +71,12 @@ def register() -> None:
         return x.new_empty((x.shape[0], weight.shape[0]))
 
     @torch.library.custom_op(FUSED_OP, mutates_args=(),
-                             schema="(Tensor x, Tensor weight, Tensor? bias, bool normalize, Tensor? norm_weight, "
-                                    "Tensor? norm_bias, float eps, str activation, Tensor? residual) -> Tensor")
-    def gemv_fused(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, normalize: bool,
-                   norm_weight: torch.Tensor | None, norm_bias: torch.Tensor | None, eps: float, activation: str,
-                   residual: torch.Tensor | None) -> torch.Tensor:
-        """``act(layer_norm(x) @ weight.T + bias) + residual``, each part optional (see :func:`_reference`)."""
-        args = (x, weight, bias, normalize, norm_weight, norm_bias, eps, activation, residual)
+                             schema="(Tensor x, Tensor weight, Tensor? bias, Tensor? row_sums, float eps, "
+                                    "str activation, Tensor? residual) -> Tensor")
+    def gemv_fused(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, row_sums: torch.Tensor | None,
+                   eps: float, activation: str, residual: torch.Tensor | None) -> torch.Tensor:
+        """``act(norm(x) @ weight.T + bias) + residual``, each part optional (see :func:`_reference`)."""
+        args = (x, weight, bias, row_sums, eps, activation, residual)
         return _launch_fused(*args) if x.device.type == "cuda" else _reference(*args)
 
     @gemv_fused.register_fake
@@ -119,18 +118,42 @@ def decompositions() -> dict[Any, Any]:
     return {aten.mm.default: mm, aten.addmm.default: addmm}
 
 
-def _reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, normalize: bool,
-               norm_weight: torch.Tensor | None, norm_bias: torch.Tensor | None, eps: float, activation: str,
-               residual: torch.Tensor | None) -> torch.Tensor:
-    """What ``qeffbuild::gemv_fused`` computes: the unfused ops, each rounding to the model's dtype as it did."""
+def _reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, row_sums: torch.Tensor | None,
+               eps: float, activation: str, residual: torch.Tensor | None) -> torch.Tensor:
+    """What ``qeffbuild::gemv_fused`` computes. With ``row_sums`` the row is layer-normalized first, its scale and
+    shift folded into the operands at compile time (:func:`fold_norm`): ``weight`` is W·diag(γ), ``row_sums`` its
+    row sums and ``bias`` b + Wβ, in float32. Then ``y = r·(Σ_k weight·d − m·row_sums) + bias`` with d = x − x₀ (the
+    row's first value: small sums where the mean is large), m = mean(d), r = 1/√(var(d) + eps). The product is
+    rounded to the model's dtype, and the GELU and the residual add each round as the unfused ops do."""
     import torch
 
-    if normalize:
-        x = torch.nn.functional.layer_norm(x, (x.shape[-1],), norm_weight, norm_bias, eps)
-    y = x @ weight.t() if bias is None else torch.addmm(bias, x, weight.t())
+    if row_sums is None:
+        y = x @ weight.t() if bias is None else torch.addmm(bias, x, weight.t())
+    else:
+        d = x.float() - x.float()[..., :1]
+        m = d.mean(-1, keepdim=True)
+        r = torch.rsqrt(((d * d).mean(-1, keepdim=True) - m * m).clamp_min(0) + eps)
+        y = r * (d @ weight.float().t() - m * row_sums.float())
+        y = (y if bias is None else y + bias.float()).to(x.dtype)
     if activation == "gelu":
         y = torch.nn.functional.gelu(y)
     return y if residual is None else y + residual
+
+
+def fold_norm(weight: torch.Tensor, bias: torch.Tensor | None, norm_weight: torch.Tensor | None,
+              norm_bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A linear layer after a layer norm as ``gemv_fused``'s operands: (W·diag(γ) in W's dtype, its row sums and
+    b + Wβ in float32). Folding γ into W rounds each weight once; the unfused graph rounds the layer norm's output."""
+    import torch
+
+    w = weight.float()
+    folded = (w * norm_weight.float()).to(weight.dtype) if norm_weight is not None else weight
+    shift = torch.zeros(weight.shape[0], dtype=torch.float32, device=weight.device)
+    if norm_bias is not None:
+        shift += w @ norm_bias.float()
+    if bias is not None:
+        shift += bias.float()
+    return folded.contiguous(), folded.float().sum(1), shift
 
 
 def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -150,9 +173,8 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     return out
 
 
-def _launch_fused(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, normalize: bool,
-                  norm_weight: torch.Tensor | None, norm_bias: torch.Tensor | None, eps: float, activation: str,
-                  residual: torch.Tensor | None) -> torch.Tensor:
+def _launch_fused(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, row_sums: torch.Tensor | None,
+                  eps: float, activation: str, residual: torch.Tensor | None) -> torch.Tensor:
     import torch
     import triton
 
@@ -162,11 +184,11 @@ def _launch_fused(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     if weight.stride() != (k, 1):
         weight = weight.contiguous()
     out = torch.empty((x.shape[0], n), device=x.device, dtype=x.dtype)
-    given = [t.contiguous() if t is not None else out for t in (bias, norm_weight, norm_bias, residual)]
+    given = [t.contiguous() if t is not None else out for t in (bias, row_sums, residual)]
     kernel[(triton.cdiv(n, BLOCK_N),)](
-        x, weight, *given, out, n, float(eps), K=k, HAS_BIAS=bias is not None, NORM=normalize,
-        NORM_WEIGHT=norm_weight is not None, NORM_BIAS=norm_bias is not None, GELU=activation == "gelu",
-        RESIDUAL=residual is not None, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=NUM_WARPS)
+        x, weight, *given, out, n, float(eps), K=k, HAS_BIAS=bias is not None, NORM=row_sums is not None,
+        GELU=activation == "gelu", RESIDUAL=residual is not None, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K,
+        num_warps=NUM_WARPS)
     return out
 
 
@@ -204,49 +226,35 @@ def _triton_fused_kernel() -> Any:
     import triton
     import triton.language as tl
 
-    # The layer norm is folded in algebraically, so the weight loads start at once (a first pass over the row for
-    # its statistics held every load back: 8.6 against 4.3 µs a product on an H200). With d = x - x0 (x0 the row's
-    # first value, which keeps the sums small where the mean is large), m = mean(d), r = 1/sqrt(var(d) + eps):
-    #   sum_k w_k * ((d_k - m) * r * g_k + b_k) = r * (sum w g d - m * sum w g) + sum w b,
-    # three running sums over the same loads. The normalized row is not rounded to the model's dtype on the way,
-    # as the unfused graph rounds the layer norm's output: the fused product is the more exact of the two.
+    # The layer norm costs the loop nothing per weight: γ and β are in the operands (fold_norm), and the row's
+    # statistics are summed over the x chunks every program loads anyway. (A first pass over the row for them held
+    # every weight load back, and folding γ into the loop tripled its arithmetic: both about doubled a product's
+    # time on the H200, benchmarks/gemv_fused.py.)
     @triton.jit
-    def gemv_fused_rows(x_ptr, w_ptr, b_ptr, nw_ptr, nb_ptr, r_ptr, y_ptr, N, eps, K: tl.constexpr,
-                        HAS_BIAS: tl.constexpr, NORM: tl.constexpr, NORM_WEIGHT: tl.constexpr,
-                        NORM_BIAS: tl.constexpr, GELU: tl.constexpr, RESIDUAL: tl.constexpr, BLOCK_N: tl.constexpr,
+    def gemv_fused_rows(x_ptr, w_ptr, b_ptr, rs_ptr, r_ptr, y_ptr, N, eps, K: tl.constexpr, HAS_BIAS: tl.constexpr,
+                        NORM: tl.constexpr, GELU: tl.constexpr, RESIDUAL: tl.constexpr, BLOCK_N: tl.constexpr,
                         BLOCK_K: tl.constexpr):
         rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         dtype = y_ptr.dtype.element_ty
         acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
         if NORM:
             x0 = tl.load(x_ptr).to(tl.float32)
-            acc_g = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
-            acc_b = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
             s = tl.zeros([BLOCK_K], tl.float32)
             ss = tl.zeros([BLOCK_K], tl.float32)
         for k0 in range(0, K, BLOCK_K):
             rk = k0 + tl.arange(0, BLOCK_K)
             x = tl.load(x_ptr + rk).to(tl.float32)
-            w = tl.load(w_ptr + rn[:, None] * K + rk[None, :], mask=rn[:, None] < N, other=0.0).to(tl.float32)
             if NORM:
-                d = x - x0
-                s += d
-                ss += d * d
-                if NORM_WEIGHT:  # noqa: SIM108 (a block: Triton specializes on the constexpr)
-                    wg = w * tl.load(nw_ptr + rk).to(tl.float32)[None, :]
-                else:
-                    wg = w
-                acc += wg * d[None, :]
-                acc_g += wg
-                if NORM_BIAS:
-                    acc_b += w * tl.load(nb_ptr + rk).to(tl.float32)[None, :]
-            else:
-                acc += w * x[None, :]
+                x = x - x0
+                s += x
+                ss += x * x
+            w = tl.load(w_ptr + rn[:, None] * K + rk[None, :], mask=rn[:, None] < N, other=0.0)
+            acc += w.to(tl.float32) * x[None, :]
         y = tl.sum(acc, 1)
         if NORM:
             m = tl.sum(s, 0) / K
             r = tl.rsqrt(tl.maximum(tl.sum(ss, 0) / K - m * m, 0.0) + eps)
-            y = r * (y - m * tl.sum(acc_g, 1)) + tl.sum(acc_b, 1)
+            y = r * (y - m * tl.load(rs_ptr + rn, mask=rn < N, other=0.0))
         if HAS_BIAS:
             y += tl.load(b_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)
         if GELU:
@@ -260,14 +268,21 @@ def _triton_fused_kernel() -> Any:
     return _fused_kernel
 
 
-def fuse_neighbours(module: Any) -> dict[str, int]:
+def fuse_neighbours(module: Any, weights: dict[str, Any]) -> dict[str, int]:
     """Fold into each ``qeffbuild::gemv`` of a ``make_fx`` graph the layer norm that makes its input and the GELU
     and residual add that read its output, as one ``qeffbuild::gemv_fused`` (views between them pass through).
-    A neighbour is folded only where the GEMV alone reads it (or it reads the GEMV alone): nothing else may need
-    the intermediate. Returns how many of each were folded."""
+
+    The graph's first placeholders are ``weights`` (by name, in order, with their values). A layer norm is folded
+    only where its γ and β and the linear's weight and bias are among them: the folded operands (:func:`fold_norm`)
+    are computed here and become new weights, appended to ``weights`` and given placeholders after the others (the
+    originals, read by nothing else, drop out of the compiled graph). A neighbour is folded only where the GEMV alone
+    reads it (or it reads the GEMV alone). Returns how many of each were folded."""
     import torch
 
     graph = module.graph
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    values = dict(zip(placeholders, weights.items(), strict=False))  # node -> (name, tensor), weights only
+    last_weight = placeholders[len(weights) - 1] if weights else None
     counts = {"layer_norm": 0, "gelu": 0, "residual_add": 0}
     for node in list(graph.nodes):
         if node.op != "call_function" or node.target is not torch.ops.qeffbuild.gemv.default:
@@ -275,37 +290,62 @@ def fuse_neighbours(module: Any) -> dict[str, int]:
         x, weight, bias = node.args
         n_out, k = _val(weight).shape
         norm = _norm_before(x)
-        if norm is not None and n_out > NORM_MAX_ROWS_PER_COLUMN * k:
-            norm = None
+        folded = _fold(norm, weight, bias, values) if norm is not None and n_out <= NORM_MAX_ROWS_PER_COLUMN * k \
+            else None
         end, activation, residual = _epilogue(node)
-        if norm is None and end is node:
+        if folded is None and end is node:
             continue
+        if folded is not None and norm is not None:
+            operands = []
+            for suffix, tensor in zip(("norm_folded", "row_sums", "shift"), folded[1:], strict=True):
+                name = f"{folded[0]}:{suffix}"
+                weights[name] = tensor
+                with graph.inserting_after(last_weight):
+                    last_weight = graph.placeholder(name.replace(".", "_").replace(":", "_"))
+                last_weight.meta = {"val": tensor}
+                values[last_weight] = (name, tensor)
+                operands.append(last_weight)
+            source, weight, bias, row_sums, eps = norm.input, operands[0], operands[2], operands[1], norm.eps
+        else:
+            source, row_sums, eps = x, None, 0.0
         with graph.inserting_before(end):
-            source = x
-            if norm is not None:
-                source = graph.call_function(torch.ops.aten.view.default, (norm.input, list(_val(x).shape)))
+            if source is not x:
+                source = graph.call_function(torch.ops.aten.view.default, (source, list(_val(x).shape)))
                 source.meta = dict(x.meta)
             if residual is not None:
                 residual = graph.call_function(torch.ops.aten.view.default, (residual, list(_val(node).shape)))
                 residual.meta = dict(node.meta)
-            fused = graph.call_function(torch.ops.qeffbuild.gemv_fused.default, (
-                source, weight, bias, norm is not None, norm.weight if norm else None, norm.bias if norm else None,
-                norm.eps if norm else 0.0, activation, residual))
+            fused = graph.call_function(torch.ops.qeffbuild.gemv_fused.default,
+                                        (source, weight, bias, row_sums, eps, activation, residual))
             fused.meta = dict(node.meta)
             out = graph.call_function(torch.ops.aten.view.default, (fused, list(_val(end).shape)))
             out.meta = dict(end.meta)
         end.replace_all_uses_with(out)
         _erase_back(graph, end, stop=node)
         _erase_back(graph, node, stop=None)
-        for unread in norm.nodes if norm is not None else []:  # the norm's other outputs (mean, rstd), then it
+        for unread in norm.nodes if folded is not None and norm is not None else []:  # mean and rstd, then the norm
             if not unread.users and unread in graph.nodes:
                 graph.erase_node(unread)
-        counts["layer_norm"] += norm is not None
+        counts["layer_norm"] += folded is not None
         counts["gelu"] += activation == "gelu"
         counts["residual_add"] += residual is not None
     graph.lint()
     module.recompile()
     return counts
+
+
+def _fold(norm: _Norm, weight: Any, bias: Any, values: dict[Any, tuple[str, Any]]) -> tuple[str, Any, Any, Any] | None:
+    """(the weight's name, its :func:`fold_norm` operands) when the linear's weight (under its ``t`` views), bias
+    and the norm's γ and β are all weights of known value; else None."""
+    flips = 0
+    while _is(weight, "aten::t"):
+        weight, flips = weight.args[0], flips + 1
+    parts = [weight, bias, norm.weight, norm.bias]
+    if flips % 2 or weight not in values or any(p is not None and p not in values for p in parts):
+        return None
+    name, w = values[weight]
+    b, g, beta = (values[p][1] if p is not None else None for p in parts[1:])
+    return (name, *fold_norm(w, b, g, beta))
 
 
 class _Norm:

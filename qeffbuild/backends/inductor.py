@@ -207,7 +207,7 @@ def _precompile(step: _FlatStep, weights: dict[str, Any], args: list[Any], tunin
         graph = make_fx(flat, decomposition_table=_decompositions(allowed),
                         tracing_mode="fake")(*weights.values(), *args)
         if gemv.FUSED_OP in allowed:
-            folded = gemv.fuse_neighbours(graph)
+            folded = gemv.fuse_neighbours(graph, weights)
             print("folded into the GEMVs: " + ", ".join(f"{n} {what}" for what, n in folded.items()))
         taken = _graph_inputs(graph, weights, len(args))
         used = sorted(_ops_called(graph) & set(allowed))

@@ -16,9 +16,11 @@ in Triton's cache folder, like Inductor's own kernels.
 An extern kernel is a wall for Inductor's fusion: the layer norm before a GEMV, the GELU after fc1 and each
 residual add after a projection stayed small kernels of their own (~2 µs each, four a decoder layer; 128 of a
 large-v3 step's 580). :func:`fuse_neighbours` folds them into ``qeffbuild::gemv_fused``: the layer norm folded
-into the product (its statistics summed over the same loads), the GELU and the residual add as its epilogue,
-each rounded to the model's dtype where the unfused graph rounded it (the layer norm's own output excepted: see
-the kernel). :func:`_reference` is the op's definition, and its CPU path.
+into the product (γ and β into the operands at compile time, its statistics summed over the same loads), the GELU
+and the residual add as its epilogue, each rounded to the model's dtype where the unfused graph rounded it (the
+layer norm's own output excepted: γ is folded into the weights instead). :func:`_reference` is the op's
+definition, and its CPU path. On the H200, whisper-large-v3 dims fp16 batch 1: 1.79 against 1.93 ms/token in one
+bench, token agreement 1.000 against the float32 reference.
 """
 
 from __future__ import annotations
@@ -227,9 +229,11 @@ def _triton_fused_kernel() -> Any:
     import triton.language as tl
 
     # The layer norm costs the loop nothing per weight: γ and β are in the operands (fold_norm), and the row's
-    # statistics are summed over the x chunks every program loads anyway. (A first pass over the row for them held
-    # every weight load back, and folding γ into the loop tripled its arithmetic: both about doubled a product's
-    # time on the H200, benchmarks/gemv_fused.py.)
+    # statistics are summed over the x chunks every program loads anyway. On the H200 (benchmarks/gemv_fused.py,
+    # large-v3's qkv with its norm) this takes 7.3 µs against 5.9 for the plain GEMV and 10.8 for the unfused ops.
+    # Two earlier forms were slower: a first pass over the row for the statistics held every weight load back
+    # (the whole step went from 1.94 to 2.12 ms/token), and γ applied inside the loop (four operations a weight
+    # instead of one) took 11.8 µs.
     @triton.jit
     def gemv_fused_rows(x_ptr, w_ptr, b_ptr, rs_ptr, r_ptr, y_ptr, N, eps, K: tl.constexpr, HAS_BIAS: tl.constexpr,
                         NORM: tl.constexpr, GELU: tl.constexpr, RESIDUAL: tl.constexpr, BLOCK_N: tl.constexpr,

@@ -61,11 +61,11 @@ class InductorOptions(Table):
                                                 "decoder's projections and LM head) with qeffbuild's Triton GEMV "
                                                 "instead of cuBLAS (backends/gemv.py: 2.9 against 5.1 µs at "
                                                 "1280×1280 on an H200).")
-    # Off by default until a GPU bench shows it faster: its first kernel (a separate pass for the layer norm's
-    # statistics) made the large-v3 b1 step slower, 2.12 against 1.94 ms/token, with 453 kernels against 580.
-    gemv_fusion: bool = Field(False, description="With triton_gemv: fold the layer norm before each GEMV and the "
-                                                 "GELU and residual add after it into the GEMV's kernel "
-                                                 "(qeffbuild::gemv_fused; four fewer kernels a decoder layer).")
+    # On by default since the H200 bench of large-v3 dims fp16 b1 put it at 1.79 against 1.93 ms/token, exact
+    # tokens kept (its first kernel, with a separate pass for the norm's statistics, had been slower: 2.12 ms)
+    gemv_fusion: bool = Field(True, description="With triton_gemv: fold the layer norm before each GEMV and the "
+                                                "GELU and residual add after it into the GEMV's kernel "
+                                                "(qeffbuild::gemv_fused; four fewer kernels a decoder layer).")
 
     def compile_options(self) -> dict[str, bool]:
         """Inductor config patches: only those set, so the default build compiles exactly as before."""

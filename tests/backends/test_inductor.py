@@ -232,15 +232,15 @@ def test_the_build_compiles_with_the_specialization_options(tmp_path: Path, monk
                          .compile_options(), [])
     assert calls == [{}, {"config_patches": {"coordinate_descent_tuning": True}}]
     assert inductor.InductorOptions(triton_gemv=False).compile_options() == {}  # ours, not an Inductor patch
-    assert inductor.InductorOptions(gemv_fusion=True).compile_options() == {}
+    assert inductor.InductorOptions(gemv_fusion=False).compile_options() == {}
 
 
 def test_the_custom_ops_a_compile_may_route_to() -> None:
     from qeffbuild.backends import gemv, inductor
 
     assert inductor.InductorOptions().custom_ops("cpu") == []
-    assert inductor.InductorOptions().custom_ops("cuda") == [gemv.OP]
-    assert inductor.InductorOptions(gemv_fusion=True).custom_ops("cuda") == [gemv.OP, gemv.FUSED_OP]
+    assert inductor.InductorOptions().custom_ops("cuda") == [gemv.OP, gemv.FUSED_OP]
+    assert inductor.InductorOptions(gemv_fusion=False).custom_ops("cuda") == [gemv.OP]
     assert inductor.InductorOptions(triton_gemv=False, gemv_fusion=True).custom_ops("cuda") == []
 
 

@@ -348,3 +348,18 @@ def test_kernel_benchmarks_are_counted_without_importing_inductor_early() -> Non
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.split() == ["False", "2"]
+
+
+def test_a_load_does_not_hash_tritons_sources_and_puts_the_hash_back() -> None:
+    """Inside the load, Inductor's cache-hit path gets no backend hash (it only keys a cache that is off here);
+    after it, torch's own function is back for any compile in the process."""
+    import torch.utils._triton as triton_utils
+    from torch._inductor.runtime import autotune_cache
+
+    from qeffbuild.backends import inductor
+
+    real = triton_utils.triton_hash_with_backend
+    with inductor._no_backend_hash():
+        assert triton_utils.triton_hash_with_backend() is None
+        assert autotune_cache.inductor_meta_from_config()["backend_hash"] is None
+    assert triton_utils.triton_hash_with_backend is real

@@ -46,17 +46,23 @@ NORM_MAX_ROWS_PER_COLUMN = 8
 HALF = ("float16", "bfloat16")  # torch dtype names: this module is imported at plan time (plugin discovery)
 ROUTED_DEVICES = ("cuda",)  # where products go to the kernel (tests add "cpu" to trace HF modules without a GPU)
 
-_registered = False
+_registered: set[str] = set()
 _kernel: Any = None
 _fused_kernel: Any = None
 
 
-def register() -> None:
-    """Define ``qeffbuild::gemv`` in this process (once): a compiled step that calls it needs it before loading."""
-    global _registered
-    if _registered:
-        return
-    _registered = True
+def register(ops: tuple[str, ...] | list[str] = OPS) -> None:
+    """Define ``ops`` (by default both) in this process, each once: a compiled step that calls one needs it before
+    loading, and each definition costs ~0.1 s of a load, so a session defines only those its artifact names."""
+    if OP in ops and OP not in _registered:
+        _registered.add(OP)
+        _define_gemv()
+    if FUSED_OP in ops and FUSED_OP not in _registered:
+        _registered.add(FUSED_OP)
+        _define_gemv_fused()
+
+
+def _define_gemv() -> None:
     import torch
 
     # the schema is given: this module's annotations are strings naming a torch it imports only here
@@ -71,6 +77,10 @@ def register() -> None:
     @gemv.register_fake
     def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         return x.new_empty((x.shape[0], weight.shape[0]))
+
+
+def _define_gemv_fused() -> None:
+    import torch
 
     @torch.library.custom_op(FUSED_OP, mutates_args=(),
                              schema="(Tensor x, Tensor weight, Tensor? bias, Tensor? row_sums, float eps, "
@@ -159,15 +169,11 @@ def fold_norm(weight: torch.Tensor, bias: torch.Tensor | None, norm_weight: torc
 
 
 def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    import torch
     import triton
 
     kernel = _triton_kernel()
-    x = x.contiguous()
+    x, weight, out = _operands(x, weight)
     n, k = weight.shape
-    if weight.stride() != (k, 1):  # the kernel reads whole rows: a strided view is copied, never misread
-        weight = weight.contiguous()
-    out = torch.empty((x.shape[0], n), device=x.device, dtype=x.dtype)
     if bias is not None:
         bias = bias.contiguous()
     kernel[(triton.cdiv(n, BLOCK_N),)](x, weight, out if bias is None else bias, out, n, K=k, HAS_BIAS=bias is not None,
@@ -175,17 +181,24 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     return out
 
 
-def _launch_fused(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, row_sums: torch.Tensor | None,
-                  eps: float, activation: str, residual: torch.Tensor | None) -> torch.Tensor:
+def _operands(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x and the weight as both kernels read them (contiguous rows: a strided view is copied, never misread), and
+    the output to write."""
     import torch
-    import triton
 
-    kernel = _triton_fused_kernel()
-    x = x.contiguous()
     n, k = weight.shape
     if weight.stride() != (k, 1):
         weight = weight.contiguous()
-    out = torch.empty((x.shape[0], n), device=x.device, dtype=x.dtype)
+    return x.contiguous(), weight, torch.empty((x.shape[0], n), device=x.device, dtype=x.dtype)
+
+
+def _launch_fused(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, row_sums: torch.Tensor | None,
+                  eps: float, activation: str, residual: torch.Tensor | None) -> torch.Tensor:
+    import triton
+
+    kernel = _triton_fused_kernel()
+    x, weight, out = _operands(x, weight)
+    n, k = weight.shape
     given = [t.contiguous() if t is not None else out for t in (bias, row_sums, residual)]
     kernel[(triton.cdiv(n, BLOCK_N),)](
         x, weight, *given, out, n, float(eps), K=k, HAS_BIAS=bias is not None, NORM=row_sums is not None,

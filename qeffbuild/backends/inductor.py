@@ -282,8 +282,9 @@ def _decompositions(custom_ops: list[str]) -> dict[Any, Any]:
 
 def _register_custom_ops(folder: Path) -> None:
     """Define the qeffbuild ops a saved artifact calls (its output code names them) before it is loaded."""
-    if set(gemv.OPS) & set(_meta(folder).get("custom_ops", [])):
-        gemv.register()
+    named = [op for op in gemv.OPS if op in _meta(folder).get("custom_ops", [])]
+    if named:
+        gemv.register(named)
 
 
 def _config_of(launcher: Any) -> dict[str, Any] | None:

@@ -227,3 +227,14 @@ def test_the_fused_triton_gemv_matches_its_definition(n: int, k: int, norm: bool
         ours = torch.ops.qeffbuild.gemv_fused(x, w, b, None, 0.0, activation, res).float()
     tolerance = 2 * (unfused - exact).abs().max().item() + 1e-3
     assert ours.shape == (1, n) and (ours - exact).abs().max().item() <= tolerance
+
+
+def test_a_session_defines_only_the_ops_its_artifact_names() -> None:
+    """Each definition costs a load ~0.1 s: an artifact built with the fusion off defines qeffbuild::gemv alone."""
+    import subprocess
+    import sys
+
+    code = ("import torch; from qeffbuild.backends import gemv; gemv.register([gemv.OP]); "
+            "print(hasattr(torch.ops.qeffbuild, 'gemv'), hasattr(torch.ops.qeffbuild, 'gemv_fused'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["True", "False"]

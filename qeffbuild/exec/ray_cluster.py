@@ -275,7 +275,7 @@ class RayExecutor(LocalExecutor):
                     break
                 except concurrent.futures.TimeoutError:
                     if self.stop.is_set():
-                        self._cancel(ref, future)
+                        self._cancel(ref, future, job.key)
                         return StepResult(job.id, "interrupted")
                 except ray.exceptions.TaskCancelledError:
                     return StepResult(job.id, "interrupted")
@@ -292,7 +292,7 @@ class RayExecutor(LocalExecutor):
                 self._live.discard(ref)
                 self._cancelled.discard(ref)
 
-    def _cancel(self, ref: Any, future: Any) -> None:
+    def _cancel(self, ref: Any, future: Any, key: str) -> None:
         """Cancel one task gently (it kills its step's process group and removes its scratch), then for sure."""
         self._cancel_gently(ref)
         with contextlib.suppress(Exception):  # TaskCancelledError once it ended, TimeoutError if it would not
@@ -301,10 +301,11 @@ class RayExecutor(LocalExecutor):
             self._ray.cancel(ref, force=True)  # the worker dies, and its step's processes with it
             with contextlib.suppress(Exception):
                 future.result(timeout=CANCEL_GRACE_S)
-            # A killed worker cannot remove its scratch folder (a loaded machine can miss the grace): where its
-            # node is this machine, the folder of a process that is gone is removed here; another node's stays until
-            # a build driven from that node, or `qeffbuild cache gc` there, cleans its stale scratch.
-            self.store.clean_stale_tmp()
+        # Ray can report the task ended before its worker has (a killed worker is reaped later; a gentle one may
+        # still be removing its folder). Where the step ran on this machine, wait for its scratch to go, removing
+        # it once its process is gone; another node's stays until a build driven from that node, or `qeffbuild
+        # cache gc` there, cleans its stale scratch.
+        self.store.clean_scratch_of(key, CANCEL_GRACE_S)
 
     def _cancel_gently(self, ref: Any) -> None:
         """Once per task: a second KeyboardInterrupt could land inside the task's own clean-up."""

@@ -450,6 +450,21 @@ class LocalStore:
             removed += 1
         return removed
 
+    def clean_scratch_of(self, key: str, wait_s: float) -> int:
+        """Wait up to ``wait_s`` for this machine's scratch folders of step ``key`` to go, removing each once its
+        process is gone: a cancelled step's worker removes its own, or is killed and leaves it behind."""
+        deadline = time.monotonic() + wait_s
+        removed = 0
+        while True:
+            left = list(self.tmp.glob(f"run-*-{key[:16]}-*")) if self.tmp.is_dir() else []
+            for p in [p for p in left if _stale(p)]:
+                shutil.rmtree(p, ignore_errors=True)
+                left.remove(p)
+                removed += 1
+            if not left or time.monotonic() > deadline:
+                return removed
+            time.sleep(0.1)
+
     @property
     def maintenance(self) -> Maintenance:
         """What `qeffbuild cache` does to the whole cache: gc, verify, stats, and the projects' roots."""
@@ -532,10 +547,16 @@ def _stale(p: Path) -> bool:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs. A zombie does not: a killed Ray worker stays one until its raylet reaps it, and its
+    scratch is as dead as its process."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # the state is the field after the parenthesised command name, which may itself hold spaces
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[:1]
+    except OSError:  # gone while we looked (Linux), or no /proc to ask (then os.kill's answer stands)
+        return not Path("/proc/self/stat").exists()
+    return state != ["Z"]

@@ -55,6 +55,31 @@ def test_stale_scratch_of_a_dead_build_is_removed(tmp_path: Path) -> None:
     assert not dead.exists() and live.exists() and not (store.tmp / "x").exists()
 
 
+def test_a_zombie_owns_no_scratch_and_a_cancelled_steps_scratch_is_awaited(tmp_path: Path) -> None:
+    """A killed Ray worker is a zombie until its raylet reaps it: its folder is stale at once. The driver's wait for
+    a cancelled step's scratch removes that folder, and leaves another step's, and a live process's, alone."""
+    import subprocess
+
+    from qeffbuild.store.local import pid_alive
+
+    child = subprocess.Popen(["true"])
+    while Path(f"/proc/{child.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+        pass  # exited, not yet reaped: a zombie
+    assert not pid_alive(child.pid) and pid_alive(os.getpid())
+    store = Store(tmp_path)
+    store.tmp.mkdir(parents=True)
+    key, other = "a" * 64, "b" * 64
+    zombie = store.tmp / f"run-{child.pid}-{key[:16]}-1234"
+    zombie.mkdir()
+    theirs = store.tmp / f"run-{child.pid}-{other[:16]}-1234"
+    theirs.mkdir()
+    assert store.clean_scratch_of(key, wait_s=0) == 1
+    assert not zombie.exists() and theirs.exists()
+    ours = store.scratch(key)  # this process is alive: waited for until the wait ends, then left
+    assert store.clean_scratch_of(key, wait_s=0.3) == 0 and ours.exists()
+    child.wait()
+
+
 def test_every_blob_and_entry_is_fsynced_unless_the_cache_is_declared_throwaway(tmp_path: Path,
                                                                               monkeypatch: Any) -> None:
     """A commit fsyncs each blob before its rename and the entry before its own; QEFFBUILD_UNSAFE_NO_FSYNC=1

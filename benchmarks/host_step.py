@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import timeit
+from collections.abc import Callable
+from typing import Any
 
 
 def main() -> None:
@@ -20,29 +22,35 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=51865)
     ap.add_argument("--iters", type=int, default=300)
     args = ap.parse_args()
-    import numpy as np
     import torch
 
-    from qeffbuild.decoding.greedy import _argmax
     from qeffbuild.decoding.rules import LogitRules
 
     torch.set_num_threads(1)  # as the loop runs its host work (greedy._torch_on_one_thread)
     rules = LogitRules(eos=50257, suppress=tuple(range(1, 400, 7)), begin_suppress=(220, 50257))
     print(f"{'batch':>5}  {'torch.argmax':>13}  {'numpy argmax':>13}  {'rules.apply':>12}   (ms a step, best of 5)")
     for batch in (1, 4, 8):
-        logits = torch.from_numpy(np.random.default_rng(batch).standard_normal((batch, args.vocab), np.float32))
-        state = rules.state(batch, args.vocab, "cpu")
-        scores = state.apply(logits, first=False)
-        assert np.array_equal(_argmax(scores.numpy()), scores.argmax(-1).numpy()), "the two reductions disagree"
-
-        def best(fn: object) -> float:
-            return min(timeit.repeat(fn, number=args.iters, repeat=5)) / args.iters * 1e3  # type: ignore[arg-type]
-
-        torch_ms = best(lambda: scores.argmax(-1))
-        numpy_ms = best(lambda: _argmax(scores.numpy()))
-        apply_ms = best(lambda: state.apply(logits, first=False))  # noqa: B023 (called within this iteration)
+        torch_ms, numpy_ms, apply_ms = _times(rules, batch, args.vocab, args.iters)
         print(f"{batch:>5}  {torch_ms:>13.4f}  {numpy_ms:>13.4f}  {apply_ms:>12.4f}")
 
+
+def _times(rules: Any, batch: int, vocab: int, iters: int) -> tuple[float, float, float]:
+    """ms a step: torch.argmax, the loop's numpy argmax, the rules' apply (after checking the two argmaxes agree)."""
+    import numpy as np
+    import torch
+
+    from qeffbuild.decoding.greedy import _argmax
+
+    logits = torch.from_numpy(np.random.default_rng(batch).standard_normal((batch, vocab), np.float32))
+    state = rules.state(batch, vocab, "cpu")
+    scores = state.apply(logits, first=False)
+    assert np.array_equal(_argmax(scores.numpy()), scores.argmax(-1).numpy()), "the two reductions disagree"
+
+    def best(fn: Callable[[], object]) -> float:
+        return min(timeit.repeat(fn, number=iters, repeat=5)) / iters * 1e3
+
+    return (best(lambda: scores.argmax(-1)), best(lambda: _argmax(scores.numpy())),
+            best(lambda: state.apply(logits, first=False)))
 
 if __name__ == "__main__":
     main()

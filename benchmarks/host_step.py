@@ -4,9 +4,9 @@
 
 Between two decoder calls the CPU loop (``decoding/greedy.py``) applies the logits rules (torch, one thread) and
 picks each row's highest score. Per batch size (1, 4, 8), on random logits of Whisper's vocabulary, it times:
-``torch.argmax`` (what the loop did before), the loop's numpy reduction (``greedy._argmax``: the same tokens), and
-the rules' ``apply``. At batch 4 a whisper-tiny decoder step is ~8.5 ms on 2 cores: torch's argmax was 0.26 ms of
-it, per token, with nothing to show for it. The two reductions are checked to agree on every row.
+``torch.argmax`` (what the loops did before), their numpy reduction now (``rules.best_tokens``: the same
+tokens), and the rules' ``apply``. At batch 4 a whisper-tiny decoder step is ~8.5 ms on 2 cores: torch's argmax
+was 0.26 ms of it, per token. The two reductions are checked to agree on every row.
 """
 
 from __future__ import annotations
@@ -39,17 +39,17 @@ def _times(rules: Any, batch: int, vocab: int, iters: int) -> tuple[float, float
     import numpy as np
     import torch
 
-    from qeffbuild.decoding.greedy import _argmax
+    from qeffbuild.decoding.rules import best_tokens
 
     logits = torch.from_numpy(np.random.default_rng(batch).standard_normal((batch, vocab), np.float32))
     state = rules.state(batch, vocab, "cpu")
     scores = state.apply(logits, first=False)
-    assert np.array_equal(_argmax(scores.numpy()), scores.argmax(-1).numpy()), "the two reductions disagree"
+    assert np.array_equal(best_tokens(scores).numpy(), scores.argmax(-1).numpy()), "the two reductions disagree"
 
     def best(fn: Callable[[], object]) -> float:
         return min(timeit.repeat(fn, number=iters, repeat=5)) / iters * 1e3
 
-    return (best(lambda: scores.argmax(-1)), best(lambda: _argmax(scores.numpy())),
+    return (best(lambda: scores.argmax(-1)), best(lambda: best_tokens(scores).numpy()),
             best(lambda: state.apply(logits, first=False)))
 
 if __name__ == "__main__":

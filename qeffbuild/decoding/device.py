@@ -21,7 +21,7 @@ import weakref
 from typing import Any
 
 from .greedy import Decoded, decoder_inputs
-from .rules import LogitRules, RuleState
+from .rules import LogitRules, RuleState, best_tokens
 
 EOS_POLL = 8  # steps between host reads of "has every row ended?" (each read waits for the device)
 WARMUP_STEPS = 3  # eager steps on a side stream before a CUDA graph is captured (Inductor's first-call work)
@@ -157,7 +157,7 @@ class StepLoop:
 
     def _generate(self, state: RuleState, i: int) -> None:
         logits = self._step()
-        self.nxt.copy_(state.apply(logits[:, -1, :], first=i == 0).argmax(-1))
+        self.nxt.copy_(best_tokens(state.apply(logits[:, -1, :], first=i == 0)))
         state.advance(self.nxt, i)
         self.tok.copy_(self.nxt[:, None])
 

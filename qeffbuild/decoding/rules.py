@@ -22,6 +22,19 @@ from dataclasses import dataclass
 from typing import Any
 
 
+def best_tokens(scores: Any) -> Any:
+    """Each row's first highest score ([batch] int64, on ``scores``' device), as ``torch.argmax`` picks it (a NaN
+    counts as the highest). On the CPU through numpy's vectorised reduction: on one thread torch's argmax over a
+    [4, 51865] step took 0.26 ms and this takes 0.013, most of the host work of a batch-4 whisper-tiny step
+    (``benchmarks/host_step.py``). On a GPU torch's own, which a CUDA graph captures."""
+    if scores.device.type != "cpu":
+        return scores.argmax(-1)
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.argmax(scores.numpy(), axis=-1).astype(np.int64, copy=False))
+
+
 @dataclass(frozen=True)
 class Timestamps:
     begin: int  # the first timestamp token (<|0.00|>): no_timestamps_token_id + 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -62,3 +63,16 @@ def test_without_timestamps_only_suppression_applies() -> None:
     logits = torch.zeros(2, VOCAB)
     first, later = state.apply(logits, first=True), state.apply(logits, first=False)
     assert torch.isinf(first[:, [3, 9]]).all() and torch.isinf(later[:, 3]).all() and not torch.isinf(later[:, 9]).any()
+
+
+def test_best_tokens_on_the_cpu_are_the_tokens_torch_argmax_picks() -> None:
+    """The first of tied highest scores, a suppressed (-inf) row's first token, a NaN where torch puts it: the
+    numpy reduction the CPU loops use is torch.argmax's answer, row for row."""
+    from qeffbuild.decoding.rules import best_tokens
+
+    inf, nan = float("-inf"), float("nan")
+    scores = torch.tensor([[0.5, 2.0, 2.0, 1.0], [inf, inf, inf, inf], [1.0, nan, 3.0, nan], [-1.0, -3.0, -2.0, -1.0]])
+    rows = np.random.default_rng(0).standard_normal((4, 51865)).astype(np.float32)
+    for case in (scores, torch.from_numpy(rows)):
+        chosen = best_tokens(case).numpy()
+        assert chosen.dtype == np.int64 and chosen.tolist() == case.argmax(-1).tolist()

@@ -27,7 +27,9 @@ numpy are imported inside the functions only.
                     - a decode step's write of its key/value into the retained state, exported as
                       ``Where(slots == position, new, past)`` over the whole cache, becomes one
                       ScatterElements of the new slot (version 2): ONNX Runtime's broadcasting Where walked
-                      every element of the cache, 8 % of a whisper-tiny decoder step at batch 4.
+                      every element of the cache, 8 % of a whisper-tiny decoder step at batch 4; one
+                      ScatterND of the new slot's rows (version 4): ScatterElements computes an offset per
+                      element, 35 µs a write at whisper-tiny b4 against ScatterND's ~4 (a row memcpy'd).
                     - an attention as torch.onnx exports scaled_dot_product_attention (~20 nodes: heads
                       transposed out and back, the key transposed through two reshapes, a NaN guard) becomes one
                       com.microsoft.MultiHeadAttention over the projections (version 3).
@@ -58,9 +60,9 @@ PASSES = (
              "qeffbuild.pipeline.onnx_passes:fp16_clip"),
     OnnxPass("external-data", 1, "weights in an external data file when the model is over 2 GiB",
              "qeffbuild.pipeline.onnx_passes:external_data", {"limit_bytes": PROTOBUF_LIMIT}),
-    OnnxPass("ort-fusions", 3, "linear layers reading one tensor packed into one MatMul; an exported attention as "
+    OnnxPass("ort-fusions", 4, "linear layers reading one tensor packed into one MatMul; an exported attention as "
              "one MultiHeadAttention; exact GELU as one ONNX Runtime Gelu; a decode step's state write as one "
-             "ScatterElements",
+             "ScatterND",
              "qeffbuild.pipeline.onnx_passes:ort_fusions"),
     OnnxPass("int8-dynamic", 2, "int8 weights of MatMul/Gemm, activations quantized at run time (ONNX Runtime)",
              "qeffbuild.pipeline.onnx_passes:int8_dynamic",
@@ -281,12 +283,13 @@ def fuse_gelu(model: Any, params: dict[str, Any], base_dir: Path) -> str:
 def scatter_state_writes(model: Any, params: dict[str, Any], base_dir: Path) -> str:
     """Replace a decode step's write of one slot, ``Where(Reshape(Equal(arange(L), position)), new, past)``
     (:class:`~qeffbuild.decoding.cache.RetainedLayer`: ``past`` a graph input of static shape with ``L`` slots
-    on one axis, ``position`` a scalar graph input), by ``ScatterElements(past, position, new)`` along that
-    axis. Where broadcasts the one-slot ``new`` over every slot of the cache element by element; the scatter
-    copies ``past`` and writes one slot. The result is the same tensor: every other slot keeps ``past``'s value
-    and the slot at ``position`` takes ``new``'s. ``new`` is expanded to the slot's shape first, so a ``new``
-    that Where would have broadcast on another axis is written the same way. The arange is checked by value;
-    anything else is left alone."""
+    on one axis, ``position`` a scalar graph input), by a ``ScatterND`` of that slot (:func:`_slot_scatter`).
+    Where broadcasts the one-slot ``new`` over every slot of the cache element by element; the scatter copies
+    ``past`` (nothing, where the session binds the output to the input's buffer: ``in_place_state``) and writes
+    one slot. The result is the same tensor: every other slot keeps ``past``'s value and the slot at
+    ``position`` takes ``new``'s. ``new`` is expanded to the slot's shape first, so a ``new`` that Where would
+    have broadcast on another axis is written the same way. The arange is checked by value; anything else is
+    left alone."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
@@ -327,34 +330,61 @@ def scatter_state_writes(model: Any, params: dict[str, Any], base_dir: Path) -> 
         exact = slots.ndim == 1 and np.array_equal(slots, np.arange(shape[axis])) and target[axis] in (-1, shape[axis])
         return (position, axis, shape) if exact else None
 
-    replaced: dict[int, list[Any]] = {}
-    shared: dict[tuple[str, tuple[int, ...]], tuple[str, str]] = {}  # (index, shape) per position and slot shape
-    for where in (n for n in graph.node if n.op_type == "Where"):
+    replaced: dict[int, list[Any]] = {}  # by the Where's place in the graph (a node's id() may be reused)
+    shared: dict[tuple[str, int, tuple[int, ...]], tuple[str, str, str]] = {}  # per position and cache shape
+    for place, where in enumerate(graph.node):
+        if where.op_type != "Where":
+            continue
         found = slot_axis(where)
         if found is None:
             continue
         position, axis, shape = found
-        slot = [1 if k == axis else d for k, d in enumerate(shape)]
-        name, key = f"state_write_{len(replaced)}", (position, tuple(slot))
+        name, key = f"state_write_{len(replaced)}", (position, axis, tuple(shape))
         new_nodes = []
-        if key not in shared:  # the slot's index, ``position`` in every element of the slot's shape
-            shared[key] = (f"{name}.index", f"{name}.slot_shape")
-            graph.initializer.extend([numpy_helper.from_array(np.array(slot, np.int64), f"{name}.slot_shape"),
-                                      numpy_helper.from_array(np.ones(len(slot), np.int64), f"{name}.ones")])
-            new_nodes += [helper.make_node("Reshape", [position, f"{name}.ones"], [f"{name}.position"]),
-                          helper.make_node("Expand", [f"{name}.position", f"{name}.slot_shape"], [f"{name}.index"])]
-        index, slot_shape = shared[key]
-        new_nodes += [helper.make_node("Expand", [where.input[1], slot_shape], [f"{name}.update"]),
-                      helper.make_node("ScatterElements", [where.input[2], index, f"{name}.update"],
-                                       list(where.output), axis=axis, name=name)]
-        replaced[id(where)] = new_nodes
+        if key not in shared:  # one index and update shape per position and cache shape, shared by its writes
+            index_nodes, index_constants = _slot_index(name, position, axis, shape)
+            shared[key] = (f"{name}.index", f"{name}.slot_shape", f"{name}.rows_shape")
+            graph.initializer.extend(index_constants)
+            new_nodes += index_nodes
+        index, slot_shape, rows_shape = shared[key]
+        new_nodes += [helper.make_node("Expand", [where.input[1], slot_shape], [f"{name}.slot"]),
+                      helper.make_node("Reshape", [f"{name}.slot", rows_shape], [f"{name}.update"]),
+                      helper.make_node("ScatterND", [where.input[2], index, f"{name}.update"],
+                                       list(where.output), name=name)]
+        replaced[place] = new_nodes
     if not replaced:
         return "no state write found"
-    nodes = [new for node in graph.node for new in replaced.get(id(node), [node])]
+    nodes = [new for place, node in enumerate(graph.node) for new in replaced.get(place, [node])]
     del graph.node[:]
     graph.node.extend(nodes)
     _drop_dead_nodes(graph)  # the Equal and Reshape that only fed the Wheres
-    return f"{len(replaced)} state write(s) as ScatterElements"
+    return f"{len(replaced)} state write(s) as ScatterND"
+
+
+def _slot_index(name: str, position: str, axis: int, shape: list[int]) -> tuple[list[Any], list[Any]]:
+    """The nodes and constants of a ScatterND index that writes slot ``position`` (a scalar int64 input) on
+    ``axis`` of a cache of ``shape``: ``index[i_0, …, i_{axis-1}] = (i_0, …, i_{axis-1}, position)``, so each
+    update is a whole row of the axes after ``axis`` (ScatterND copies it in one piece). Outputs
+    ``{name}.index``, and the constants ``{name}.slot_shape`` (the slot: ``shape`` with 1 on ``axis``) and
+    ``{name}.rows_shape`` (the update: ``shape`` without ``axis``)."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    lead, rows = shape[:axis], shape[:axis] + shape[axis + 1:]
+    inits = [numpy_helper.from_array(np.array([1 if k == axis else d for k, d in enumerate(shape)], np.int64),
+                                     f"{name}.slot_shape"),
+             numpy_helper.from_array(np.array(rows, np.int64), f"{name}.rows_shape"),
+             numpy_helper.from_array(np.ones(len(lead) + 1, np.int64), f"{name}.ones")]
+    nodes = [helper.make_node("Reshape", [position, f"{name}.ones"], [f"{name}.position"])]
+    if not lead:  # the slot axis comes first: the index is the position alone, [1]
+        nodes[0].output[0] = f"{name}.index"
+        return nodes, inits
+    inits.append(numpy_helper.from_array(np.array([*lead, 1], np.int64), f"{name}.position_shape"))
+    nodes.append(helper.make_node("Expand", [f"{name}.position", f"{name}.position_shape"], [f"{name}.positions"]))
+    grid = np.stack(np.meshgrid(*(np.arange(d) for d in lead), indexing="ij"), axis=-1).astype(np.int64)
+    inits.append(numpy_helper.from_array(grid, f"{name}.lead"))
+    nodes.append(helper.make_node("Concat", [f"{name}.lead", f"{name}.positions"], [f"{name}.index"], axis=-1))
+    return nodes, inits
 
 
 def fuse_attention(model: Any, params: dict[str, Any], base_dir: Path) -> str:
@@ -642,11 +672,14 @@ def _use_microsoft_domain(model: Any) -> None:
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
 
 
+SCATTERS = ("ScatterND", "ScatterElements")  # a state write (ort-fusions v4, v2–v3): both skip the copy in place
+
+
 def in_place_state(model: Any) -> list[list[str]]:
     """The (``past_X``, ``present_X``) pairs a session may bind to one buffer: ``past_X`` is read by one node
-    only, a ScatterElements (``onnx_passes.scatter_state_writes``) whose output is the graph output
-    ``present_X``. ONNX Runtime's ScatterElements copies its input to its output only when they are two
-    buffers: on one, a decode step writes its slot and copies nothing (at whisper-tiny's 448 slots and batch 8,
+    only, a ScatterND (``onnx_passes.scatter_state_writes``; ScatterElements from its version 2) whose output is
+    the graph output ``present_X``. ONNX Runtime's scatters copy their input to their output only when they are
+    two buffers: on one, a decode step writes its slot and copies nothing (at whisper-tiny's 448 slots and batch 8,
     that copy of the whole state was a fifth of the step). Any other reader of ``past_X`` (it would see the
     updated state) leaves the pair out."""
     graph = model.graph
@@ -658,7 +691,7 @@ def in_place_state(model: Any) -> list[list[str]]:
             continue
         present = "present_" + inp.name[len("past_"):]
         users = readers.get(inp.name, [])
-        if len(users) == 1 and users[0].op_type == "ScatterElements" and list(users[0].input).count(inp.name) == 1 \
+        if len(users) == 1 and users[0].op_type in SCATTERS and list(users[0].input).count(inp.name) == 1 \
                 and users[0].input[0] == inp.name and list(users[0].output) == [present] and present in outputs:
             pairs.append([inp.name, present])
     return pairs

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 
 def _tied_head() -> tuple[object, np.ndarray]:
@@ -108,11 +109,18 @@ def test_a_look_alike_gelu_is_left_alone(tmp_path: Path) -> None:
     assert "Erf" in [n.op_type for n in model.graph.node]  # type: ignore[attr-defined]
 
 
-def _state_write(slots: np.ndarray, position_shape: list[int] | None = None, reader: bool = False) -> object:
+def _state_write(slots: np.ndarray, position_shape: list[int] | None = None, reader: bool = False,
+                 axis: int = 2) -> object:
     """A decode step's two state writes as torch.export writes RetainedLayer's:
-    ``Where(Reshape(Equal(slots, position), [1, 1, -1, 1]), new, past)`` for a key and a value of 6 slots;
-    ``reader``: a second node reads ``past_key_0`` (an attention over the old state)."""
+    ``Where(Reshape(Equal(slots, position), [1, 1, -1, 1]), new, past)`` for a key and a value of 6 slots (on
+    ``axis`` of [2, 3, 6, 4], or of [6, 2, 3, 4] … for another axis); ``reader``: a second node reads
+    ``past_key_0`` (an attention over the old state)."""
     from onnx import TensorProto, helper, numpy_helper
+
+    cache = [2, 3, 4]
+    cache.insert(axis, 6)
+    slot = [1 if k == axis else d for k, d in enumerate(cache)]
+    target = [-1 if k == axis else 1 for k in range(4)]
 
     nodes = [helper.make_node("Equal", ["slots", "position"], ["eq"]),
              helper.make_node("Reshape", ["eq", "target"], ["write"])]
@@ -120,15 +128,15 @@ def _state_write(slots: np.ndarray, position_shape: list[int] | None = None, rea
     outputs = []
     for kv in ("key", "value"):
         nodes.append(helper.make_node("Where", ["write", f"new_{kv}", f"past_{kv}_0"], [f"present_{kv}_0"]))
-        inputs += [helper.make_tensor_value_info(f"new_{kv}", TensorProto.FLOAT, [2, 3, 1, 4]),
-                   helper.make_tensor_value_info(f"past_{kv}_0", TensorProto.FLOAT, [2, 3, 6, 4])]
-        outputs.append(helper.make_tensor_value_info(f"present_{kv}_0", TensorProto.FLOAT, [2, 3, 6, 4]))
+        inputs += [helper.make_tensor_value_info(f"new_{kv}", TensorProto.FLOAT, slot),
+                   helper.make_tensor_value_info(f"past_{kv}_0", TensorProto.FLOAT, cache)]
+        outputs.append(helper.make_tensor_value_info(f"present_{kv}_0", TensorProto.FLOAT, cache))
     if reader:
         nodes.append(helper.make_node("Neg", ["past_key_0"], ["old"]))
-        outputs.append(helper.make_tensor_value_info("old", TensorProto.FLOAT, [2, 3, 6, 4]))
+        outputs.append(helper.make_tensor_value_info("old", TensorProto.FLOAT, cache))
     graph = helper.make_graph(nodes, "write", inputs, outputs,
                               initializer=[numpy_helper.from_array(slots, "slots"),
-                                           numpy_helper.from_array(np.array([1, 1, -1, 1], np.int64), "target")])
+                                           numpy_helper.from_array(np.array(target, np.int64), "target")])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
@@ -142,24 +150,28 @@ def _run_feeds(model: object, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     return list(session.run(None, feeds))
 
 
-def test_a_state_write_becomes_one_scatter_with_the_same_result_at_every_slot(tmp_path: Path) -> None:
-    """Where broadcast the one-slot update over the whole cache; ScatterElements writes the slot. Every slot of
-    the result is the same (bit for bit), at the first, a middle and the last position."""
+@pytest.mark.parametrize("axis", [2, 0, 3])
+def test_a_state_write_becomes_one_scatter_with_the_same_result_at_every_slot(tmp_path: Path, axis: int) -> None:
+    """Where broadcast the one-slot update over the whole cache; ScatterND writes the slot. Every slot of
+    the result is the same (bit for bit), at the first, a middle and the last position, whichever axis holds
+    the slots (the first: the index is the position alone; the last: each update row is one value)."""
     import onnx
 
     from qeffbuild.pipeline.onnx_passes import in_place_state, scatter_state_writes
 
-    model = _state_write(np.arange(6, dtype=np.int64))
+    model = _state_write(np.arange(6, dtype=np.int64), axis=axis)
     rng = np.random.default_rng(3)
+    cache = [2, 3, 4]
+    cache.insert(axis, 6)
+    slot = [1 if k == axis else d for k, d in enumerate(cache)]
     feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in
-             (("new_key", (2, 3, 1, 4)), ("new_value", (2, 3, 1, 4)), ("past_key_0", (2, 3, 6, 4)),
-              ("past_value_0", (2, 3, 6, 4)))}
+             (("new_key", slot), ("new_value", slot), ("past_key_0", cache), ("past_value_0", cache))}
     want = {p: _run_feeds(model, {**feeds, "position": np.array(p)}) for p in (0, 2, 5)}
     assert in_place_state(model) == []  # a Where copies: nothing may share a buffer
-    assert scatter_state_writes(model, {}, tmp_path) == "2 state write(s) as ScatterElements"
+    assert scatter_state_writes(model, {}, tmp_path) == "2 state write(s) as ScatterND"
     onnx.checker.check_model(model)  # type: ignore[arg-type]
     ops = [n.op_type for n in model.graph.node]  # type: ignore[attr-defined]
-    assert ops.count("ScatterElements") == 2 and "Where" not in ops and "Equal" not in ops, ops
+    assert ops.count("ScatterND") == 2 and "Where" not in ops and "Equal" not in ops, ops
     for p, expected in want.items():
         got = _run_feeds(model, {**feeds, "position": np.array(p)})
         for a, b in zip(got, expected, strict=True):
@@ -182,7 +194,7 @@ def test_a_state_read_elsewhere_is_not_updated_in_place(tmp_path: Path) -> None:
     from qeffbuild.pipeline.onnx_passes import in_place_state, scatter_state_writes
 
     model = _state_write(np.arange(6, dtype=np.int64), reader=True)
-    assert scatter_state_writes(model, {}, tmp_path) == "2 state write(s) as ScatterElements"
+    assert scatter_state_writes(model, {}, tmp_path) == "2 state write(s) as ScatterND"
     assert in_place_state(model) == [["past_value_0", "present_value_0"]]
 
 

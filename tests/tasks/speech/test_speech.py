@@ -431,7 +431,7 @@ def test_the_device_loop_returns_what_the_host_loop_returns(sp: ProjectDir, runt
 
 @slow
 def test_onnxruntime_updates_the_state_in_place_and_decodes_what_run_decodes(sp: ProjectDir) -> None:
-    """The `ort` decoder's state writes are one ScatterElements each (the ort-fusions pass), so the loop binds
+    """The `ort` decoder's state writes are one ScatterND each (the ort-fusions pass), so the loop binds
     its state as both the past inputs and the present outputs: ONNX Runtime writes one slot a step into the
     loop's own arrays. The tokens are those of a step run with `run` (fresh arrays every step)."""
     from qeffbuild import Transcriber

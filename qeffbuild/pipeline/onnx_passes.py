@@ -283,7 +283,7 @@ def fuse_gelu(model: Any, params: dict[str, Any], base_dir: Path) -> str:
 def scatter_state_writes(model: Any, params: dict[str, Any], base_dir: Path) -> str:
     """Replace a decode step's write of one slot, ``Where(Reshape(Equal(arange(L), position)), new, past)``
     (:class:`~qeffbuild.decoding.cache.RetainedLayer`: ``past`` a graph input of static shape with ``L`` slots
-    on one axis, ``position`` a scalar graph input), by a ``ScatterND`` of that slot (:func:`_slot_scatter`).
+    on one axis, ``position`` a scalar graph input), by a ``ScatterND`` of that slot (:func:`_slot_index`).
     Where broadcasts the one-slot ``new`` over every slot of the cache element by element; the scatter copies
     ``past`` (nothing, where the session binds the output to the input's buffer: ``in_place_state``) and writes
     one slot. The result is the same tensor: every other slot keeps ``past``'s value and the slot at

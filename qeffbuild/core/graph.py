@@ -142,6 +142,7 @@ def _command_node(graph: Graph, ref: TargetRef) -> str:
         root=ref.file.root,
         dep_targets=dep_targets,
         resources=dict(spec.resources),
+        exclusive=spec.exclusive,
         salt=ref.file.manifest.project.salt,
     )
     return graph.add(node)

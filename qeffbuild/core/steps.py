@@ -52,6 +52,9 @@ class StepNode:
     salt: str = ""  # the declaring project's salt
     paths: dict[str, Path] = field(default_factory=dict)  # where to read things; never part of the key
     resources: dict[str, float] = field(default_factory=dict)  # what a cluster must offer to run it (not keyed)
+    # it times what it runs (a validation's speed columns): the executor starts it only when no other step of the
+    # build runs, and starts none beside it (scheduling only, not keyed)
+    exclusive: bool = False
 
     @property
     def is_command(self) -> bool:

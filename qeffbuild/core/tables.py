@@ -207,6 +207,8 @@ class StepTable(Table):
     resources: dict[str, float] = Field(default_factory=dict, description="With --executor ray: what the step "
                                         "asks the cluster for besides one CPU (GPU, or a custom resource some "
                                         "nodes offer, e.g. { qaic = 1 }); placement only, not part of the key.")
+    exclusive: bool = Field(False, description="Run with no other step of the build beside it (a step that times "
+                                               "something); scheduling only, not part of the key.")
 
     @field_validator("resources")
     @classmethod

@@ -52,6 +52,18 @@ def test_declarations_hold_together(family: str) -> None:
     assert default_validation(family)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_validation_step_runs_alone(family: str) -> None:
+    """A validation times the runtimes it checks (its report's speed columns): its step is exclusive, so the
+    executor runs no other step beside it."""
+    from qeffbuild.core.graph import expand
+
+    graph = expand(load([REPO / "manifests"]), [default_validation(family)])
+    validations = [n for n in graph.nodes.values() if n.kind == "validate"]
+    assert validations and all(n.exclusive for n in validations)
+    assert not [n.id for n in graph.nodes.values() if n.kind != "validate" and n.exclusive]
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> ProjectDir:
     project = checkout(tmp_path_factory.mktemp("conformance"), shared_cache)

@@ -249,6 +249,54 @@ def test_a_failure_beside_a_slow_success_is_reported_not_a_crash(project: Projec
         assert "Traceback" not in res.err
 
 
+def test_an_exclusive_step_runs_with_no_other_step_beside_it(project: ProjectDir) -> None:
+    """A step that times what it runs (`exclusive = true`; every validation is one) starts once the steps beside
+    it have ended, and none starts while it runs: at -j3 the timing step sees no busy marker of the others."""
+    busy = "mkdir -p {root}/busy; touch {root}/busy/$0; sleep 1; rm {root}/busy/$0; echo done > o"
+    project.manifest(f"""
+        [project]
+        name = "t"
+        [steps.a]
+        cmd = ["sh", "-c", "{busy}", "a"]
+        outputs = ["o"]
+        [steps.b]
+        cmd = ["sh", "-c", "{busy}", "b"]
+        outputs = ["o"]
+        [steps.timed]
+        cmd = ["sh", "-c", "mkdir -p {{root}}/busy; ls {{root}}/busy > seen.txt"]
+        outputs = ["seen.txt"]
+        exclusive = true
+    """)
+    res = project.cli("build", "-j3", "--json")
+    assert res.code == 0, res.err
+    assert res.json()["counts"] == {"built": 3}
+    assert (project.root / "out" / "timed" / "seen.txt").read_text() == ""
+
+
+def test_the_scheduler_keeps_exclusive_steps_alone() -> None:
+    """The policy itself: shared steps fill the free slots; an exclusive one waits for every running step and for
+    the shared ready ones, then starts alone; nothing starts beside a running exclusive step."""
+    from types import SimpleNamespace
+    from typing import cast
+
+    from qeffbuild.exec.local import LocalExecutor
+
+    todo = {sid: SimpleNamespace(node=SimpleNamespace(exclusive=sid.startswith("x"))) for sid in
+            ("a", "b", "c", "x1", "x2")}
+
+    def startable(ready: list[str], running: list[str], jobs: int = 2) -> list[str]:
+        executor = cast(LocalExecutor, SimpleNamespace(jobs=jobs))
+        return LocalExecutor._startable(executor, {sid: set() for sid in ready},
+                                        {cast(Any, i): sid for i, sid in enumerate(running)}, cast(Any, todo))
+
+    assert startable(["a", "b", "c", "x1"], []) == ["a", "b"]
+    assert startable(["c", "x1"], ["a"]) == ["c"]
+    assert startable(["x1", "x2"], ["a"]) == []  # waits for a to end
+    assert startable(["x2", "x1"], []) == ["x1"]  # alone, one at a time
+    assert startable(["a", "x2"], ["x1"]) == []  # nothing beside it
+    assert startable(["a"], ["b", "c"]) == []  # no free slot
+
+
 def test_an_unexpected_error_fails_only_its_step(project: ProjectDir, monkeypatch: pytest.MonkeyPatch) -> None:
     from qeffbuild.core.progress import Reporter
     from qeffbuild.exec.runner import StepRunner

@@ -218,7 +218,7 @@ class CausalLMTask(GraphFamily, Task):
                         deps[f"{runtime.opens}/{name}/{graph}"] = nid
         return x.graph.add(StepNode(
             id=f"validate:{ref.name}", kind="validate", runner="qeffbuild.tasks.causal_lm.validate:run",
-            version=VALIDATE_VERSION, toolchain=tuple(sorted(toolchain)),
+            exclusive=True, version=VALIDATE_VERSION, toolchain=tuple(sorted(toolchain)),
             params={"runtimes": {r: rt.opens for r, rt in runtimes.items()}, "specializations": specs,
                     "prompts": prompts, "max_new_tokens": v.max_new_tokens,
                     "checks": resolve_checks(self, v, [s["dtype"] for s in specs], [s["name"] for s in specs]),

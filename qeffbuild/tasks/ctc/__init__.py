@@ -224,7 +224,7 @@ class CTCTask(GraphFamily, Task):
                               sel.has_text)
         return x.graph.add(StepNode(
             id=f"validate:{ref.name}", kind="validate", runner="qeffbuild.tasks.ctc.validate:run",
-            version=VALIDATE_VERSION, toolchain=tuple(sorted(toolchain)),
+            exclusive=True, version=VALIDATE_VERSION, toolchain=tuple(sorted(toolchain)),
             params={"runtimes": {r: rt.opens for r, rt in runtimes.items()}, "specializations": specs,
                     "normalizer": v.normalizer or "simple", "checks": checks,
                     **({"chunk_stride_s": v.chunk_stride_s} if v.chunk_stride_s is not None else {}),

@@ -224,7 +224,7 @@ class EmbeddingTask(Task):
             toolchain.add("sentence-transformers")
         return x.graph.add(StepNode(
             id=f"validate:{ref.name}", kind="validate", runner="qeffbuild.tasks.embedding.validate:run",
-            version=VALIDATE_VERSION, toolchain=tuple(sorted(toolchain)),
+            exclusive=True, version=VALIDATE_VERSION, toolchain=tuple(sorted(toolchain)),
             params={"runtimes": {r: rt.opens for r, rt in runtimes.items()}, "specializations": specs,
                     "pooling": m.pooling, "normalize": m.normalize,
                     "random_weights": x.ws.random_weights(ref.name),

@@ -433,7 +433,7 @@ class SpeechTask(GraphFamily, Task):
         checks = _text_checks(x, ref, checks, sel.has_text)
         return x.graph.add(StepNode(
             id=f"validate:{ref.name}", kind="validate", runner="qeffbuild.tasks.speech.validate:run",
-            version=VALIDATE_VERSION, toolchain=tuple(sorted(toolchain)),
+            exclusive=True, version=VALIDATE_VERSION, toolchain=tuple(sorted(toolchain)),
             params={"runtimes": {r: rt.opens for r, rt in runtimes.items()}, "specializations": specs,
                     "max_new_tokens": v.max_new_tokens, "generation_max_length": v.generation_max_length or
                     v.max_new_tokens, "exact_subset": v.exact_subset, "language": v.language, "task": v.task,

@@ -204,7 +204,7 @@ outputs = ["o"]
 bogus = 1
 ''')
     assert problems == [":11: [steps.s] bogus: unknown key 'bogus' "
-                        "(expected one of: cmd, deps, env, inputs, outputs, resources)"]
+                        "(expected one of: cmd, deps, env, exclusive, inputs, outputs, resources)"]
 
 
 def test_deep_nesting_and_long_names_are_manifest_errors(project: ProjectDir) -> None:

@@ -44,6 +44,49 @@ def test_int8_quantizes_a_tied_head_through_its_transpose(tmp_path: Path) -> Non
     assert cos.min() > 0.99 and np.abs(got - want).max() > 0  # int8: close, not exact
 
 
+def _linear(opset: int) -> tuple[object, np.ndarray]:
+    """One linear layer over [2, 6, 32] activations, ``MatMul(x, W) + b``, and its weight."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(5).standard_normal((32, 24)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["xw"], name="proj"), helper.make_node("Add", ["xw", "b"], ["y"])]
+    graph = helper.make_graph(nodes, "linear", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 6, 24])],
+                              initializer=[numpy_helper.from_array(w, "w"),
+                                           numpy_helper.from_array(np.ones(24, np.float32), "b")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), w
+
+
+@pytest.mark.parametrize("opset", [17, 23])
+def test_int8_per_token_scales_each_row_by_its_own_largest_value(tmp_path: Path, opset: int) -> None:
+    """Per token, a row with an outlier channel (x100) costs only itself: the other rows keep int8's precision,
+    where one scale for the whole tensor (ONNX Runtime's dynamic quantization) coarsens every row. The float
+    weight is gone, and a row of zeros (padding) stays finite."""
+    import onnxruntime as ort
+
+    from qeffbuild.pipeline.onnx_passes import PASSES, int8_dynamic
+
+    x = np.random.default_rng(6).standard_normal((2, 6, 32)).astype(np.float32)
+    x[0, 1, 3] = 100.0  # one token's outlier
+    x[1, 5] = 0.0  # a padding row
+    errors = {}
+    for activations in ("per-tensor", "per-token"):
+        model, w = _linear(opset)
+        params = {**next(p for p in PASSES if p.name == "int8-dynamic").params, "activations": activations}
+        said = int8_dynamic(model, params, tmp_path)
+        assert "1 of 1 MatMul/Gemm node(s) now run on int8 weights" in said, said
+        names = {t.name for t in model.graph.initializer}  # type: ignore[attr-defined]
+        assert "w" not in names and "MatMul" not in [n.op_type for n in model.graph.node]  # type: ignore[attr-defined]
+        got = ort.InferenceSession(model.SerializeToString(),  # type: ignore[attr-defined]
+                                   providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        want = x @ w + 1
+        assert np.isfinite(got).all()
+        others = np.ones((2, 6), bool)
+        others[0, 1] = False
+        errors[activations] = float(np.abs(got - want)[others].max())
+    assert errors["per-token"] < errors["per-tensor"] / 5, errors
+
+
 def _attention_inputs_and_ffn(gelu_half: float = 0.5) -> object:
     """q/k/v projections of one tensor (k without a bias, as Whisper's), a fourth reader of that tensor whose
     product is also a graph output (never packed), and an FFN with the exact GELU exactly as torch.export writes

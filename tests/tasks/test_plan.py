@@ -94,6 +94,18 @@ ort = { int8_float_layers = "none" }
     assert "ort.int8_float_layers" in said and "only an int8 specialization quantizes" in said, said
 
 
+def test_ort_per_token_activations_are_their_own_pass_step_and_only_for_int8(project: ProjectDir) -> None:
+    """int8_activations = "per-token" keys its own pass step; the default (per tensor) keeps the key it had, so
+    artifacts built before the option stay cached; on float32 it is an error naming the key."""
+    per_token = 'ort = { int8_activations = "per-token" }\n'
+    project.manifest(GPT2.format(seq="16", dtype="int8", backend="ort") + per_token)
+    passes = [s.id for s in project.api().plan(["gpt-b2"]).steps if s.id.startswith("onnx-pass:int8")]
+    assert passes == ["onnx-pass:int8-dynamic.activations-per-token:ort-fusions:gpt:float32:opset18"], passes
+    project.manifest(GPT2.format(seq="16", dtype="float32", backend="ort") + per_token)
+    said = _plan_error(project, "gpt-b2")
+    assert "ort.int8_activations" in said and "only an int8 specialization quantizes" in said, said
+
+
 def test_a_task_that_does_not_fit_the_model_is_a_manifest_error(project: ProjectDir) -> None:
     project.manifest("""
         [project]

@@ -173,7 +173,7 @@ def _int8_per_token(model: Any, keep: set[str], base_dir: Path) -> int:
 
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    opset = _opset(model)
     shared = [numpy_helper.from_array(np.array(v, dtype), f"int8_token.{name}") for name, v, dtype in
               (("one", 1.0, np.float32), ("zero_point", 128, np.uint8), ("inv127", 1 / 127, np.float32),
                ("tiny", 1e-30, np.float32), ("axis1", [1], np.int64), ("last", [-1], np.int64),
@@ -229,7 +229,7 @@ def ort_fusions(model: Any, params: dict[str, Any], base_dir: Path) -> str:
     """The `ort` backend's rewrites before ONNX Runtime optimizes the graph: :func:`pack_projections` (from
     opset 13, where Split takes its sizes as an input), :func:`fuse_attention` (from opset 15, where Shape
     takes start and end), :func:`fuse_gelu` and :func:`scatter_state_writes`."""
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    opset = _opset(model)
     packed = pack_projections(model, params, base_dir) if opset >= 13 else f"opset {opset}: nothing packed"
     # after packing: an attention's q, k and v are then the packed projection's Split outputs
     attention = fuse_attention(model, params, base_dir) if opset >= 15 else f"opset {opset}: no attention fused"
@@ -406,7 +406,7 @@ def scatter_state_writes(model: Any, params: dict[str, Any], base_dir: Path) -> 
         exact = slots.ndim == 1 and np.array_equal(slots, np.arange(shape[axis])) and target[axis] in (-1, shape[axis])
         return (position, axis, shape) if exact else None
 
-    replaced: dict[int, list[Any]] = {}  # by the Where's place in the graph (a node's id() may be reused)
+    replaced: dict[int, list[Any]] = {}  # the new nodes of each Where, by its place in the graph
     shared: dict[tuple[str, int, tuple[int, ...]], tuple[str, str, str]] = {}  # per position and cache shape
     for place, where in enumerate(graph.node):
         if where.op_type != "Where":
@@ -740,6 +740,11 @@ def _scalar(inits: dict[str, Any], name: str, base_dir: Path) -> float | None:
     return float(_array(tensor, base_dir).reshape(()))
 
 
+def _opset(model: Any) -> int:
+    """The model's default-domain (ai.onnx) opset version; 0 when it declares none."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
 def _use_microsoft_domain(model: Any) -> None:
     """Declare the com.microsoft opset (ONNX Runtime's contrib ops) once."""
     from onnx import helper
@@ -748,16 +753,14 @@ def _use_microsoft_domain(model: Any) -> None:
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
 
 
-SCATTERS = ("ScatterND", "ScatterElements")  # a state write (ort-fusions v4, v2–v3): both skip the copy in place
-
-
 def in_place_state(model: Any) -> list[list[str]]:
     """The (``past_X``, ``present_X``) pairs a session may bind to one buffer: ``past_X`` is read by one node
-    only, a ScatterND (``onnx_passes.scatter_state_writes``; ScatterElements from its version 2) whose output is
-    the graph output ``present_X``. ONNX Runtime's scatters copy their input to their output only when they are
-    two buffers: on one, a decode step writes its slot and copies nothing (at whisper-tiny's 448 slots and batch 8,
-    that copy of the whole state was a fifth of the step). Any other reader of ``past_X`` (it would see the
-    updated state) leaves the pair out."""
+    only, a ScatterND (``onnx_passes.scatter_state_writes``) whose output is the graph output ``present_X``.
+    ONNX Runtime's ScatterND copies its input to its output only when they are two buffers: on one, a decode
+    step writes its slot and copies nothing (at whisper-tiny's 448 slots and batch 8, that copy of the whole
+    state was a fifth of the step). Any other reader of ``past_X`` (it would see the updated state) leaves the
+    pair out. The ort compile step asks this of its own pass output, which writes ScatterND since the pass's
+    version 4."""
     graph = model.graph
     outputs = {o.name for o in graph.output}
     readers = _readers(graph)
@@ -767,7 +770,7 @@ def in_place_state(model: Any) -> list[list[str]]:
             continue
         present = "present_" + inp.name[len("past_"):]
         users = readers.get(inp.name, [])
-        if len(users) == 1 and users[0].op_type in SCATTERS and list(users[0].input).count(inp.name) == 1 \
+        if len(users) == 1 and users[0].op_type == "ScatterND" and list(users[0].input).count(inp.name) == 1 \
                 and users[0].input[0] == inp.name and list(users[0].output) == [present] and present in outputs:
             pairs.append([inp.name, present])
     return pairs

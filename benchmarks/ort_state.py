@@ -6,7 +6,7 @@
 Per decoder folder (an `ort` artifact of a speech specialization), the greedy host loop of the decoding core
 runs two ways in one process, round-robin (``--blocks`` blocks of 3 samples each, in turn):
 - ``run``: every step through ``OrtSession.run`` — ONNX Runtime allocates each present state and the
-  ScatterElements copies the whole past into it (what every step did before the state was bound);
+  state write (a ScatterND) copies the whole past into it (what every step did before the state was bound);
 - ``bound in place``: the loop's state bound once as both the past inputs and the present outputs
   (``OrtSession.bind``; the ``state.json`` the compile step writes says which pairs may share a buffer): a step
   writes its one slot.

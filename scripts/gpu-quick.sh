@@ -11,6 +11,8 @@
 # gemv: cuBLAS, Inductor and a hand Triton GEMV at large-v3's decoder shapes (benchmarks/gemv_variants.py);
 # profile: where a step's time goes (kernels per step, time per kernel) for $PROFILE_SPEC (default large-v3 b1);
 # fusion:  the GEMV kernels' GPU tests, then large-v3 dims fp16 b1 with and without the GEMV fusion, one bench.
+# attention: the decode-attention kernel's GPU tests and benchmark, then large-v3 dims fp16 b1 with it and with
+#          cuDNN's SDPA, one bench (attention8: the same at batch 8, after the first has run its tests).
 set -u
 R=$1; shift; mkdir -p "$R"
 # The GPU host's site-packages take no bytecode cache, so every process compiled ~1,300 modules from source
@@ -65,6 +67,22 @@ T.load('out/whisper-tiny-dims-cuda-b1', 'inductor', 'cuda').transcribe(['manifes
     tail -3 "$R/test-gemv.txt"
     ( time timeout 330 $Q build whisper-large-v3-zoo-b1-fusion ) > "$R/build-fusion.txt" 2>&1
     timeout 150 $Q bench whisper-large-v3-zoo-b1-fusion -n 5 --warmup 1 > "$R/bench-fusion.txt" 2>&1 ;;
+  attention|attention8)
+    if [ "$mode" = attention ]; then
+      timeout 90 python3 -m pytest -q -o addopts="" -p no:cacheprovider tests/backends/test_attention.py \
+        > "$R/test-attention.txt" 2>&1
+      tail -3 "$R/test-attention.txt"
+      if ! grep -q " passed" "$R/test-attention.txt" || grep -q " failed" "$R/test-attention.txt"; then
+        echo "attention tests failed: no build"; continue
+      fi
+      timeout 100 python3 benchmarks/decode_attention.py > "$R/decode-attention.txt" 2>&1
+      V=whisper-large-v3-zoo-b1-attention
+    else
+      V=whisper-large-v3-zoo-b8-attention
+    fi
+    ( time timeout 300 $Q build -j 2 "$V" ) > "$R/build-$mode.txt" 2>&1
+    tail -4 "$R/build-$mode.txt"
+    timeout 150 $Q bench "$V" -n 5 --warmup 1 > "$R/bench-$mode.txt" 2>&1 ;;
   profile)
     S=${PROFILE_SPEC:-whisper-large-v3-zoo-b1-float16}
     ( time timeout 400 $Q build "$S" ) > "$R/build-$S.txt" 2>&1

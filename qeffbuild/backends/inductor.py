@@ -40,7 +40,7 @@ from ..core.environment import cuda_unavailable, gpu_facts
 from ..core.plugins import Backend, Runtime
 from ..core.steps import StepContext
 from ..core.tables import Table
-from . import gemv  # torch-free at import: its name and registration only
+from . import attention, gemv  # torch-free at import: their names and registration only
 
 ARTIFACT = "precompiled.bin"  # torch._inductor.standalone_compile's artifact: the compiled step, kernels included
 WEIGHTS = "weights.safetensors"  # the compiled graph's first inputs, in inductor.json's "weights" order
@@ -66,16 +66,24 @@ class InductorOptions(Table):
     gemv_fusion: bool = Field(True, description="With triton_gemv: fold the layer norm before each GEMV and the "
                                                 "GELU and residual add after it into the GEMV's kernel "
                                                 "(qeffbuild::gemv_fused; four fewer kernels a decoder layer).")
+    triton_attention: bool = Field(True, description="On CUDA, compute a decoder step's half-precision attention "
+                                                     "(one query over the cached keys) with qeffbuild's split-key "
+                                                     "Triton kernel instead of cuDNN's SDPA "
+                                                     "(backends/attention.py).")
 
     def compile_options(self) -> dict[str, bool]:
         """Inductor config patches: only those set, so the default build compiles exactly as before."""
-        return {k: v for k, v in self.model_dump(exclude={"triton_gemv", "gemv_fusion"}).items() if v}
+        ours = {"triton_gemv", "gemv_fusion", "triton_attention"}
+        return {k: v for k, v in self.model_dump(exclude=ours).items() if v}
 
     def custom_ops(self, device: str) -> list[str]:
         """The qeffbuild ops the compile may route to on ``device``."""
-        if device != "cuda" or not self.triton_gemv:
+        if device != "cuda":
             return []
-        return [gemv.OP, gemv.FUSED_OP] if self.gemv_fusion else [gemv.OP]
+        ops = [attention.OP] if self.triton_attention else []
+        if self.triton_gemv:
+            ops += [gemv.OP, gemv.FUSED_OP] if self.gemv_fusion else [gemv.OP]
+        return ops
 
 
 class InductorBackend(Backend):
@@ -88,13 +96,14 @@ class InductorBackend(Backend):
                 "built into Inductor packages by qeffbuild yet: use `ort` for int8",
     }
     toolchain = ("torch", "triton")
-    version = 8  # 2: no CUDA-graph trees (mode default); the decode loop captures whole steps. 3: a decoder
+    version = 9  # 2: no CUDA-graph trees (mode default); the decode loop captures whole steps. 3: a decoder
     # step writes its retained state in place (InductorSession.step_in_place). 5: precompiled with
     # standalone_compile over (weights, inputs); sessions load it without Dynamo or torch.export.load. 6: one-row
     # half-precision products through qeffbuild::gemv on CUDA; each kernel's launch config recorded and pinned.
     # 7: the record taken as each kernel autotunes, keyed by its Triton source (the v6 record came out empty
     # under torch 2.11, and a reduction kernel benchmarked its 7 configs in every fresh process: 0.9 s of start-up)
     # 8: the layer norm before a GEMV and the GELU and residual add after it folded into it (qeffbuild::gemv_fused)
+    # 9: a decoder step's one-query attention through qeffbuild::decode_attention (split keys, one launch)
     compile = "qeffbuild.backends.inductor:compile_model"
     session = "qeffbuild.backends.inductor:InductorSession"
     runtimes = (Runtime("inductor", "the program compiled by Inductor from its cache artifacts", "inductor"),)
@@ -132,7 +141,10 @@ def compile_model(ctx: StepContext) -> None:
     tuning = options.compile_options()
     allowed = options.custom_ops(device)
     (ctx.out / TUNING).write_text(json.dumps(tuning) + "\n")
-    step = _FlatStep(load_program(src / "program.pt2").module(), io)
+    module = load_program(src / "program.pt2").module()
+    if attention.OP in allowed:
+        print(f"attention routed to {attention.OP}: {attention.route(module, device)} call(s)")
+    step = _FlatStep(module, io)
     feeds = example_inputs(shapes, io["inputs"], torch_device(device))
     args = [feeds[name] for name in io["inputs"]]
     # A private cache folder: every kernel is compiled (and recorded) in this step, none borrowed from
@@ -282,9 +294,11 @@ def _decompositions(custom_ops: list[str]) -> dict[Any, Any]:
 
 def _register_custom_ops(folder: Path) -> None:
     """Define the qeffbuild ops a saved artifact calls (its output code names them) before it is loaded."""
-    named = [op for op in gemv.OPS if op in _meta(folder).get("custom_ops", [])]
-    if named:
-        gemv.register(named)
+    listed = _meta(folder).get("custom_ops", [])
+    for ops in (gemv, attention):
+        named = [op for op in ops.OPS if op in listed]
+        if named:
+            ops.register(named)
 
 
 def _config_of(launcher: Any) -> dict[str, Any] | None:

@@ -233,15 +233,17 @@ def test_the_build_compiles_with_the_specialization_options(tmp_path: Path, monk
     assert calls == [{}, {"config_patches": {"coordinate_descent_tuning": True}}]
     assert inductor.InductorOptions(triton_gemv=False).compile_options() == {}  # ours, not an Inductor patch
     assert inductor.InductorOptions(gemv_fusion=False).compile_options() == {}
+    assert inductor.InductorOptions(triton_attention=False).compile_options() == {}
 
 
 def test_the_custom_ops_a_compile_may_route_to() -> None:
-    from qeffbuild.backends import gemv, inductor
+    from qeffbuild.backends import attention, gemv, inductor
 
     assert inductor.InductorOptions().custom_ops("cpu") == []
-    assert inductor.InductorOptions().custom_ops("cuda") == [gemv.OP, gemv.FUSED_OP]
-    assert inductor.InductorOptions(gemv_fusion=False).custom_ops("cuda") == [gemv.OP]
-    assert inductor.InductorOptions(triton_gemv=False, gemv_fusion=True).custom_ops("cuda") == []
+    assert inductor.InductorOptions().custom_ops("cuda") == [attention.OP, gemv.OP, gemv.FUSED_OP]
+    assert inductor.InductorOptions(gemv_fusion=False).custom_ops("cuda") == [attention.OP, gemv.OP]
+    assert inductor.InductorOptions(triton_gemv=False, gemv_fusion=True).custom_ops("cuda") == [attention.OP]
+    assert inductor.InductorOptions(triton_gemv=False, triton_attention=False).custom_ops("cuda") == []
 
 
 class _ToyStep:

@@ -1,0 +1,225 @@
+"""Attention for one query over a decoder's keys and values, for the `inductor` backend's CUDA decoder steps:
+``qeffbuild::decode_attention``.
+
+A Whisper decode step attends with one query per head over its self-attention slots (``ctx_len``, masked past
+the position) and over the encoder's 1,500 frames. Torch sends both to cuDNN's SDPA, which takes 6.2–6.5 µs a
+call at whisper-large-v3's batch-1 shapes (64 calls: 0.40 ms of a 1.79 ms step on the H200) and 14.6 µs at batch
+8: a kernel built for long prompts, latency-bound on one query. This one splits the keys into chunks
+(flash-decoding): one program per (row, head, chunk) scores its chunk and keeps a softmax-weighted partial
+sum, and the chunk's program that finishes last for its (row, head) merges the partials (an atomic count per
+(row, head), reset by that program), so the whole attention is one launch.
+
+The compile step routes every ``scaled_dot_product_attention`` of the exported program with one query, a
+half-precision CUDA operand, a boolean mask or none, no dropout and no causal flag to this op (:func:`route`,
+before the trace); Inductor calls it as an extern kernel, as it does SDPA. :func:`_reference` is the op's
+definition and its CPU path.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+OP = "qeffbuild::decode_attention"
+OPS = (OP,)
+HALF = ("float16", "bfloat16")
+HEAD_DIMS = (16, 32, 64, 128, 256)  # a power of two: the kernel loads a head's row whole
+ROUTED_DEVICES = ("cuda",)  # where attentions go to the kernel (tests add "cpu" to route a CPU trace)
+# Keys a program scores. One chunk per program keeps its loads in flight together; at whisper-large-v3's 1,500
+# frames and 20 heads, 128 gives 240 programs a row (1.8 per SM of an H200), 32 KB of keys and values each.
+CHUNK = 128
+NUM_WARPS = 4
+
+_registered: set[str] = set()
+_kernel: Any = None
+_counters: dict[tuple[str, int], Any] = {}  # (device, rows × heads) -> int32 zeros each launch leaves zero
+
+
+def register(ops: tuple[str, ...] | list[str] = OPS) -> None:
+    """Define the op in this process, once (a session defines it only when its artifact names it)."""
+    if OP in ops and OP not in _registered:
+        _registered.add(OP)
+        _define()
+
+
+def _define() -> None:
+    import torch
+
+    @torch.library.custom_op(OP, mutates_args=(),
+                             schema="(Tensor q, Tensor k, Tensor v, Tensor? mask, float scale) -> Tensor")
+    def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                         scale: float) -> torch.Tensor:
+        """softmax(q·kᵀ·scale, masked) · v for q of shape (B, H, 1, D), k and v (B, H, S, D) and a boolean
+        mask broadcast to (B, 1, 1, S) (True: attend)."""
+        return _launch(q, k, v, mask, scale) if q.device.type == "cuda" else _reference(q, k, v, mask, scale)
+
+    @decode_attention.register_fake
+    def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+          scale: float) -> torch.Tensor:
+        return q.new_empty(q.shape)
+
+
+def _reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+               scale: float) -> torch.Tensor:
+    """What the op computes, in float32, rounded to q's dtype."""
+    import torch
+
+    scores = (q.float() @ k.float().transpose(-1, -2)) * scale
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return (torch.softmax(scores, -1) @ v.float()).to(q.dtype)
+
+
+def eligible(q: Any, k: Any, v: Any, mask: Any, dropout_p: float, is_causal: bool, enable_gqa: bool,
+             device: str) -> bool:
+    """Whether an SDPA call (by its operands' example values) is one this op computes on ``device``."""
+    if device not in ROUTED_DEVICES or dropout_p or is_causal or enable_gqa:
+        return False
+    if any(t is None or t.dim() != 4 for t in (q, k, v)):
+        return False
+    b, h, s_q, d = q.shape
+    if s_q != 1 or d not in HEAD_DIMS or tuple(k.shape) != tuple(v.shape) or tuple(k.shape[:2]) != (b, h) \
+            or k.shape[3] != d or k.shape[2] < 1:
+        return False
+    if str(q.dtype).removeprefix("torch.") not in HALF or k.dtype != q.dtype or v.dtype != q.dtype:
+        return False
+    if mask is None:
+        return True
+    # a boolean mask over the keys, the same for every head and the one query: (B or 1, 1, 1, S)
+    return (str(mask.dtype) == "torch.bool" and mask.dim() == 4 and mask.shape[0] in (1, b)
+            and tuple(mask.shape[1:3]) == (1, 1) and mask.shape[3] == k.shape[2])
+
+
+def route(module: Any, device: str) -> int:
+    """Replace each eligible ``aten.scaled_dot_product_attention`` of an exported program's module by this op
+    (its graph's nodes carry example values); returns how many were replaced."""
+    import torch
+
+    register()
+    sdpa = torch.ops.aten.scaled_dot_product_attention.default
+    graph, routed = module.graph, 0
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target is not sdpa:
+            continue
+        args = dict(zip(("query", "key", "value", "attn_mask", "dropout_p", "is_causal"), node.args, strict=False))
+        args.update(node.kwargs)
+        q, k, v, mask = (args.get(n) for n in ("query", "key", "value", "attn_mask"))
+        q_val, k_val, v_val, mask_val = (_val(x) if x is not None else None for x in (q, k, v, mask))
+        if not eligible(q_val, k_val, v_val, mask_val, float(args.get("dropout_p", 0.0)),
+                        bool(args.get("is_causal", False)), bool(args.get("enable_gqa", False)), device):
+            continue
+        scale = args.get("scale")
+        scale = float(scale) if scale is not None else 1.0 / math.sqrt(q_val.shape[-1])  # type: ignore[union-attr]
+        with graph.inserting_before(node):
+            new = graph.call_function(torch.ops.qeffbuild.decode_attention.default, (q, k, v, mask, scale))
+        new.meta = dict(node.meta)
+        node.replace_all_uses_with(new)
+        graph.erase_node(node)
+        routed += 1
+    if routed:
+        graph.lint()
+        module.recompile()
+    return routed
+
+
+def _val(node: Any) -> Any:
+    return node.meta.get("val") if hasattr(node, "meta") else None
+
+
+def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float,
+            chunk: int = CHUNK, num_warps: int = NUM_WARPS) -> torch.Tensor:
+    """The kernel over (rows × heads, chunks) programs (``chunk`` and ``num_warps``: the benchmark's variants)."""
+    import torch
+
+    b, h, _, d = q.shape
+    s = k.shape[2]
+    splits = -(-s // chunk)
+    q = q if q.stride(-1) == 1 else q.contiguous()
+    k = k if k.stride(-1) == 1 else k.contiguous()
+    v = v if v.stride(-1) == 1 else v.contiguous()
+    out = torch.empty((b, h, 1, d), device=q.device, dtype=q.dtype)
+    # each chunk's (weighted sum, max, sum of weights), in float32; only a launch's own programs read them
+    partials = torch.empty((b * h * splits, d + 2), device=q.device, dtype=torch.float32) if splits > 1 else out
+    counts = _counter(q.device, b * h) if splits > 1 else out
+    if mask is not None:
+        mask = mask.expand(mask.shape[0], 1, 1, s)
+        m_b, m_s = (mask.stride(0) if mask.shape[0] > 1 else 0), mask.stride(3)
+    else:
+        mask, m_b, m_s = q, 0, 0
+    _triton_kernel()[(b * h, splits)](
+        q, k, v, mask, out, partials, counts, h, s, float(scale),
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
+        m_b, m_s, D=d, CHUNK=chunk, SPLITS=splits, SPLITS_P2=max(2, 1 << (splits - 1).bit_length()),
+        HAS_MASK=mask is not q, num_warps=num_warps)
+    return out
+
+
+def _counter(device: torch.device, n: int) -> torch.Tensor:
+    """The (row, head) counts for ``n`` rows × heads on ``device``: zeros, which every launch leaves zero (its last
+    program per (row, head) resets its count). Made on the first call, which a decode loop makes before it
+    captures a CUDA graph (a Triton kernel is compiled at its first call, which a capture cannot do either)."""
+    import torch
+
+    key = (str(device), n)
+    if key not in _counters:
+        _counters[key] = torch.zeros(n, device=device, dtype=torch.int32)
+    return _counters[key]
+
+
+def _triton_kernel() -> Any:
+    global _kernel
+    if _kernel is not None:
+        return _kernel
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def decode_attention_chunks(q_ptr, k_ptr, v_ptr, m_ptr, o_ptr, p_ptr, c_ptr, H, S, scale, sq_b, sq_h, sk_b,
+                                sk_h, sk_s, sv_b, sv_h, sv_s, sm_b, sm_s, D: tl.constexpr, CHUNK: tl.constexpr,
+                                SPLITS: tl.constexpr, SPLITS_P2: tl.constexpr, HAS_MASK: tl.constexpr):
+        bh = tl.program_id(0)
+        split = tl.program_id(1)
+        b = bh // H
+        h = bh % H
+        rd = tl.arange(0, D)
+        rs = split * CHUNK + tl.arange(0, CHUNK)
+        keep = rs < S
+        q = tl.load(q_ptr + b * sq_b + h * sq_h + rd).to(tl.float32) * (scale * 1.4426950408889634)  # log2(e)
+        k = tl.load(k_ptr + b * sk_b + h * sk_h + rs[:, None] * sk_s + rd[None, :], mask=keep[:, None], other=0.0)
+        v = tl.load(v_ptr + b * sv_b + h * sv_h + rs[:, None] * sv_s + rd[None, :], mask=keep[:, None], other=0.0)
+        if HAS_MASK:
+            keep = keep & (tl.load(m_ptr + b * sm_b + rs * sm_s, mask=keep, other=0) != 0)
+        scores = tl.where(keep, tl.sum(k.to(tl.float32) * q[None, :], 1), float("-inf"))
+        top = tl.max(scores, 0)
+        weights = tl.where(keep, tl.exp2(scores - top), 0.0)  # a chunk masked whole has top -inf: weights 0
+        total = tl.sum(weights, 0)
+        acc = tl.sum(weights[:, None] * v.to(tl.float32), 0)
+        dtype = o_ptr.dtype.element_ty
+        if SPLITS == 1:
+            tl.store(o_ptr + bh * D + rd, (acc / total).to(dtype))
+        else:
+            row = p_ptr + (bh * SPLITS + split) * (D + 2)
+            tl.store(row + rd, acc)
+            tl.store(row + D, top)
+            tl.store(row + D + 1, total)
+            tl.debug_barrier()  # every thread's partials are written before the count says so
+            done = tl.atomic_add(c_ptr + bh, 1, sem="acq_rel")
+            if done == SPLITS - 1:  # the last chunk of this (row, head) to finish merges them all
+                rp = tl.arange(0, SPLITS_P2)
+                rows = p_ptr + (bh * SPLITS + rp) * (D + 2)
+                inside = rp < SPLITS
+                # volatile: bypass this SM's L1, which may hold the previous launch's partials
+                tops = tl.load(rows + D, mask=inside, other=float("-inf"), volatile=True)
+                totals = tl.load(rows + D + 1, mask=inside, other=0.0, volatile=True)
+                accs = tl.load(rows[:, None] + rd[None, :], mask=inside[:, None], other=0.0, volatile=True)
+                best = tl.max(tops, 0)
+                factor = tl.where(tops > float("-inf"), tl.exp2(tops - best), 0.0)
+                out = tl.sum(factor[:, None] * accs, 0) / tl.sum(factor * totals, 0)
+                tl.store(o_ptr + bh * D + rd, out.to(dtype))
+                tl.store(c_ptr + bh, 0)  # ready for the next launch
+
+    _kernel = decode_attention_chunks
+    return _kernel

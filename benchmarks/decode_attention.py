@@ -68,7 +68,7 @@ def _rows(batch: int, heads: int, slots: int, dim: int, masked: bool, layers: in
         return run
 
     def ours(chunk: int, warps: int) -> Any:
-        return lambda: [attention._launch(q, k, v, mask, scale, chunk, warps) for q, k, v in zip(qs, ks, vs,
+        return lambda: [attention._launch(q, k, v, mask, scale, chunk or None, warps) for q, k, v in zip(qs, ks, vs,
                                                                                                   strict=True)]
 
     from torch.nn.attention import SDPBackend
@@ -77,6 +77,7 @@ def _rows(batch: int, heads: int, slots: int, dim: int, masked: bool, layers: in
                             "efficient": sdpa(SDPBackend.EFFICIENT_ATTENTION)}
     if not masked:
         ways["flash"] = sdpa(SDPBackend.FLASH_ATTENTION)
+    ways["qeffbuild (shipped: chunk_for)"] = ours(0, attention.NUM_WARPS)
     for chunk in (32, 64, 128, 256):
         for warps in (2, 4):
             ways[f"qeffbuild chunk {chunk}, {warps} warps"] = ours(chunk, warps)

@@ -13,6 +13,7 @@
 # fusion:  the GEMV kernels' GPU tests, then large-v3 dims fp16 b1 with and without the GEMV fusion, one bench.
 # attention: the decode-attention kernel's GPU tests and benchmark, then large-v3 dims fp16 b1 with it and with
 #          cuDNN's SDPA, one bench (attention8: the same at batch 8, after the first has run its tests).
+# pdl:     the batch-1 GEMV chain with and without programmatic dependent launch (benchmarks/gemv_pdl.py).
 set -u
 R=$1; shift; mkdir -p "$R"
 # The GPU host's site-packages take no bytecode cache, so every process compiled ~1,300 modules from source
@@ -80,9 +81,11 @@ T.load('out/whisper-tiny-dims-cuda-b1', 'inductor', 'cuda').transcribe(['manifes
     else
       V=whisper-large-v3-zoo-b8-attention
     fi
-    ( time timeout 300 $Q build -j 2 "$V" ) > "$R/build-$mode.txt" 2>&1
+    ( time timeout 310 $Q build -j 2 "$V" ) > "$R/build-$mode.txt" 2>&1
     tail -4 "$R/build-$mode.txt"
-    timeout 150 $Q bench "$V" -n 5 --warmup 1 > "$R/bench-$mode.txt" 2>&1 ;;
+    timeout 130 $Q bench "$V" -n 3 --warmup 1 > "$R/bench-$mode.txt" 2>&1 ;;
+  pdl)
+    timeout 100 python3 benchmarks/gemv_pdl.py > "$R/gemv-pdl.txt" 2>&1; cat "$R/gemv-pdl.txt" ;;
   profile)
     S=${PROFILE_SPEC:-whisper-large-v3-zoo-b1-float16}
     ( time timeout 400 $Q build "$S" ) > "$R/build-$S.txt" 2>&1

@@ -28,8 +28,11 @@ OPS = (OP,)
 HALF = ("float16", "bfloat16")
 HEAD_DIMS = (16, 32, 64, 128, 256)  # a power of two: the kernel loads a head's row whole
 ROUTED_DEVICES = ("cuda",)  # where attentions go to the kernel (tests add "cpu" to route a CPU trace)
-# Keys a program scores. One chunk per program keeps its loads in flight together; at whisper-large-v3's 1,500
-# frames and 20 heads, 128 gives 240 programs a row (1.8 per SM of an H200), 32 KB of keys and values each.
+# Keys a program scores: one chunk per program keeps its loads in flight together. Up to WHOLE keys are one chunk
+# (no merge: at whisper-large-v3's 136 self-attention slots 3.2 µs against 3.6 with 64-key chunks and cuDNN's
+# 9.4); longer ones are cut into CHUNK-key chunks (1,500 frames: 6.4 µs, cuDNN 8.5 at batch 1; 20.3 against
+# 19.6 at batch 8, where both read at ~3 TB/s). benchmarks/decode_attention.py on an H200, 4 warps.
+WHOLE = 256
 CHUNK = 128
 NUM_WARPS = 4
 
@@ -129,13 +132,19 @@ def _val(node: Any) -> Any:
     return node.meta.get("val") if hasattr(node, "meta") else None
 
 
+def chunk_for(keys: int) -> int:
+    """How many keys one program scores."""
+    return max(16, 1 << (keys - 1).bit_length()) if keys <= WHOLE else CHUNK
+
+
 def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float,
-            chunk: int = CHUNK, num_warps: int = NUM_WARPS) -> torch.Tensor:
+            chunk: int | None = None, num_warps: int = NUM_WARPS) -> torch.Tensor:
     """The kernel over (rows × heads, chunks) programs (``chunk`` and ``num_warps``: the benchmark's variants)."""
     import torch
 
     b, h, _, d = q.shape
     s = k.shape[2]
+    chunk = chunk or chunk_for(s)
     splits = -(-s // chunk)
     q = q if q.stride(-1) == 1 else q.contiguous()
     k = k if k.stride(-1) == 1 else k.contiguous()

@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from . import gemv
+
 if TYPE_CHECKING:
     import torch
 
@@ -158,11 +160,12 @@ def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tenso
         m_b, m_s = (mask.stride(0) if mask.shape[0] > 1 else 0), mask.stride(3)
     else:
         mask, m_b, m_s = q, 0, 0
+    pdl = gemv._pdl(q)
     _triton_kernel()[(b * h, splits)](
         q, k, v, mask, out, partials, counts, h, s, float(scale),
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
         m_b, m_s, D=d, CHUNK=chunk, SPLITS=splits, SPLITS_P2=max(2, 1 << (splits - 1).bit_length()),
-        HAS_MASK=mask is not q, num_warps=num_warps)
+        HAS_MASK=mask is not q, PDL=pdl, num_warps=num_warps, launch_pdl=pdl)
     return out
 
 
@@ -188,7 +191,11 @@ def _triton_kernel() -> Any:
     @triton.jit
     def decode_attention_chunks(q_ptr, k_ptr, v_ptr, m_ptr, o_ptr, p_ptr, c_ptr, H, S, scale, sq_b, sq_h, sk_b,
                                 sk_h, sk_s, sv_b, sv_h, sv_s, sm_b, sm_s, D: tl.constexpr, CHUNK: tl.constexpr,
-                                SPLITS: tl.constexpr, SPLITS_P2: tl.constexpr, HAS_MASK: tl.constexpr):
+                                SPLITS: tl.constexpr, SPLITS_P2: tl.constexpr, HAS_MASK: tl.constexpr,
+                                PDL: tl.constexpr):
+        if PDL:  # launched to overlap the kernel before: q and a self-attention's keys may be its output
+            tl.extra.cuda.gdc_launch_dependents()
+            tl.extra.cuda.gdc_wait()
         bh = tl.program_id(0)
         split = tl.program_id(1)
         b = bh // H

@@ -3,6 +3,10 @@ that it computes them as torch does."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -238,3 +242,46 @@ def test_a_session_defines_only_the_ops_its_artifact_names() -> None:
             "print(hasattr(torch.ops.qeffbuild, 'gemv'), hasattr(torch.ops.qeffbuild, 'gemv_fused'))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["True", "False"]
+
+
+def _check_kernels_against_definition(device: str) -> None:
+    """Both kernels (each form: the weight tile first, or chunk by chunk) against the op's float32 definition, at
+    products of whisper-large-v3's shapes and one whose sizes are not powers of two."""
+    from qeffbuild.backends import gemv
+
+    gen = torch.Generator(device=device).manual_seed(0)
+    for weight_first in (True, False):
+        gemv.WEIGHT_FIRST = weight_first
+        for n, k in ((1280, 1280), (5120, 1280), (1280, 5120), (7, 384)):
+            x = (torch.randn(1, k, device=device, generator=gen) * 3 + 1).half()
+            w = (torch.randn(n, k, device=device, generator=gen) * 0.02).half()
+            b, r = (torch.randn(1, n, device=device, generator=gen).half() for _ in range(2))
+            exact = (x.float() @ w.float().t() + b.float()).half().float()
+            assert (gemv._launch(x, w, b[0]).float() - exact).abs().max().item() <= 2e-2 * exact.abs().max().item()
+            lw, lb = (1 + 0.1 * torch.randn(k, device=device, generator=gen)).half(), torch.zeros(k, device=device)
+            folded = gemv.fold_norm(w, b[0], lw, lb.half())
+            args = (x, folded[0], folded[2], folded[1], 1e-5, "gelu", r)
+            want = gemv._reference(*args).float()
+            got = gemv._launch_fused(*args).float()
+            assert (got - want).abs().max().item() <= 2e-2 * want.abs().max().item(), (weight_first, n, k)
+
+
+@pytest.mark.skipif(os.environ.get("QEFFBUILD_TRITON_INTERPRET") != "1",
+                    reason="QEFFBUILD_TRITON_INTERPRET=1 with triton installed runs the kernels on the CPU")
+def test_the_kernels_in_tritons_interpreter() -> None:
+    pytest.importorskip("triton")
+    code = "from tests.backends.test_gemv import _check_kernels_against_definition as c; c('cpu')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "TRITON_INTERPRET": "1"}, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_kernels_in_both_forms_on_the_gpu() -> None:
+    from qeffbuild.backends import gemv
+
+    try:
+        _check_kernels_against_definition("cuda")
+    finally:
+        gemv.WEIGHT_FIRST = True

@@ -54,21 +54,16 @@ def _define() -> None:
     import torch
 
     @torch.library.custom_op(OP, mutates_args=(),
-                             schema="(Tensor q, Tensor k, Tensor v, Tensor? mask, float scale, bool kv_read_only) "
-                                    "-> Tensor")
+                             schema="(Tensor q, Tensor k, Tensor v, Tensor? mask, float scale) -> Tensor")
     def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-                         scale: float, kv_read_only: bool) -> torch.Tensor:
+                         scale: float) -> torch.Tensor:
         """softmax(q·kᵀ·scale, masked) · v for q of shape (B, H, 1, D), k and v (B, H, S, D) and a boolean
-        mask broadcast to (B, 1, 1, S) (True: attend). ``kv_read_only``: k and v are inputs of the step that no
-        kernel of it writes (a cross-attention's states), so the kernel may read them while the kernel before it
-        finishes."""
-        if q.device.type != "cuda":
-            return _reference(q, k, v, mask, scale)
-        return _launch(q, k, v, mask, scale, kv_first=kv_read_only)
+        mask broadcast to (B, 1, 1, S) (True: attend)."""
+        return _launch(q, k, v, mask, scale) if q.device.type == "cuda" else _reference(q, k, v, mask, scale)
 
     @decode_attention.register_fake
-    def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float,
-          kv_read_only: bool) -> torch.Tensor:
+    def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+          scale: float) -> torch.Tensor:
         return q.new_empty(q.shape)
 
 
@@ -103,16 +98,14 @@ def eligible(q: Any, k: Any, v: Any, mask: Any, dropout_p: float, is_causal: boo
             and tuple(mask.shape[1:3]) == (1, 1) and mask.shape[3] == k.shape[2])
 
 
-def route(module: Any, device: str, written: set[int] | frozenset[int] = frozenset()) -> int:
+def route(module: Any, device: str) -> int:
     """Replace each eligible ``aten.scaled_dot_product_attention`` of an exported program's module by this op
-    (its graph's nodes carry example values); returns how many were replaced. ``written``: the positions of the
-    step's inputs it writes in place (its retained state); keys and values that are other inputs are read-only."""
+    (its graph's nodes carry example values); returns how many were replaced."""
     import torch
 
     register()
     sdpa = torch.ops.aten.scaled_dot_product_attention.default
     graph, routed = module.graph, 0
-    read_only = {n for i, n in enumerate(n for n in graph.nodes if n.op == "placeholder") if i not in written}
     for node in list(graph.nodes):
         if node.op != "call_function" or node.target is not sdpa:
             continue
@@ -126,8 +119,7 @@ def route(module: Any, device: str, written: set[int] | frozenset[int] = frozens
         scale = args.get("scale")
         scale = float(scale) if scale is not None else 1.0 / math.sqrt(q_val.shape[-1])  # type: ignore[union-attr]
         with graph.inserting_before(node):
-            new = graph.call_function(torch.ops.qeffbuild.decode_attention.default,
-                                      (q, k, v, mask, scale, k in read_only and v in read_only))
+            new = graph.call_function(torch.ops.qeffbuild.decode_attention.default, (q, k, v, mask, scale))
         new.meta = dict(node.meta)
         node.replace_all_uses_with(new)
         graph.erase_node(node)
@@ -148,9 +140,8 @@ def chunk_for(keys: int) -> int:
 
 
 def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float,
-            chunk: int | None = None, num_warps: int = NUM_WARPS, kv_first: bool = False) -> torch.Tensor:
-    """The kernel over (rows × heads, chunks) programs (``chunk`` and ``num_warps``: the benchmark's variants).
-    ``kv_first``: read k and v before waiting for the kernel before (they are not its output)."""
+            chunk: int | None = None, num_warps: int = NUM_WARPS) -> torch.Tensor:
+    """The kernel over (rows × heads, chunks) programs (``chunk`` and ``num_warps``: the benchmark's variants)."""
     import torch
 
     b, h, _, d = q.shape
@@ -174,7 +165,7 @@ def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tenso
         q, k, v, mask, out, partials, counts, h, s, float(scale),
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
         m_b, m_s, D=d, CHUNK=chunk, SPLITS=splits, SPLITS_P2=max(2, 1 << (splits - 1).bit_length()),
-        HAS_MASK=mask is not q, PDL=pdl, KV_FIRST=kv_first, num_warps=num_warps, launch_pdl=pdl)
+        HAS_MASK=mask is not q, PDL=pdl, num_warps=num_warps, launch_pdl=pdl)
     return out
 
 
@@ -201,7 +192,10 @@ def _triton_kernel() -> Any:
     def decode_attention_chunks(q_ptr, k_ptr, v_ptr, m_ptr, o_ptr, p_ptr, c_ptr, H, S, scale, sq_b, sq_h, sk_b,
                                 sk_h, sk_s, sv_b, sv_h, sv_s, sm_b, sm_s, D: tl.constexpr, CHUNK: tl.constexpr,
                                 SPLITS: tl.constexpr, SPLITS_P2: tl.constexpr, HAS_MASK: tl.constexpr,
-                                PDL: tl.constexpr, KV_FIRST: tl.constexpr):
+                                PDL: tl.constexpr):
+        if PDL:  # launched to overlap the kernel before: q and a self-attention's keys may be its output
+            tl.extra.cuda.gdc_launch_dependents()
+            tl.extra.cuda.gdc_wait()
         bh = tl.program_id(0)
         split = tl.program_id(1)
         b = bh // H
@@ -209,21 +203,9 @@ def _triton_kernel() -> Any:
         rd = tl.arange(0, D)
         rs = split * CHUNK + tl.arange(0, CHUNK)
         keep = rs < S
-        k_at = k_ptr + b * sk_b + h * sk_h + rs[:, None] * sk_s + rd[None, :]
-        v_at = v_ptr + b * sv_b + h * sv_h + rs[:, None] * sv_s + rd[None, :]
-        # Launched to overlap the kernel before (PDL): q, the mask and a self-attention's keys may be its output,
-        # so they are read after gdc_wait; a cross-attention's keys and values (read-only inputs) before it.
-        if PDL:
-            tl.extra.cuda.gdc_launch_dependents()
-        if KV_FIRST:
-            k = tl.load(k_at, mask=keep[:, None], other=0.0)
-            v = tl.load(v_at, mask=keep[:, None], other=0.0)
-        if PDL:
-            tl.extra.cuda.gdc_wait()
-        if not KV_FIRST:
-            k = tl.load(k_at, mask=keep[:, None], other=0.0)
-            v = tl.load(v_at, mask=keep[:, None], other=0.0)
         q = tl.load(q_ptr + b * sq_b + h * sq_h + rd).to(tl.float32) * (scale * 1.4426950408889634)  # log2(e)
+        k = tl.load(k_ptr + b * sk_b + h * sk_h + rs[:, None] * sk_s + rd[None, :], mask=keep[:, None], other=0.0)
+        v = tl.load(v_ptr + b * sv_b + h * sv_h + rs[:, None] * sv_s + rd[None, :], mask=keep[:, None], other=0.0)
         if HAS_MASK:
             keep = keep & (tl.load(m_ptr + b * sm_b + rs * sm_s, mask=keep, other=0) != 0)
         scores = tl.where(keep, tl.sum(k.to(tl.float32) * q[None, :], 1), float("-inf"))

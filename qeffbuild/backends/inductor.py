@@ -128,7 +128,7 @@ def compile_model(ctx: StepContext) -> None:
     import torch
 
     from ..pipeline.torchutil import example_inputs, load_program, strict_fp32, torch_device
-    from ..runtimes.io import read_io, retained_pairs
+    from ..runtimes.io import read_io
 
     p = ctx.params
     src = ctx.inputs["program"]
@@ -143,8 +143,7 @@ def compile_model(ctx: StepContext) -> None:
     (ctx.out / TUNING).write_text(json.dumps(tuning) + "\n")
     module = load_program(src / "program.pt2").module()
     if attention.OP in allowed:
-        written = {i for i, _ in retained_pairs(io)} if io.get("call") == "positional" else set()
-        print(f"attention routed to {attention.OP}: {attention.route(module, device, written)} call(s)")
+        print(f"attention routed to {attention.OP}: {attention.route(module, device)} call(s)")
     step = _FlatStep(module, io)
     feeds = example_inputs(shapes, io["inputs"], torch_device(device))
     args = [feeds[name] for name in io["inputs"]]

@@ -25,6 +25,7 @@ from .rules import LogitRules, RuleState, best_tokens
 
 EOS_POLL = 8  # steps between host reads of "has every row ended?" (each read waits for the device)
 WARMUP_STEPS = 3  # eager steps on a side stream before a CUDA graph is captured (Inductor's first-call work)
+CAPTURED_FROM_TOKEN = 1  # generated tokens before this one run eagerly (the first's rules differ); this one captures
 
 
 def greedy_on_device(decoder: Any, decoder_io: dict[str, Any], fixed: list[Any], prompts: Any, rules: LogitRules,
@@ -130,7 +131,7 @@ class StepLoop:
 
     def generate(self, kind: _Generating, i: int) -> None:
         """Generated token ``i`` (0: the first, whose rules differ, runs eagerly)."""
-        if i == 0 or not self.capturable:
+        if i < CAPTURED_FROM_TOKEN or not self.capturable:
             self._generate(kind.state, i)
             return
         if kind.graph is None:  # capturing runs the step: save and restore what it changes

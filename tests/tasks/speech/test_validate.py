@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -79,3 +80,28 @@ def test_a_drifting_row_carries_the_references_gap_at_its_first_difference(tiny_
         out = validate._with_logit_gaps(bounded, tiny_whisper, frontend, utts, spec, dc, {0: ref, 1: ref, 2: ref})
         assert out["ok"] is ok and out["divergence_gap"] == pytest.approx(want, abs=1e-6)
         assert bool(out["failures"]) is not ok and all("not a rounding" in f for f in out["failures"])
+
+
+def test_the_untimed_first_decode_reaches_the_captured_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The device loop captures its generating step's CUDA graph at generated token CAPTURED_FROM_TOKEN: the
+    untimed decode of each audio length's first batch must get there, or the capture is timed in the validation's
+    speed columns (as it was: 3.3 utterances/s on an H200 where the bench said 4.4)."""
+    from qeffbuild.decoding.device import CAPTURED_FROM_TOKEN
+    from qeffbuild.exec.progress import StepProgress
+    from qeffbuild.pipeline.audio import Utterance
+    from qeffbuild.tasks.speech import validate
+
+    calls: list[int] = []
+
+    def decode(encoder: Any, decoder: Any, feeds: Any, dc: Any, steps: int, io: Any, **kw: Any) -> Any:
+        calls.append(steps)
+        return SimpleNamespace(tokens=np.zeros((1, steps), dtype=np.int64))
+
+    monkeypatch.setattr(validate, "greedy_decode", decode)
+    frontend = SimpleNamespace(features=lambda audios, graph: {})
+    utts = [Utterance(f"u{i}.wav", np.zeros(16000, dtype=np.float32), None) for i in range(2)]
+    spec = {"batch_size": 1, "graphs": {"encoder": 16000 * 30}}
+    validate.decode_all(frontend, {"encoder": None}, None, {}, utts, spec, None, 8, 0, StepProgress(2, "x"), "t",
+                        None)
+    assert calls == [validate.WARM_TOKENS, 8, 8]  # one untimed decode for the audio length, then each batch
+    assert validate.WARM_TOKENS > CAPTURED_FROM_TOKEN

@@ -54,13 +54,13 @@ def main() -> None:
             return x
         return run
 
-    def shipped(weight_first: bool) -> Any:
+    def shipped(weight_first: bool | None) -> Any:
         def launch(x: Any, w: Any) -> Any:
             gemv.WEIGHT_FIRST = weight_first
             return gemv._launch(x, w, None)
         return launch
 
-    ways = {"qeffbuild::gemv as shipped": chain(shipped(True)),
+    ways = {"qeffbuild::gemv as shipped": chain(shipped(None)),
             "qeffbuild::gemv chunked loop": chain(shipped(False)),
             "whole tile first, no PDL": chain(lambda x, w: _launch(kernel, x, w, pdl=False)),
             "whole tile first, PDL": chain(lambda x, w: _launch(kernel, x, w, pdl=True)),

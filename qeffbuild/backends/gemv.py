@@ -50,8 +50,9 @@ ROUTED_DEVICES = ("cuda",)  # where products go to the kernel (tests add "cpu" t
 # overlap the kernel before it (programmatic dependent launch): it reads its weights, which no kernel of a step
 # writes, while that kernel finishes, then waits for it (``gdc_wait``) before reading x, that kernel's output. In a
 # CUDA graph of whisper-large-v3's out-proj → fc1 → fc2 chain (benchmarks/gemv_pdl.py on an H200): 3.63 µs a
-# product, against 4.62 for the chunked loop without it (and 4.93 for the whole tile without it).
-WEIGHT_FIRST = True
+# product, against 4.62 for the chunked loop without it (and 4.93 for the whole tile without it, so a GPU without
+# PDL keeps the loop). None: the tile form where PDL is available; True or False forces a form (the tests').
+WEIGHT_FIRST: bool | None = None
 _PDL_BY_DEVICE: dict[int, bool] = {}
 _registered: set[str] = set()
 _kernel: Any = None
@@ -183,21 +184,21 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     n, k = weight.shape
     if bias is not None:
         bias = bias.contiguous()
+    pdl = tile and _pdl(x)
     kernel[(triton.cdiv(n, BLOCK_N),)](x, weight, out if bias is None else bias, out, n, K=k, K_P2=_pow2(k),
-                                         HAS_BIAS=bias is not None, TILE=tile, PDL=tile and _pdl(x),
-                                         BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=NUM_WARPS,
-                                         launch_pdl=tile and _pdl(x))
+                                         HAS_BIAS=bias is not None, TILE=tile, PDL=pdl, BLOCK_N=BLOCK_N,
+                                         BLOCK_K=BLOCK_K, num_warps=NUM_WARPS, launch_pdl=pdl)
     return out
 
 
 def _operands(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
     """x and the weight as both kernels read them (contiguous rows: a strided view is copied, never misread), the
-    output to write, and whether the kernel may read its weight tile before the previous kernel has finished
-    (:data:`WEIGHT_FIRST`; not when the weight is a copy made just now, by the kernel before it)."""
+    output to write, and whether the kernel takes the tile form (:data:`WEIGHT_FIRST`), which may read its weights
+    before the previous kernel has finished: not when the weight is a copy made just now, by the kernel before."""
     import torch
 
     n, k = weight.shape
-    tile = WEIGHT_FIRST
+    tile = _pdl(x) if WEIGHT_FIRST is None else WEIGHT_FIRST
     if weight.stride() != (k, 1):
         weight, tile = weight.contiguous(), False
     return x.contiguous(), weight, torch.empty((x.shape[0], n), device=x.device, dtype=x.dtype), tile
@@ -228,10 +229,11 @@ def _launch_fused(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     x, weight, out, tile = _operands(x, weight)
     n, k = weight.shape
     given = [t.contiguous() if t is not None else out for t in (bias, row_sums, residual)]
+    pdl = tile and _pdl(x)
     kernel[(triton.cdiv(n, BLOCK_N),)](
         x, weight, *given, out, n, float(eps), K=k, K_P2=_pow2(k), HAS_BIAS=bias is not None,
-        NORM=row_sums is not None, GELU=activation == "gelu", RESIDUAL=residual is not None, TILE=tile,
-        PDL=tile and _pdl(x), BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=NUM_WARPS, launch_pdl=tile and _pdl(x))
+        NORM=row_sums is not None, GELU=activation == "gelu", RESIDUAL=residual is not None, TILE=tile, PDL=pdl,
+        BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=NUM_WARPS, launch_pdl=pdl)
     return out
 
 

@@ -284,4 +284,4 @@ def test_the_kernels_in_both_forms_on_the_gpu() -> None:
     try:
         _check_kernels_against_definition("cuda")
     finally:
-        gemv.WEIGHT_FIRST = True
+        gemv.WEIGHT_FIRST = None

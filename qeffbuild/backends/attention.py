@@ -12,7 +12,13 @@ sum, and the chunk's program that finishes last for its (row, head) merges the p
 The compile step routes every ``scaled_dot_product_attention`` of the exported program with one query, a
 half-precision CUDA operand, a boolean mask or none, no dropout and no causal flag to this op (:func:`route`,
 before the trace); Inductor calls it as an extern kernel, as it does SDPA. :func:`_reference` is the op's
-definition and its CPU path.
+definition and its CPU path. On a Hopper GPU it is launched to overlap the kernel before it (programmatic
+dependent launch, as the GEMVs are: ``gemv._pdl``). whisper-large-v3 dims fp16 on an H200, one bench against
+cuDNN's SDPA: 1.65 against 1.80 ms/token at batch 1, 2.90 against 2.95 at batch 8, exact tokens kept.
+
+The counts live in one buffer per device and rows × heads: launches on one device are taken to run one at a
+time (one stream, as the decode loop and its CUDA graphs run them), since two overlapping launches of the same
+size would share counts.
 """
 
 from __future__ import annotations

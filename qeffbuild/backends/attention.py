@@ -13,7 +13,7 @@ The compile step routes every ``scaled_dot_product_attention`` of the exported p
 half-precision CUDA operand, a boolean mask or none, no dropout and no causal flag to this op (:func:`route`,
 before the trace); Inductor calls it as an extern kernel, as it does SDPA. :func:`_reference` is the op's
 definition and its CPU path. On a Hopper GPU it is launched to overlap the kernel before it (programmatic
-dependent launch, as the GEMVs are: ``gemv._pdl``). whisper-large-v3 dims fp16 on an H200, one bench against
+dependent launch, as the GEMVs are: ``gemv.pdl_available``). whisper-large-v3 dims fp16 on an H200, one bench against
 cuDNN's SDPA: 1.65 against 1.80 ms/token at batch 1, 2.90 against 2.95 at batch 8, exact tokens kept.
 
 The counts live in one buffer per device and rows × heads: launches on one device are taken to run one at a
@@ -118,7 +118,7 @@ def route(module: Any, device: str) -> int:
         args = dict(zip(("query", "key", "value", "attn_mask", "dropout_p", "is_causal"), node.args, strict=False))
         args.update(node.kwargs)
         q, k, v, mask = (args.get(n) for n in ("query", "key", "value", "attn_mask"))
-        q_val, k_val, v_val, mask_val = (_val(x) if x is not None else None for x in (q, k, v, mask))
+        q_val, k_val, v_val, mask_val = (gemv._val(x) if x is not None else None for x in (q, k, v, mask))
         if not eligible(q_val, k_val, v_val, mask_val, float(args.get("dropout_p", 0.0)),
                         bool(args.get("is_causal", False)), bool(args.get("enable_gqa", False)), device):
             continue
@@ -136,13 +136,9 @@ def route(module: Any, device: str) -> int:
     return routed
 
 
-def _val(node: Any) -> Any:
-    return node.meta.get("val") if hasattr(node, "meta") else None
-
-
 def chunk_for(keys: int) -> int:
     """How many keys one program scores."""
-    return max(16, 1 << (keys - 1).bit_length()) if keys <= WHOLE else CHUNK
+    return max(16, gemv.next_pow2(keys)) if keys <= WHOLE else CHUNK
 
 
 def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float,
@@ -166,11 +162,11 @@ def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tenso
         m_b, m_s = (mask.stride(0) if mask.shape[0] > 1 else 0), mask.stride(3)
     else:
         mask, m_b, m_s = q, 0, 0
-    pdl = gemv._pdl(q)
+    pdl = gemv.pdl_available(q)
     _triton_kernel()[(b * h, splits)](
         q, k, v, mask, out, partials, counts, h, s, float(scale),
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-        m_b, m_s, D=d, CHUNK=chunk, SPLITS=splits, SPLITS_P2=max(2, 1 << (splits - 1).bit_length()),
+        m_b, m_s, D=d, CHUNK=chunk, SPLITS=splits, SPLITS_P2=max(2, gemv.next_pow2(splits)),
         HAS_MASK=mask is not q, PDL=pdl, num_warps=num_warps, launch_pdl=pdl)
     return out
 

@@ -184,8 +184,8 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     n, k = weight.shape
     if bias is not None:
         bias = bias.contiguous()
-    pdl = tile and _pdl(x)
-    kernel[(triton.cdiv(n, BLOCK_N),)](x, weight, out if bias is None else bias, out, n, K=k, K_P2=_pow2(k),
+    pdl = tile and pdl_available(x)
+    kernel[(triton.cdiv(n, BLOCK_N),)](x, weight, out if bias is None else bias, out, n, K=k, K_P2=next_pow2(k),
                                          HAS_BIAS=bias is not None, TILE=tile, PDL=pdl, BLOCK_N=BLOCK_N,
                                          BLOCK_K=BLOCK_K, num_warps=NUM_WARPS, launch_pdl=pdl)
     return out
@@ -198,17 +198,18 @@ def _operands(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torc
     import torch
 
     n, k = weight.shape
-    tile = _pdl(x) if WEIGHT_FIRST is None else WEIGHT_FIRST
+    tile = pdl_available(x) if WEIGHT_FIRST is None else WEIGHT_FIRST
     if weight.stride() != (k, 1):
         weight, tile = weight.contiguous(), False
     return x.contiguous(), weight, torch.empty((x.shape[0], n), device=x.device, dtype=x.dtype), tile
 
 
-def _pow2(k: int) -> int:
-    return 1 << (k - 1).bit_length()
+def next_pow2(n: int) -> int:
+    """The least power of two ≥ ``n`` (a Triton block over ``n`` values)."""
+    return 1 << (n - 1).bit_length()
 
 
-def _pdl(x: torch.Tensor) -> bool:
+def pdl_available(x: torch.Tensor) -> bool:
     """Whether this launch may overlap the previous kernel (Hopper's programmatic dependent launch): a CUDA device
     of compute capability 9 or newer."""
     import torch
@@ -229,9 +230,9 @@ def _launch_fused(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     x, weight, out, tile = _operands(x, weight)
     n, k = weight.shape
     given = [t.contiguous() if t is not None else out for t in (bias, row_sums, residual)]
-    pdl = tile and _pdl(x)
+    pdl = tile and pdl_available(x)
     kernel[(triton.cdiv(n, BLOCK_N),)](
-        x, weight, *given, out, n, float(eps), K=k, K_P2=_pow2(k), HAS_BIAS=bias is not None,
+        x, weight, *given, out, n, float(eps), K=k, K_P2=next_pow2(k), HAS_BIAS=bias is not None,
         NORM=row_sums is not None, GELU=activation == "gelu", RESIDUAL=residual is not None, TILE=tile, PDL=pdl,
         BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=NUM_WARPS, launch_pdl=pdl)
     return out

@@ -32,7 +32,10 @@ if TYPE_CHECKING:
     import torch
 
 OP = "qeffbuild::decode_attention"
-OPS = (OP,)
+# The same attention that first writes this step's key and value into the self-attention cache at the position
+# (the cache is mutated in place), replacing the graph's where(slot == position, new, past) and its copy back
+WRITE_OP = "qeffbuild::decode_attention_write"
+OPS = (OP, WRITE_OP)
 HALF = ("float16", "bfloat16")
 HEAD_DIMS = (16, 32, 64, 128, 256)  # a power of two: the kernel loads a head's row whole
 ROUTED_DEVICES = ("cuda",)  # where attentions go to the kernel (tests add "cpu" to route a CPU trace)
@@ -50,10 +53,13 @@ _counters: dict[tuple[str, int], Any] = {}  # (device, rows × heads) -> int32 z
 
 
 def register(ops: tuple[str, ...] | list[str] = OPS) -> None:
-    """Define the op in this process, once (a session defines it only when its artifact names it)."""
+    """Define the ops in this process, once each (a session defines only those its artifact names)."""
     if OP in ops and OP not in _registered:
         _registered.add(OP)
         _define()
+    if WRITE_OP in ops and WRITE_OP not in _registered:
+        _registered.add(WRITE_OP)
+        _define_write()
 
 
 def _define() -> None:
@@ -71,6 +77,41 @@ def _define() -> None:
     def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
           scale: float) -> torch.Tensor:
         return q.new_empty(q.shape)
+
+
+def _define_write() -> None:
+    import torch
+
+    @torch.library.custom_op(WRITE_OP, mutates_args=("k_cache", "v_cache"),
+                             schema="(Tensor q, Tensor k_new, Tensor v_new, Tensor(a!) k_cache, Tensor(b!) v_cache, "
+                                    "Tensor position, Tensor? mask, float scale) -> Tensor")
+    def decode_attention_write(q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor, k_cache: torch.Tensor,
+                               v_cache: torch.Tensor, position: torch.Tensor, mask: torch.Tensor | None,
+                               scale: float) -> torch.Tensor:
+        """Write ``k_new`` and ``v_new`` (B, H, 1, D) into slot ``position`` of the caches (B, H, S, D), in place
+        (no slot when the position is outside them), then :data:`OP` over the caches with ``mask``, or without
+        one over the slots up to the position (a decoder's causal mask, made in the kernel)."""
+        if q.device.type == "cuda" and k_cache.stride(-1) == 1 and v_cache.stride(-1) == 1:
+            return _launch(q, k_cache, v_cache, mask, scale, written=(k_new, v_new, position))
+        return _reference_write(q, k_new, v_new, k_cache, v_cache, position, mask, scale)
+
+    @decode_attention_write.register_fake
+    def _(q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+          position: torch.Tensor, mask: torch.Tensor | None, scale: float) -> torch.Tensor:
+        return q.new_empty(q.shape)
+
+
+def _reference_write(q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor, k_cache: torch.Tensor,
+                     v_cache: torch.Tensor, position: torch.Tensor, mask: torch.Tensor | None,
+                     scale: float) -> torch.Tensor:
+    """What the writing op computes: the graph's own cache update (RetainedLayer's decode step), in place."""
+    import torch
+
+    slots = torch.arange(k_cache.shape[-2], device=k_cache.device)
+    slot = (slots == position).view(1, 1, -1, 1)
+    k_cache.copy_(torch.where(slot, k_new.to(k_cache.dtype), k_cache))
+    v_cache.copy_(torch.where(slot, v_new.to(v_cache.dtype), v_cache))
+    return _reference(q, k_cache, v_cache, (slots <= position).view(1, 1, 1, -1) if mask is None else mask, scale)
 
 
 def _reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
@@ -104,9 +145,12 @@ def eligible(q: Any, k: Any, v: Any, mask: Any, dropout_p: float, is_causal: boo
             and tuple(mask.shape[1:3]) == (1, 1) and mask.shape[3] == k.shape[2])
 
 
-def route(module: Any, device: str) -> int:
+def route(module: Any, device: str, write_state: bool = True) -> int:
     """Replace each eligible ``aten.scaled_dot_product_attention`` of an exported program's module by this op
-    (its graph's nodes carry example values); returns how many were replaced."""
+    (its graph's nodes carry example values); returns how many were replaced. With ``write_state``, an attention
+    over a retained cache updated by ``where(slot == position, new, past)`` (:func:`_cache_write`) goes to
+    :data:`WRITE_OP`, which writes the slot into the cache in place: the module then returns the cache input
+    itself as that state's output, and the two kernels Inductor made per layer to write the states are gone."""
     import torch
 
     register()
@@ -115,25 +159,163 @@ def route(module: Any, device: str) -> int:
     for node in list(graph.nodes):
         if node.op != "call_function" or node.target is not sdpa:
             continue
-        args = dict(zip(("query", "key", "value", "attn_mask", "dropout_p", "is_causal"), node.args, strict=False))
+        args: dict[str, Any] = dict(zip(("query", "key", "value", "attn_mask", "dropout_p", "is_causal"), node.args,
+                                        strict=False))
         args.update(node.kwargs)
         q, k, v, mask = (args.get(n) for n in ("query", "key", "value", "attn_mask"))
         q_val, k_val, v_val, mask_val = (gemv._val(x) if x is not None else None for x in (q, k, v, mask))
+        assert q is not None and k is not None and v is not None  # SDPA's schema: they are required
         if not eligible(q_val, k_val, v_val, mask_val, float(args.get("dropout_p", 0.0)),
                         bool(args.get("is_causal", False)), bool(args.get("enable_gqa", False)), device):
             continue
         scale = args.get("scale")
         scale = float(scale) if scale is not None else 1.0 / math.sqrt(q_val.shape[-1])  # type: ignore[union-attr]
+        write = _cache_write(node, k, v) if write_state else None
+        q, scale = _unscaled(q, scale)
         with graph.inserting_before(node):
-            new = graph.call_function(torch.ops.qeffbuild.decode_attention.default, (q, k, v, mask, scale))
+            if write is None:
+                new = graph.call_function(torch.ops.qeffbuild.decode_attention.default, (q, k, v, mask, scale))
+            else:
+                k_new, v_new, k_cache, v_cache, position = write
+                # a mask that is slot <= position is the kernel's own: no kernel a layer to make it
+                mask = None if mask is not None and _is_causal(mask, position, gemv._val(k).shape[2]) else mask
+                new = graph.call_function(torch.ops.qeffbuild.decode_attention_write.default,
+                                          (q, k_new, v_new, k_cache, v_cache, position, mask, scale))
         new.meta = dict(node.meta)
         node.replace_all_uses_with(new)
         graph.erase_node(node)
+        if write is not None:  # the step's outputs are the caches now written in place
+            for updated, cache in ((k, write[2]), (v, write[3])):
+                updated.replace_all_uses_with(cache)
+                graph.erase_node(updated)
         routed += 1
     if routed:
         graph.lint()
         module.recompile()
     return routed
+
+
+def _cache_write(sdpa: Any, k: Any, v: Any) -> tuple[Any, Any, Any, Any, Any] | None:
+    """(k_new, v_new, k_cache, v_cache, position) when the attention's keys and values are a retained cache's
+    decode-step update, ``where((arange(S) == position).view(1, 1, S, 1), new, cache_input)`` (decoding/cache.py's
+    RetainedLayer), read only by this attention and returned as the step's state; else None (left as it is)."""
+    import torch
+
+    aten = torch.ops.aten
+    found = []
+    for updated in (k, v):
+        if getattr(updated, "target", None) is not aten.where.self or len(updated.args) != 3:
+            return None
+        cond, new, cache = updated.args
+        if getattr(cache, "op", None) != "placeholder" or not _reads_only_before(cache, updated, sdpa):
+            return None
+        if any(u is not sdpa and u.op != "output" for u in updated.users):
+            return None
+        new_val, cache_val = gemv._val(new), gemv._val(cache)
+        if new_val is None or cache_val is None or new_val.dtype != cache_val.dtype or new_val.dim() != 4 \
+                or tuple(new_val.shape) != (*cache_val.shape[:2], 1, cache_val.shape[3]):
+            return None
+        found.append((cond, _view_source(new), cache))
+    (cond, k_new, k_cache), (cond_v, v_new, v_cache) = found
+    position = _slot_position(cond, gemv._val(k_cache).shape[2])
+    if position is None or _slot_position(cond_v, gemv._val(v_cache).shape[2]) is not position:
+        return None
+    return k_new, v_new, k_cache, v_cache, position
+
+
+def _is_causal(mask: Any, position: Any, slots: int) -> bool:
+    """Whether ``mask`` is ``slot <= position`` for every row, at every position a step can take (0 … slots - 1):
+    its nodes are run for each, from the position alone (a mask that reads any other input is not)."""
+    import torch
+
+    nodes: dict[Any, None] = {}
+    todo = [mask]
+    while todo:
+        n = todo.pop()
+        if n in nodes or n is position:
+            continue
+        if n.op != "call_function":  # an input other than the position, or a weight
+            return False
+        nodes[n] = None
+        todo.extend(n.all_input_nodes)
+    order = [n for n in mask.graph.nodes if n in nodes]
+    pos_val = gemv._val(position)
+    try:
+        for p in range(slots):
+            env = {position: torch.tensor(p, dtype=pos_val.dtype, device=pos_val.device)}
+            for n in order:
+                env[n] = n.target(*torch.fx.node.map_arg(n.args, env.__getitem__),
+                                  **torch.fx.node.map_arg(n.kwargs, env.__getitem__))
+            got = env[mask]
+            want = torch.arange(slots, device=got.device) <= p
+            if got.dtype != torch.bool or not bool((got == want).all()):
+                return False
+    except (RuntimeError, TypeError, ValueError):  # a node that cannot run alone: keep the mask
+        return False
+    return True
+
+
+def _unscaled(q: Any, scale: float) -> tuple[Any, float]:
+    """The query without its scaling by a constant (``transpose(view(mul(x, c)))``: Whisper scales q after its
+    projection), that constant folded into the op's scale: the kernel then reads q straight from the
+    projection's output, with no kernel between them to scale it."""
+    import torch
+
+    aten = torch.ops.aten
+    if getattr(q, "target", None) is not aten.transpose.int:
+        return q, scale
+    view = q.args[0]
+    if getattr(view, "target", None) not in (aten.view.default, aten.reshape.default) or len(view.users) != 1:
+        return q, scale
+    mul = view.args[0]
+    if getattr(mul, "target", None) is not aten.mul.Tensor or len(mul.users) != 1 \
+            or not isinstance(mul.args[1], float | int) or isinstance(mul.args[1], bool):
+        return q, scale
+    # reshape, not view: the unscaled projection may be a slice of a fused one, which a view may not take
+    view.target = aten.reshape.default
+    view.args = (mul.args[0], *view.args[1:])
+    q.graph.erase_node(mul)
+    return q, scale * float(mul.args[1])
+
+
+def _view_source(node: Any) -> Any:
+    """``node`` without the copies that only change its layout (``contiguous``, a ``to`` its own dtype): the
+    kernel takes any strides but a unit last one, so it reads the projection's output where it lies."""
+    import torch
+
+    aten = torch.ops.aten
+    while True:
+        target, val = getattr(node, "target", None), gemv._val(node)
+        source = node.args[0] if target in (aten.contiguous.default, aten.to.dtype) else None
+        if source is None or gemv._val(source) is None or val is None or gemv._val(source).dtype != val.dtype \
+                or gemv._val(source).stride(-1) != 1:
+            return node
+        node = source
+
+
+def _slot_position(cond: Any, slots: int) -> Any:
+    """The position node of ``(arange(slots) == position).view(1, 1, -1, 1)``, a 0-dim integer, or None."""
+    import torch
+
+    aten = torch.ops.aten
+    if getattr(cond, "target", None) is not aten.view.default or list(cond.args[1]) != [1, 1, -1, 1]:
+        return None
+    eq = cond.args[0]
+    if getattr(eq, "target", None) is not aten.eq.Tensor:
+        return None
+    arange, position = eq.args
+    if getattr(arange, "target", None) is not aten.arange.default or list(arange.args) != [slots] \
+            or arange.kwargs.get("dtype") not in (None, torch.int64):
+        return None
+    val = gemv._val(position)
+    return position if val is not None and val.dim() == 0 and not val.is_floating_point() else None
+
+
+def _reads_only_before(cache: Any, updated: Any, sdpa: Any) -> bool:
+    """Whether every reader of the cache input other than its update runs before the attention (an export's
+    shape guards do): written in place there, nothing after may expect the old cache."""
+    order = {n: i for i, n in enumerate(sdpa.graph.nodes)}
+    return all(u is updated or order[u] < order[sdpa] for u in cache.users)
 
 
 def chunk_for(keys: int) -> int:
@@ -142,8 +324,11 @@ def chunk_for(keys: int) -> int:
 
 
 def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float,
-            chunk: int | None = None, num_warps: int = NUM_WARPS) -> torch.Tensor:
-    """The kernel over (rows × heads, chunks) programs (``chunk`` and ``num_warps``: the benchmark's variants)."""
+            chunk: int | None = None, num_warps: int = NUM_WARPS,
+            written: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """The kernel over (rows × heads, chunks) programs (``chunk`` and ``num_warps``: the benchmark's variants).
+    ``written``: (k_new, v_new, position) to write into ``k`` and ``v`` at the position first (in place: the
+    caches must be contiguous in their last dimension, as the decode loop's are)."""
     import torch
 
     b, h, _, d = q.shape
@@ -151,12 +336,17 @@ def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tenso
     chunk = chunk or chunk_for(s)
     splits = -(-s // chunk)
     q = q if q.stride(-1) == 1 else q.contiguous()
-    k = k if k.stride(-1) == 1 else k.contiguous()
-    v = v if v.stride(-1) == 1 else v.contiguous()
+    if written is None:
+        k = k if k.stride(-1) == 1 else k.contiguous()
+        v = v if v.stride(-1) == 1 else v.contiguous()
+        k_new, v_new, position = q, q, q
+    else:
+        k_new, v_new, position = (t if t.dim() == 0 or t.stride(-1) == 1 else t.contiguous() for t in written)
     out = torch.empty((b, h, 1, d), device=q.device, dtype=q.dtype)
     # each chunk's (weighted sum, max, sum of weights), in float32; only a launch's own programs read them
     partials = torch.empty((b * h * splits, d + 2), device=q.device, dtype=torch.float32) if splits > 1 else out
     counts = _counter(q.device, b * h) if splits > 1 else out
+    has_mask = mask is not None
     if mask is not None:
         mask = mask.expand(mask.shape[0], 1, 1, s)
         m_b, m_s = (mask.stride(0) if mask.shape[0] > 1 else 0), mask.stride(3)
@@ -164,10 +354,12 @@ def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tenso
         mask, m_b, m_s = q, 0, 0
     pdl = gemv.pdl_available(q)
     _triton_kernel()[(b * h, splits)](
-        q, k, v, mask, out, partials, counts, h, s, float(scale),
+        q, k, v, mask, out, partials, counts, k_new, v_new, position, h, s, float(scale),
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-        m_b, m_s, D=d, CHUNK=chunk, SPLITS=splits, SPLITS_P2=max(2, gemv.next_pow2(splits)),
-        HAS_MASK=mask is not q, PDL=pdl, num_warps=num_warps, launch_pdl=pdl)
+        m_b, m_s, k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1),
+        D=d, CHUNK=chunk, SPLITS=splits, SPLITS_P2=max(2, gemv.next_pow2(splits)),
+        HAS_MASK=has_mask, WRITE=written is not None, CAUSAL=written is not None and not has_mask, PDL=pdl,
+        num_warps=num_warps, launch_pdl=pdl)
     return out
 
 
@@ -191,10 +383,11 @@ def _triton_kernel() -> Any:
     import triton.language as tl
 
     @triton.jit
-    def decode_attention_chunks(q_ptr, k_ptr, v_ptr, m_ptr, o_ptr, p_ptr, c_ptr, H, S, scale, sq_b, sq_h, sk_b,
-                                sk_h, sk_s, sv_b, sv_h, sv_s, sm_b, sm_s, D: tl.constexpr, CHUNK: tl.constexpr,
-                                SPLITS: tl.constexpr, SPLITS_P2: tl.constexpr, HAS_MASK: tl.constexpr,
-                                PDL: tl.constexpr):
+    def decode_attention_chunks(q_ptr, k_ptr, v_ptr, m_ptr, o_ptr, p_ptr, c_ptr, kn_ptr, vn_ptr, pos_ptr, H, S,
+                                scale, sq_b, sq_h, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, sm_b, sm_s, skn_b, skn_h,
+                                svn_b, svn_h, D: tl.constexpr, CHUNK: tl.constexpr, SPLITS: tl.constexpr,
+                                SPLITS_P2: tl.constexpr, HAS_MASK: tl.constexpr, WRITE: tl.constexpr,
+                                CAUSAL: tl.constexpr, PDL: tl.constexpr):
         if PDL:  # launched to overlap the kernel before: q and a self-attention's keys may be its output
             tl.extra.cuda.gdc_launch_dependents()
             tl.extra.cuda.gdc_wait()
@@ -206,10 +399,26 @@ def _triton_kernel() -> Any:
         rs = split * CHUNK + tl.arange(0, CHUNK)
         keep = rs < S
         q = tl.load(q_ptr + b * sq_b + h * sq_h + rd).to(tl.float32) * (scale * 1.4426950408889634)  # log2(e)
-        k = tl.load(k_ptr + b * sk_b + h * sk_h + rs[:, None] * sk_s + rd[None, :], mask=keep[:, None], other=0.0)
-        v = tl.load(v_ptr + b * sv_b + h * sv_h + rs[:, None] * sv_s + rd[None, :], mask=keep[:, None], other=0.0)
+        k_rows = k_ptr + b * sk_b + h * sk_h + rs[:, None] * sk_s + rd[None, :]
+        v_rows = v_ptr + b * sv_b + h * sv_h + rs[:, None] * sv_s + rd[None, :]
+        if WRITE:  # this step's key and value take the position's slot: read from them, written by its chunk
+            pos = tl.load(pos_ptr)
+            fresh = (rs == pos)[:, None]
+            k_new = tl.load(kn_ptr + b * skn_b + h * skn_h + rd)
+            v_new = tl.load(vn_ptr + b * svn_b + h * svn_h + rd)
+            k = tl.load(k_rows, mask=keep[:, None] & ~fresh, other=0.0)
+            v = tl.load(v_rows, mask=keep[:, None] & ~fresh, other=0.0)
+            k = tl.where(fresh, k_new[None, :].to(k.dtype), k)
+            v = tl.where(fresh, v_new[None, :].to(v.dtype), v)
+            tl.store(k_rows, k, mask=keep[:, None] & fresh)
+            tl.store(v_rows, v, mask=keep[:, None] & fresh)
+        else:
+            k = tl.load(k_rows, mask=keep[:, None], other=0.0)
+            v = tl.load(v_rows, mask=keep[:, None], other=0.0)
         if HAS_MASK:
             keep = keep & (tl.load(m_ptr + b * sm_b + rs * sm_s, mask=keep, other=0) != 0)
+        if CAUSAL:  # the writing op without a mask: the slots up to the position
+            keep = keep & (rs <= pos)
         scores = tl.where(keep, tl.sum(k.to(tl.float32) * q[None, :], 1), float("-inf"))
         top = tl.max(scores, 0)
         weights = tl.where(keep, tl.exp2(scores - top), 0.0)  # a chunk masked whole has top -inf: weights 0

@@ -70,10 +70,15 @@ class InductorOptions(Table):
                                                      "(one query over the cached keys) with qeffbuild's split-key "
                                                      "Triton kernel instead of cuDNN's SDPA "
                                                      "(backends/attention.py).")
+    attention_writes_state: bool = Field(True, description="With triton_attention: the attention kernel also "
+                                                           "writes the step's key and value into the "
+                                                           "self-attention cache (qeffbuild::decode_attention_"
+                                                           "write), in place of Inductor's two state-write "
+                                                           "kernels a decoder layer.")
 
     def compile_options(self) -> dict[str, bool]:
         """Inductor config patches: only those set, so the default build compiles exactly as before."""
-        ours = {"triton_gemv", "gemv_fusion", "triton_attention"}
+        ours = {"triton_gemv", "gemv_fusion", "triton_attention", "attention_writes_state"}
         return {k: v for k, v in self.model_dump(exclude=ours).items() if v}
 
     def custom_ops(self, device: str) -> list[str]:
@@ -81,6 +86,8 @@ class InductorOptions(Table):
         if device != "cuda":
             return []
         ops = [attention.OP] if self.triton_attention else []
+        if self.triton_attention and self.attention_writes_state:
+            ops.append(attention.WRITE_OP)
         if self.triton_gemv:
             ops += [gemv.OP, gemv.FUSED_OP] if self.gemv_fusion else [gemv.OP]
         return ops
@@ -96,7 +103,7 @@ class InductorBackend(Backend):
                 "built into Inductor packages by qeffbuild yet: use `ort` for int8",
     }
     toolchain = ("torch", "triton")
-    version = 9  # 2: no CUDA-graph trees (mode default); the decode loop captures whole steps. 3: a decoder
+    version = 10  # 2: no CUDA-graph trees (mode default); the decode loop captures whole steps. 3: a decoder
     # step writes its retained state in place (InductorSession.step_in_place). 5: precompiled with
     # standalone_compile over (weights, inputs); sessions load it without Dynamo or torch.export.load. 6: one-row
     # half-precision products through qeffbuild::gemv on CUDA; each kernel's launch config recorded and pinned.
@@ -104,6 +111,7 @@ class InductorBackend(Backend):
     # under torch 2.11, and a reduction kernel benchmarked its 7 configs in every fresh process: 0.9 s of start-up)
     # 8: the layer norm before a GEMV and the GELU and residual add after it folded into it (qeffbuild::gemv_fused)
     # 9: a decoder step's one-query attention through qeffbuild::decode_attention (split keys, one launch)
+    # 10: its self-attention writes the step's key and value into the cache (qeffbuild::decode_attention_write)
     compile = "qeffbuild.backends.inductor:compile_model"
     session = "qeffbuild.backends.inductor:InductorSession"
     runtimes = (Runtime("inductor", "the program compiled by Inductor from its cache artifacts", "inductor"),)
@@ -143,7 +151,8 @@ def compile_model(ctx: StepContext) -> None:
     (ctx.out / TUNING).write_text(json.dumps(tuning) + "\n")
     module = load_program(src / "program.pt2").module()
     if attention.OP in allowed:
-        print(f"attention routed to {attention.OP}: {attention.route(module, device)} call(s)")
+        routed = attention.route(module, device, write_state=attention.WRITE_OP in allowed)
+        print(f"attention routed to {attention.OP}: {routed} call(s)")
     step = _FlatStep(module, io)
     feeds = example_inputs(shapes, io["inputs"], torch_device(device))
     args = [feeds[name] for name in io["inputs"]]
@@ -197,7 +206,8 @@ class _FlatStep:
         out = self.module(*args) if self.positional else self.module(**dict(zip(self.names, args, strict=True)))
         flat = [out] if isinstance(out, torch.Tensor) else list(out.values()) if isinstance(out, dict) else list(out)
         for i, o in self.pairs:
-            args[i].copy_(flat[o])
+            if flat[o] is not args[i]:  # a state the step wrote in place (attention.WRITE_OP) needs no copy
+                args[i].copy_(flat[o])
         written = {o for _, o in self.pairs}
         return tuple(v for o, v in enumerate(flat) if o not in written)
 

@@ -234,15 +234,20 @@ def test_the_build_compiles_with_the_specialization_options(tmp_path: Path, monk
     assert inductor.InductorOptions(triton_gemv=False).compile_options() == {}  # ours, not an Inductor patch
     assert inductor.InductorOptions(gemv_fusion=False).compile_options() == {}
     assert inductor.InductorOptions(triton_attention=False).compile_options() == {}
+    assert inductor.InductorOptions(attention_writes_state=False).compile_options() == {}
 
 
 def test_the_custom_ops_a_compile_may_route_to() -> None:
     from qeffbuild.backends import attention, gemv, inductor
 
     assert inductor.InductorOptions().custom_ops("cpu") == []
-    assert inductor.InductorOptions().custom_ops("cuda") == [attention.OP, gemv.OP, gemv.FUSED_OP]
-    assert inductor.InductorOptions(gemv_fusion=False).custom_ops("cuda") == [attention.OP, gemv.OP]
-    assert inductor.InductorOptions(triton_gemv=False, gemv_fusion=True).custom_ops("cuda") == [attention.OP]
+    writes = [attention.OP, attention.WRITE_OP]
+    assert inductor.InductorOptions().custom_ops("cuda") == [*writes, gemv.OP, gemv.FUSED_OP]
+    assert inductor.InductorOptions(gemv_fusion=False).custom_ops("cuda") == [*writes, gemv.OP]
+    assert inductor.InductorOptions(triton_gemv=False, gemv_fusion=True).custom_ops("cuda") == writes
+    assert inductor.InductorOptions(attention_writes_state=False).custom_ops("cuda") == [attention.OP, gemv.OP,
+                                                                                         gemv.FUSED_OP]
+    assert inductor.InductorOptions(triton_attention=False, triton_gemv=False).custom_ops("cuda") == []
     assert inductor.InductorOptions(triton_gemv=False, triton_attention=False).custom_ops("cuda") == []
 
 

@@ -13,6 +13,9 @@
 # fusion:  the GEMV kernels' GPU tests, then large-v3 dims fp16 b1 with and without the GEMV fusion, one bench.
 # attention: the decode-attention kernel's GPU tests and benchmark, then large-v3 dims fp16 b1 with it and with
 #          cuDNN's SDPA, one bench (attention8: the same at batch 8, after the first has run its tests).
+# write:   the attention kernels' GPU tests and the GEMV chain's, then large-v3 dims fp16 b1 with the attention's
+#          in-place cache write and with Inductor's state-write kernels, one bench, beside the validation's report
+#          (write8: the same at batch 8, without the tests).
 # pdl:     the batch-1 GEMV chain with and without programmatic dependent launch (benchmarks/gemv_pdl.py).
 set -u
 R=$1; shift; mkdir -p "$R"
@@ -84,6 +87,23 @@ T.load('out/whisper-tiny-dims-cuda-b1', 'inductor', 'cuda').transcribe(['manifes
     ( time timeout 310 $Q build -j 2 "$V" ) > "$R/build-$mode.txt" 2>&1
     tail -4 "$R/build-$mode.txt"
     timeout 130 $Q bench "$V" -n 3 --warmup 1 > "$R/bench-$mode.txt" 2>&1 ;;
+  write|write8)
+    if [ "$mode" = write ]; then
+      timeout 120 python3 -m pytest -q -o addopts="" -p no:cacheprovider tests/backends/test_attention.py \
+        tests/backends/test_gemv.py -m gpu > "$R/test-write.txt" 2>&1
+      tail -3 "$R/test-write.txt"
+      if ! grep -q " passed" "$R/test-write.txt" || grep -q " failed" "$R/test-write.txt"; then
+        echo "GPU tests failed: no build"; cat "$R/test-write.txt" | tail -40; continue
+      fi
+      V=whisper-large-v3-zoo-b1-state-write
+    else
+      V=whisper-large-v3-zoo-b8-state-write
+    fi
+    ( time timeout 330 $Q build -j 2 "$V" ) > "$R/build-$mode.txt" 2>&1
+    tail -4 "$R/build-$mode.txt"
+    head -6 "out/$V/report.txt"
+    timeout 140 $Q bench "$V" -n 3 --warmup 1 > "$R/bench-$mode.txt" 2>&1
+    grep -v "^ *$" "$R/bench-$mode.txt" | head -40 ;;
   pdl)
     timeout 100 python3 benchmarks/gemv_pdl.py > "$R/gemv-pdl.txt" 2>&1; cat "$R/gemv-pdl.txt" ;;
   profile)

@@ -37,6 +37,11 @@ def render(report: dict[str, Any]) -> str:
                 f"({t['generate_token']} for {t['reference_token']}), a near tie: the reference's logits differ by "
                 f"{t['logit_gap']:.2g}" for t in r.get("generate_near_ties", [])]
     out.append(table(headers, rows))
+    out.append("speed: samples/s, RTF and tokens/s are end to end over this data set (features, encoder and decode); "
+               "`qeffbuild bench` gives the decode alone per token, and utterances/s at full batches")
+    out += [f"note: {row_label(r)}: {len(report['inputs'])} utterances do not fill its batches of {r['batch_size']}; "
+            f"at full batches {r['full_batch_samples_per_s']:.2f} samples/s (bench's utt/s)"
+            for r in report["rows"] if r.get("full_batch_samples_per_s")]
     if report.get("random_weights"):
         out.append(f"{RANDOM_WEIGHTS} (WER, ΔWER and CER are in parentheses: they score noise).")
     out.append("")

@@ -16,6 +16,8 @@
 # write:   the attention kernels' GPU tests and the GEMV chain's, then large-v3 dims fp16 b1 with the attention's
 #          in-place cache write and with Inductor's state-write kernels, one bench, beside the validation's report
 #          (write8: the same at batch 8, without the tests).
+# rows8:   the GEMV kernels' GPU tests, then large-v3 dims fp16 b8 with its products through the GEMV (8 rows a
+#          weight read) and through cuBLAS, one bench beside the validation's report.
 # pdl:     the batch-1 GEMV chain with and without programmatic dependent launch (benchmarks/gemv_pdl.py).
 set -u
 R=$1; shift; mkdir -p "$R"
@@ -87,6 +89,19 @@ T.load('out/whisper-tiny-dims-cuda-b1', 'inductor', 'cuda').transcribe(['manifes
     ( time timeout 310 $Q build -j 2 "$V" ) > "$R/build-$mode.txt" 2>&1
     tail -4 "$R/build-$mode.txt"
     timeout 130 $Q bench "$V" -n 3 --warmup 1 > "$R/bench-$mode.txt" 2>&1 ;;
+  rows8)
+    timeout 240 python3 -m pytest -q -o addopts="" -p no:cacheprovider tests/backends/test_gemv.py -m gpu \
+      > "$R/test-rows8.txt" 2>&1
+    tail -3 "$R/test-rows8.txt"
+    if ! grep -q " passed" "$R/test-rows8.txt" || grep -q " failed" "$R/test-rows8.txt"; then
+      echo "GPU tests failed: no build"; tail -40 "$R/test-rows8.txt"; continue
+    fi
+    V=whisper-large-v3-zoo-b8-gemv-rows
+    ( time timeout 300 $Q build -j 2 "$V" ) > "$R/build-$mode.txt" 2>&1
+    tail -4 "$R/build-$mode.txt"
+    grep -v "^ *$" "out/$V/report.txt" | head -9
+    timeout 140 $Q bench "$V" -n 3 --warmup 1 > "$R/bench-$mode.txt" 2>&1
+    grep -v "^ *$" "$R/bench-$mode.txt" | head -20 ;;
   write|write8)
     if [ "$mode" = write ]; then
       timeout 120 python3 -m pytest -q -o addopts="" -p no:cacheprovider tests/backends/test_attention.py \

@@ -43,6 +43,10 @@ OPS = (OP, FUSED_OP)
 # 12,967 programs that re-read is as many bytes as its weights, so a norm is fused only into products with at
 # most this many output rows per input column (qkv 3840×1280 and fc1 5120×1280 are; the 51,866-row head is not).
 NORM_MAX_ROWS_PER_COLUMN = 8
+# A decoder step at batch B multiplies B rows by each weight: up to MAX_ROWS rows go to the same kernels, each
+# program reading its weight tile once for all of them (cuBLAS's M = 8 GEMMs took 1.06 of a 2.51 ms large-v3 b8
+# step on the H200, none of them able to overlap the kernel before: benchmarks/profile_decode.py).
+MAX_ROWS = 8
 HALF = ("float16", "bfloat16")  # torch dtype names: this module is imported at plan time (plugin discovery)
 ROUTED_DEVICES = ("cuda",)  # where products go to the kernel (tests add "cpu" to trace HF modules without a GPU)
 
@@ -57,6 +61,7 @@ _PDL_BY_DEVICE: dict[int, bool] = {}
 _registered: set[str] = set()
 _kernel: Any = None
 _fused_kernel: Any = None
+_gemv_epilogue: Any = None
 
 
 def register(ops: tuple[str, ...] | list[str] = OPS) -> None:
@@ -77,7 +82,8 @@ def _define_gemv() -> None:
     @torch.library.custom_op(OP, mutates_args=(),
                              schema="(Tensor x, Tensor weight, Tensor? bias) -> Tensor")
     def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """``x @ weight.T (+ bias)`` for ``x`` of shape (1, K), ``weight`` (N, K) and ``bias`` (N,)."""
+        """``x @ weight.T (+ bias)`` for ``x`` of shape (M, K) (M ≤ MAX_ROWS), ``weight`` (N, K) and ``bias``
+        (N,)."""
         if x.device.type != "cuda":  # the op is only routed to on CUDA; elsewhere it is the plain product
             return x @ weight.t() if bias is None else torch.addmm(bias, x, weight.t())
         return _launch(x, weight, bias)
@@ -104,10 +110,11 @@ def _define_gemv_fused() -> None:
         return x.new_empty((x.shape[0], weight.shape[0]))
 
 
-def eligible(mat1: Any, mat2: Any) -> bool:
-    """Whether ``mat1 @ mat2`` is a one-row product this kernel computes: ``mat2`` is a transposed contiguous
-    weight (``linear``'s layout) in half precision on CUDA, and K is a multiple of ``BLOCK_K``."""
-    if mat1.dim() != 2 or mat2.dim() != 2 or mat1.shape[0] != 1:
+def eligible(mat1: Any, mat2: Any, max_rows: int = 1) -> bool:
+    """Whether ``mat1 @ mat2`` is a product of at most ``max_rows`` rows this kernel computes: ``mat2`` is a
+    transposed contiguous weight (``linear``'s layout) in half precision on CUDA, and K is a multiple of
+    ``BLOCK_K``."""
+    if mat1.dim() != 2 or mat2.dim() != 2 or not 1 <= mat1.shape[0] <= min(max_rows, MAX_ROWS):
         return False
     k, n = mat2.shape
     return (mat1.device.type in ROUTED_DEVICES and mat2.device.type == mat1.device.type
@@ -116,20 +123,21 @@ def eligible(mat1: Any, mat2: Any) -> bool:
             and k % BLOCK_K == 0 and n > 0)
 
 
-def decompositions() -> dict[Any, Any]:
-    """``make_fx`` decompositions sending eligible one-row products to ``qeffbuild::gemv`` (others unchanged)."""
+def decompositions(max_rows: int = 1) -> dict[Any, Any]:
+    """``make_fx`` decompositions sending eligible products of up to ``max_rows`` rows to ``qeffbuild::gemv``
+    (others unchanged)."""
     import torch
 
     register()
     aten = torch.ops.aten
 
     def mm(mat1: Any, mat2: Any) -> Any:
-        if not eligible(mat1, mat2):
+        if not eligible(mat1, mat2, max_rows):
             return NotImplemented
         return torch.ops.qeffbuild.gemv(mat1, mat2.t(), None)
 
     def addmm(bias: Any, mat1: Any, mat2: Any, beta: Any = 1, alpha: Any = 1) -> Any:
-        if beta != 1 or alpha != 1 or not eligible(mat1, mat2):
+        if beta != 1 or alpha != 1 or not eligible(mat1, mat2, max_rows):
             return NotImplemented
         if bias.dim() == 1 and bias.shape[0] == mat2.shape[1] and bias.dtype == mat1.dtype:
             return torch.ops.qeffbuild.gemv(mat1, mat2.t(), bias)  # added in the kernel, as cuBLAS's epilogue does
@@ -185,16 +193,18 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     if bias is not None:
         bias = bias.contiguous()
     pdl = tile and pdl_available(x)
+    rows = x.shape[0]
     kernel[(triton.cdiv(n, BLOCK_N),)](x, weight, out if bias is None else bias, out, n, K=k, K_P2=next_pow2(k),
-                                         HAS_BIAS=bias is not None, TILE=tile, PDL=pdl, BLOCK_N=BLOCK_N,
-                                         BLOCK_K=BLOCK_K, num_warps=NUM_WARPS, launch_pdl=pdl)
+                                         HAS_BIAS=bias is not None, TILE=tile or rows > 1, PDL=pdl, BLOCK_N=BLOCK_N,
+                                         BLOCK_K=BLOCK_K, ROWS=rows, num_warps=NUM_WARPS, launch_pdl=pdl)
     return out
 
 
 def _operands(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
     """x and the weight as both kernels read them (contiguous rows: a strided view is copied, never misread), the
     output to write, and whether the kernel takes the tile form (:data:`WEIGHT_FIRST`), which may read its weights
-    before the previous kernel has finished: not when the weight is a copy made just now, by the kernel before."""
+    before the previous kernel has finished: not when the weight is a copy made just now, by the kernel before.
+    (Several rows always take the tile form, read once for them all; without PDL when this says False.)"""
     import torch
 
     n, k = weight.shape
@@ -231,10 +241,11 @@ def _launch_fused(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     n, k = weight.shape
     given = [t.contiguous() if t is not None else out for t in (bias, row_sums, residual)]
     pdl = tile and pdl_available(x)
+    rows = x.shape[0]
     kernel[(triton.cdiv(n, BLOCK_N),)](
         x, weight, *given, out, n, float(eps), K=k, K_P2=next_pow2(k), HAS_BIAS=bias is not None,
-        NORM=row_sums is not None, GELU=activation == "gelu", RESIDUAL=residual is not None, TILE=tile, PDL=pdl,
-        BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=NUM_WARPS, launch_pdl=pdl)
+        NORM=row_sums is not None, GELU=activation == "gelu", RESIDUAL=residual is not None, TILE=tile or rows > 1,
+        PDL=pdl, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, ROWS=rows, num_warps=NUM_WARPS, launch_pdl=pdl)
     return out
 
 
@@ -250,7 +261,8 @@ def _triton_kernel() -> Any:
     # and reads x. Otherwise the weights and x are read chunk by chunk.
     @triton.jit
     def gemv_rows(x_ptr, w_ptr, b_ptr, y_ptr, N, K: tl.constexpr, K_P2: tl.constexpr, HAS_BIAS: tl.constexpr,
-                  TILE: tl.constexpr, PDL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                  TILE: tl.constexpr, PDL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                  ROWS: tl.constexpr):
         rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         if TILE:
             if PDL:
@@ -259,9 +271,13 @@ def _triton_kernel() -> Any:
             w = tl.load(w_ptr + rn[:, None] * K + rk[None, :], mask=(rn[:, None] < N) & (rk[None, :] < K), other=0.0)
             if PDL:
                 tl.extra.cuda.gdc_wait()  # x is the previous kernel's output: written and visible after this
-            x = tl.load(x_ptr + rk, mask=rk < K, other=0.0).to(tl.float32)
-            y = tl.sum(w.to(tl.float32) * x[None, :], 1)
-        else:
+            for m in tl.static_range(ROWS):  # each of x's rows against the tile the program read once
+                x = tl.load(x_ptr + m * K + rk, mask=rk < K, other=0.0).to(tl.float32)
+                y = tl.sum(w.to(tl.float32) * x[None, :], 1)
+                if HAS_BIAS:  # after the wait: a bias may be a kernel's output too
+                    y += tl.load(b_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)
+                tl.store(y_ptr + m * N + rn, y.to(y_ptr.dtype.element_ty), mask=rn < N)
+        else:  # one row
             acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
             for k0 in range(0, K, BLOCK_K):
                 rk = k0 + tl.arange(0, BLOCK_K)
@@ -269,16 +285,16 @@ def _triton_kernel() -> Any:
                 w = tl.load(w_ptr + rn[:, None] * K + rk[None, :], mask=rn[:, None] < N, other=0.0)
                 acc += w.to(tl.float32) * x[None, :]
             y = tl.sum(acc, 1)
-        if HAS_BIAS:
-            y += tl.load(b_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)
-        tl.store(y_ptr + rn, y.to(y_ptr.dtype.element_ty), mask=rn < N)
+            if HAS_BIAS:
+                y += tl.load(b_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)
+            tl.store(y_ptr + rn, y.to(y_ptr.dtype.element_ty), mask=rn < N)
 
     _kernel = gemv_rows
     return _kernel
 
 
 def _triton_fused_kernel() -> Any:
-    global _fused_kernel
+    global _fused_kernel, _gemv_epilogue
     if _fused_kernel is not None:
         return _fused_kernel
     import triton
@@ -291,12 +307,31 @@ def _triton_fused_kernel() -> Any:
     # (the whole step went from 1.94 to 2.12 ms/token), and γ applied inside the loop (four operations a weight
     # instead of one) took 11.8 µs.
     @triton.jit
+    def epilogue(y, rn, N, m, b_ptr, rs_ptr, r_ptr, y_ptr, norm_m, norm_r, HAS_BIAS: tl.constexpr,
+                 NORM: tl.constexpr, GELU: tl.constexpr, RESIDUAL: tl.constexpr):
+        """Row m's output: the norm's correction, the bias, the GELU and the residual add, then the store (every
+        operand read here, after the wait: any may be the previous kernel's output)."""
+        dtype = y_ptr.dtype.element_ty
+        if NORM:
+            y = norm_r * (y - norm_m * tl.load(rs_ptr + rn, mask=rn < N, other=0.0))
+        if HAS_BIAS:
+            y += tl.load(b_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)
+        if GELU:
+            y = y.to(dtype).to(tl.float32)
+            y = 0.5 * y * (1.0 + tl.erf(y * 0.7071067811865476))
+        if RESIDUAL:
+            y = y.to(dtype).to(tl.float32) + tl.load(r_ptr + m * N + rn, mask=rn < N, other=0.0).to(tl.float32)
+        tl.store(y_ptr + m * N + rn, y.to(dtype), mask=rn < N)
+
+    _gemv_epilogue = epilogue  # a module global: Triton resolves what a kernel calls in its module's globals
+
+    @triton.jit
     def gemv_fused_rows(x_ptr, w_ptr, b_ptr, rs_ptr, r_ptr, y_ptr, N, eps, K: tl.constexpr, K_P2: tl.constexpr,
                         HAS_BIAS: tl.constexpr, NORM: tl.constexpr, GELU: tl.constexpr, RESIDUAL: tl.constexpr,
-                        TILE: tl.constexpr, PDL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                        TILE: tl.constexpr, PDL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                        ROWS: tl.constexpr):
         rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-        dtype = y_ptr.dtype.element_ty
-        if TILE:  # as gemv_rows: the weight tile first, then (PDL) the wait for x
+        if TILE:  # as gemv_rows: the weight tile first, then (PDL) the wait for x, then each row of x
             if PDL:
                 tl.extra.cuda.gdc_launch_dependents()
             rk = tl.arange(0, K_P2)
@@ -304,14 +339,20 @@ def _triton_fused_kernel() -> Any:
             w = tl.load(w_ptr + rn[:, None] * K + rk[None, :], mask=(rn[:, None] < N) & inside[None, :], other=0.0)
             if PDL:
                 tl.extra.cuda.gdc_wait()
-            x = tl.load(x_ptr + rk, mask=inside, other=0.0).to(tl.float32)
-            if NORM:
-                x = tl.where(inside, x - tl.load(x_ptr).to(tl.float32), 0.0)
-                m = tl.sum(x, 0) / K
-                r = tl.rsqrt(tl.maximum(tl.sum(x * x, 0) / K - m * m, 0.0) + eps)
-            y = tl.sum(w.to(tl.float32) * x[None, :], 1)
-        else:
+            for m in tl.static_range(ROWS):
+                x = tl.load(x_ptr + m * K + rk, mask=inside, other=0.0).to(tl.float32)
+                norm_m = 0.0
+                norm_r = 1.0
+                if NORM:
+                    x = tl.where(inside, x - tl.load(x_ptr + m * K).to(tl.float32), 0.0)
+                    norm_m = tl.sum(x, 0) / K
+                    norm_r = tl.rsqrt(tl.maximum(tl.sum(x * x, 0) / K - norm_m * norm_m, 0.0) + eps)
+                _gemv_epilogue(tl.sum(w.to(tl.float32) * x[None, :], 1), rn, N, m, b_ptr, rs_ptr, r_ptr, y_ptr,
+                               norm_m, norm_r, HAS_BIAS, NORM, GELU, RESIDUAL)
+        else:  # one row
             acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+            norm_m = 0.0
+            norm_r = 1.0
             if NORM:
                 x0 = tl.load(x_ptr).to(tl.float32)
                 s = tl.zeros([BLOCK_K], tl.float32)
@@ -325,20 +366,11 @@ def _triton_fused_kernel() -> Any:
                     ss += x * x
                 w = tl.load(w_ptr + rn[:, None] * K + rk[None, :], mask=rn[:, None] < N, other=0.0)
                 acc += w.to(tl.float32) * x[None, :]
-            y = tl.sum(acc, 1)
             if NORM:
-                m = tl.sum(s, 0) / K
-                r = tl.rsqrt(tl.maximum(tl.sum(ss, 0) / K - m * m, 0.0) + eps)
-        if NORM:
-            y = r * (y - m * tl.load(rs_ptr + rn, mask=rn < N, other=0.0))
-        if HAS_BIAS:
-            y += tl.load(b_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)
-        if GELU:
-            y = y.to(dtype).to(tl.float32)
-            y = 0.5 * y * (1.0 + tl.erf(y * 0.7071067811865476))
-        if RESIDUAL:
-            y = y.to(dtype).to(tl.float32) + tl.load(r_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)
-        tl.store(y_ptr + rn, y.to(dtype), mask=rn < N)
+                norm_m = tl.sum(s, 0) / K
+                norm_r = tl.rsqrt(tl.maximum(tl.sum(ss, 0) / K - norm_m * norm_m, 0.0) + eps)
+            _gemv_epilogue(tl.sum(acc, 1), rn, N, 0, b_ptr, rs_ptr, r_ptr, y_ptr, norm_m, norm_r, HAS_BIAS, NORM, GELU,
+                     RESIDUAL)
 
     _fused_kernel = gemv_fused_rows
     return _fused_kernel

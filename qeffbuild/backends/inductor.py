@@ -70,6 +70,10 @@ class InductorOptions(Table):
                                                      "(one query over the cached keys) with qeffbuild's split-key "
                                                      "Triton kernel instead of cuDNN's SDPA "
                                                      "(backends/attention.py).")
+    gemv_max_rows: int = Field(8, ge=1, le=gemv.MAX_ROWS,
+                               description="With triton_gemv: products of up to this many rows (a decoder step's "
+                                           "batch) go to qeffbuild's GEMV, which reads each weight once for all "
+                                           "of them; larger ones stay with cuBLAS. 1: only batch 1's.")
     attention_writes_state: bool = Field(True, description="With triton_attention: the attention kernel also "
                                                            "writes the step's key and value into the "
                                                            "self-attention cache (qeffbuild::decode_attention_"
@@ -78,7 +82,7 @@ class InductorOptions(Table):
 
     def compile_options(self) -> dict[str, bool]:
         """Inductor config patches: only those set, so the default build compiles exactly as before."""
-        ours = {"triton_gemv", "gemv_fusion", "triton_attention", "attention_writes_state"}
+        ours = {"triton_gemv", "gemv_fusion", "gemv_max_rows", "triton_attention", "attention_writes_state"}
         return {k: v for k, v in self.model_dump(exclude=ours).items() if v}
 
     def custom_ops(self, device: str) -> list[str]:
@@ -160,7 +164,8 @@ def compile_model(ctx: StepContext) -> None:
     # an earlier build in the machine's shared cache, so the saved artifact is complete.
     with tempfile.TemporaryDirectory(prefix=BUILD_CACHE_PREFIX) as cache, _private_caches(Path(cache)):
         t0 = time.perf_counter()
-        compiled, weights, custom_ops = _precompile(step, step.weights(), args, tuning, allowed)
+        compiled, weights, custom_ops = _precompile(step, step.weights(), args, tuning, allowed,
+                                                    options.gemv_max_rows)
         compiled.save(path=str(ctx.out / ARTIFACT), format="binary")
         with _recording_choices() as chosen:
             for _ in range(2):  # run it: Triton picks its kernels' launch configs now, and they are saved below
@@ -213,7 +218,7 @@ class _FlatStep:
 
 
 def _precompile(step: _FlatStep, weights: dict[str, Any], args: list[Any], tuning: dict[str, bool],
-                allowed: list[str]) -> tuple[Any, dict[str, Any], list[str]]:
+                allowed: list[str], gemv_rows: int = 1) -> tuple[Any, dict[str, Any], list[str]]:
     """One ATen graph of (weights..., inputs...) compiled by Inductor for these shapes, as a saveable artifact; the
     weights it takes, in order (the graph's constants first, then the weights it reads); the qeffbuild ops (of
     ``allowed``) it calls, which a session must define before loading it (defining one costs ~0.2 s)."""
@@ -226,7 +231,7 @@ def _precompile(step: _FlatStep, weights: dict[str, Any], args: list[Any], tunin
         return _call_with(step, dict(zip(names, values[:len(names)], strict=True)), values[len(names):])
 
     with torch.no_grad():
-        graph = make_fx(flat, decomposition_table=_decompositions(allowed),
+        graph = make_fx(flat, decomposition_table=_decompositions(allowed, gemv_rows),
                         tracing_mode="fake")(*weights.values(), *args)
         if gemv.FUSED_OP in allowed:
             folded = gemv.fuse_neighbours(graph, weights)
@@ -297,9 +302,10 @@ def _save_weights(weights: dict[str, Any], path: Path) -> None:
     save_file({k: v.cpu() for k, v in tensors.items()}, str(path))
 
 
-def _decompositions(custom_ops: list[str]) -> dict[Any, Any]:
-    """The trace's decompositions: the eligible one-row products go to ``qeffbuild::gemv`` when it is chosen."""
-    return gemv.decompositions() if gemv.OP in custom_ops else {}
+def _decompositions(custom_ops: list[str], gemv_rows: int = 1) -> dict[Any, Any]:
+    """The trace's decompositions: the eligible products of up to ``gemv_rows`` rows go to ``qeffbuild::gemv`` when
+    it is chosen."""
+    return gemv.decompositions(gemv_rows) if gemv.OP in custom_ops else {}
 
 
 def _register_custom_ops(folder: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 
-def _trace(batch: int, dtype: Any, bias: bool) -> str:
+def _trace(batch: int, dtype: Any, bias: bool, max_rows: int = 1) -> str:
     """The traced linear's code; it also checks that the compile step would record the ops it calls."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx.experimental.proxy_tensor import make_fx
@@ -26,7 +26,7 @@ def _trace(batch: int, dtype: Any, bias: bool) -> str:
         w = torch.empty(3840, 1280, device="cuda", dtype=dtype)
         b = torch.empty(3840, device="cuda", dtype=dtype) if bias else None
         graph = make_fx(lambda x, w, b: torch.nn.functional.linear(x, w, b),
-                        decomposition_table=gemv.decompositions(), tracing_mode="fake")(x, w, b)
+                        decomposition_table=gemv.decompositions(max_rows), tracing_mode="fake")(x, w, b)
     from qeffbuild.backends.inductor import _ops_called
 
     assert ("qeffbuild::gemv" in _ops_called(graph)) == ("qeffbuild.gemv" in str(graph.code))
@@ -43,9 +43,16 @@ def test_a_one_row_half_precision_linear_on_cuda_goes_to_the_gemv(dtype: str, bi
 
 @pytest.mark.parametrize("batch,dtype", [(2, "float16"), (8, "bfloat16"), (1, "float32")])
 def test_other_products_stay_with_cublas(batch: int, dtype: str) -> None:
-    """Batches of rows (cuBLAS is as fast at 8 rows) and float32 (not measured) keep torch's matmul."""
+    """Batches of rows beyond the rows asked for (by default one) and float32 (not measured) keep torch's matmul."""
     code = _trace(batch, getattr(torch, dtype), True)
     assert "qeffbuild.gemv" not in code
+
+
+@pytest.mark.parametrize("batch,routed", [(2, True), (8, True), (9, False)])
+def test_a_batch_of_rows_up_to_the_kernels_most_goes_to_the_gemv_when_asked(batch: int, routed: bool) -> None:
+    from qeffbuild.backends import gemv
+
+    assert ("qeffbuild.gemv" in _trace(batch, torch.float16, True, max_rows=gemv.MAX_ROWS)) is routed
 
 
 def test_the_op_is_the_plain_product_off_the_gpu() -> None:
@@ -79,7 +86,7 @@ def test_the_triton_gemv_matches_a_float32_product(n: int, k: int, dtype: str) -
     assert ours.shape == (1, n) and (ours - exact).abs().max().item() <= tolerance
 
 
-def _whisper_decoder_graph(fused_qkv: bool) -> tuple[Any, Any, list[Any]]:
+def _whisper_decoder_graph(fused_qkv: bool, batch: int = 1) -> tuple[Any, Any, list[Any]]:
     """HF's Whisper decoder layers (2) + its LM head for one token, traced as the compile step traces a decode step:
     fake float16 tensors, the GEMV decompositions. On the CPU, with products on the CPU routed as on CUDA: a CPU-only
     torch cannot trace HF's layers on fake CUDA tensors (``contiguous`` asks for the CUDA runtime). Returns (graph, a
@@ -117,9 +124,10 @@ def _whisper_decoder_graph(fused_qkv: bool) -> tuple[Any, Any, list[Any]]:
     gemv.register()
     with torch.no_grad(), FakeTensorMode(allow_non_fake_inputs=True):
         fake = [torch.empty(p.shape, dtype=torch.float16) for p in params.values()]
-        fake += [torch.empty(1, 1, 128, dtype=torch.float16), torch.empty(1, 16, 128, dtype=torch.float16)]
-        graph = make_fx(step, decomposition_table=gemv.decompositions(), tracing_mode="fake")(*fake)
-    real = [p.detach().clone() for p in params.values()] + [torch.randn(1, 1, 128) * 2, torch.randn(1, 16, 128)]
+        fake += [torch.empty(batch, 1, 128, dtype=torch.float16), torch.empty(batch, 16, 128, dtype=torch.float16)]
+        graph = make_fx(step, decomposition_table=gemv.decompositions(batch), tracing_mode="fake")(*fake)
+    real = [p.detach().clone() for p in params.values()] + [torch.randn(batch, 1, 128) * 2,
+                                                            torch.randn(batch, 16, 128)]
     return graph, copy.deepcopy(graph), real
 
 
@@ -130,8 +138,8 @@ def _with_weights(model: Any, weights: dict[str, Any], fn: Any, *args: Any) -> A
         return fn(*args)
 
 
-@pytest.mark.parametrize("fused_qkv", [True, False])
-def test_whisper_decoder_layer_norms_gelu_and_residual_adds_fold_into_the_gemvs(fused_qkv: bool,
+@pytest.mark.parametrize("fused_qkv,batch", [(True, 1), (False, 1), (True, 3)])
+def test_whisper_decoder_layer_norms_gelu_and_residual_adds_fold_into_the_gemvs(fused_qkv: bool, batch: int,
                                                                                 monkeypatch: Any) -> None:
     """On HF's own Whisper decoder: per layer the cross-attention's and the FFN's layer norms, fc1's GELU and the
     three residual adds fold in; the self-attention's layer norm only where q/k/v are one product (three readers
@@ -142,7 +150,7 @@ def test_whisper_decoder_layer_norms_gelu_and_residual_adds_fold_into_the_gemvs(
     from qeffbuild.backends.inductor import _ops_called
 
     monkeypatch.setattr(gemv, "ROUTED_DEVICES", ("cuda", "cpu"))
-    graph, before, real = _whisper_decoder_graph(fused_qkv)
+    graph, before, real = _whisper_decoder_graph(fused_qkv, batch)
     params, inputs = real[:-2], real[-2:]
     weights = {f"w{i}": t for i, t in enumerate(params)}
     folded = gemv.fuse_neighbours(graph, weights)
@@ -250,12 +258,15 @@ def _check_kernels_against_definition(device: str) -> None:
     from qeffbuild.backends import gemv
 
     gen = torch.Generator(device=device).manual_seed(0)
-    for weight_first in (True, False):
+    for weight_first, rows in ((True, 1), (False, 1), (True, 3), (False, 8)):  # several rows: the tile form always
         gemv.WEIGHT_FIRST = weight_first
         for n, k in ((1280, 1280), (5120, 1280), (1280, 5120), (7, 384)):
-            x = (torch.randn(1, k, device=device, generator=gen) * 3 + 1).half()
+            # rows of different scales and offsets: each row's own layer-norm statistics
+            x = (torch.randn(rows, k, device=device, generator=gen) * torch.arange(1, rows + 1, device=device)[:, None]
+                 + torch.arange(rows, device=device)[:, None]).half()
             w = (torch.randn(n, k, device=device, generator=gen) * 0.02).half()
-            b, r = (torch.randn(1, n, device=device, generator=gen).half() for _ in range(2))
+            b = torch.randn(1, n, device=device, generator=gen).half()
+            r = torch.randn(rows, n, device=device, generator=gen).half()
             exact = (x.float() @ w.float().t() + b.float()).half().float()
             assert (gemv._launch(x, w, b[0]).float() - exact).abs().max().item() <= 2e-2 * exact.abs().max().item()
             lw, lb = (1 + 0.1 * torch.randn(k, device=device, generator=gen)).half(), torch.zeros(k, device=device)
@@ -263,7 +274,8 @@ def _check_kernels_against_definition(device: str) -> None:
             args = (x, folded[0], folded[2], folded[1], 1e-5, "gelu", r)
             want = gemv._reference(*args).float()
             got = gemv._launch_fused(*args).float()
-            assert (got - want).abs().max().item() <= 2e-2 * want.abs().max().item(), (weight_first, n, k)
+            assert got.shape == (rows, n)
+            assert (got - want).abs().max().item() <= 2e-2 * want.abs().max().item(), (weight_first, rows, n, k)
 
 
 @pytest.mark.skipif(os.environ.get("QEFFBUILD_TRITON_INTERPRET") != "1",

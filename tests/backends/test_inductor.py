@@ -235,6 +235,7 @@ def test_the_build_compiles_with_the_specialization_options(tmp_path: Path, monk
     assert inductor.InductorOptions(gemv_fusion=False).compile_options() == {}
     assert inductor.InductorOptions(triton_attention=False).compile_options() == {}
     assert inductor.InductorOptions(attention_writes_state=False).compile_options() == {}
+    assert inductor.InductorOptions(gemv_max_rows=1).compile_options() == {}
 
 
 def test_the_custom_ops_a_compile_may_route_to() -> None:

@@ -16,8 +16,8 @@
 # write:   the attention kernels' GPU tests and the GEMV chain's, then large-v3 dims fp16 b1 with the attention's
 #          in-place cache write and with Inductor's state-write kernels, one bench, beside the validation's report
 #          (write8: the same at batch 8, without the tests).
-# rows8:   the GEMV kernels' GPU tests, then large-v3 dims fp16 b8 with its products through the GEMV (8 rows a
-#          weight read) and through cuBLAS, one bench beside the validation's report.
+# rows8:   the GEMV kernels' GPU tests, then large-v3 dims fp16 b8 with its products through cuBLAS (the default)
+#          and through the GEMV (8 rows a weight read), one bench beside the validation's report.
 # pdl:     the batch-1 GEMV chain with and without programmatic dependent launch (benchmarks/gemv_pdl.py).
 set -u
 R=$1; shift; mkdir -p "$R"

@@ -43,9 +43,11 @@ OPS = (OP, FUSED_OP)
 # 12,967 programs that re-read is as many bytes as its weights, so a norm is fused only into products with at
 # most this many output rows per input column (qkv 3840×1280 and fc1 5120×1280 are; the 51,866-row head is not).
 NORM_MAX_ROWS_PER_COLUMN = 8
-# A decoder step at batch B multiplies B rows by each weight: up to MAX_ROWS rows go to the same kernels, each
-# program reading its weight tile once for all of them (cuBLAS's M = 8 GEMMs took 1.06 of a 2.51 ms large-v3 b8
-# step on the H200, none of them able to overlap the kernel before: benchmarks/profile_decode.py).
+# A decoder step at batch B multiplies B rows by each weight: with the inductor option gemv_max_rows, up to
+# MAX_ROWS rows go to the same kernels, each program reading its weight tile once for all of them. cuBLAS's M = 8
+# GEMMs took 1.06 of a 2.51 ms large-v3 b8 step on the H200 (benchmarks/profile_decode.py), but this form (one
+# CUDA-core reduction a row, one after another) made the step slower: 4.77 against 2.70 ms/token, so it is off by
+# default. A tensor-core tile (tl.dot over the 8 rows padded to 16) is the form left to try.
 MAX_ROWS = 8
 HALF = ("float16", "bfloat16")  # torch dtype names: this module is imported at plan time (plugin discovery)
 ROUTED_DEVICES = ("cuda",)  # where products go to the kernel (tests add "cpu" to trace HF modules without a GPU)

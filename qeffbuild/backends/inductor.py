@@ -70,10 +70,13 @@ class InductorOptions(Table):
                                                      "(one query over the cached keys) with qeffbuild's split-key "
                                                      "Triton kernel instead of cuDNN's SDPA "
                                                      "(backends/attention.py).")
-    gemv_max_rows: int = Field(8, ge=1, le=gemv.MAX_ROWS,
+    # 1 by default: at large-v3 b8 on the H200 the 8-row kernel (CUDA cores, one reduction a row) made the step
+    # 4.77 ms/token against cuBLAS's 2.70, exact tokens either way (gpu-zoo.toml's whisper-large-v3-zoo-b8-gemv-rows)
+    gemv_max_rows: int = Field(1, ge=1, le=gemv.MAX_ROWS,
                                description="With triton_gemv: products of up to this many rows (a decoder step's "
                                            "batch) go to qeffbuild's GEMV, which reads each weight once for all "
-                                           "of them; larger ones stay with cuBLAS. 1: only batch 1's.")
+                                           "of them; larger ones stay with cuBLAS. Slower than cuBLAS at 8 rows "
+                                           "on an H200 (4.77 against 2.70 ms/token at large-v3 b8).")
     attention_writes_state: bool = Field(True, description="With triton_attention: the attention kernel also "
                                                            "writes the step's key and value into the "
                                                            "self-attention cache (qeffbuild::decode_attention_"

@@ -209,7 +209,9 @@ def _cache_write(sdpa: Any, k: Any, v: Any) -> tuple[Any, Any, Any, Any, Any] | 
         cond, new, cache = updated.args
         if getattr(cache, "op", None) != "placeholder" or not _reads_only_before(cache, updated, sdpa):
             return None
-        if any(u is not sdpa and u.op != "output" for u in updated.users):
+        # read by this attention and returned as a state: a cache the step only reads must not be written
+        if any(u is not sdpa and u.op != "output" for u in updated.users) \
+                or not any(u.op == "output" for u in updated.users):
             return None
         new_val, cache_val = gemv._val(new), gemv._val(cache)
         if new_val is None or cache_val is None or new_val.dtype != cache_val.dtype or new_val.dim() != 4 \

@@ -153,6 +153,36 @@ def test_the_compiled_step_writes_its_caches_through_the_op_with_nothing_between
         assert (state.float() - cache.float()).abs().max().item() <= 2e-3
 
 
+@pytest.mark.parametrize("returned", [True, False])
+def test_a_cache_is_written_in_place_only_when_the_step_returns_its_update(returned: bool,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache the step only reads (its update is not a state output) stays the caller's: the plain op reads the
+    update, and the input is not written."""
+    from qeffbuild.backends import attention
+
+    class Step(torch.nn.Module):
+        def forward(self, q: Any, k_new: Any, v_new: Any, past_k: Any, past_v: Any, position: Any) -> Any:
+            slots = torch.arange(past_k.shape[2])
+            write = (slots == position).view(1, 1, -1, 1)
+            k, v = torch.where(write, k_new, past_k), torch.where(write, v_new, past_v)
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v,
+                                                                   attn_mask=(slots <= position).view(1, 1, 1, -1))
+            return (out, k, v) if returned else (out,)
+
+    monkeypatch.setattr(attention, "ROUTED_DEVICES", ("cuda", "cpu"))
+    gen = torch.Generator().manual_seed(0)
+    feeds = [torch.randn(2, 3, 1, 32, generator=gen).half() for _ in range(3)]
+    feeds += [torch.randn(2, 3, 10, 32, generator=gen).half() for _ in range(2)] + [torch.tensor(4)]
+    module = torch.export.export(Step(), tuple(feeds)).module()
+    assert attention.route(module, "cpu") == 1
+    calls = _routed_calls(module)
+    assert (len(calls["decode_attention_write"]), len(calls["decode_attention"])) == ((1, 0) if returned else (0, 1))
+    want, _ = _run(Step(), feeds)
+    got, written = _run(module, feeds)
+    assert (want[0].float() - got[0].float()).abs().max().item() <= 2e-3
+    assert torch.equal(written[3], feeds[3]) is not returned  # written in place only when it is a state
+
+
 @pytest.mark.parametrize("mask,causal", [
     (lambda slots, pos, other: (slots <= pos).view(1, 1, 1, -1), True),
     (lambda slots, pos, other: (slots.unsqueeze(0) <= pos.view(1, 1)).expand(2, -1).view(2, 1, 1, -1), True),

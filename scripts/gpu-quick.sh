@@ -116,7 +116,7 @@ T.load('out/whisper-tiny-dims-cuda-b1', 'inductor', 'cuda').transcribe(['manifes
     fi
     ( time timeout 330 $Q build -j 2 "$V" ) > "$R/build-$mode.txt" 2>&1
     tail -4 "$R/build-$mode.txt"
-    head -6 "out/$V/report.txt"
+    grep -v "^ *$" "out/$V/report.txt" | head -12
     timeout 140 $Q bench "$V" -n 3 --warmup 1 > "$R/bench-$mode.txt" 2>&1
     grep -v "^ *$" "$R/bench-$mode.txt" | head -40 ;;
   pdl)

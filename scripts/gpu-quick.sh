@@ -99,7 +99,7 @@ T.load('out/whisper-tiny-dims-cuda-b1', 'inductor', 'cuda').transcribe(['manifes
     V=whisper-large-v3-zoo-b8-gemv-rows
     ( time timeout 300 $Q build -j 2 "$V" ) > "$R/build-$mode.txt" 2>&1
     tail -4 "$R/build-$mode.txt"
-    grep -v "^ *$" "out/$V/report.txt" | head -9
+    grep -v "^ *$" "out/$V/report.txt" | head -12
     timeout 140 $Q bench "$V" -n 3 --warmup 1 > "$R/bench-$mode.txt" 2>&1
     grep -v "^ *$" "$R/bench-$mode.txt" | head -20 ;;
   write|write8)

@@ -380,7 +380,7 @@ def test_the_kernel_in_tritons_interpreter() -> None:
     """The same kernel run by Triton's interpreter on the CPU (no GPU needed; the programs run one after another,
     so this checks the arithmetic and the last chunk's merge, not the GPU's memory ordering)."""
     pytest.importorskip("triton")
-    code = ("import torch; from tests.backends.test_attention import _check, _cases; "
+    code = ("import torch; from tests.backends.test_attention import _check, _cases, _check_write, _write_cases; "
             "_check('cpu', _cases()[:2] + _cases()[4:], ('float16', 'bfloat16'), calls=2); "
             "_check_write('cpu', _write_cases(), ('float16',), calls=2)")
     env = {**os.environ, "TRITON_INTERPRET": "1"}

@@ -156,6 +156,7 @@ def route(module: Any, device: str, write_state: bool = True) -> int:
     register()
     sdpa = torch.ops.aten.scaled_dot_product_attention.default
     graph, routed = module.graph, 0
+    causal: dict[tuple[Any, Any], bool] = {}  # (mask, position) -> _is_causal: the layers share one mask
     for node in list(graph.nodes):
         if node.op != "call_function" or node.target is not sdpa:
             continue
@@ -178,7 +179,9 @@ def route(module: Any, device: str, write_state: bool = True) -> int:
             else:
                 k_new, v_new, k_cache, v_cache, position = write
                 # a mask that is slot <= position is the kernel's own: no kernel a layer to make it
-                mask = None if mask is not None and _is_causal(mask, position, gemv._val(k).shape[2]) else mask
+                if mask is not None and (mask, position) not in causal:
+                    causal[(mask, position)] = _is_causal(mask, position, gemv._val(k).shape[2])
+                mask = None if mask is not None and causal[(mask, position)] else mask
                 new = graph.call_function(torch.ops.qeffbuild.decode_attention_write.default,
                                           (q, k_new, v_new, k_cache, v_cache, position, mask, scale))
         new.meta = dict(node.meta)

@@ -89,30 +89,19 @@ T.load('out/whisper-tiny-dims-cuda-b1', 'inductor', 'cuda').transcribe(['manifes
     ( time timeout 310 $Q build -j 2 "$V" ) > "$R/build-$mode.txt" 2>&1
     tail -4 "$R/build-$mode.txt"
     timeout 130 $Q bench "$V" -n 3 --warmup 1 > "$R/bench-$mode.txt" 2>&1 ;;
-  rows8)
-    timeout 240 python3 -m pytest -q -o addopts="" -p no:cacheprovider tests/backends/test_gemv.py -m gpu \
-      > "$R/test-rows8.txt" 2>&1
-    tail -3 "$R/test-rows8.txt"
-    if ! grep -q " passed" "$R/test-rows8.txt" || grep -q " failed" "$R/test-rows8.txt"; then
-      echo "GPU tests failed: no build"; tail -40 "$R/test-rows8.txt"; continue
-    fi
-    V=whisper-large-v3-zoo-b8-gemv-rows
-    ( time timeout 300 $Q build -j 2 "$V" ) > "$R/build-$mode.txt" 2>&1
-    tail -4 "$R/build-$mode.txt"
-    grep -v "^ *$" "out/$V/report.txt" | head -12
-    timeout 140 $Q bench "$V" -n 3 --warmup 1 > "$R/bench-$mode.txt" 2>&1
-    grep -v "^ *$" "$R/bench-$mode.txt" | head -20 ;;
-  write|write8)
-    if [ "$mode" = write ]; then
-      timeout 120 python3 -m pytest -q -o addopts="" -p no:cacheprovider tests/backends/test_attention.py \
-        tests/backends/test_gemv.py -m gpu > "$R/test-write.txt" 2>&1
-      tail -3 "$R/test-write.txt"
-      if ! grep -q " passed" "$R/test-write.txt" || grep -q " failed" "$R/test-write.txt"; then
-        echo "GPU tests failed: no build"; cat "$R/test-write.txt" | tail -40; continue
+  write|write8|rows8)  # the GPU tests (not write8), then an A/B validation built, validated and benched
+    case $mode in
+      write) V=whisper-large-v3-zoo-b1-state-write; TESTS="tests/backends/test_attention.py tests/backends/test_gemv.py" ;;
+      write8) V=whisper-large-v3-zoo-b8-state-write; TESTS="" ;;
+      rows8) V=whisper-large-v3-zoo-b8-gemv-rows; TESTS="tests/backends/test_gemv.py" ;;
+    esac
+    if [ -n "$TESTS" ]; then
+      # shellcheck disable=SC2086  # TESTS is a list of paths
+      timeout 240 python3 -m pytest -q -o addopts="" -p no:cacheprovider $TESTS -m gpu > "$R/test-$mode.txt" 2>&1
+      tail -3 "$R/test-$mode.txt"
+      if ! grep -q " passed" "$R/test-$mode.txt" || grep -q " failed" "$R/test-$mode.txt"; then
+        echo "GPU tests failed: no build"; tail -40 "$R/test-$mode.txt"; continue
       fi
-      V=whisper-large-v3-zoo-b1-state-write
-    else
-      V=whisper-large-v3-zoo-b8-state-write
     fi
     ( time timeout 330 $Q build -j 2 "$V" ) > "$R/build-$mode.txt" 2>&1
     tail -4 "$R/build-$mode.txt"

@@ -190,30 +190,33 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     import triton
 
     kernel = _triton_kernel()
-    x, weight, out, tile = _operands(x, weight)
+    x, weight, out, form = _operands(x, weight)
     n, k = weight.shape
     if bias is not None:
         bias = bias.contiguous()
-    pdl = tile and pdl_available(x)
-    rows = x.shape[0]
     kernel[(triton.cdiv(n, BLOCK_N),)](x, weight, out if bias is None else bias, out, n, K=k, K_P2=next_pow2(k),
-                                         HAS_BIAS=bias is not None, TILE=tile or rows > 1, PDL=pdl, BLOCK_N=BLOCK_N,
-                                         BLOCK_K=BLOCK_K, ROWS=rows, num_warps=NUM_WARPS, launch_pdl=pdl)
+                                         HAS_BIAS=bias is not None, **form, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K,
+                                         num_warps=NUM_WARPS)
     return out
 
 
-def _operands(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+def _operands(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                              dict[str, Any]]:
     """x and the weight as both kernels read them (contiguous rows: a strided view is copied, never misread), the
-    output to write, and whether the kernel takes the tile form (:data:`WEIGHT_FIRST`), which may read its weights
-    before the previous kernel has finished: not when the weight is a copy made just now, by the kernel before.
-    (Several rows always take the tile form, read once for them all; without PDL when this says False.)"""
+    output to write, and the kernel's form (its TILE, PDL, ROWS and launch_pdl arguments). The tile form
+    (:data:`WEIGHT_FIRST`) may read its weights before the previous kernel has finished: not when the weight is a
+    copy made just now, by the kernel before. Several rows always take the tile form, read once for them all,
+    without PDL where the one-row rule says the loop."""
     import torch
 
     n, k = weight.shape
     tile = pdl_available(x) if WEIGHT_FIRST is None else WEIGHT_FIRST
     if weight.stride() != (k, 1):
         weight, tile = weight.contiguous(), False
-    return x.contiguous(), weight, torch.empty((x.shape[0], n), device=x.device, dtype=x.dtype), tile
+    pdl = tile and pdl_available(x)
+    rows = x.shape[0]
+    form = {"TILE": tile or rows > 1, "PDL": pdl, "ROWS": rows, "launch_pdl": pdl}
+    return x.contiguous(), weight, torch.empty((rows, n), device=x.device, dtype=x.dtype), form
 
 
 def next_pow2(n: int) -> int:
@@ -239,15 +242,13 @@ def _launch_fused(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     import triton
 
     kernel = _triton_fused_kernel()
-    x, weight, out, tile = _operands(x, weight)
+    x, weight, out, form = _operands(x, weight)
     n, k = weight.shape
     given = [t.contiguous() if t is not None else out for t in (bias, row_sums, residual)]
-    pdl = tile and pdl_available(x)
-    rows = x.shape[0]
     kernel[(triton.cdiv(n, BLOCK_N),)](
         x, weight, *given, out, n, float(eps), K=k, K_P2=next_pow2(k), HAS_BIAS=bias is not None,
-        NORM=row_sums is not None, GELU=activation == "gelu", RESIDUAL=residual is not None, TILE=tile or rows > 1,
-        PDL=pdl, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, ROWS=rows, num_warps=NUM_WARPS, launch_pdl=pdl)
+        NORM=row_sums is not None, GELU=activation == "gelu", RESIDUAL=residual is not None, **form, BLOCK_N=BLOCK_N,
+        BLOCK_K=BLOCK_K, num_warps=NUM_WARPS)
     return out
 
 
@@ -371,8 +372,8 @@ def _triton_fused_kernel() -> Any:
             if NORM:
                 norm_m = tl.sum(s, 0) / K
                 norm_r = tl.rsqrt(tl.maximum(tl.sum(ss, 0) / K - norm_m * norm_m, 0.0) + eps)
-            _gemv_epilogue(tl.sum(acc, 1), rn, N, 0, b_ptr, rs_ptr, r_ptr, y_ptr, norm_m, norm_r, HAS_BIAS, NORM, GELU,
-                     RESIDUAL)
+            _gemv_epilogue(tl.sum(acc, 1), rn, N, 0, b_ptr, rs_ptr, r_ptr, y_ptr, norm_m, norm_r, HAS_BIAS, NORM,
+                           GELU, RESIDUAL)
 
     _fused_kernel = gemv_fused_rows
     return _fused_kernel

@@ -1,120 +1,110 @@
-"""Can a Triton kernel read a decoder's weights faster than cuBLAS at batch 2-8 (issue #21, the b8 step)?
+"""Does the tensor-core several-row product (``backends/gemv_mma.py``) read a decoder's weights faster than cuBLAS
+at batch 8 (issue #21, the b8 step)?
 
-    python benchmarks/gemm_rows.py [--layers 32] [--rows 8]
+    python benchmarks/gemm_rows.py [--layers 32] [--rows 8] [--no-sweep]
 
 The large-v3 b8 profile (`gpu-quick.sh R profile`, PROFILE_SPEC=whisper-large-v3-zoo-b8-float16) puts cuBLAS's
-M = 8 products at ~1.1 ms a step, 1.6 TB/s. This sweeps a multi-row version of `backends/gemv.py`'s kernel (each
-program reads BLOCK_N whole weight rows in BLOCK_K chunks and multiplies them by every one of the M input rows,
-float32 partial sums kept per lane and summed once) against cuBLAS at whisper-large-v3's decoder shapes, over
-32 distinct matrices inside one CUDA graph (as `gemv_variants.py`), each checked against float32.
+M = 8 products at 1.06 of a 2.51 ms step. At whisper-large-v3's decoder shapes, over ``--layers`` distinct
+matrices inside one CUDA graph (as ``gemv_variants.py``; the 50 MB L2 holds none of them), µs per product for:
+
+- cuBLAS (``torch.mm``);
+- ``qeffbuild::gemv`` as shipped (the tensor-core tile, split along K by ``gemv_mma.blocks``, PDL on Hopper);
+- a sweep of its launch config (BLOCK_N, largest BLOCK_K, target programs, warps): the best, to choose the
+  shipped constants;
+
+then a dependent chain per layer, out-proj → fc1 → fc2 (each reading the previous output, as in a step), through
+cuBLAS and through the op. Every output is checked against float32 on the same inputs (max-abs shown).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gemv_variants import SHAPES, _graph_us, _over  # type: ignore[import-not-found]
 
-
-def _kernel() -> Any:
-    import triton
-    import triton.language as tl
-
-    @triton.jit
-    def gemm_rows(x_ptr, w_ptr, y_ptr, M, N, K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                  BLOCK_K: tl.constexpr):
-        rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-        rm = tl.arange(0, BLOCK_M)
-        acc = tl.zeros([BLOCK_M, BLOCK_N, BLOCK_K], tl.float32)
-        for k0 in range(0, K, BLOCK_K):
-            rk = k0 + tl.arange(0, BLOCK_K)
-            x = tl.load(x_ptr + rm[:, None] * K + rk[None, :], mask=rm[:, None] < M, other=0.0).to(tl.float32)
-            w = tl.load(w_ptr + rn[:, None] * K + rk[None, :], mask=rn[:, None] < N, other=0.0).to(tl.float32)
-            acc += x[:, None, :] * w[None, :, :]
-        y = tl.sum(acc, 2)
-        tl.store(y_ptr + rm[:, None] * N + rn[None, :], y.to(y_ptr.dtype.element_ty),
-                 mask=(rm[:, None] < M) & (rn[None, :] < N))
-
-    return gemm_rows
+SWEEP = [(bn, bk, target, warps) for bn in (16, 32) for bk in (128, 256) for target in (256, 1024) for warps in (4,)]
 
 
-def _dot_kernel() -> Any:
-    """The tensor-core variant: the M rows padded to 16 (``tl.dot``'s smallest), BLOCK_N weight rows a program."""
-    import triton
-    import triton.language as tl
-
-    @triton.jit
-    def gemm_rows_dot(x_ptr, w_ptr, y_ptr, M, N, K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                      BLOCK_K: tl.constexpr):
-        rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-        rm = tl.arange(0, BLOCK_M)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-        for k0 in range(0, K, BLOCK_K):
-            rk = k0 + tl.arange(0, BLOCK_K)
-            x = tl.load(x_ptr + rm[:, None] * K + rk[None, :], mask=rm[:, None] < M, other=0.0)
-            w = tl.load(w_ptr + rn[:, None] * K + rk[None, :], mask=rn[:, None] < N, other=0.0)
-            acc += tl.dot(x, tl.trans(w))
-        tl.store(y_ptr + rm[:, None] * N + rn[None, :], acc.to(y_ptr.dtype.element_ty),
-                 mask=(rm[:, None] < M) & (rn[None, :] < N))
-
-    return gemm_rows_dot
-
-
-def _best(kernel: Any, x: Any, ws: list[Any], ys: list[Any], ref: Any, bm: int,
-          blocks: Any) -> tuple[float, str, float]:
-    """The fastest launch config of ``kernel`` over ``blocks`` ((BLOCK_N, BLOCK_K, warps) …), µs per matrix."""
-    import triton
-
-    m, (n, k) = x.shape[0], ws[0].shape
-    best: tuple[float, str, float] | None = None
-    for bn, bk, warps in blocks:
-        def call(w: Any, y: Any, c: tuple[int, int, int] = (bn, bk, warps)) -> None:
-            kernel[(triton.cdiv(n, c[0]),)](x, w, y, m, n, K=k, BLOCK_M=bm, BLOCK_N=c[0], BLOCK_K=c[1],
-                                            num_warps=c[2])
-        try:
-            us = _graph_us(_over(ws, ys, call), reps=3) / len(ws)
-        except Exception as exc:  # a config Triton cannot build: skip it, say so
-            print(f"  skip N{bn} K{bk} w{warps}: {type(exc).__name__}")
-            continue
-        err = float((ys[0].float() - ref).abs().max().item())
-        if best is None or us < best[0]:
-            best = (us, f"N{bn} K{bk} w{warps}", err)
-    assert best is not None
-    return best
-
-
-def _shape(kernels: tuple[Any, Any], m: int, n: int, k: int, layers: int) -> str:
-    """cuBLAS against the best config of each Triton variant for (m × k) @ (k × n), over ``layers`` matrices."""
+def _shape(m: int, n: int, k: int, layers: int, sweep: bool) -> str:
     import torch
-    import triton
+
+    from qeffbuild.backends import gemv_mma
 
     ws = [torch.randn(n, k, device="cuda", dtype=torch.float16) * 0.02 for _ in range(layers)]
     x = torch.randn(m, k, device="cuda", dtype=torch.float16)
     ys = [torch.empty(m, n, device="cuda", dtype=torch.float16) for _ in ws]
     ref = x.float() @ ws[0].float().t()
     gb = n * k * 2 / 1e9
+
+    outs: dict[int, Any] = {}
+
+    def timed(config: Any) -> tuple[float, float]:
+        """The op's launch alone (no copy into ``ys``: a kernel of its own), its first output kept to check."""
+        us = _graph_us(_over(ws, list(range(layers)), lambda w, i: outs.__setitem__(
+            i, gemv_mma.launch(x, w, None, None, 0.0, "none", None, True, config))), reps=3) / layers
+        return us, float((outs[0].float() - ref).abs().max().item())
+
     cublas = _graph_us(_over(ws, ys, lambda w, y: torch.mm(x, w.t(), out=y))) / layers
-    bm = triton.next_power_of_2(m)
-    fma = _best(kernels[0], x, ws, ys, ref, bm, [(bn, bk, w) for bn in (2, 4, 8) for bk in (64, 128, 256)
-                                                 for w in (4, 8) if bm * bn * bk <= 16384])
-    dot = _best(kernels[1], x, ws, ys, ref, 16, [(bn, bk, w) for bn in (16, 32, 64) for bk in (64, 128, 256)
-                                                 for w in (2, 4, 8)])
-    return (f"cublas {cublas:6.2f} µs ({gb / cublas * 1e6:5.0f} GB/s) | fma {fma[0]:6.2f} µs "
-            f"({gb / fma[0] * 1e6:5.0f} GB/s, {fma[1]}) | dot {dot[0]:6.2f} µs ({gb / dot[0] * 1e6:5.0f} GB/s, "
-            f"{dot[1]}, max-abs {dot[2]:.1e})")
+    shipped = timed(None)
+    line = (f"cublas {cublas:6.2f} µs ({gb / cublas * 1e6:5.0f} GB/s) | shipped {shipped[0]:6.2f} µs "
+            f"({gb / shipped[0] * 1e6:5.0f} GB/s, {gemv_mma.blocks(n, k)}, max-abs {shipped[1]:.1e})")
+    if sweep:
+        best: tuple[float, float, Any] | None = None
+        for config in SWEEP:
+            us, e = timed(config)
+            if best is None or us < best[0]:
+                best = (us, e, config)
+        assert best is not None
+        line += f" | best {best[0]:6.2f} µs {best[2]} max-abs {best[1]:.1e}"
+    return line
+
+
+def _chain(m: int, layers: int) -> str:
+    """Per layer out-proj → fc1 → fc2, each product reading the one before: µs per product."""
+    import torch
+
+    from qeffbuild.backends import gemv
+
+    gemv.register()
+    shapes = [(1280, 1280), (5120, 1280), (1280, 5120)] * layers
+    weights = [(torch.randn(n, k, device="cuda") * k ** -0.5).half() for n, k in shapes]
+    x = torch.randn(m, 1280, device="cuda").half()
+    out: dict[str, Any] = {}
+
+    def run(name: str, product: Any) -> None:
+        y = x
+        for w in weights:
+            y = product(y, w)
+        out[name] = y
+
+    cublas = _graph_us(lambda: run("cublas", lambda y, w: torch.mm(y, w.t()))) / len(weights)
+    ours = _graph_us(lambda: run("op", lambda y, w: torch.ops.qeffbuild.gemv(y, w, None))) / len(weights)
+    diff = float((out["op"].float() - out["cublas"].float()).abs().max().item())
+    return f"chain out→fc1→fc2 ×{layers}, M={m}: cublas {cublas:6.2f} µs | op {ours:6.2f} µs a product " \
+           f"(last output max-abs {diff:.1e} apart)"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layers", type=int, default=32)
-    ap.add_argument("--rows", type=int, nargs="+", default=[8, 4, 2])
+    ap.add_argument("--rows", type=int, nargs="+", default=[8])
+    ap.add_argument("--no-sweep", action="store_true", help="the shipped config only")
     args = ap.parse_args()
-    kernels = (_kernel(), _dot_kernel())
+    import torch
+
+    torch.manual_seed(0)
+    print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}", flush=True)
     for m in args.rows:
         print(f"== M = {m} rows", flush=True)
+        print(f"  {_chain(m, args.layers)}", flush=True)
         for name, (n, k) in SHAPES.items():
-            print(f"  {name:22s} {_shape(kernels, m, n, k, args.layers)}", flush=True)
+            layers = 4 if n > 10000 else args.layers
+            print(f"  {name:22s} {_shape(m, n, k, layers, not args.no_sweep)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@
 # rows8:   the GEMV kernels' GPU tests, then large-v3 dims fp16 b8 with its products through cuBLAS (the default)
 #          and through the GEMV (8 rows a weight read), one bench beside the validation's report.
 # pdl:     the batch-1 GEMV chain with and without programmatic dependent launch (benchmarks/gemv_pdl.py).
+# mma:     the GEMV kernels' GPU tests, then the several-row tensor-core product against cuBLAS at large-v3's
+#          shapes and 8 rows, with a sweep of its launch config (benchmarks/gemm_rows.py).
 set -u
 R=$1; shift; mkdir -p "$R"
 # The GPU host's site-packages take no bytecode cache, so every process compiled ~1,300 modules from source
@@ -108,6 +110,14 @@ T.load('out/whisper-tiny-dims-cuda-b1', 'inductor', 'cuda').transcribe(['manifes
     grep -v "^ *$" "out/$V/report.txt" | head -12
     timeout 140 $Q bench "$V" -n 3 --warmup 1 > "$R/bench-$mode.txt" 2>&1
     grep -v "^ *$" "$R/bench-$mode.txt" | head -40 ;;
+  mma)
+    timeout 240 python3 -m pytest -q -o addopts="" -p no:cacheprovider tests/backends/test_gemv.py -m gpu \
+      > "$R/test-mma.txt" 2>&1
+    tail -3 "$R/test-mma.txt"
+    if ! grep -q " passed" "$R/test-mma.txt" || grep -q " failed" "$R/test-mma.txt"; then
+      echo "GPU tests failed: no bench"; tail -60 "$R/test-mma.txt"; continue
+    fi
+    timeout 300 python3 benchmarks/gemm_rows.py --rows 8 > "$R/gemm-rows.txt" 2>&1; cat "$R/gemm-rows.txt" ;;
   pdl)
     timeout 100 python3 benchmarks/gemv_pdl.py > "$R/gemv-pdl.txt" 2>&1; cat "$R/gemv-pdl.txt" ;;
   profile)

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from qeffbuild.backends import gemv_mma
+
 if TYPE_CHECKING:
     import torch
 
@@ -44,11 +46,8 @@ OPS = (OP, FUSED_OP)
 # most this many output rows per input column (qkv 3840×1280 and fc1 5120×1280 are; the 51,866-row head is not).
 NORM_MAX_ROWS_PER_COLUMN = 8
 # A decoder step at batch B multiplies B rows by each weight: with the inductor option gemv_max_rows, up to
-# MAX_ROWS rows go to the same kernels, each program reading its weight tile once for all of them. cuBLAS's M = 8
-# GEMMs took 1.06 of a 2.51 ms large-v3 b8 step on the H200 (benchmarks/profile_decode.py), but this form (one
-# CUDA-core reduction a row, one after another) made the step slower: 4.77 against 2.70 ms/token, so it is off by
-# default. A tensor-core tile (tl.dot over the 8 rows padded to 16) is the form left to try.
-MAX_ROWS = 8
+# MAX_ROWS rows go to the ops, whose several-row form is a tensor-core tile (backends/gemv_mma.py).
+MAX_ROWS = gemv_mma.MAX_ROWS
 HALF = ("float16", "bfloat16")  # torch dtype names: this module is imported at plan time (plugin discovery)
 ROUTED_DEVICES = ("cuda",)  # where products go to the kernel (tests add "cpu" to trace HF modules without a GPU)
 
@@ -189,9 +188,12 @@ def fold_norm(weight: torch.Tensor, bias: torch.Tensor | None, norm_weight: torc
 def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     import triton
 
+    x, weight, form = _operands(x, weight)
+    if x.shape[0] > 1:
+        return gemv_mma.launch(x, weight, bias, None, 0.0, "none", None, form["PDL"])
     kernel = _triton_kernel()
-    x, weight, out, form = _operands(x, weight)
     n, k = weight.shape
+    out = x.new_empty((1, n))
     if bias is not None:
         bias = bias.contiguous()
     kernel[(triton.cdiv(n, BLOCK_N),)](x, weight, out if bias is None else bias, out, n, K=k, K_P2=next_pow2(k),
@@ -200,23 +202,17 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     return out
 
 
-def _operands(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                              dict[str, Any]]:
-    """x and the weight as both kernels read them (contiguous rows: a strided view is copied, never misread), the
-    output to write, and the kernel's form (its TILE, PDL, ROWS and launch_pdl arguments). The tile form
-    (:data:`WEIGHT_FIRST`) may read its weights before the previous kernel has finished: not when the weight is a
-    copy made just now, by the kernel before. Several rows always take the tile form, read once for them all,
-    without PDL where the one-row rule says the loop."""
-    import torch
-
-    n, k = weight.shape
+def _operands(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """x and the weight as the kernels read them (contiguous rows: a strided view is copied, never misread) and
+    the one-row kernels' form (their TILE, PDL and launch_pdl arguments). The tile form (:data:`WEIGHT_FIRST`)
+    may read its weights before the previous kernel has finished: not when the weight is a copy made just now, by
+    the kernel before (nor does the several-row kernel then use PDL)."""
+    k = weight.shape[1]
     tile = pdl_available(x) if WEIGHT_FIRST is None else WEIGHT_FIRST
     if weight.stride() != (k, 1):
         weight, tile = weight.contiguous(), False
     pdl = tile and pdl_available(x)
-    rows = x.shape[0]
-    form = {"TILE": tile or rows > 1, "PDL": pdl, "ROWS": rows, "launch_pdl": pdl}
-    return x.contiguous(), weight, torch.empty((rows, n), device=x.device, dtype=x.dtype), form
+    return x.contiguous(), weight, {"TILE": tile, "PDL": pdl, "launch_pdl": pdl}
 
 
 def next_pow2(n: int) -> int:
@@ -241,9 +237,12 @@ def _launch_fused(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
                   eps: float, activation: str, residual: torch.Tensor | None) -> torch.Tensor:
     import triton
 
+    x, weight, form = _operands(x, weight)
+    if x.shape[0] > 1:
+        return gemv_mma.launch(x, weight, bias, row_sums, eps, activation, residual, form["PDL"])
     kernel = _triton_fused_kernel()
-    x, weight, out, form = _operands(x, weight)
     n, k = weight.shape
+    out = x.new_empty((1, n))
     given = [t.contiguous() if t is not None else out for t in (bias, row_sums, residual)]
     kernel[(triton.cdiv(n, BLOCK_N),)](
         x, weight, *given, out, n, float(eps), K=k, K_P2=next_pow2(k), HAS_BIAS=bias is not None,
@@ -263,9 +262,8 @@ def _triton_kernel() -> Any:
     # TILE: the program's whole weight tile is loaded first, then (PDL) it waits for the kernel before it to finish
     # and reads x. Otherwise the weights and x are read chunk by chunk.
     @triton.jit
-    def gemv_rows(x_ptr, w_ptr, b_ptr, y_ptr, N, K: tl.constexpr, K_P2: tl.constexpr, HAS_BIAS: tl.constexpr,
-                  TILE: tl.constexpr, PDL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                  ROWS: tl.constexpr):
+    def gemv_row(x_ptr, w_ptr, b_ptr, y_ptr, N, K: tl.constexpr, K_P2: tl.constexpr, HAS_BIAS: tl.constexpr,
+                  TILE: tl.constexpr, PDL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         if TILE:
             if PDL:
@@ -274,13 +272,12 @@ def _triton_kernel() -> Any:
             w = tl.load(w_ptr + rn[:, None] * K + rk[None, :], mask=(rn[:, None] < N) & (rk[None, :] < K), other=0.0)
             if PDL:
                 tl.extra.cuda.gdc_wait()  # x is the previous kernel's output: written and visible after this
-            for m in tl.static_range(ROWS):  # each of x's rows against the tile the program read once
-                x = tl.load(x_ptr + m * K + rk, mask=rk < K, other=0.0).to(tl.float32)
-                y = tl.sum(w.to(tl.float32) * x[None, :], 1)
-                if HAS_BIAS:  # after the wait: a bias may be a kernel's output too
-                    y += tl.load(b_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)
-                tl.store(y_ptr + m * N + rn, y.to(y_ptr.dtype.element_ty), mask=rn < N)
-        else:  # one row
+            x = tl.load(x_ptr + rk, mask=rk < K, other=0.0).to(tl.float32)
+            y = tl.sum(w.to(tl.float32) * x[None, :], 1)
+            if HAS_BIAS:  # after the wait: a bias may be a kernel's output too
+                y += tl.load(b_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)
+            tl.store(y_ptr + rn, y.to(y_ptr.dtype.element_ty), mask=rn < N)
+        else:
             acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
             for k0 in range(0, K, BLOCK_K):
                 rk = k0 + tl.arange(0, BLOCK_K)
@@ -292,7 +289,7 @@ def _triton_kernel() -> Any:
                 y += tl.load(b_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)
             tl.store(y_ptr + rn, y.to(y_ptr.dtype.element_ty), mask=rn < N)
 
-    _kernel = gemv_rows
+    _kernel = gemv_row
     return _kernel
 
 
@@ -310,9 +307,9 @@ def _triton_fused_kernel() -> Any:
     # (the whole step went from 1.94 to 2.12 ms/token), and γ applied inside the loop (four operations a weight
     # instead of one) took 11.8 µs.
     @triton.jit
-    def epilogue(y, rn, N, m, b_ptr, rs_ptr, r_ptr, y_ptr, norm_m, norm_r, HAS_BIAS: tl.constexpr,
+    def epilogue(y, rn, N, b_ptr, rs_ptr, r_ptr, y_ptr, norm_m, norm_r, HAS_BIAS: tl.constexpr,
                  NORM: tl.constexpr, GELU: tl.constexpr, RESIDUAL: tl.constexpr):
-        """Row m's output: the norm's correction, the bias, the GELU and the residual add, then the store (every
+        """The row's output: the norm's correction, the bias, the GELU and the residual add, then the store (every
         operand read here, after the wait: any may be the previous kernel's output)."""
         dtype = y_ptr.dtype.element_ty
         if NORM:
@@ -323,18 +320,17 @@ def _triton_fused_kernel() -> Any:
             y = y.to(dtype).to(tl.float32)
             y = 0.5 * y * (1.0 + tl.erf(y * 0.7071067811865476))
         if RESIDUAL:
-            y = y.to(dtype).to(tl.float32) + tl.load(r_ptr + m * N + rn, mask=rn < N, other=0.0).to(tl.float32)
-        tl.store(y_ptr + m * N + rn, y.to(dtype), mask=rn < N)
+            y = y.to(dtype).to(tl.float32) + tl.load(r_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)
+        tl.store(y_ptr + rn, y.to(dtype), mask=rn < N)
 
     _gemv_epilogue = epilogue  # a module global: Triton resolves what a kernel calls in its module's globals
 
     @triton.jit
-    def gemv_fused_rows(x_ptr, w_ptr, b_ptr, rs_ptr, r_ptr, y_ptr, N, eps, K: tl.constexpr, K_P2: tl.constexpr,
+    def gemv_fused_row(x_ptr, w_ptr, b_ptr, rs_ptr, r_ptr, y_ptr, N, eps, K: tl.constexpr, K_P2: tl.constexpr,
                         HAS_BIAS: tl.constexpr, NORM: tl.constexpr, GELU: tl.constexpr, RESIDUAL: tl.constexpr,
-                        TILE: tl.constexpr, PDL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                        ROWS: tl.constexpr):
+                        TILE: tl.constexpr, PDL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-        if TILE:  # as gemv_rows: the weight tile first, then (PDL) the wait for x, then each row of x
+        if TILE:  # as gemv_row: the weight tile first, then (PDL) the wait for x
             if PDL:
                 tl.extra.cuda.gdc_launch_dependents()
             rk = tl.arange(0, K_P2)
@@ -342,17 +338,16 @@ def _triton_fused_kernel() -> Any:
             w = tl.load(w_ptr + rn[:, None] * K + rk[None, :], mask=(rn[:, None] < N) & inside[None, :], other=0.0)
             if PDL:
                 tl.extra.cuda.gdc_wait()
-            for m in tl.static_range(ROWS):
-                x = tl.load(x_ptr + m * K + rk, mask=inside, other=0.0).to(tl.float32)
-                norm_m = 0.0
-                norm_r = 1.0
-                if NORM:
-                    x = tl.where(inside, x - tl.load(x_ptr + m * K).to(tl.float32), 0.0)
-                    norm_m = tl.sum(x, 0) / K
-                    norm_r = tl.rsqrt(tl.maximum(tl.sum(x * x, 0) / K - norm_m * norm_m, 0.0) + eps)
-                _gemv_epilogue(tl.sum(w.to(tl.float32) * x[None, :], 1), rn, N, m, b_ptr, rs_ptr, r_ptr, y_ptr,
-                               norm_m, norm_r, HAS_BIAS, NORM, GELU, RESIDUAL)
-        else:  # one row
+            x = tl.load(x_ptr + rk, mask=inside, other=0.0).to(tl.float32)
+            norm_m = 0.0
+            norm_r = 1.0
+            if NORM:
+                x = tl.where(inside, x - tl.load(x_ptr).to(tl.float32), 0.0)
+                norm_m = tl.sum(x, 0) / K
+                norm_r = tl.rsqrt(tl.maximum(tl.sum(x * x, 0) / K - norm_m * norm_m, 0.0) + eps)
+            _gemv_epilogue(tl.sum(w.to(tl.float32) * x[None, :], 1), rn, N, b_ptr, rs_ptr, r_ptr, y_ptr,
+                           norm_m, norm_r, HAS_BIAS, NORM, GELU, RESIDUAL)
+        else:
             acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
             norm_m = 0.0
             norm_r = 1.0
@@ -372,10 +367,10 @@ def _triton_fused_kernel() -> Any:
             if NORM:
                 norm_m = tl.sum(s, 0) / K
                 norm_r = tl.rsqrt(tl.maximum(tl.sum(ss, 0) / K - norm_m * norm_m, 0.0) + eps)
-            _gemv_epilogue(tl.sum(acc, 1), rn, N, 0, b_ptr, rs_ptr, r_ptr, y_ptr, norm_m, norm_r, HAS_BIAS, NORM,
+            _gemv_epilogue(tl.sum(acc, 1), rn, N, b_ptr, rs_ptr, r_ptr, y_ptr, norm_m, norm_r, HAS_BIAS, NORM,
                            GELU, RESIDUAL)
 
-    _fused_kernel = gemv_fused_rows
+    _fused_kernel = gemv_fused_row
     return _fused_kernel
 
 

@@ -48,7 +48,7 @@ def test_other_products_stay_with_cublas(batch: int, dtype: str) -> None:
     assert "qeffbuild.gemv" not in code
 
 
-@pytest.mark.parametrize("batch,routed", [(2, True), (8, True), (9, False)])
+@pytest.mark.parametrize("batch,routed", [(2, True), (8, True), (16, True), (17, False)])
 def test_a_batch_of_rows_up_to_the_kernels_most_goes_to_the_gemv_when_asked(batch: int, routed: bool) -> None:
     from qeffbuild.backends import gemv
 
@@ -258,7 +258,9 @@ def _check_kernels_against_definition(device: str) -> None:
     from qeffbuild.backends import gemv
 
     gen = torch.Generator(device=device).manual_seed(0)
-    for weight_first, rows in ((True, 1), (False, 1), (True, 3), (False, 8)):  # several rows: the tile form always
+    # one row: the weight tile first or chunk by chunk; 3, 8 and 16 rows: the tensor-core tile (gemv_mma), split
+    # along K for the 1280-column matrices (5 and 10 parts), whole for the 5120-column one at 8 rows' launch
+    for weight_first, rows in ((True, 1), (False, 1), (True, 3), (False, 8), (True, 16)):
         gemv.WEIGHT_FIRST = weight_first
         for n, k in ((1280, 1280), (5120, 1280), (1280, 5120), (7, 384)):
             # rows of different scales and offsets: each row's own layer-norm statistics
@@ -301,17 +303,20 @@ def test_the_kernels_in_both_forms_on_the_gpu() -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_a_dependent_chain_replayed_from_a_cuda_graph_reads_each_input_after_it_is_written() -> None:
+@pytest.mark.parametrize("rows", [1, 8])
+def test_a_dependent_chain_replayed_from_a_cuda_graph_reads_each_input_after_it_is_written(rows: int) -> None:
     """On a Hopper GPU each product starts while the one before it finishes (programmatic dependent launch) and
     must wait for it before reading x. A chain of 24 products captured once and replayed on new inputs: a product
-    that read x early would read the previous replay's value, and the chain would end far from the float32 one."""
+    that read x early would read the previous replay's value, and the chain would end far from the float32 one.
+    At 8 rows the products split along K: a part summed before the others were in, or a count not reset for the
+    next replay, would too."""
     from qeffbuild.backends import gemv
 
     gemv.register()
     torch.manual_seed(0)
     shapes = [(1280, 1280), (5120, 1280), (1280, 5120)] * 8
     weights = [(torch.randn(n, k, device="cuda") * k ** -0.5).half() for n, k in shapes]
-    x = torch.randn(1, 1280, device="cuda").half()
+    x = torch.randn(rows, 1280, device="cuda").half()
 
     def chain() -> Any:
         y = x

@@ -1,0 +1,184 @@
+"""The several-row form of ``qeffbuild::gemv`` and ``gemv_fused``: a decoder step at batch 2–16 on the tensor cores.
+
+A batch-8 step multiplies 8 rows by each weight matrix. The one-row kernel (``backends/gemv.py``) does its
+products on the CUDA cores; widened to 8 rows it was bound by its FMAs (large-v3 b8: 4.77 against cuBLAS's
+2.70 ms/token). This kernel pads the rows to 16 and multiplies on the tensor cores (``tl.dot``), so a program's
+time is its weight tile's load, as at one row. Each program reads one ``BLOCK_N`` × ``BLOCK_K`` weight tile:
+
+- **Split along K** (``SPLIT_K`` programs per ``BLOCK_N`` output columns): whisper-large-v3's 1280-column
+  matrices give 80 column tiles, too few programs to keep the H200's 132 SMs loading (the eighth session's
+  unsplit tensor-core kernel was at 12.7 µs on fc2 against cuBLAS's 8.6). Each program stores its float32 partial
+  tile in its own slot of a workspace and counts itself in; the last of a column tile to arrive sums the slots in
+  split order (the same sum every run: no float atomics) and runs the epilogue, then resets the count. So one
+  launch, no memset, and a CUDA graph replays it as is.
+- **The weight tile first**: as the one-row kernel's tile form, the program loads its weights, then (with
+  programmatic dependent launch, on Hopper) waits for the kernel before it, then reads x.
+- **The epilogue** is ``gemv_fused``'s (:func:`qeffbuild.backends.gemv._reference`): the layer norm's correction
+  from the row's statistics (γ and β folded into the operands at compile time), the bias, the GELU and the
+  residual add, each rounded where the unfused graph rounds it. The norm's statistics are read by the program that
+  runs the epilogue, over the whole row of x (the product itself multiplies x as given: exact half-precision
+  products summed in float32, then ``y = r·(Σ w·x − μ·Σw)``).
+
+The workspace and counts are per device, kept for the process (a CUDA graph's kernels hold their addresses), and
+shared by the launches of a stream: launches are ordered, and with PDL a kernel touches them only after its wait.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+MAX_ROWS = 16  # the rows of one tensor-core tile (tl.dot's smallest M is 16)
+BLOCK_N = 16
+NUM_WARPS = 4
+# Programs a launch aims for: about four per SM of an H100/H200 (132), so loads stay in flight on every SM. A
+# matrix with fewer column tiles than this splits along K (see blocks).
+TARGET_PROGRAMS = 512
+MAX_BLOCK_K = 256  # a 16 × 256 half-precision tile: 8 KB a load, four 16-byte vectors a thread at 4 warps
+
+_kernel: Any = None
+_epilogue: Any = None
+_WORKSPACES: dict[tuple[str, int | None], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+
+def blocks(n: int, k: int, block_n: int = BLOCK_N, target: int = TARGET_PROGRAMS,
+           max_block_k: int = MAX_BLOCK_K) -> tuple[int, int, int]:
+    """(BLOCK_K, CHUNKS, SPLIT_K) for an (n × k) weight: K is cut into blocks of the largest power of two up to
+    ``max_block_k`` that divides it, and into the fewest parts (each CHUNKS blocks) that bring the launch to
+    ``target`` programs, or as near as the blocks allow: large-v3's fc2 (80 column tiles, K = 5,120) takes 10
+    parts of 2 blocks, and its LM head (3,242 tiles) one part of 5."""
+    tiles = -(-n // block_n)
+    block_k = max_block_k
+    while k % block_k:
+        block_k //= 2
+    count = k // block_k
+    split_k = next((d for d in range(1, count + 1) if count % d == 0 and tiles * d >= target), count)
+    return block_k, count // split_k, split_k
+
+
+def launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, row_sums: torch.Tensor | None,
+           eps: float, activation: str, residual: torch.Tensor | None, pdl: bool,
+           config: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """``gemv_fused``'s product for 2–16 contiguous rows of ``x`` and a contiguous (N, K) ``weight``. ``config``
+    (BLOCK_N, largest BLOCK_K, target programs, warps) is the benchmark's sweep; a build uses the constants."""
+    import torch
+
+    rows, k = x.shape
+    n = weight.shape[0]
+    block_n, max_block_k, target, warps = config or (BLOCK_N, MAX_BLOCK_K, TARGET_PROGRAMS, NUM_WARPS)
+    block_k, chunks, split_k = blocks(n, k, block_n, target, max_block_k)
+    tiles = -(-n // block_n)
+    out = torch.empty((rows, n), device=x.device, dtype=x.dtype)
+    partial, count = _workspace(x.device, tiles * split_k * MAX_ROWS * block_n if split_k > 1 else 1, tiles)
+    given = [t.contiguous() if t is not None else out for t in (bias, row_sums, residual)]
+    _triton_kernel()[(tiles, split_k)](
+        x, weight, *given, out, partial, count, n, float(eps), K=k, ROWS=rows, HAS_BIAS=bias is not None,
+        NORM=row_sums is not None, GELU=activation == "gelu", RESIDUAL=residual is not None, PDL=pdl,
+        BLOCK_N=block_n, BLOCK_K=block_k, CHUNKS=chunks, SPLIT_K=split_k, num_warps=warps, launch_pdl=pdl)
+    return out
+
+
+def _workspace(device: torch.device, partials: int, tiles: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A float32 buffer of at least ``partials`` values and ``tiles`` zeroed int32 counts on ``device``. A larger
+    one is added when needed and the old ones kept: a captured CUDA graph's kernels hold their addresses."""
+    import torch
+
+    kept = _WORKSPACES.setdefault((device.type, device.index), [])
+    if kept and kept[-1][0].numel() >= partials and kept[-1][1].numel() >= tiles:
+        return kept[-1]
+    size = max(partials, kept[-1][0].numel() if kept else 0)
+    counts = max(tiles, kept[-1][1].numel() if kept else 0)
+    kept.append((torch.empty(size, device=device, dtype=torch.float32),
+                 torch.zeros(counts, device=device, dtype=torch.int32)))
+    return kept[-1]
+
+
+def _triton_kernel() -> Any:
+    global _kernel, _epilogue
+    if _kernel is not None:
+        return _kernel
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def epilogue(acc, x_ptr, rm, rn, N, eps, b_ptr, rs_ptr, r_ptr, y_ptr, K: tl.constexpr, ROWS: tl.constexpr,
+                 HAS_BIAS: tl.constexpr, NORM: tl.constexpr, GELU: tl.constexpr, RESIDUAL: tl.constexpr,
+                 BLOCK_K: tl.constexpr):
+        """The rows' outputs from their float32 products ``acc`` (rows × BLOCK_N): gemv_fused's epilogue."""
+        dtype = y_ptr.dtype.element_ty
+        row_in = rm < ROWS
+        col_in = rn < N
+        y = acc
+        if NORM:  # the row's statistics from d = x − x₀ (small sums where the mean is large)
+            x0 = tl.load(x_ptr + rm * K, mask=row_in, other=0.0).to(tl.float32)
+            s = tl.zeros([16], tl.float32)
+            ss = tl.zeros([16], tl.float32)
+            for k0 in range(0, K, BLOCK_K):
+                rk = k0 + tl.arange(0, BLOCK_K)
+                d = tl.load(x_ptr + rm[:, None] * K + rk[None, :], mask=row_in[:, None], other=0.0).to(tl.float32)
+                d = tl.where(row_in[:, None], d - x0[:, None], 0.0)
+                s += tl.sum(d, 1)
+                ss += tl.sum(d * d, 1)
+            mean_d = s / K
+            rstd = tl.rsqrt(tl.maximum(ss / K - mean_d * mean_d, 0.0) + eps)
+            sums = tl.load(rs_ptr + rn, mask=col_in, other=0.0)
+            y = rstd[:, None] * (y - (x0 + mean_d)[:, None] * sums[None, :])
+        if HAS_BIAS:
+            y += tl.load(b_ptr + rn, mask=col_in, other=0.0).to(tl.float32)[None, :]
+        if GELU:
+            y = y.to(dtype).to(tl.float32)
+            y = 0.5 * y * (1.0 + tl.erf(y * 0.7071067811865476))
+        inside = row_in[:, None] & col_in[None, :]
+        if RESIDUAL:
+            y = y.to(dtype).to(tl.float32) + tl.load(r_ptr + rm[:, None] * N + rn[None, :], mask=inside,
+                                                     other=0.0).to(tl.float32)
+        tl.store(y_ptr + rm[:, None] * N + rn[None, :], y.to(dtype), mask=inside)
+
+    _epilogue = epilogue  # a module global: Triton resolves what a kernel calls in its module's globals
+
+    @triton.jit
+    def gemv_mma(x_ptr, w_ptr, b_ptr, rs_ptr, r_ptr, y_ptr, part_ptr, count_ptr, N, eps, K: tl.constexpr,
+                 ROWS: tl.constexpr, HAS_BIAS: tl.constexpr, NORM: tl.constexpr, GELU: tl.constexpr,
+                 RESIDUAL: tl.constexpr, PDL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                 CHUNKS: tl.constexpr, SPLIT_K: tl.constexpr):
+        tile = tl.program_id(0)
+        part = tl.program_id(1)
+        rn = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+        rm = tl.arange(0, 16)
+        rk = part * (CHUNKS * BLOCK_K) + tl.arange(0, BLOCK_K)
+        w_ptrs = w_ptr + rn[:, None] * K + rk[None, :]
+        x_ptrs = x_ptr + rm[:, None] * K + rk[None, :]
+        if PDL:
+            tl.extra.cuda.gdc_launch_dependents()  # the next kernel may be scheduled as these programs end
+        w = tl.load(w_ptrs, mask=rn[:, None] < N, other=0.0)
+        if PDL:
+            tl.extra.cuda.gdc_wait()  # x (and the workspace) after the kernel before has finished
+        acc = tl.zeros([16, BLOCK_N], tl.float32)
+        for c in range(CHUNKS - 1):  # each next weight block loaded before this one's product
+            w_next = tl.load(w_ptrs + (c + 1) * BLOCK_K, mask=rn[:, None] < N, other=0.0)
+            x = tl.load(x_ptrs + c * BLOCK_K, mask=rm[:, None] < ROWS, other=0.0)
+            acc = tl.dot(x, tl.trans(w), acc)
+            w = w_next
+        x = tl.load(x_ptrs + (CHUNKS - 1) * BLOCK_K, mask=rm[:, None] < ROWS, other=0.0)
+        acc = tl.dot(x, tl.trans(w), acc)  # (16 × BLOCK_N), float32
+        if SPLIT_K == 1:
+            _epilogue(acc, x_ptr, rm, rn, N, eps, b_ptr, rs_ptr, r_ptr, y_ptr, K, ROWS, HAS_BIAS, NORM, GELU,
+                      RESIDUAL, BLOCK_K)
+        else:
+            slots = part_ptr + tile * (SPLIT_K * 16 * BLOCK_N) + rm[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
+            tl.store(slots + part * (16 * BLOCK_N), acc)
+            tl.debug_barrier()  # every thread's store made before the count says this part is in
+            arrived = tl.atomic_add(count_ptr + tile, 1, sem="acq_rel")
+            if arrived == SPLIT_K - 1:  # the last part of this column tile: sum the parts in order
+                total = tl.zeros([16, BLOCK_N], tl.float32)
+                for p in tl.static_range(SPLIT_K):
+                    # .cg: from L2, where the other programs' stores are; this SM's L1 may hold a past launch's
+                    total += tl.load(slots + p * (16 * BLOCK_N), cache_modifier=".cg")
+                tl.atomic_xchg(count_ptr + tile, 0)  # ready for the next launch
+                _epilogue(total, x_ptr, rm, rn, N, eps, b_ptr, rs_ptr, r_ptr, y_ptr, K, ROWS, HAS_BIAS, NORM,
+                          GELU, RESIDUAL, BLOCK_K)
+
+    _kernel = gemv_mma
+    return _kernel

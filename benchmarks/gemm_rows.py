@@ -27,10 +27,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gemv_variants import SHAPES, _graph_us, _over  # type: ignore[import-not-found]
 
-SWEEP = [(bn, bk, target, warps) for bn in (16, 32) for bk in (128, 256) for target in (256, 1024) for warps in (4,)]
+SWEEP = [(bn, bk, target, warps) for bn in (16, 32, 64) for bk in (128, 256) for target in (128, 256, 1024)
+         for warps in (4, 8)]
+# products of each shape in a large-v3 decoder layer (out-proj, cross-attention q and out; qkv; fc1; fc2), and the
+# LM head once a step (of 32 layers): the weights of the sweep's one-config-for-all choice
+PER_LAYER = {"attn 1280x1280": 3, "fused qkv 3840x1280": 1, "fc1 5120x1280": 1, "fc2 1280x5120": 1,
+             "lm head 51866x1280": 1 / 32}
 
 
-def _shape(m: int, n: int, k: int, layers: int, sweep: bool) -> str:
+def _shape(m: int, n: int, k: int, layers: int, sweep: bool, table: dict[Any, float]) -> str:
     import torch
 
     from qeffbuild.backends import gemv_mma
@@ -57,6 +62,7 @@ def _shape(m: int, n: int, k: int, layers: int, sweep: bool) -> str:
         best: tuple[float, float, Any] | None = None
         for config in SWEEP:
             us, e = timed(config)
+            table[config] = us
             if best is None or us < best[0]:
                 best = (us, e, config)
         assert best is not None
@@ -102,9 +108,28 @@ def main() -> None:
     for m in args.rows:
         print(f"== M = {m} rows", flush=True)
         print(f"  {_chain(m, args.layers)}", flush=True)
+        tables: dict[str, dict[Any, float]] = {}
         for name, (n, k) in SHAPES.items():
             layers = 4 if n > 10000 else args.layers
-            print(f"  {name:22s} {_shape(m, n, k, layers, not args.no_sweep)}", flush=True)
+            tables[name] = {}
+            print(f"  {name:22s} {_shape(m, n, k, layers, not args.no_sweep, tables[name])}", flush=True)
+        if not args.no_sweep:
+            best = _one_config(tables)
+            from qeffbuild.backends import gemv_mma
+
+            gemv_mma.BLOCK_N, gemv_mma.MAX_BLOCK_K, gemv_mma.TARGET_PROGRAMS, gemv_mma.NUM_WARPS = best
+            print(f"  with {best}: {_chain(m, args.layers)}", flush=True)
+
+
+def _one_config(tables: dict[str, dict[Any, float]]) -> Any:
+    """Each config's µs per layer (its products weighted as a large-v3 layer has them), best first, and each
+    shape's time under it."""
+    per_layer = {c: sum(PER_LAYER[s] * t[c] for s, t in tables.items()) for c in SWEEP}
+    print("  config (BLOCK_N, max BLOCK_K, target programs, warps): µs a layer | per shape", flush=True)
+    for config in sorted(per_layer, key=per_layer.__getitem__)[:12]:
+        shapes = " ".join(f"{t[config]:6.2f}" for t in tables.values())
+        print(f"    {config!s:22s} {per_layer[config]:7.2f} | {shapes}", flush=True)
+    return min(per_layer, key=per_layer.__getitem__)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ products on the CUDA cores; widened to 8 rows it was bound by its FMAs (large-v3
 time is its weight tile's load, as at one row. Each program reads one ``BLOCK_N`` × ``BLOCK_K`` weight tile:
 
 - **Split along K** (``SPLIT_K`` programs per ``BLOCK_N`` output columns): whisper-large-v3's 1280-column
-  matrices give 80 column tiles, too few programs to keep the H200's 132 SMs loading (the eighth session's
+  matrices give 20 column tiles, too few programs to keep the H200's 132 SMs loading (the eighth session's
   unsplit tensor-core kernel was at 12.7 µs on fc2 against cuBLAS's 8.6). Each program stores its float32 partial
   tile in its own slot of a workspace and counts itself in; the last of a column tile to arrive sums the slots in
   split order (the same sum every run: no float atomics) and runs the epilogue, then resets the count. So one
@@ -31,12 +31,14 @@ if TYPE_CHECKING:
     import torch
 
 MAX_ROWS = 16  # the rows of one tensor-core tile (tl.dot's smallest M is 16)
-BLOCK_N = 16
+# The launch config, one for every shape (a fresh process benchmarks nothing): the best of 36 for a large-v3
+# decoder layer's products at 8 rows on the H200 (benchmarks/gemm_rows.py): 32.4 µs a layer against cuBLAS's
+# 37.0. Each program reads a 64 × 256 weight tile (32 KB); a matrix with fewer than TARGET_PROGRAMS column tiles
+# splits along K (see blocks). Narrower tiles (16, 32 columns) and more programs (1,024) were slower.
+BLOCK_N = 64
+MAX_BLOCK_K = 256
+TARGET_PROGRAMS = 128
 NUM_WARPS = 4
-# Programs a launch aims for: about four per SM of an H100/H200 (132), so loads stay in flight on every SM. A
-# matrix with fewer column tiles than this splits along K (see blocks).
-TARGET_PROGRAMS = 512
-MAX_BLOCK_K = 256  # a 16 × 256 half-precision tile: 8 KB a load, four 16-byte vectors a thread at 4 warps
 
 _kernel: Any = None
 _epilogue: Any = None
@@ -47,8 +49,8 @@ def blocks(n: int, k: int, block_n: int = BLOCK_N, target: int = TARGET_PROGRAMS
            max_block_k: int = MAX_BLOCK_K) -> tuple[int, int, int]:
     """(BLOCK_K, CHUNKS, SPLIT_K) for an (n × k) weight: K is cut into blocks of the largest power of two up to
     ``max_block_k`` that divides it, and into the fewest parts (each CHUNKS blocks) that bring the launch to
-    ``target`` programs, or as near as the blocks allow: large-v3's fc2 (80 column tiles, K = 5,120) takes 10
-    parts of 2 blocks, and its LM head (3,242 tiles) one part of 5."""
+    ``target`` programs, or as near as the blocks allow: large-v3's fc2 (20 column tiles, K = 5,120) takes 10
+    parts of 2 blocks, and its LM head (811 tiles) one part of 5."""
     tiles = -(-n // block_n)
     block_k = max_block_k
     while k % block_k:

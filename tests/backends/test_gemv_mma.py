@@ -9,11 +9,11 @@ from qeffbuild.backends import gemv_mma
 
 
 @pytest.mark.parametrize("n,k,plan", [
-    (1280, 1280, (256, 1, 5)),  # 80 column tiles: split along K into its 5 blocks (400 programs)
-    (3840, 1280, (256, 1, 5)),  # qkv: 240 tiles × 5 parts
-    (5120, 1280, (256, 1, 5)),  # fc1: 320 tiles need 2 parts for 512 programs; 5 is the least that divides
-    (1280, 5120, (256, 2, 10)),  # fc2: 20 blocks in 10 parts of 2 (800 programs)
-    (51866, 1280, (256, 5, 1)),  # the LM head's 3,242 tiles: no split, each program loops over its 5 blocks
+    (1280, 1280, (256, 1, 5)),  # 20 column tiles: split along K into its 5 blocks (100 programs)
+    (3840, 1280, (256, 1, 5)),  # qkv: 60 tiles need 3 parts for 128 programs; 5 is the least that divides
+    (5120, 1280, (256, 1, 5)),  # fc1: 80 tiles × 5 parts
+    (1280, 5120, (256, 2, 10)),  # fc2: 20 blocks in 10 parts of 2 (200 programs)
+    (51866, 1280, (256, 5, 1)),  # the LM head's 811 tiles: no split, each program loops over its 5 blocks
     (7, 384, (128, 1, 3)),  # K = 384: 128-wide blocks, its one tile split into 3
 ])
 def test_a_launch_splits_along_k_only_as_far_as_it_needs_programs(n: int, k: int, plan: tuple[int, int, int]) -> None:

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gemv_variants import SHAPES, _graph_us, _over  # type: ignore[import-not-found]
 
-SWEEP = [(bn, bk, target, warps) for bn in (16, 32, 64) for bk in (128, 256) for target in (128, 256, 1024)
+SWEEP = [(bn, bk, target, warps) for bn in (32, 64, 128) for bk in (128, 256) for target in (64, 128, 256)
          for warps in (4, 8)]
 # products of each shape in a large-v3 decoder layer (out-proj, cross-attention q and out; qkv; fc1; fc2), and the
 # LM head once a step (of 32 layers): the weights of the sweep's one-config-for-all choice

@@ -16,8 +16,8 @@
 # write:   the attention kernels' GPU tests and the GEMV chain's, then large-v3 dims fp16 b1 with the attention's
 #          in-place cache write and with Inductor's state-write kernels, one bench, beside the validation's report
 #          (write8: the same at batch 8, without the tests).
-# rows8:   the GEMV kernels' GPU tests, then large-v3 dims fp16 b8 with its products through cuBLAS (the default)
-#          and through the GEMV (8 rows a weight read), one bench beside the validation's report.
+# rows8:   the GEMV kernels' GPU tests, then large-v3 dims fp16 b8 with its products through the GEMV (the default)
+#          and through cuBLAS (gemv_max_rows = 1), one bench beside the validation's report.
 # pdl:     the batch-1 GEMV chain with and without programmatic dependent launch (benchmarks/gemv_pdl.py).
 # mma:     the GEMV kernels' GPU tests, then the several-row tensor-core product against cuBLAS at large-v3's
 #          shapes and 8 rows, with a sweep of its launch config (benchmarks/gemm_rows.py).

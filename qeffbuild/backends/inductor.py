@@ -70,13 +70,16 @@ class InductorOptions(Table):
                                                      "(one query over the cached keys) with qeffbuild's split-key "
                                                      "Triton kernel instead of cuDNN's SDPA "
                                                      "(backends/attention.py).")
-    # 1 by default: at large-v3 b8 on the H200 the 8-row kernel (CUDA cores, one reduction a row) made the step
-    # 4.77 ms/token against cuBLAS's 2.70, exact tokens either way (gpu-zoo.toml's whisper-large-v3-zoo-b8-gemv-rows)
-    gemv_max_rows: int = Field(1, ge=1, le=gemv.MAX_ROWS,
+    # All the tensor-core form takes by default: at large-v3 b8 on the H200 it made the step 2.31 ms/token against
+    # cuBLAS's 2.72, exact tokens either way (gpu-zoo.toml's whisper-large-v3-zoo-b8-gemv-rows); its first form, on
+    # the CUDA cores, had been slower (4.77)
+    gemv_max_rows: int = Field(gemv.MAX_ROWS, ge=1, le=gemv.MAX_ROWS,
                                description="With triton_gemv: products of up to this many rows (a decoder step's "
-                                           "batch) go to qeffbuild's GEMV, which reads each weight once for all "
-                                           "of them; larger ones stay with cuBLAS. Slower than cuBLAS at 8 rows "
-                                           "on an H200 (4.77 against 2.70 ms/token at large-v3 b8).")
+                                           "batch) go to qeffbuild's GEMV, whose several-row form is a tensor-core "
+                                           "tile reading each weight once for all of them, with the layer norm, "
+                                           "GELU and residual add folded in (backends/gemv_mma.py); larger ones "
+                                           "stay with cuBLAS. 1 keeps cuBLAS for every batch above one (large-v3 "
+                                           "b8 on an H200: 2.72 against 2.31 ms/token).")
     attention_writes_state: bool = Field(True, description="With triton_attention: the attention kernel also "
                                                            "writes the step's key and value into the "
                                                            "self-attention cache (qeffbuild::decode_attention_"
@@ -110,7 +113,7 @@ class InductorBackend(Backend):
                 "built into Inductor packages by qeffbuild yet: use `ort` for int8",
     }
     toolchain = ("torch", "triton")
-    version = 10  # 2: no CUDA-graph trees (mode default); the decode loop captures whole steps. 3: a decoder
+    version = 11  # 2: no CUDA-graph trees (mode default); the decode loop captures whole steps. 3: a decoder
     # step writes its retained state in place (InductorSession.step_in_place). 5: precompiled with
     # standalone_compile over (weights, inputs); sessions load it without Dynamo or torch.export.load. 6: one-row
     # half-precision products through qeffbuild::gemv on CUDA; each kernel's launch config recorded and pinned.
@@ -119,6 +122,7 @@ class InductorBackend(Backend):
     # 8: the layer norm before a GEMV and the GELU and residual add after it folded into it (qeffbuild::gemv_fused)
     # 9: a decoder step's one-query attention through qeffbuild::decode_attention (split keys, one launch)
     # 10: its self-attention writes the step's key and value into the cache (qeffbuild::decode_attention_write)
+    # 11: products of 2-16 rows through the GEMV ops too, on the tensor cores (backends/gemv_mma.py)
     compile = "qeffbuild.backends.inductor:compile_model"
     session = "qeffbuild.backends.inductor:InductorSession"
     runtimes = (Runtime("inductor", "the program compiled by Inductor from its cache artifacts", "inductor"),)

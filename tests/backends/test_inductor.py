@@ -236,7 +236,7 @@ def test_the_build_compiles_with_the_specialization_options(tmp_path: Path, monk
     assert inductor.InductorOptions(triton_attention=False).compile_options() == {}
     assert inductor.InductorOptions(attention_writes_state=False).compile_options() == {}
     assert inductor.InductorOptions(gemv_max_rows=8).compile_options() == {}
-    assert inductor.InductorOptions().gemv_max_rows == 1  # batches stay with cuBLAS (faster at 8 rows on an H200)
+    assert inductor.InductorOptions().gemv_max_rows == 16  # a batch of up to 16 rows: the tensor-core GEMV
 
 
 def test_the_custom_ops_a_compile_may_route_to() -> None:

@@ -15,9 +15,10 @@ time is its weight tile's load, as at one row. Each program reads one ``BLOCK_N`
   programmatic dependent launch, on Hopper) waits for the kernel before it, then reads x.
 - **The epilogue** is ``gemv_fused``'s (:func:`qeffbuild.backends.gemv._reference`): the layer norm's correction
   from the row's statistics (γ and β folded into the operands at compile time), the bias, the GELU and the
-  residual add, each rounded where the unfused graph rounds it. The norm's statistics are read by the program that
-  runs the epilogue, over the whole row of x (the product itself multiplies x as given: exact half-precision
-  products summed in float32, then ``y = r·(Σ w·x − μ·Σw)``).
+  residual add, each rounded where the unfused graph rounds it. Each program sums the norm's statistics over the
+  part of x it reads for its product, and they are summed with the parts' products (the product itself multiplies
+  x as given: exact half-precision products summed in float32, then ``y = r·(Σ w·x − μ·Σw)``). The first form
+  had the epilogue's program read the whole row again, a loop of dependent loads at the end of every launch.
 
 The workspace and counts are per device, kept for the process (a CUDA graph's kernels hold their addresses), and
 shared by the launches of a stream: launches are ordered, and with PDL a kernel touches them only after its wait.
@@ -73,7 +74,8 @@ def launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, row
     block_k, chunks, split_k = blocks(n, k, block_n, target, max_block_k)
     tiles = -(-n // block_n)
     out = torch.empty((rows, n), device=x.device, dtype=x.dtype)
-    partial, count = _workspace(x.device, tiles * split_k * MAX_ROWS * block_n if split_k > 1 else 1, tiles)
+    slot = MAX_ROWS * block_n + 2 * MAX_ROWS  # a part's products, then its rows' sums of d and d² (the norm's)
+    partial, count = _workspace(x.device, tiles * split_k * slot if split_k > 1 else 1, tiles)
     given = [t.contiguous() if t is not None else out for t in (bias, row_sums, residual)]
     _triton_kernel()[(tiles, split_k)](
         x, weight, *given, out, partial, count, n, float(eps), K=k, ROWS=rows, HAS_BIAS=bias is not None,
@@ -105,24 +107,16 @@ def _triton_kernel() -> Any:
     import triton.language as tl
 
     @triton.jit
-    def epilogue(acc, x_ptr, rm, rn, N, eps, b_ptr, rs_ptr, r_ptr, y_ptr, K: tl.constexpr, ROWS: tl.constexpr,
-                 HAS_BIAS: tl.constexpr, NORM: tl.constexpr, GELU: tl.constexpr, RESIDUAL: tl.constexpr,
-                 BLOCK_K: tl.constexpr):
-        """The rows' outputs from their float32 products ``acc`` (rows × BLOCK_N): gemv_fused's epilogue."""
+    def epilogue(acc, s, ss, x0, rm, rn, N, eps, b_ptr, rs_ptr, r_ptr, y_ptr, K: tl.constexpr, ROWS: tl.constexpr,
+                 HAS_BIAS: tl.constexpr, NORM: tl.constexpr, GELU: tl.constexpr, RESIDUAL: tl.constexpr):
+        """The rows' outputs from their float32 products ``acc`` (rows × BLOCK_N) and, for the layer norm, the sums
+        of d and d² over each whole row (d = x − x₀, x₀ the row's first value: small sums where the mean is large):
+        gemv_fused's epilogue."""
         dtype = y_ptr.dtype.element_ty
         row_in = rm < ROWS
         col_in = rn < N
         y = acc
-        if NORM:  # the row's statistics from d = x − x₀ (small sums where the mean is large)
-            x0 = tl.load(x_ptr + rm * K, mask=row_in, other=0.0).to(tl.float32)
-            s = tl.zeros([16], tl.float32)
-            ss = tl.zeros([16], tl.float32)
-            for k0 in range(0, K, BLOCK_K):
-                rk = k0 + tl.arange(0, BLOCK_K)
-                d = tl.load(x_ptr + rm[:, None] * K + rk[None, :], mask=row_in[:, None], other=0.0).to(tl.float32)
-                d = tl.where(row_in[:, None], d - x0[:, None], 0.0)
-                s += tl.sum(d, 1)
-                ss += tl.sum(d * d, 1)
+        if NORM:
             mean_d = s / K
             rstd = tl.rsqrt(tl.maximum(ss / K - mean_d * mean_d, 0.0) + eps)
             sums = tl.load(rs_ptr + rn, mask=col_in, other=0.0)
@@ -140,6 +134,7 @@ def _triton_kernel() -> Any:
 
     _epilogue = epilogue  # a module global: Triton resolves what a kernel calls in its module's globals
 
+    # A part's slot in the workspace: its (16 × BLOCK_N) partial products, then its sums of d and d² per row.
     @triton.jit
     def gemv_mma(x_ptr, w_ptr, b_ptr, rs_ptr, r_ptr, y_ptr, part_ptr, count_ptr, N, eps, K: tl.constexpr,
                  ROWS: tl.constexpr, HAS_BIAS: tl.constexpr, NORM: tl.constexpr, GELU: tl.constexpr,
@@ -149,6 +144,7 @@ def _triton_kernel() -> Any:
         part = tl.program_id(1)
         rn = tile * BLOCK_N + tl.arange(0, BLOCK_N)
         rm = tl.arange(0, 16)
+        row_in = rm < ROWS
         rk = part * (CHUNKS * BLOCK_K) + tl.arange(0, BLOCK_K)
         w_ptrs = w_ptr + rn[:, None] * K + rk[None, :]
         x_ptrs = x_ptr + rm[:, None] * K + rk[None, :]
@@ -158,29 +154,46 @@ def _triton_kernel() -> Any:
         if PDL:
             tl.extra.cuda.gdc_wait()  # x (and the workspace) after the kernel before has finished
         acc = tl.zeros([16, BLOCK_N], tl.float32)
-        for c in range(CHUNKS - 1):  # each next weight block loaded before this one's product
-            w_next = tl.load(w_ptrs + (c + 1) * BLOCK_K, mask=rn[:, None] < N, other=0.0)
-            x = tl.load(x_ptrs + c * BLOCK_K, mask=rm[:, None] < ROWS, other=0.0)
-            acc = tl.dot(x, tl.trans(w), acc)
+        s = tl.zeros([16], tl.float32)
+        ss = tl.zeros([16], tl.float32)
+        x0 = tl.zeros([16], tl.float32)
+        if NORM:
+            x0 = tl.load(x_ptr + rm * K, mask=row_in, other=0.0).to(tl.float32)
+        for c in range(CHUNKS):  # each next weight block loaded before this one's product
+            w_next = tl.load(w_ptrs + (c + 1) * BLOCK_K, mask=(rn[:, None] < N) & (c + 1 < CHUNKS), other=0.0)
+            x = tl.load(x_ptrs + c * BLOCK_K, mask=row_in[:, None], other=0.0)
+            if NORM:  # the norm's statistics over the x this program reads anyway: no pass of its own
+                d = tl.where(row_in[:, None], x.to(tl.float32) - x0[:, None], 0.0)
+                s += tl.sum(d, 1)
+                ss += tl.sum(d * d, 1)
+            acc = tl.dot(x, tl.trans(w), acc)  # (16 × BLOCK_N), float32
             w = w_next
-        x = tl.load(x_ptrs + (CHUNKS - 1) * BLOCK_K, mask=rm[:, None] < ROWS, other=0.0)
-        acc = tl.dot(x, tl.trans(w), acc)  # (16 × BLOCK_N), float32
         if SPLIT_K == 1:
-            _epilogue(acc, x_ptr, rm, rn, N, eps, b_ptr, rs_ptr, r_ptr, y_ptr, K, ROWS, HAS_BIAS, NORM, GELU,
-                      RESIDUAL, BLOCK_K)
+            _epilogue(acc, s, ss, x0, rm, rn, N, eps, b_ptr, rs_ptr, r_ptr, y_ptr, K, ROWS, HAS_BIAS, NORM, GELU,
+                      RESIDUAL)
         else:
-            slots = part_ptr + tile * (SPLIT_K * 16 * BLOCK_N) + rm[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
-            tl.store(slots + part * (16 * BLOCK_N), acc)
+            slot = 16 * BLOCK_N + 32
+            base = part_ptr + tile * (SPLIT_K * slot)
+            tiles = base + rm[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
+            tl.store(tiles + part * slot, acc)
+            if NORM:
+                tl.store(base + part * slot + 16 * BLOCK_N + rm, s)
+                tl.store(base + part * slot + 16 * BLOCK_N + 16 + rm, ss)
             tl.debug_barrier()  # every thread's store made before the count says this part is in
             arrived = tl.atomic_add(count_ptr + tile, 1, sem="acq_rel")
             if arrived == SPLIT_K - 1:  # the last part of this column tile: sum the parts in order
                 total = tl.zeros([16, BLOCK_N], tl.float32)
+                s = tl.zeros([16], tl.float32)
+                ss = tl.zeros([16], tl.float32)
                 for p in tl.static_range(SPLIT_K):
                     # .cg: from L2, where the other programs' stores are; this SM's L1 may hold a past launch's
-                    total += tl.load(slots + p * (16 * BLOCK_N), cache_modifier=".cg")
+                    total += tl.load(tiles + p * slot, cache_modifier=".cg")
+                    if NORM:
+                        s += tl.load(base + p * slot + 16 * BLOCK_N + rm, cache_modifier=".cg")
+                        ss += tl.load(base + p * slot + 16 * BLOCK_N + 16 + rm, cache_modifier=".cg")
                 tl.atomic_xchg(count_ptr + tile, 0)  # ready for the next launch
-                _epilogue(total, x_ptr, rm, rn, N, eps, b_ptr, rs_ptr, r_ptr, y_ptr, K, ROWS, HAS_BIAS, NORM,
-                          GELU, RESIDUAL, BLOCK_K)
+                _epilogue(total, s, ss, x0, rm, rn, N, eps, b_ptr, rs_ptr, r_ptr, y_ptr, K, ROWS, HAS_BIAS, NORM,
+                          GELU, RESIDUAL)
 
     _kernel = gemv_mma
     return _kernel

@@ -303,6 +303,26 @@ def test_the_kernels_in_both_forms_on_the_gpu() -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_several_row_kernel_in_bfloat16_on_the_gpu() -> None:
+    """A bfloat16 model's batch-8 products take the tensor-core tile too (tl.dot in bfloat16): plain and fused,
+    split along K and not, against the op's float32 definition."""
+    from qeffbuild.backends import gemv
+
+    gen = torch.Generator(device="cuda").manual_seed(1)
+    for n, k in ((1280, 1280), (1280, 5120), (5120, 1280), (51866, 1280)):
+        x = (torch.randn(8, k, device="cuda", generator=gen) + 3).bfloat16()
+        w = (torch.randn(n, k, device="cuda", generator=gen) * 0.02).bfloat16()
+        b = torch.randn(n, device="cuda", generator=gen).bfloat16()
+        exact = (x.float() @ w.float().t() + b.float()).bfloat16().float()
+        assert (gemv._launch(x, w, b).float() - exact).abs().max().item() <= 2e-2 * exact.abs().max().item(), (n, k)
+        folded = gemv.fold_norm(w, b, (1 + 0.1 * torch.randn(k, device="cuda", generator=gen)).bfloat16(), None)
+        args = (x, folded[0], folded[2], folded[1], 1e-5, "gelu", torch.randn(8, n, device="cuda").bfloat16())
+        want = gemv._reference(*args).float()
+        assert (gemv._launch_fused(*args).float() - want).abs().max().item() <= 2e-2 * want.abs().max().item(), (n, k)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("rows", [1, 8])
 def test_a_dependent_chain_replayed_from_a_cuda_graph_reads_each_input_after_it_is_written(rows: int) -> None:
     """On a Hopper GPU each product starts while the one before it finishes (programmatic dependent launch) and

@@ -60,7 +60,8 @@ def _triton_gemv() -> Any:
 
     def run(x: Any, w: Any, y: Any, bn: int, bk: int, warps: int) -> None:
         n, k = w.shape
-        kernel[(triton.cdiv(n, bn),)](x, w, y, y, n, K=k, HAS_BIAS=False, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps)
+        kernel[(triton.cdiv(n, bn),)](x, w, y, y, n, K=k, K_P2=shipped.next_pow2(k), HAS_BIAS=False, TILE=False,
+                                      PDL=False, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps)  # the chunked loop
 
     return run
 

@@ -280,11 +280,52 @@ def _check_kernels_against_definition(device: str) -> None:
             assert (got - want).abs().max().item() <= 2e-2 * want.abs().max().item(), (weight_first, rows, n, k)
 
 
+def _check_bfloat16_rows(device: str, shapes: Any) -> None:
+    """A bfloat16 model's batch-8 products take the tensor-core tile too (tl.dot in bfloat16): plain and fused,
+    split along K and not, against the op's float32 definition."""
+    from qeffbuild.backends import gemv
+
+    gen = torch.Generator(device=device).manual_seed(1)
+    for n, k in shapes:
+        x = (torch.randn(8, k, device=device, generator=gen) + 3).bfloat16()
+        w = (torch.randn(n, k, device=device, generator=gen) * 0.02).bfloat16()
+        b = torch.randn(n, device=device, generator=gen).bfloat16()
+        exact = (x.float() @ w.float().t() + b.float()).bfloat16().float()
+        assert (gemv._launch(x, w, b).float() - exact).abs().max().item() <= 2e-2 * exact.abs().max().item(), (n, k)
+        folded = gemv.fold_norm(w, b, (1 + 0.1 * torch.randn(k, device=device, generator=gen)).bfloat16(), None)
+        args = (x, folded[0], folded[2], folded[1], 1e-5, "gelu", torch.randn(8, n, device=device).bfloat16())
+        want = gemv._reference(*args).float()
+        assert (gemv._launch_fused(*args).float() - want).abs().max().item() <= 2e-2 * want.abs().max().item(), (n, k)
+
+
+def _widen_interpreters_bfloat16_dot() -> None:
+    """Triton 3.5's interpreter keeps bfloat16 as its raw uint16 bits and multiplies those in tl.dot (elementwise
+    ops convert them): widen a dot's bfloat16 operands to float32 first, as the tensor cores read them."""
+    import numpy as np
+    import triton.language as tl
+    from triton.runtime import interpreter
+
+    dot = interpreter.InterpreterBuilder.create_dot
+
+    def widen(t: Any) -> Any:
+        if t.dtype.scalar != tl.bfloat16:
+            return t
+        return interpreter.TensorHandle((t.data.astype(np.uint32) << 16).view(np.float32), tl.float32)
+
+    interpreter.InterpreterBuilder.create_dot = lambda self, a, b, *rest: dot(self, widen(a), widen(b), *rest)
+
+
+def _check_in_the_interpreter() -> None:
+    _check_kernels_against_definition("cpu")
+    _widen_interpreters_bfloat16_dot()
+    _check_bfloat16_rows("cpu", ((300, 1280), (64, 5120)))
+
+
 @pytest.mark.skipif(os.environ.get("QEFFBUILD_TRITON_INTERPRET") != "1",
                     reason="QEFFBUILD_TRITON_INTERPRET=1 with triton installed runs the kernels on the CPU")
 def test_the_kernels_in_tritons_interpreter() -> None:
     pytest.importorskip("triton")
-    code = "from tests.backends.test_gemv import _check_kernels_against_definition as c; c('cpu')"
+    code = "from tests.backends.test_gemv import _check_in_the_interpreter as c; c()"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**os.environ, "TRITON_INTERPRET": "1"}, cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0, done.stderr[-3000:]
@@ -304,21 +345,7 @@ def test_the_kernels_in_both_forms_on_the_gpu() -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_the_several_row_kernel_in_bfloat16_on_the_gpu() -> None:
-    """A bfloat16 model's batch-8 products take the tensor-core tile too (tl.dot in bfloat16): plain and fused,
-    split along K and not, against the op's float32 definition."""
-    from qeffbuild.backends import gemv
-
-    gen = torch.Generator(device="cuda").manual_seed(1)
-    for n, k in ((1280, 1280), (1280, 5120), (5120, 1280), (51866, 1280)):
-        x = (torch.randn(8, k, device="cuda", generator=gen) + 3).bfloat16()
-        w = (torch.randn(n, k, device="cuda", generator=gen) * 0.02).bfloat16()
-        b = torch.randn(n, device="cuda", generator=gen).bfloat16()
-        exact = (x.float() @ w.float().t() + b.float()).bfloat16().float()
-        assert (gemv._launch(x, w, b).float() - exact).abs().max().item() <= 2e-2 * exact.abs().max().item(), (n, k)
-        folded = gemv.fold_norm(w, b, (1 + 0.1 * torch.randn(k, device="cuda", generator=gen)).bfloat16(), None)
-        args = (x, folded[0], folded[2], folded[1], 1e-5, "gelu", torch.randn(8, n, device="cuda").bfloat16())
-        want = gemv._reference(*args).float()
-        assert (gemv._launch_fused(*args).float() - want).abs().max().item() <= 2e-2 * want.abs().max().item(), (n, k)
+    _check_bfloat16_rows("cuda", ((1280, 1280), (1280, 5120), (5120, 1280), (51866, 1280)))
 
 
 @pytest.mark.gpu

@@ -21,7 +21,9 @@ time is its weight tile's load, as at one row. Each program reads one ``BLOCK_N`
   had the epilogue's program read the whole row again, a loop of dependent loads at the end of every launch.
 
 The workspace and counts are per device, kept for the process (a CUDA graph's kernels hold their addresses), and
-shared by the launches of a stream: launches are ordered, and with PDL a kernel touches them only after its wait.
+shared by every launch: launches on one stream are ordered, and with PDL a kernel touches them only after its
+wait. Two launches running at once on two streams of one device would mix their parts; qeffbuild's decode loops
+run one step at a time on one stream.
 """
 
 from __future__ import annotations

@@ -1,13 +1,15 @@
 """qeffbuild::decode_attention against torch's SDPA kernels at whisper-large-v3's decoder shapes (float16).
 
-    python benchmarks/decode_attention.py [--layers 32] [--heads 20] [--head-dim 64]
+    python benchmarks/decode_attention.py [--layers 32] [--heads 20] [--head-dim 64] [--chain-only]
 
 A decode step attends with one query per head over its self-attention slots (136, masked past the position) and
 over the encoder's 1,500 frames. Per shape and batch size (1 and 8), each way runs over ``--layers`` distinct
 key/value tensors inside one CUDA graph (as a step runs its layers, so no call finds another's keys in L2):
 torch's default SDPA (what a step ran before: cuDNN on an H200), each SDPA backend forced (flash takes no mask),
 and qeffbuild's kernel at several chunk sizes. Per call: µs, and the keys and values read per second. Also each
-way's largest difference from the float32 attention of the same half-precision values.
+way's largest difference from the float32 attention of the same half-precision values. Then the
+cross-attentions as a step chains them, each query projected from the attention before, with the states loaded
+before the projection finishes (``kv_ready``, under programmatic dependent launch) and after.
 """
 
 from __future__ import annotations
@@ -25,13 +27,17 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=32)
     ap.add_argument("--heads", type=int, default=20)
     ap.add_argument("--head-dim", type=int, default=64)
+    ap.add_argument("--chain-only", action="store_true", help="only the projection → attention chains")
     args = ap.parse_args()
     for batch in (1, 8):
-        for slots, masked in ((136, True), (1500, False)):
+        for slots, masked in () if args.chain_only else ((136, True), (1500, False)):
             print(f"\nbatch {batch}, {slots} keys{' (masked past slot 100)' if masked else ''}:")
             for name, us, gbs, err in _rows(batch, args.heads, slots, args.head_dim, masked, args.layers):
                 print(f"  {name:34s} {us:8.2f} µs  {gbs:7.0f} GB/s   max |err| {err:.2e}" if us == us
                       else f"  {name:34s} {'failed':>8s}     {err}")
+        print(f"\nbatch {batch}, 1500 frames, each layer's query projected from the attention before (µs a layer):")
+        for name, us in _chain(batch, args.heads, 1500, args.head_dim, args.layers):
+            print(f"  {name:58s} {us:8.2f} µs")
 
 
 def _rows(batch: int, heads: int, slots: int, dim: int, masked: bool, layers: int) -> list[tuple[str, float, float,
@@ -91,6 +97,52 @@ def _rows(batch: int, heads: int, slots: int, dim: int, masked: bool, layers: in
             continue
         rows.append((name, us, moved / us / 1e3, err))
     return rows
+
+
+def _chain(batch: int, heads: int, frames: int, dim: int, layers: int) -> list[tuple[str, float]]:
+    """As a step runs its cross-attentions: per layer the query is a projection (``qeffbuild::gemv``) of the
+    attention before, and the attention reads that layer's encoder states. With ``kv_ready`` each attention
+    loads its keys and values before it waits for the projection (PDL); without, after."""
+    import torch
+    from gemv_variants import _graph_us
+
+    from qeffbuild.backends import attention, gemv
+
+    attention.register()
+    gemv.register()
+    torch.manual_seed(0)
+    half, width = torch.float16, heads * dim
+    weights = [(torch.randn(width, width, device="cuda") / width ** 0.5).to(half) for _ in range(layers)]
+    ks = [torch.randn(batch, heads, frames, dim, device="cuda").to(half) for _ in range(layers)]
+    vs = [torch.randn(batch, heads, frames, dim, device="cuda").to(half) for _ in range(layers)]
+    x0 = torch.randn(batch, width, device="cuda").to(half)
+
+    def run(kv_ready: bool, project: bool = True) -> Any:
+        def step() -> Any:
+            x = x0
+            for w, k, v in zip(weights, ks, vs, strict=True):
+                q = torch.ops.qeffbuild.gemv(x, w, None) if project else x
+                out = torch.ops.qeffbuild.decode_attention(q.view(batch, heads, 1, dim), k, v, None, dim ** -0.5,
+                                                           kv_ready)
+                x = out.view(batch, width)
+            return x
+        return step
+
+    same = torch.equal(run(False)(), run(True)())
+    return [("projection + attention, states loaded after the wait", _graph_us(run(False)) / layers),
+            (f"projection + attention, kv_ready (same output: {same})", _graph_us(run(True)) / layers),
+            ("the projections alone, chained", _graph_us(_chained(x0, weights)) / layers)]
+
+
+def _chained(x0: Any, weights: list[Any]) -> Any:
+    import torch
+
+    def step() -> Any:
+        x = x0
+        for w in weights:
+            x = torch.ops.qeffbuild.gemv(x, w, None)
+        return x
+    return step
 
 
 if __name__ == "__main__":

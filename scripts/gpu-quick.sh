@@ -19,6 +19,8 @@
 # rows8:   the GEMV kernels' GPU tests, then large-v3 dims fp16 b8 with its products through the GEMV (the default)
 #          and through cuBLAS (gemv_max_rows = 1), one bench beside the validation's report.
 # pdl:     the batch-1 GEMV chain with and without programmatic dependent launch (benchmarks/gemv_pdl.py).
+# kv:      the attention and GEMV GPU tests, benchmarks/decode_attention.py (with its projection → attention chain,
+#          states loaded before the PDL wait and after), then rows8's A/B build and bench without its tests.
 # mma:     the GEMV kernels' GPU tests, then the several-row tensor-core product against cuBLAS at large-v3's
 #          shapes and 8 rows, with a sweep of its launch config (benchmarks/gemm_rows.py).
 set -u
@@ -111,6 +113,20 @@ T.load('out/whisper-tiny-dims-cuda-b1', 'inductor', 'cuda').transcribe(['manifes
     grep -v "^ *$" "out/$V/report.txt" | head -12
     timeout 140 $Q bench "$V" -n 3 --warmup 1 > "$R/bench-$mode.txt" 2>&1
     grep -v "^ *$" "$R/bench-$mode.txt" | head -40 ;;
+  kv)  # the attention and GEMV GPU tests, the attention benchmark, then rows8's A/B build and bench
+    timeout 200 python3 -m pytest -q -o addopts="" -p no:cacheprovider tests/backends/test_attention.py \
+      tests/backends/test_gemv.py -m gpu > "$R/test-kv.txt" 2>&1
+    tail -3 "$R/test-kv.txt"
+    if ! grep -q " passed" "$R/test-kv.txt" || grep -q " failed" "$R/test-kv.txt"; then
+      echo "GPU tests failed: no build"; tail -60 "$R/test-kv.txt"; continue
+    fi
+    timeout 90 python3 benchmarks/decode_attention.py > "$R/decode-attention.txt" 2>&1; cat "$R/decode-attention.txt"
+    V=whisper-large-v3-zoo-b8-gemv-rows
+    ( time timeout 300 $Q build -j 2 "$V" ) > "$R/build-kv.txt" 2>&1
+    tail -4 "$R/build-kv.txt"
+    grep -v "^ *$" "out/$V/report.txt" | head -12
+    timeout 140 $Q bench "$V" -n 3 --warmup 1 > "$R/bench-kv.txt" 2>&1
+    grep -v "^ *$" "$R/bench-kv.txt" | head -40 ;;
   mma)
     timeout 240 python3 -m pytest -q -o addopts="" -p no:cacheprovider tests/backends/test_gemv.py -m gpu \
       > "$R/test-mma.txt" 2>&1

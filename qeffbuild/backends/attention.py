@@ -66,16 +66,19 @@ def _define() -> None:
     import torch
 
     @torch.library.custom_op(OP, mutates_args=(),
-                             schema="(Tensor q, Tensor k, Tensor v, Tensor? mask, float scale) -> Tensor")
+                             schema="(Tensor q, Tensor k, Tensor v, Tensor? mask, float scale, bool kv_ready=False) "
+                                    "-> Tensor")
     def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-                         scale: float) -> torch.Tensor:
+                         scale: float, kv_ready: bool = False) -> torch.Tensor:
         """softmax(q·kᵀ·scale, masked) · v for q of shape (B, H, 1, D), k and v (B, H, S, D) and a boolean
-        mask broadcast to (B, 1, 1, S) (True: attend)."""
-        return _launch(q, k, v, mask, scale) if q.device.type == "cuda" else _reference(q, k, v, mask, scale)
+        mask broadcast to (B, 1, 1, S) (True: attend). ``kv_ready``: k and v are inputs of the step (no kernel
+        of the step writes them), which the kernel then loads before it waits for the kernel before it."""
+        return _launch(q, k, v, mask, scale, kv_ready=kv_ready) if q.device.type == "cuda" \
+            else _reference(q, k, v, mask, scale)
 
     @decode_attention.register_fake
     def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-          scale: float) -> torch.Tensor:
+          scale: float, kv_ready: bool = False) -> torch.Tensor:
         return q.new_empty(q.shape)
 
 
@@ -84,20 +87,21 @@ def _define_write() -> None:
 
     @torch.library.custom_op(WRITE_OP, mutates_args=("k_cache", "v_cache"),
                              schema="(Tensor q, Tensor k_new, Tensor v_new, Tensor(a!) k_cache, Tensor(b!) v_cache, "
-                                    "Tensor position, Tensor? mask, float scale) -> Tensor")
+                                    "Tensor position, Tensor? mask, float scale, bool kv_ready=False) -> Tensor")
     def decode_attention_write(q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor, k_cache: torch.Tensor,
                                v_cache: torch.Tensor, position: torch.Tensor, mask: torch.Tensor | None,
-                               scale: float) -> torch.Tensor:
+                               scale: float, kv_ready: bool = False) -> torch.Tensor:
         """Write ``k_new`` and ``v_new`` (B, H, 1, D) into slot ``position`` of the caches (B, H, S, D), in place
         (no slot when the position is outside them), then :data:`OP` over the caches with ``mask``, or without
-        one over the slots up to the position (a decoder's causal mask, made in the kernel)."""
+        one over the slots up to the position (a decoder's causal mask, made in the kernel). ``kv_ready``: the
+        caches are inputs of the step, as :data:`OP`'s k and v."""
         if q.device.type == "cuda" and k_cache.stride(-1) == 1 and v_cache.stride(-1) == 1:
-            return _launch(q, k_cache, v_cache, mask, scale, written=(k_new, v_new, position))
+            return _launch(q, k_cache, v_cache, mask, scale, written=(k_new, v_new, position), kv_ready=kv_ready)
         return _reference_write(q, k_new, v_new, k_cache, v_cache, position, mask, scale)
 
     @decode_attention_write.register_fake
     def _(q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-          position: torch.Tensor, mask: torch.Tensor | None, scale: float) -> torch.Tensor:
+          position: torch.Tensor, mask: torch.Tensor | None, scale: float, kv_ready: bool = False) -> torch.Tensor:
         return q.new_empty(q.shape)
 
 
@@ -175,15 +179,17 @@ def route(module: Any, device: str, write_state: bool = True) -> int:
         q, scale = _unscaled(q, scale)
         with graph.inserting_before(node):
             if write is None:
-                new = graph.call_function(torch.ops.qeffbuild.decode_attention.default, (q, k, v, mask, scale))
+                new = graph.call_function(torch.ops.qeffbuild.decode_attention.default,
+                                          (q, k, v, mask, scale, k.op == v.op == "placeholder"))
             else:
                 k_new, v_new, k_cache, v_cache, position = write
                 # a mask that is slot <= position is the kernel's own: no kernel a layer to make it
                 if mask is not None and (mask, position) not in causal:
                     causal[(mask, position)] = _is_causal(mask, position, gemv._val(k).shape[2])
                 mask = None if mask is not None and causal[(mask, position)] else mask
+                # the caches are the step's inputs (_cache_write): only this op writes them
                 new = graph.call_function(torch.ops.qeffbuild.decode_attention_write.default,
-                                          (q, k_new, v_new, k_cache, v_cache, position, mask, scale))
+                                          (q, k_new, v_new, k_cache, v_cache, position, mask, scale, True))
         new.meta = dict(node.meta)
         node.replace_all_uses_with(new)
         graph.erase_node(node)
@@ -330,10 +336,12 @@ def chunk_for(keys: int) -> int:
 
 def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float,
             chunk: int | None = None, num_warps: int = NUM_WARPS,
-            written: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+            written: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+            kv_ready: bool = False) -> torch.Tensor:
     """The kernel over (rows × heads, chunks) programs (``chunk`` and ``num_warps``: the benchmark's variants).
     ``written``: (k_new, v_new, position) to write into ``k`` and ``v`` at the position first (in place: the
-    caches must be contiguous in their last dimension, as the decode loop's are)."""
+    caches must be contiguous in their last dimension, as the decode loop's are). ``kv_ready``: k and v (all but
+    the written slot) may be loaded before the PDL wait (:func:`_triton_kernel`)."""
     import torch
 
     b, h, _, d = q.shape
@@ -364,6 +372,7 @@ def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tenso
         m_b, m_s, k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1),
         D=d, CHUNK=chunk, SPLITS=splits, SPLITS_P2=max(2, gemv.next_pow2(splits)),
         HAS_MASK=has_mask, WRITE=written is not None, CAUSAL=written is not None and not has_mask, PDL=pdl,
+        KV_READY=kv_ready,
         num_warps=num_warps, launch_pdl=pdl)
     return out
 
@@ -392,10 +401,17 @@ def _triton_kernel() -> Any:
                                 scale, sq_b, sq_h, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, sm_b, sm_s, skn_b, skn_h,
                                 svn_b, svn_h, D: tl.constexpr, CHUNK: tl.constexpr, SPLITS: tl.constexpr,
                                 SPLITS_P2: tl.constexpr, HAS_MASK: tl.constexpr, WRITE: tl.constexpr,
-                                CAUSAL: tl.constexpr, PDL: tl.constexpr):
-        if PDL:  # launched to overlap the kernel before: q and a self-attention's keys may be its output
+                                CAUSAL: tl.constexpr, PDL: tl.constexpr, KV_READY: tl.constexpr):
+        # Launched to overlap the kernel before (PDL): q and a written slot's key and value are its output, read
+        # after the wait. With KV_READY the keys and values are the step's inputs: the kernels still running
+        # before the wait are only PDL launches of ours (any other kernel ends before the next one starts), none
+        # of which writes a step input but this op's own slot (the previous step's, from an earlier graph replay
+        # or a launch sequence broken by Inductor's own kernels): this program loads its chunk first, so the
+        # 2 GB of a batch-8 step's cross-attention states start streaming under the projection before.
+        if PDL:
             tl.extra.cuda.gdc_launch_dependents()
-            tl.extra.cuda.gdc_wait()
+            if not KV_READY:
+                tl.extra.cuda.gdc_wait()
         bh = tl.program_id(0)
         split = tl.program_id(1)
         b = bh // H
@@ -403,16 +419,17 @@ def _triton_kernel() -> Any:
         rd = tl.arange(0, D)
         rs = split * CHUNK + tl.arange(0, CHUNK)
         keep = rs < S
-        q = tl.load(q_ptr + b * sq_b + h * sq_h + rd).to(tl.float32) * (scale * 1.4426950408889634)  # log2(e)
         k_rows = k_ptr + b * sk_b + h * sk_h + rs[:, None] * sk_s + rd[None, :]
         v_rows = v_ptr + b * sv_b + h * sv_h + rs[:, None] * sv_s + rd[None, :]
         if WRITE:  # this step's key and value take the position's slot: read from them, written by its chunk
             pos = tl.load(pos_ptr)
             fresh = (rs == pos)[:, None]
-            k_new = tl.load(kn_ptr + b * skn_b + h * skn_h + rd)
-            v_new = tl.load(vn_ptr + b * svn_b + h * svn_h + rd)
             k = tl.load(k_rows, mask=keep[:, None] & ~fresh, other=0.0)
             v = tl.load(v_rows, mask=keep[:, None] & ~fresh, other=0.0)
+            if PDL and KV_READY:
+                tl.extra.cuda.gdc_wait()
+            k_new = tl.load(kn_ptr + b * skn_b + h * skn_h + rd)
+            v_new = tl.load(vn_ptr + b * svn_b + h * svn_h + rd)
             k = tl.where(fresh, k_new[None, :].to(k.dtype), k)
             v = tl.where(fresh, v_new[None, :].to(v.dtype), v)
             tl.store(k_rows, k, mask=keep[:, None] & fresh)
@@ -420,6 +437,9 @@ def _triton_kernel() -> Any:
         else:
             k = tl.load(k_rows, mask=keep[:, None], other=0.0)
             v = tl.load(v_rows, mask=keep[:, None], other=0.0)
+            if PDL and KV_READY:
+                tl.extra.cuda.gdc_wait()
+        q = tl.load(q_ptr + b * sq_b + h * sq_h + rd).to(tl.float32) * (scale * 1.4426950408889634)  # log2(e)
         if HAS_MASK:
             keep = keep & (tl.load(m_ptr + b * sm_b + rs * sm_s, mask=keep, other=0) != 0)
         if CAUSAL:  # the writing op without a mask: the slots up to the position

@@ -86,7 +86,10 @@ def test_a_whisper_steps_self_and_cross_attentions_go_to_the_op_and_answer_as_be
     assert {"qeffbuild::decode_attention", "qeffbuild::decode_attention_write"} <= _ops_called(routed)
     assert "aten::scaled_dot_product_attention" not in _ops_called(routed)
     assert "aten::where.self" not in _ops_called(routed)  # the caches' updates are the op's
+    for node in calls["decode_attention"]:  # the cross-attention reads the encoder's states, inputs of the step
+        assert node.args[1].op == node.args[2].op == "placeholder" and node.args[5] is True
     for node in calls["decode_attention_write"]:
+        assert node.args[8] is True  # the caches are inputs, loaded before the PDL wait
         assert node.args[6] is None  # slot <= position: the kernel's own mask
         assert node.args[7] == pytest.approx(32 ** -0.5)  # q's scaling by Whisper folded into the op's scale
         assert node.args[0].args[0].args[0].target is not torch.ops.aten.mul.Tensor
@@ -111,6 +114,8 @@ def test_without_state_writes_each_attention_goes_to_the_plain_op(whisper_step: 
     assert attention.route(routed, "cpu", write_state=False) == 4
     calls = _routed_calls(routed)
     assert len(calls["decode_attention"]) == 4 and not calls["decode_attention_write"]
+    # the self-attentions' keys are the graph's cache updates: loaded only after the kernel before has finished
+    assert sorted(node.args[5] for node in calls["decode_attention"]) == [False, False, True, True]
     want, _ = _run(_module(whisper_step), _feeds(whisper_step))
     got, written = _run(routed, _feeds(whisper_step))
     assert all((w.float() - g.float()).abs().max().item() <= 2e-3 for w, g in zip(want, got, strict=True))
@@ -261,8 +266,8 @@ def _check(device: str, cases: list[tuple[int, int, int, int, bool]], dtypes: tu
                                                                      attn_mask=mask, scale=0.125)
             # one unit in the last place of the output's dtype (its rounding, either way), and float32's sums
             allowed = torch.finfo(dtype).eps * exact.abs() + 1e-4
-            for _ in range(calls):
-                ours = attention._launch(q, k, v, mask, 0.125).float()
+            for call in range(calls):  # every other call loads the keys and values before the PDL wait
+                ours = attention._launch(q, k, v, mask, 0.125, kv_ready=call % 2 == 1).float()
                 assert ours.shape == exact.shape
                 worst = ((ours - exact).abs() - allowed).max().item()
                 assert worst <= 0, (b, h, s, d, masked, name, worst)
@@ -305,9 +310,10 @@ def _check_write(device: str, cases: list[tuple[int, int, int, int, int | None, 
                 q.float(), want_k.float(), want_v.float(), scale=0.125,
                 attn_mask=mask if masked else (slots <= position).view(1, 1, 1, s))
             allowed = torch.finfo(dtype).eps * exact.abs() + 1e-4
-            for _ in range(calls):
+            for call in range(calls):
                 k_cache, v_cache = k.clone(), v.clone()
-                ours = attention._launch(q, k_cache, v_cache, mask, 0.125, written=(k_new, v_new, position))
+                ours = attention._launch(q, k_cache, v_cache, mask, 0.125, written=(k_new, v_new, position),
+                                         kv_ready=call % 2 == 1)
                 assert torch.equal(k_cache, want_k) and torch.equal(v_cache, want_v), (b, h, s, d, p, name)
                 worst = ((ours.float() - exact).abs() - allowed).max().item()
                 assert worst <= 0, (b, h, s, d, p, masked, name, worst)
@@ -359,7 +365,7 @@ def test_the_writing_attention_fills_the_cache_step_by_step_from_a_cuda_graph() 
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        out = attention._launch(q, k_cache, v_cache, None, 0.125, written=(k_new, v_new, position))
+        out = attention._launch(q, k_cache, v_cache, None, 0.125, written=(k_new, v_new, position), kv_ready=True)
     want_k, want_v = k_cache.clone(), v_cache.clone()
     slots = torch.arange(s, device="cuda")
     for p in range(5):

@@ -83,7 +83,7 @@ def _rows(batch: int, heads: int, slots: int, dim: int, masked: bool, layers: in
                             "efficient": sdpa(SDPBackend.EFFICIENT_ATTENTION)}
     if not masked:
         ways["flash"] = sdpa(SDPBackend.FLASH_ATTENTION)
-    ways["qeffbuild (shipped: chunk_for)"] = ours(0, attention.NUM_WARPS)
+    ways["qeffbuild (shipped: chunk_for, warps_for)"] = ours(0, 0)
     for chunk in (32, 64, 128, 256):
         for warps in (2, 4):
             ways[f"qeffbuild chunk {chunk}, {warps} warps"] = ours(chunk, warps)
@@ -117,21 +117,24 @@ def _chain(batch: int, heads: int, frames: int, dim: int, layers: int) -> list[t
     vs = [torch.randn(batch, heads, frames, dim, device="cuda").to(half) for _ in range(layers)]
     x0 = torch.randn(batch, width, device="cuda").to(half)
 
-    def run(kv_ready: bool, project: bool = True) -> Any:
+    def run(kv_ready: bool, chunk: int = 0, warps: int = 0) -> Any:
         def step() -> Any:
             x = x0
             for w, k, v in zip(weights, ks, vs, strict=True):
-                q = torch.ops.qeffbuild.gemv(x, w, None) if project else x
-                out = torch.ops.qeffbuild.decode_attention(q.view(batch, heads, 1, dim), k, v, None, dim ** -0.5,
-                                                           kv_ready)
-                x = out.view(batch, width)
+                q = torch.ops.qeffbuild.gemv(x, w, None).view(batch, heads, 1, dim)
+                x = attention._launch(q, k, v, None, dim ** -0.5, chunk or None, warps,
+                                      kv_ready=kv_ready).view(batch, width)
             return x
         return step
 
     same = torch.equal(run(False)(), run(True)())
-    return [("projection + attention, states loaded after the wait", _graph_us(run(False)) / layers),
-            (f"projection + attention, kv_ready (same output: {same})", _graph_us(run(True)) / layers),
-            ("the projections alone, chained", _graph_us(_chained(x0, weights)) / layers)]
+    rows = [("projection + attention, states loaded after the wait", _graph_us(run(False)) / layers),
+            (f"projection + attention, kv_ready (same output: {same})", _graph_us(run(True)) / layers)]
+    for chunk in (64, 128, 256):
+        for warps in (2, 4, 8):
+            rows.append((f"  kv_ready, chunk {chunk}, {warps} warps", _graph_us(run(True, chunk, warps)) / layers))
+    rows.append(("the projections alone, chained", _graph_us(_chained(x0, weights)) / layers))
+    return rows
 
 
 def _chained(x0: Any, weights: list[Any]) -> Any:

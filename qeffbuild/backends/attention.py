@@ -46,6 +46,11 @@ ROUTED_DEVICES = ("cuda",)  # where attentions go to the kernel (tests add "cpu"
 WHOLE = 256
 CHUNK = 128
 NUM_WARPS = 4
+# A launch of split keys with few programs (batch 1's cross-attention: 20 heads × 12 chunks) runs 2 warps a program:
+# 6.6 against 7.9 µs a layer, each query projected from the attention before (benchmarks/decode_attention.py's
+# chain, kv_ready); at batch 8 (1,920 programs) 4 warps stay best (23.8 against 26.7).
+FEW_PROGRAMS = 512
+FEW_PROGRAMS_WARPS = 2
 
 _registered: set[str] = set()
 _kernel: Any = None
@@ -334,8 +339,13 @@ def chunk_for(keys: int) -> int:
     return max(16, gemv.next_pow2(keys)) if keys <= WHOLE else CHUNK
 
 
+def warps_for(programs: int, splits: int) -> int:
+    """Warps a program of a launch of ``programs`` programs over keys split ``splits`` ways."""
+    return FEW_PROGRAMS_WARPS if splits > 1 and programs <= FEW_PROGRAMS else NUM_WARPS
+
+
 def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float,
-            chunk: int | None = None, num_warps: int = NUM_WARPS,
+            chunk: int | None = None, num_warps: int | None = None,
             written: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
             kv_ready: bool = False) -> torch.Tensor:
     """The kernel over (rows × heads, chunks) programs (``chunk`` and ``num_warps``: the benchmark's variants).
@@ -373,7 +383,7 @@ def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tenso
         D=d, CHUNK=chunk, SPLITS=splits, SPLITS_P2=max(2, gemv.next_pow2(splits)),
         HAS_MASK=has_mask, WRITE=written is not None, CAUSAL=written is not None and not has_mask, PDL=pdl,
         KV_READY=kv_ready,
-        num_warps=num_warps, launch_pdl=pdl)
+        num_warps=num_warps or warps_for(b * h * splits, splits), launch_pdl=pdl)
     return out
 
 

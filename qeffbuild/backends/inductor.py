@@ -124,7 +124,7 @@ class InductorBackend(Backend):
     # 10: its self-attention writes the step's key and value into the cache (qeffbuild::decode_attention_write)
     # 11: products of 2-16 rows through the GEMV ops too, on the tensor cores (backends/gemv_mma.py)
     # 12: the decode attention loads keys and values that are step inputs before its PDL wait (kv_ready), and
-    # runs 2 warps a program in small split launches; the several-row GEMV loads two weight blocks before its wait
+    # runs 2 warps a program in small split launches
     compile = "qeffbuild.backends.inductor:compile_model"
     session = "qeffbuild.backends.inductor:InductorSession"
     runtimes = (Runtime("inductor", "the program compiled by Inductor from its cache artifacts", "inductor"),)

@@ -213,6 +213,10 @@ class Task:
     libraries: ClassVar[tuple[str, ...]] = ()  # Python distributions of its own that `qeffbuild env` reports
     # module:Class behind ``qeffbuild.Transcriber`` for families that transcribe (load, from_target, transcribe)
     transcriber: ClassVar[str | None] = None
+    # {(a backend's options table, dtype): {option: value}}: what this family's specializations of that dtype get
+    # for the options their manifest table leaves unset (a recipe measured on this family's models); the
+    # backend's own defaults for the rest. Part of the compile key, as if the manifest had written them.
+    option_defaults: ClassVar[dict[tuple[str, str], dict[str, Any]]] = {}
 
     def supports(self, architecture: str | None, model_type: str | None) -> bool:
         """Whether this family can build a model of that class / ``model_type`` (torch-free)."""

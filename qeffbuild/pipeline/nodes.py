@@ -134,6 +134,21 @@ def onnx_pass_nodes(x: Expansion, spec_ref: TargetRef, upstream: str, passes: tu
     return upstream
 
 
+def backend_options(x: Expansion, spec_ref: TargetRef, backend: str, dtype: str) -> Any:
+    """The specialization's ``[specializations.X.<table>]`` for ``backend`` (None: no table and no defaults), with
+    the family's defaults for ``dtype`` (:attr:`Task.option_defaults`) where the manifest leaves a key unset."""
+    b = x.ws.plugins.backends.get(backend)
+    if b.options is None:
+        return None
+    table = b.options_table()
+    given = getattr(spec_ref.spec, table, None)
+    defaults = x.ws.task_of(spec_ref).option_defaults.get((table, dtype), {})
+    if not defaults:
+        return given
+    written = given.model_dump(exclude_unset=True) if given is not None else {}
+    return b.options.model_validate({**defaults, **written})
+
+
 def compile_node(x: Expansion, spec_ref: TargetRef, backend: str, upstream: str, params: dict[str, Any],
                  graph: str) -> str:
     """The artifact of ``backend`` for one graph of a specialization (``graph``: ``seq16``, ``decoder`` …,
@@ -144,7 +159,7 @@ def compile_node(x: Expansion, spec_ref: TargetRef, backend: str, upstream: str,
     """
     b = x.ws.plugins.backends.get(backend)
     table = b.options_table()
-    options = getattr(spec_ref.spec, table, None) if b.options is not None else None
+    options = backend_options(x, spec_ref, backend, params.get("dtype", "float32"))
     if b.builds_on is not None:
         upstream = compile_node(x, spec_ref, b.builds_on, upstream, params, graph)
     elif b.consumes == "onnx" and b.passes_for(params.get("dtype", "float32")):

@@ -72,15 +72,17 @@ def test_int8_on_ort_adds_the_quantization_pass_as_its_own_cached_step(project: 
 
 def test_ort_int8_float_layers_is_its_own_pass_step_and_only_for_int8(project: ProjectDir) -> None:
     """[specializations.X.ort] int8_float_layers = "none" quantizes every linear layer: the pass's params (and so
-    its step and key) change, beside the default pass the same export may feed; on float32 it is an error."""
-    both = GPT2.format(seq="16", dtype="int8", backend="ort") + """
+    its step and key) change, beside the backend's default pass the same export may feed (written out here: an
+    embedding model's int8 has defaults of its own); on float32 it is an error."""
+    both = GPT2.format(seq="16", dtype="int8", backend="ort") + \
+        'ort = { int8_float_layers = "down-projections", int8_activations = "per-tensor" }\n' + """
 [specializations.gpt-all]
 model = "gpt"
 batch_size = 2
 seq_len = [16]
 dtype = "int8"
 compile = ["ort"]
-ort = { int8_float_layers = "none" }
+ort = { int8_float_layers = "none", int8_activations = "per-tensor" }
 """
     project.manifest(both)
     plan = project.api().plan(["gpt-b2", "gpt-all"])
@@ -97,13 +99,48 @@ ort = { int8_float_layers = "none" }
 def test_ort_per_token_activations_are_their_own_pass_step_and_only_for_int8(project: ProjectDir) -> None:
     """int8_activations = "per-token" keys its own pass step; the default (per tensor) keeps the key it had, so
     artifacts built before the option stay cached; on float32 it is an error naming the key."""
-    per_token = 'ort = { int8_activations = "per-token" }\n'
+    per_token = 'ort = { int8_float_layers = "down-projections", int8_activations = "per-token" }\n'
     project.manifest(GPT2.format(seq="16", dtype="int8", backend="ort") + per_token)
     passes = [s.id for s in project.api().plan(["gpt-b2"]).steps if s.id.startswith("onnx-pass:int8")]
     assert passes == ["onnx-pass:int8-dynamic.activations-per-token:ort-fusions:gpt:float32:opset18"], passes
     project.manifest(GPT2.format(seq="16", dtype="float32", backend="ort") + per_token)
     said = _plan_error(project, "gpt-b2")
     assert "ort.int8_activations" in said and "only an int8 specialization quantizes" in said, said
+
+
+def test_an_embedding_models_int8_defaults_to_every_layer_scaled_per_token(project: ProjectDir) -> None:
+    """The embedding family's int8 recipe for `ort` (Task.option_defaults) fills the keys the manifest leaves
+    unset and keys the pass and the compile as if written; a key the manifest writes wins; float32 gets none."""
+    int8 = GPT2.format(seq="16", dtype="int8", backend="ort")
+    project.manifest(int8)
+    plan = project.api().plan(["gpt-b2"])
+    passes = [s.id for s in plan.steps if s.id.startswith("onnx-pass:int8")]
+    assert passes == ["onnx-pass:int8-dynamic.activations-per-token.keep_float-none:ort-fusions:gpt:float32:opset18"]
+    project.manifest(int8 + 'ort = { int8_activations = "per-tensor" }\n')
+    passes = [s.id for s in project.api().plan(["gpt-b2"]).steps if s.id.startswith("onnx-pass:int8")]
+    assert passes == ["onnx-pass:int8-dynamic.keep_float-none:ort-fusions:gpt:float32:opset18"], passes
+    project.manifest(GPT2.format(seq="16", dtype="float32", backend="ort"))
+    assert not [s.id for s in project.api().plan(["gpt-b2"]).steps if "int8" in s.id]
+
+
+def test_a_speech_models_int8_keeps_the_backends_defaults(project: ProjectDir) -> None:
+    """No family recipe for speech: whisper's int8 on `ort` is ONNX Runtime's per-tensor quantization with the
+    down-projections float32, the pass's default params (its per-token form ran its encoder 24 % slower)."""
+    project.manifest("""
+        [project]
+        name = "w"
+        [models.w]
+        task = "speech-seq2seq"
+        source.random = "WhisperForConditionalGeneration"
+        source.config = { d_model = 16, encoder_layers = 1, decoder_layers = 1, vocab_size = 100 }
+        [specializations.w-int8]
+        model = "w"
+        batch_size = 1
+        dtype = "int8"
+        compile = ["ort"]
+    """)
+    passes = [s.id for s in project.api().plan(["w-int8"]).steps if s.id.startswith("onnx-pass:int8")]
+    assert passes and all(p.startswith("onnx-pass:int8-dynamic:ort-fusions:") for p in passes), passes
 
 
 def test_a_task_that_does_not_fit_the_model_is_a_manifest_error(project: ProjectDir) -> None:

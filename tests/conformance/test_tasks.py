@@ -49,6 +49,11 @@ def test_declarations_hold_together(family: str) -> None:
             assert callable(load_attr(getattr(task, attr)))
     for table in (task.model_table, task.specialization_table, task.validation_table):
         assert table.model_config.get("frozen"), f"{table.__name__}: manifest tables are frozen"
+    # its defaults for a backend's options name a registered backend's table and are values that table takes
+    options = {b.options_table(): b.options for b in map(plugins().backends.get, plugins().backends.names())}
+    for (table_name, dtype), values in task.option_defaults.items():
+        assert options.get(table_name) is not None and dtype in ("float32", "float16", "bfloat16", "int8"), table_name
+        options[table_name].model_validate(values)  # type: ignore[union-attr]
     assert default_validation(family)
 
 

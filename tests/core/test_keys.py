@@ -195,3 +195,19 @@ def test_a_model_is_its_content_however_it_is_declared(project: ProjectDir, tmp_
     (folder / "model.safetensors").write_bytes(b"weights" * 99 + b"Weights")
     changed = {s["id"]: s["key"] for s in project.cli("plan", "--json").json()["steps"]}
     assert changed["load:local"] != keys["load:local"] and changed["load:hub"] == keys["load:hub"]
+
+
+@pytest.mark.parametrize("size", [0, 1, 1023, 1024, 1025, 2048, 2600])
+def test_a_files_digest_is_blake3_of_its_bytes_however_it_is_read(tmp_path: Path, size: int,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """digest_file reads a large file in chunks, alternating two buffers with a reader thread, and hashes each on
+    every core: the digest is blake3 of the whole file at every size around the chunk (shrunk to 1 KiB here)."""
+    from blake3 import blake3
+
+    from qeffbuild.core import hashing
+
+    monkeypatch.setattr(hashing, "PARALLEL_CHUNK", 1024)
+    data = os.urandom(size)
+    f = tmp_path / "f.bin"
+    f.write_bytes(data)
+    assert digest_file(f) == blake3(data).hexdigest()

@@ -63,6 +63,12 @@ def blocks(n: int, k: int, block_n: int = BLOCK_N, target: int = TARGET_PROGRAMS
     return block_k, count // split_k, split_k
 
 
+def slot_size(block_n: int) -> int:
+    """Floats in a part's workspace slot: its (MAX_ROWS × block_n) partial products, then its rows' sums of d and
+    of d² (the norm's statistics), MAX_ROWS each. The kernel is given this size (SLOT) and lays the slot out so."""
+    return MAX_ROWS * block_n + 2 * MAX_ROWS
+
+
 def launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, row_sums: torch.Tensor | None,
            eps: float, activation: str, residual: torch.Tensor | None, pdl: bool,
            config: tuple[int, int, int, int] | None = None) -> torch.Tensor:
@@ -76,13 +82,14 @@ def launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, row
     block_k, chunks, split_k = blocks(n, k, block_n, target, max_block_k)
     tiles = -(-n // block_n)
     out = torch.empty((rows, n), device=x.device, dtype=x.dtype)
-    slot = MAX_ROWS * block_n + 2 * MAX_ROWS  # a part's products, then its rows' sums of d and d² (the norm's)
+    slot = slot_size(block_n)
     partial, count = _workspace(x.device, tiles * split_k * slot if split_k > 1 else 1, tiles)
     given = [t.contiguous() if t is not None else out for t in (bias, row_sums, residual)]
     _triton_kernel()[(tiles, split_k)](
         x, weight, *given, out, partial, count, n, float(eps), K=k, ROWS=rows, HAS_BIAS=bias is not None,
         NORM=row_sums is not None, GELU=activation == "gelu", RESIDUAL=residual is not None, PDL=pdl,
-        BLOCK_N=block_n, BLOCK_K=block_k, CHUNKS=chunks, SPLIT_K=split_k, num_warps=warps, launch_pdl=pdl)
+        BLOCK_N=block_n, BLOCK_K=block_k, CHUNKS=chunks, SPLIT_K=split_k, SLOT=slot, num_warps=warps,
+        launch_pdl=pdl)
     return out
 
 
@@ -136,12 +143,13 @@ def _triton_kernel() -> Any:
 
     _epilogue = epilogue  # a module global: Triton resolves what a kernel calls in its module's globals
 
-    # A part's slot in the workspace: its (16 × BLOCK_N) partial products, then its sums of d and d² per row.
+    # A part's slot in the workspace (SLOT floats, slot_size): its (16 × BLOCK_N) partial products, then its sums
+    # of d and d² per row.
     @triton.jit
     def gemv_mma(x_ptr, w_ptr, b_ptr, rs_ptr, r_ptr, y_ptr, part_ptr, count_ptr, N, eps, K: tl.constexpr,
                  ROWS: tl.constexpr, HAS_BIAS: tl.constexpr, NORM: tl.constexpr, GELU: tl.constexpr,
                  RESIDUAL: tl.constexpr, PDL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                 CHUNKS: tl.constexpr, SPLIT_K: tl.constexpr):
+                 CHUNKS: tl.constexpr, SPLIT_K: tl.constexpr, SLOT: tl.constexpr):
         tile = tl.program_id(0)
         part = tl.program_id(1)
         rn = tile * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -177,13 +185,12 @@ def _triton_kernel() -> Any:
             _epilogue(acc, s, ss, x0, rm, rn, N, eps, b_ptr, rs_ptr, r_ptr, y_ptr, K, ROWS, HAS_BIAS, NORM, GELU,
                       RESIDUAL)
         else:
-            slot = 16 * BLOCK_N + 32
-            base = part_ptr + tile * (SPLIT_K * slot)
+            base = part_ptr + tile * (SPLIT_K * SLOT)
             tiles = base + rm[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
-            tl.store(tiles + part * slot, acc)
+            tl.store(tiles + part * SLOT, acc)
             if NORM:
-                tl.store(base + part * slot + 16 * BLOCK_N + rm, s)
-                tl.store(base + part * slot + 16 * BLOCK_N + 16 + rm, ss)
+                tl.store(base + part * SLOT + 16 * BLOCK_N + rm, s)
+                tl.store(base + part * SLOT + 16 * BLOCK_N + 16 + rm, ss)
             tl.debug_barrier()  # every thread's store made before the count says this part is in
             arrived = tl.atomic_add(count_ptr + tile, 1, sem="acq_rel")
             if arrived == SPLIT_K - 1:  # the last part of this column tile: sum the parts in order
@@ -192,10 +199,10 @@ def _triton_kernel() -> Any:
                 ss = tl.zeros([16], tl.float32)
                 for p in tl.static_range(SPLIT_K):
                     # .cg: from L2, where the other programs' stores are; this SM's L1 may hold a past launch's
-                    total += tl.load(tiles + p * slot, cache_modifier=".cg")
+                    total += tl.load(tiles + p * SLOT, cache_modifier=".cg")
                     if NORM:
-                        s += tl.load(base + p * slot + 16 * BLOCK_N + rm, cache_modifier=".cg")
-                        ss += tl.load(base + p * slot + 16 * BLOCK_N + 16 + rm, cache_modifier=".cg")
+                        s += tl.load(base + p * SLOT + 16 * BLOCK_N + rm, cache_modifier=".cg")
+                        ss += tl.load(base + p * SLOT + 16 * BLOCK_N + 16 + rm, cache_modifier=".cg")
                 tl.atomic_xchg(count_ptr + tile, 0)  # ready for the next launch
                 _epilogue(total, s, ss, x0, rm, rn, N, eps, b_ptr, rs_ptr, r_ptr, y_ptr, K, ROWS, HAS_BIAS, NORM,
                           GELU, RESIDUAL)

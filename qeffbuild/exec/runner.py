@@ -275,6 +275,11 @@ class StepRunner:
             try:
                 return proc.wait(timeout=0.5)
             except subprocess.TimeoutExpired:
+                if self.stop.is_set():  # a stop that came before kill_all saw this group (it registers after the
+                    # spawn returns): the step is killed here, within half a second, whoever stopped it
+                    with contextlib.suppress(OSError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    return proc.wait()
                 state = read_progress(progress) if progress is not None else None
                 if state is not None and state != seen:
                     seen = state

@@ -275,8 +275,8 @@ class StepRunner:
             try:
                 return proc.wait(timeout=0.5)
             except subprocess.TimeoutExpired:
-                if self.stop.is_set():  # a stop that came before kill_all saw this group (it registers after the
-                    # spawn returns): the step is killed here, within half a second, whoever stopped it
+                if self.stop.is_set():  # the stop alone ends a running step (every caller also calls kill_all
+                    # today, which takes the same lock as the spawn's registration): within half a second
                     with contextlib.suppress(OSError):
                         os.killpg(proc.pid, signal.SIGKILL)
                     return proc.wait()

@@ -16,9 +16,8 @@ from ..helpers import HANG_S, alive
 
 
 def test_a_stop_kills_a_running_step_and_its_children_even_one_kill_all_missed(tmp_path: Path) -> None:
-    """A stop set while a step runs (and no kill_all after it: a step's group registers only after its spawn
-    returns, so a kill_all can miss one just started) ends the step within the runner's wait, its process group
-    killed: the shell and the process it started in the background are both gone."""
+    """A stop set while a step runs ends the step within the runner's wait, with no kill_all after it: its
+    process group is killed, the shell and the process it started in the background both gone."""
     stop = threading.Event()
     runner = StepRunner(store=None, reporter=Reporter(quiet=True), stop=stop)  # type: ignore[arg-type]
     pids = tmp_path / "pids.txt"

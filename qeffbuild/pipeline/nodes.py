@@ -159,11 +159,12 @@ def compile_node(x: Expansion, spec_ref: TargetRef, backend: str, upstream: str,
     """
     b = x.ws.plugins.backends.get(backend)
     table = b.options_table()
-    options = backend_options(x, spec_ref, backend, params.get("dtype", "float32"))
+    dtype = params.get("dtype", "float32")
+    options = backend_options(x, spec_ref, backend, dtype)
     if b.builds_on is not None:
         upstream = compile_node(x, spec_ref, b.builds_on, upstream, params, graph)
-    elif b.consumes == "onnx" and b.passes_for(params.get("dtype", "float32")):
-        upstream = onnx_pass_nodes(x, spec_ref, upstream, b.passes_for(params.get("dtype", "float32")),
+    elif b.consumes == "onnx" and b.passes_for(dtype):
+        upstream = onnx_pass_nodes(x, spec_ref, upstream, b.passes_for(dtype),
                                    lambda name: b.pass_params(name, options))
     role = "onnx" if b.consumes == "onnx" else "program"
     if options is not None:  # [specializations.X.<table>]: part of the key

@@ -48,10 +48,15 @@ for mode in "$@"; do
     V=whisper-large-v3-zoo-b1-fp16-parity; B=1
     [ "$mode" = large8 ] && V=whisper-large-v3-zoo-b8-fp16-parity && B=8
     ( time timeout 290 $Q build "$V" ) > "$R/build-$mode.txt" 2>&1
-    # 5 samples: eager generate is host-bound and its samples spread ±10 %; the plain script below takes 7
-    ( time timeout 230 $Q bench "$V" -n 5 --warmup 1 ) > "$R/bench-$mode.txt" 2>&1
+    # eager generate is host-bound and its samples spread ±10-20 % on the GPU host: the plain script runs before and
+    # after the bench (BENCH_N samples a row, PLAIN_SAMPLES a plain run), so a slow spell of the host shows
     M=$(model_dir 1280)
-    timeout 100 python3 benchmarks/plain_generate.py "$M" --dtype float16 --batch $B --samples 7 >> "$R/plain-$mode.txt" 2>&1 ;;
+    timeout 100 python3 benchmarks/plain_generate.py "$M" --dtype float16 --batch $B --samples "${PLAIN_SAMPLES:-7}" \
+      >> "$R/plain-$mode.txt" 2>&1
+    ( time timeout 230 $Q bench "$V" -n "${BENCH_N:-5}" --warmup 1 ) > "$R/bench-$mode.txt" 2>&1
+    timeout 100 python3 benchmarks/plain_generate.py "$M" --dtype float16 --batch $B --samples "${PLAIN_SAMPLES:-7}" \
+      >> "$R/plain-$mode.txt" 2>&1
+    grep -v "^ *$" "$R/bench-$mode.txt" | head -12; cat "$R/plain-$mode.txt" ;;
   startup)
     timeout 60 $Q build whisper-tiny-dims-cuda-b1 > /dev/null 2>&1  # materialize out/<spec>/ (cached); fills .pyc
     timeout 200 python3 benchmarks/gpu_startup.py --runs 3 --timeout 60 > "$R/startup.txt" 2>&1 ;;

@@ -41,7 +41,7 @@ PER_LAYER = {"attn 1280x1280": 3, "fused qkv 3840x1280": 1, "fc1 5120x1280": 1, 
              "lm head 51866x1280": 1 / 32}
 
 
-WHOLE_SWEEP = [(16, 4), (32, 2), (32, 4), (32, 8), (64, 4), (64, 8)]  # the whole-row form's (columns a program, warps)
+WHOLE_SWEEP = [(16, 2), (16, 4), (16, 8), (32, 4), (32, 8)]  # the whole-row form's (columns a program, warps)
 
 
 @contextlib.contextmanager

@@ -50,7 +50,7 @@ NUM_WARPS = 4
 # A product over at most this many columns (K) is read whole rows a program (whole_k) where the form above would
 # split it along K: BLOCK_N columns of WHOLE_BLOCK_N, WHOLE_WARPS warps. 0 turns the form off (the benchmarks' A/B).
 WHOLE_K_MAX = 2048
-WHOLE_BLOCK_N = 32
+WHOLE_BLOCK_N = 16
 WHOLE_WARPS = 4
 
 _kernel: Any = None

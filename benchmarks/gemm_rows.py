@@ -9,23 +9,17 @@ matrices inside one CUDA graph (as ``gemv_variants.py``; the 50 MB L2 holds none
 
 - cuBLAS (``torch.mm``);
 - ``qeffbuild::gemv`` as shipped (the tensor-core tile, split along K by ``gemv_mma.blocks``, PDL on Hopper);
-- the split form (``--whole-sweep`` or as shipped): a matrix of at most ``gemv_mma.WHOLE_K_MAX`` columns read
-  whole rows a program, against the same product split along K (``WHOLE_K_MAX = 0``), and with
-  ``--whole-sweep`` the whole-row form's (columns a program, warps) swept;
 - a sweep of its launch config (BLOCK_N, largest BLOCK_K, target programs, warps): the best, to choose the
   shipped constants;
 
 then a dependent chain per layer, out-proj → fc1 → fc2 (each reading the previous output, as in a step), through
-cuBLAS and through the op (as shipped, and split along K). Every output is checked against float32 on the
-same inputs (max-abs shown).
+cuBLAS and through the op. Every output is checked against float32 on the same inputs (max-abs shown).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,24 +35,7 @@ PER_LAYER = {"attn 1280x1280": 3, "fused qkv 3840x1280": 1, "fc1 5120x1280": 1, 
              "lm head 51866x1280": 1 / 32}
 
 
-WHOLE_SWEEP = [(16, 2), (16, 4), (16, 8), (32, 4), (32, 8)]  # the whole-row form's (columns a program, warps)
-
-
-@contextlib.contextmanager
-def _whole(max_k: int, block_n: int, warps: int) -> Iterator[None]:
-    """The whole-row form set to (``max_k``: 0 off, columns a program, warps) for the block."""
-    from qeffbuild.backends import gemv_mma
-
-    kept = gemv_mma.WHOLE_K_MAX, gemv_mma.WHOLE_BLOCK_N, gemv_mma.WHOLE_WARPS
-    gemv_mma.WHOLE_K_MAX, gemv_mma.WHOLE_BLOCK_N, gemv_mma.WHOLE_WARPS = max_k, block_n, warps
-    try:
-        yield
-    finally:
-        gemv_mma.WHOLE_K_MAX, gemv_mma.WHOLE_BLOCK_N, gemv_mma.WHOLE_WARPS = kept
-
-
-def _shape(m: int, n: int, k: int, layers: int, sweep: bool, table: dict[Any, float],
-           whole_sweep: bool = False) -> str:
+def _shape(m: int, n: int, k: int, layers: int, sweep: bool, table: dict[Any, float]) -> str:
     import torch
 
     from qeffbuild.backends import gemv_mma
@@ -81,14 +58,6 @@ def _shape(m: int, n: int, k: int, layers: int, sweep: bool, table: dict[Any, fl
     shipped = timed(None)
     line = (f"cublas {cublas:6.2f} µs ({gb / cublas * 1e6:5.0f} GB/s) | shipped {shipped[0]:6.2f} µs "
             f"({gb / shipped[0] * 1e6:5.0f} GB/s, {gemv_mma.blocks(n, k)}, max-abs {shipped[1]:.1e})")
-    if gemv_mma.whole_k(k) is not None and gemv_mma.blocks(n, k)[2] > 1:
-        with _whole(0, gemv_mma.WHOLE_BLOCK_N, gemv_mma.WHOLE_WARPS):
-            split = timed(None)
-        line += f" | split {split[0]:6.2f} µs"
-        if whole_sweep:
-            for block_n, warps in WHOLE_SWEEP:
-                with _whole(gemv_mma.WHOLE_K_MAX, block_n, warps):
-                    line += f" | {block_n}x{warps}w {timed(None)[0]:6.2f}"
     if sweep:
         best: tuple[float, float, Any] | None = None
         for config in SWEEP:
@@ -122,10 +91,8 @@ def _chain(m: int, layers: int) -> str:
     cublas = _graph_us(lambda: run("cublas", lambda y, w: torch.mm(y, w.t()))) / len(weights)
     ours = _graph_us(lambda: run("op", lambda y, w: torch.ops.qeffbuild.gemv(y, w, None))) / len(weights)
     diff = float((out["op"].float() - out["cublas"].float()).abs().max().item())
-    with _whole(0, 16, 4):
-        split = _graph_us(lambda: run("split", lambda y, w: torch.ops.qeffbuild.gemv(y, w, None))) / len(weights)
     return f"chain out→fc1→fc2 ×{layers}, M={m}: cublas {cublas:6.2f} µs | op {ours:6.2f} µs a product " \
-           f"(last output max-abs {diff:.1e} apart) | split along K {split:6.2f} µs"
+           f"(last output max-abs {diff:.1e} apart)"
 
 
 def main() -> None:
@@ -133,7 +100,6 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=32)
     ap.add_argument("--rows", type=int, nargs="+", default=[8])
     ap.add_argument("--no-sweep", action="store_true", help="the shipped config only")
-    ap.add_argument("--whole-sweep", action="store_true", help="the whole-row form's columns and warps swept")
     args = ap.parse_args()
     import torch
 
@@ -146,8 +112,7 @@ def main() -> None:
         for name, (n, k) in SHAPES.items():
             layers = 4 if n > 10000 else args.layers
             tables[name] = {}
-            line = _shape(m, n, k, layers, not args.no_sweep, tables[name], args.whole_sweep)
-            print(f"  {name:22s} {line}", flush=True)
+            print(f"  {name:22s} {_shape(m, n, k, layers, not args.no_sweep, tables[name])}", flush=True)
         if not args.no_sweep:
             best = _one_config(tables)
             from qeffbuild.backends import gemv_mma

@@ -21,8 +21,6 @@
 # pdl:     the batch-1 GEMV chain with and without programmatic dependent launch (benchmarks/gemv_pdl.py).
 # kv:      the attention and GEMV GPU tests, benchmarks/decode_attention.py (with its projection → attention chain,
 #          states loaded before the PDL wait and after), then rows8's A/B build and bench without its tests.
-# whole:   the GEMV kernels' GPU tests, the whole-row against the split product (benchmarks/gemm_rows.py
-#          --whole-sweep), then rows8's A/B build, its bench, and the same bench with the whole-row form off.
 # mma:     the GEMV kernels' GPU tests, then the several-row tensor-core product against cuBLAS at large-v3's
 #          shapes and 8 rows, with a sweep of its launch config (benchmarks/gemm_rows.py).
 set -u
@@ -134,27 +132,6 @@ T.load('out/whisper-tiny-dims-cuda-b1', 'inductor', 'cuda').transcribe(['manifes
     grep -v "^ *$" "out/$V/report.txt" | head -12
     timeout 140 $Q bench "$V" -n 3 --warmup 1 > "$R/bench-kv.txt" 2>&1
     grep -v "^ *$" "$R/bench-kv.txt" | head -40 ;;
-  whole)
-    timeout 200 python3 -m pytest -q -o addopts="" -p no:cacheprovider tests/backends/test_gemv.py -m gpu \
-      > "$R/test-whole.txt" 2>&1
-    tail -3 "$R/test-whole.txt"
-    if ! grep -q " passed" "$R/test-whole.txt" || grep -q " failed" "$R/test-whole.txt"; then
-      echo "GPU tests failed: no bench"; tail -60 "$R/test-whole.txt"; continue
-    fi
-    timeout 150 python3 benchmarks/gemm_rows.py --rows 8 --no-sweep --whole-sweep > "$R/gemm-whole.txt" 2>&1
-    cat "$R/gemm-whole.txt"
-    V=whisper-large-v3-zoo-b8-gemv-rows
-    ( time timeout 300 $Q build -j 2 "$V" ) > "$R/build-whole.txt" 2>&1
-    tail -4 "$R/build-whole.txt"
-    grep -v "^ *$" "out/$V/report.txt" | head -12
-    timeout 140 $Q bench "$V" -n 3 --warmup 1 > "$R/bench-whole.txt" 2>&1
-    grep -v "^ *$" "$R/bench-whole.txt" | head -30
-    # the same artifacts with every product split along K as before (the kernels are chosen when they run)
-    timeout 140 python3 -c "import sys; from qeffbuild.backends import gemv_mma; gemv_mma.WHOLE_K_MAX = 0; \
-sys.argv = ['qeffbuild', *sys.argv[1:]]; from qeffbuild.cli import main; main(prog_name='qeffbuild')" \
-      -m manifests/gpu.toml -m manifests/whisper.toml -m manifests/gpu-zoo.toml bench "$V" -n 3 --warmup 1 \
-      > "$R/bench-split.txt" 2>&1
-    grep -v "^ *$" "$R/bench-split.txt" | head -30 ;;
   mma)
     timeout 240 python3 -m pytest -q -o addopts="" -p no:cacheprovider tests/backends/test_gemv.py -m gpu \
       > "$R/test-mma.txt" 2>&1

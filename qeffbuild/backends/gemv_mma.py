@@ -11,11 +11,6 @@ time is its weight tile's load, as at one row. Each program reads one ``BLOCK_N`
   tile in its own slot of a workspace and counts itself in; the last of a column tile to arrive sums the slots in
   split order (the same sum every run: no float atomics) and runs the epilogue, then resets the count. So one
   launch, no memset, and a CUDA graph replays it as is.
-- **Whole rows where they fit** (``WHOLE_K_MAX``): a matrix of at most 2,048 columns whose count is one power of
-  two or the sum of two (1,280 = 1,024 + 256) is read by programs of ``WHOLE_BLOCK_N`` output columns, each
-  loading its columns' whole rows (both blocks) before its wait: no split, so no round trip through the workspace
-  and no count between a launch's last load and its output. Only the other matrices (large-v3's fc2, K = 5,120)
-  split along K.
 - **The weight tile first**: as the one-row kernel's tile form, the program loads its weights, then (with
   programmatic dependent launch, on Hopper) waits for the kernel before it, then reads x.
 - **The epilogue** is ``gemv_fused``'s (:func:`qeffbuild.backends.gemv._reference`): the layer norm's correction
@@ -47,11 +42,6 @@ BLOCK_N = 64
 MAX_BLOCK_K = 256
 TARGET_PROGRAMS = 128
 NUM_WARPS = 4
-# A product over at most this many columns (K) is read whole rows a program (whole_k) where the form above would
-# split it along K: BLOCK_N columns of WHOLE_BLOCK_N, WHOLE_WARPS warps. 0 turns the form off (the benchmarks' A/B).
-WHOLE_K_MAX = 2048
-WHOLE_BLOCK_N = 16
-WHOLE_WARPS = 4
 
 _kernel: Any = None
 _epilogue: Any = None
@@ -73,18 +63,6 @@ def blocks(n: int, k: int, block_n: int = BLOCK_N, target: int = TARGET_PROGRAMS
     return block_k, count // split_k, split_k
 
 
-def whole_k(k: int, max_k: int | None = None) -> tuple[int, int] | None:
-    """(BLOCK_K, TAIL) for reading a row of ``k`` ≤ ``max_k`` (default WHOLE_K_MAX) values as two power-of-two
-    blocks, the second TAIL wide (0: one block), each at least 16 (tl.dot's least K); None if it cannot be."""
-    if k > (WHOLE_K_MAX if max_k is None else max_k) or k < 16:
-        return None
-    head = 1 << (k.bit_length() - 1)
-    tail = k - head
-    if tail and (tail & (tail - 1) or tail < 16):
-        return None
-    return head, tail
-
-
 def slot_size(block_n: int) -> int:
     """Floats in a part's workspace slot: its (MAX_ROWS × block_n) partial products, then its rows' sums of d and
     of d² (the norm's statistics), MAX_ROWS each. The kernel is given this size (SLOT) and lays the slot out so."""
@@ -102,10 +80,6 @@ def launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, row
     n = weight.shape[0]
     block_n, max_block_k, target, warps = config or (BLOCK_N, MAX_BLOCK_K, TARGET_PROGRAMS, NUM_WARPS)
     block_k, chunks, split_k = blocks(n, k, block_n, target, max_block_k)
-    tail = 0
-    whole = whole_k(k) if split_k > 1 and config is None else None
-    if whole is not None:  # each program its columns' whole rows: no split (module docstring)
-        (block_k, tail), chunks, split_k, block_n, warps = whole, 1, 1, WHOLE_BLOCK_N, WHOLE_WARPS
     tiles = -(-n // block_n)
     out = torch.empty((rows, n), device=x.device, dtype=x.dtype)
     slot = slot_size(block_n)
@@ -114,7 +88,7 @@ def launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, row
     _triton_kernel()[(tiles, split_k)](
         x, weight, *given, out, partial, count, n, float(eps), K=k, ROWS=rows, HAS_BIAS=bias is not None,
         NORM=row_sums is not None, GELU=activation == "gelu", RESIDUAL=residual is not None, PDL=pdl,
-        BLOCK_N=block_n, BLOCK_K=block_k, TAIL=tail, CHUNKS=chunks, SPLIT_K=split_k, SLOT=slot, num_warps=warps,
+        BLOCK_N=block_n, BLOCK_K=block_k, CHUNKS=chunks, SPLIT_K=split_k, SLOT=slot, num_warps=warps,
         launch_pdl=pdl)
     return out
 
@@ -175,8 +149,7 @@ def _triton_kernel() -> Any:
     def gemv_mma(x_ptr, w_ptr, b_ptr, rs_ptr, r_ptr, y_ptr, part_ptr, count_ptr, N, eps, K: tl.constexpr,
                  ROWS: tl.constexpr, HAS_BIAS: tl.constexpr, NORM: tl.constexpr, GELU: tl.constexpr,
                  RESIDUAL: tl.constexpr, PDL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                 TAIL: tl.constexpr, CHUNKS: tl.constexpr, SPLIT_K: tl.constexpr, SLOT: tl.constexpr):
-        # TAIL > 0 (whole rows: CHUNKS = SPLIT_K = 1): a second weight block, TAIL wide, after the first
+                 CHUNKS: tl.constexpr, SPLIT_K: tl.constexpr, SLOT: tl.constexpr):
         tile = tl.program_id(0)
         part = tl.program_id(1)
         rn = tile * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -191,9 +164,6 @@ def _triton_kernel() -> Any:
         # against 8.0 µs, but the dependent out → fc1 → fc2 chain 5.91 against 5.96, the LM head (5 blocks a
         # program) 65 against 39 µs, and the large-v3 b8 step 2.08 against 2.05 ms.
         w = tl.load(w_ptrs, mask=rn[:, None] < N, other=0.0)
-        rt = BLOCK_K + tl.arange(0, TAIL if TAIL > 0 else 16)
-        if TAIL > 0:  # the rest of the row, also before the wait
-            w_tail = tl.load(w_ptr + rn[:, None] * K + rt[None, :], mask=rn[:, None] < N, other=0.0)
         if PDL:
             tl.extra.cuda.gdc_wait()  # x (and the workspace) after the kernel before has finished
         acc = tl.zeros([16, BLOCK_N], tl.float32)
@@ -211,13 +181,6 @@ def _triton_kernel() -> Any:
                 ss += tl.sum(d * d, 1)
             acc = tl.dot(x, tl.trans(w), acc)  # (16 × BLOCK_N), float32
             w = w_next
-        if TAIL > 0:
-            x = tl.load(x_ptr + rm[:, None] * K + rt[None, :], mask=row_in[:, None], other=0.0)
-            if NORM:
-                d = tl.where(row_in[:, None], x.to(tl.float32) - x0[:, None], 0.0)
-                s += tl.sum(d, 1)
-                ss += tl.sum(d * d, 1)
-            acc = tl.dot(x, tl.trans(w_tail), acc)
         if SPLIT_K == 1:
             _epilogue(acc, s, ss, x0, rm, rn, N, eps, b_ptr, rs_ptr, r_ptr, y_ptr, K, ROWS, HAS_BIAS, NORM, GELU,
                       RESIDUAL)

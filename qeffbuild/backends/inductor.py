@@ -113,7 +113,7 @@ class InductorBackend(Backend):
                 "built into Inductor packages by qeffbuild yet: use `ort` for int8",
     }
     toolchain = ("torch", "triton")
-    version = 13  # 2: no CUDA-graph trees (mode default); the decode loop captures whole steps. 3: a decoder
+    version = 12  # 2: no CUDA-graph trees (mode default); the decode loop captures whole steps. 3: a decoder
     # step writes its retained state in place (InductorSession.step_in_place). 5: precompiled with
     # standalone_compile over (weights, inputs); sessions load it without Dynamo or torch.export.load. 6: one-row
     # half-precision products through qeffbuild::gemv on CUDA; each kernel's launch config recorded and pinned.
@@ -124,8 +124,7 @@ class InductorBackend(Backend):
     # 10: its self-attention writes the step's key and value into the cache (qeffbuild::decode_attention_write)
     # 11: products of 2-16 rows through the GEMV ops too, on the tensor cores (backends/gemv_mma.py)
     # 12: the decode attention loads keys and values that are step inputs before its PDL wait (kv_ready), and
-    # runs 2 warps a program in small split launches. 13: several-row products of at most 2,048 columns read whole
-    # rows a program (gemv_mma.whole_k), no split along K
+    # runs 2 warps a program in small split launches
     compile = "qeffbuild.backends.inductor:compile_model"
     session = "qeffbuild.backends.inductor:InductorSession"
     runtimes = (Runtime("inductor", "the program compiled by Inductor from its cache artifacts", "inductor"),)

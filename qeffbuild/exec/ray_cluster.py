@@ -50,7 +50,7 @@ from ..errors import UsageError
 from ..store import Store
 from . import StepResult
 from .local import LocalExecutor
-from .runner import Job, StepRunner
+from .runner import Job, StepRunner, kill_recorded_group
 
 MAX_RETRIES = 3
 FORWARDED_ENV = ("QAIC_COMPILER", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE",
@@ -303,9 +303,10 @@ class RayExecutor(LocalExecutor):
                 future.result(timeout=CANCEL_GRACE_S)
         # Ray can report the task ended before its worker has (a killed worker is reaped later; a gentle one may
         # still be removing its folder). Where the step ran on this machine, wait for its scratch to go, removing
-        # it once its process is gone; another node's stays until a build driven from that node, or `qeffbuild
+        # it once its process is gone, and with it what a killed worker's step left running (its process group,
+        # recorded in the scratch); another node's stays until a build driven from that node, or `qeffbuild
         # cache gc` there, cleans its stale scratch.
-        self.store.clean_scratch_of(key, CANCEL_GRACE_S)
+        self.store.clean_scratch_of(key, CANCEL_GRACE_S, before_remove=kill_recorded_group)
 
     def _cancel_gently(self, ref: Any) -> None:
         """Once per task: a second KeyboardInterrupt could land inside the task's own clean-up."""

@@ -48,6 +48,49 @@ _LIVE_GROUPS: set[int] = set()  # process groups of running steps, for a second 
 _LIVE_LOCK = threading.Lock()
 
 
+# In a step's scratch folder: the process group its command runs in and the group leader's start time. A driver
+# that outlives the step's worker reads it (kill_recorded_group).
+GROUP_FILE = "group"
+
+
+def kill_recorded_group(scratch: Path) -> bool:
+    """Kill what is left of the process group recorded in ``scratch`` (a step whose worker was killed before it
+    could: Ray's forced cancel kills the worker, whose death signal reaches the step's shell but not what that
+    shell started in the background). Whether a signal was sent.
+
+    A group's id is its leader's pid, which the kernel reuses for no process while any member of the group lives;
+    once none does, another process may have it, so a leader alive with another start time is not ours."""
+    try:
+        pgid_text, started = (scratch / GROUP_FILE).read_text().split()
+        pgid = int(pgid_text)
+    except (OSError, ValueError):
+        return False
+    now = _start_ticks(pgid)
+    if pgid <= 1 or (now is not None and str(now) != started):
+        return False
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:  # no member left, or not ours to signal
+        return False
+    return True
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks after boot, /proc/PID/stat's 22nd field); None if no such process."""
+    try:  # the fields after the parenthesised command name, which may itself hold spaces
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _record_group(scratch: Path, pid: int) -> None:
+    """GROUP_FILE for a step just started (best effort: without /proc the driver cannot check the leader)."""
+    started = _start_ticks(pid)
+    if started is not None:
+        with contextlib.suppress(OSError):
+            (scratch / GROUP_FILE).write_text(f"{pid} {started}")
+
+
 def kill_all_groups() -> None:
     """Kill every running step's process group (used by the CLI on a second signal)."""
     with _LIVE_LOCK:
@@ -239,6 +282,7 @@ class StepRunner:
                 self._procs[step_id] = proc
                 with _LIVE_LOCK:
                     _LIVE_GROUPS.add(proc.pid)
+            _record_group(log.parent, proc.pid)  # the log lies in the step's scratch folder
             try:
                 if self.verbose:
                     self._stream(step_id, proc, logf)

@@ -8,6 +8,7 @@ checked, and never lets two builders run one key at once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
@@ -65,7 +66,8 @@ class Workspace(Protocol):
 
     def clean_stale_tmp(self) -> int: ...
 
-    def clean_scratch_of(self, key: str, wait_s: float) -> int: ...
+    def clean_scratch_of(self, key: str, wait_s: float,
+                         before_remove: Callable[[Path], object] | None = None) -> int: ...
 
     def ensure_writable(self, what: str) -> None: ...
 

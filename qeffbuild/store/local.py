@@ -31,7 +31,7 @@ import shutil
 import stat
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -450,14 +450,18 @@ class LocalStore:
             removed += 1
         return removed
 
-    def clean_scratch_of(self, key: str, wait_s: float) -> int:
+    def clean_scratch_of(self, key: str, wait_s: float,
+                         before_remove: Callable[[Path], object] | None = None) -> int:
         """Wait up to ``wait_s`` for this machine's scratch folders of step ``key`` to go, removing each once its
-        process is gone: a cancelled step's worker removes its own, or is killed and leaves it behind."""
+        process is gone: a cancelled step's worker removes its own, or is killed and leaves it behind.
+        ``before_remove`` is called with each folder this removes (the executor's: end what the step started)."""
         deadline = time.monotonic() + wait_s
         removed = 0
         while True:
             left = list(self.tmp.glob(f"run-*-{key[:16]}-*")) if self.tmp.is_dir() else []
             for p in [p for p in left if _stale(p)]:
+                if before_remove is not None and p.is_dir():
+                    before_remove(p)
                 shutil.rmtree(p, ignore_errors=True)
                 left.remove(p)
                 removed += 1

@@ -40,3 +40,70 @@ def test_a_stop_kills_a_running_step_and_its_children_even_one_kill_all_missed(t
     while (alive(shell) or alive(sleeper)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(shell) and not alive(sleeper)
+
+
+def _started_group(tmp_path: Path) -> tuple[Any, int, int]:
+    """A shell in its own process group with a sleeper it started in the background: (Popen, shell, sleeper)."""
+    import subprocess
+
+    pids = tmp_path / "pids.txt"
+    proc = subprocess.Popen(["sh", "-c", f"sleep 60 & echo $$ $! > {pids}; wait"], start_new_session=True)
+    deadline = time.monotonic() + HANG_S
+    while not pids.exists() or len(pids.read_text().split()) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    shell, sleeper = map(int, pids.read_text().split())
+    return proc, shell, sleeper
+
+
+def test_a_step_left_running_by_a_killed_worker_is_ended_from_its_recorded_group(tmp_path: Path) -> None:
+    """A spawned step records its process group in its scratch folder. Its worker killed (the shell gone with it,
+    as PDEATHSIG does), what the shell started in the background still runs in that group: the driver's
+    clean-up (kill_recorded_group) ends it."""
+    from qeffbuild.exec.runner import GROUP_FILE, _record_group, kill_recorded_group
+
+    proc, shell, sleeper = _started_group(tmp_path)
+    _record_group(tmp_path, proc.pid)
+    assert (tmp_path / GROUP_FILE).read_text().split()[0] == str(proc.pid) == str(shell)
+    os.kill(shell, signal.SIGKILL)
+    proc.wait()  # the leader reaped: its pid stays the group's while the sleeper lives
+    assert alive(sleeper)
+    assert kill_recorded_group(tmp_path)
+    deadline = time.monotonic() + HANG_S
+    while alive(sleeper) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(sleeper)
+
+
+def test_a_recorded_group_whose_leader_pid_is_another_process_now_is_left_alone(tmp_path: Path) -> None:
+    """A group id names a living leader with another start time: the pid was reused, the group is not ours."""
+    from qeffbuild.exec.runner import GROUP_FILE, _start_ticks, kill_recorded_group
+
+    proc, shell, sleeper = _started_group(tmp_path)
+    try:
+        started = _start_ticks(proc.pid)
+        assert started is not None
+        (tmp_path / GROUP_FILE).write_text(f"{proc.pid} {started + 1}")
+        assert not kill_recorded_group(tmp_path)
+        time.sleep(0.2)
+        assert alive(shell) and alive(sleeper)
+        (tmp_path / GROUP_FILE).write_text("not a group")
+        assert not kill_recorded_group(tmp_path)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_the_runner_records_a_steps_group_in_its_scratch_folder(tmp_path: Path) -> None:
+    """What the step sees of its scratch folder: the group file names its own process group."""
+    from qeffbuild.exec.runner import GROUP_FILE
+
+    runner = StepRunner(store=None, reporter=Reporter(quiet=True), stop=threading.Event())  # type: ignore[arg-type]
+    seen = tmp_path / "seen.txt"
+    # the file is written just after the spawn: the step waits for it, up to HANG_S
+    code = runner._spawn("s", ["sh", "-c", f"i=0; while [ ! -s {tmp_path / GROUP_FILE} ] && [ $i -lt "
+                                           f"{int(HANG_S * 20)} ]; do sleep 0.05; i=$((i+1)); done; "
+                                           f"echo $(ps -o pgid= $$) > {seen}"],
+                         tmp_path, dict(os.environ), tmp_path / "log.txt")
+    assert code == 0
+    assert (tmp_path / GROUP_FILE).read_text().split()[0] == seen.read_text().strip()

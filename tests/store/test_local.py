@@ -98,3 +98,21 @@ def test_every_blob_and_entry_is_fsynced_unless_the_cache_is_declared_throwaway(
     assert synced == []
     assert store.lookup(key) is not None and store.lookup(key2) is not None
     assert store.tree(store.lookup(key2)).joinpath("c.txt").read_bytes() == b"C"
+
+
+def test_clean_scratch_of_hands_each_folder_it_removes_to_the_callers_clean_up_first(tmp_path: Path) -> None:
+    """The Ray driver ends what a killed worker's step left running (its recorded process group) before the
+    folder that records it goes; a live process's folder is neither handed over nor removed."""
+    import subprocess
+
+    child = subprocess.Popen(["true"])
+    child.wait()  # reaped: its pid names no process
+    store = Store(tmp_path)
+    store.tmp.mkdir(parents=True)
+    key = "c" * 64
+    dead = store.tmp / f"run-{child.pid}-{key[:16]}-1234"
+    (dead / "out").mkdir(parents=True)
+    ours = store.scratch(key)
+    seen: list[tuple[Path, bool]] = []
+    assert store.clean_scratch_of(key, wait_s=0, before_remove=lambda p: seen.append((p, p.exists()))) == 1
+    assert seen == [(dead, True)] and not dead.exists() and ours.exists()

@@ -33,11 +33,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +52,7 @@ from ..errors import UsageError
 from ..store import Store
 from . import StepResult
 from .local import LocalExecutor
-from .runner import Job, StepRunner, kill_recorded_group
+from .runner import Job, StepRunner, kill_recorded_group, recorded_run
 
 MAX_RETRIES = 3
 FORWARDED_ENV = ("QAIC_COMPILER", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE",
@@ -260,6 +262,7 @@ class RayExecutor(LocalExecutor):
 
     def execute(self, job: Job) -> StepResult:
         ray = self._ray
+        job = dataclasses.replace(job, run_id=uuid.uuid4().hex)  # this try's, recorded with its processes
         submitted = time.perf_counter()
         ref = self._task.options(
             **resources_for(job), max_retries=MAX_RETRIES, retry_exceptions=False, name=job.id[:200],
@@ -275,9 +278,10 @@ class RayExecutor(LocalExecutor):
                     break
                 except concurrent.futures.TimeoutError:
                     if self.stop.is_set():
-                        self._cancel(ref, future, job.key)
+                        self._cancel(ref, future, job)
                         return StepResult(job.id, "interrupted")
-                except ray.exceptions.TaskCancelledError:
+                except ray.exceptions.TaskCancelledError:  # the stop's gentle cancel (_kill_all) ended it first
+                    self._clean_after_cancel(job)
                     return StepResult(job.id, "interrupted")
                 except ray.exceptions.RayError as e:  # retries exhausted: a worker or node kept dying
                     return StepResult(job.id, "failed", message=f"the Ray task of {job.id} failed after "
@@ -292,7 +296,7 @@ class RayExecutor(LocalExecutor):
                 self._live.discard(ref)
                 self._cancelled.discard(ref)
 
-    def _cancel(self, ref: Any, future: Any, key: str) -> None:
+    def _cancel(self, ref: Any, future: Any, job: Job) -> None:
         """Cancel one task gently (it kills its step's process group and removes its scratch), then for sure."""
         self._cancel_gently(ref)
         with contextlib.suppress(Exception):  # TaskCancelledError once it ended, TimeoutError if it would not
@@ -301,12 +305,21 @@ class RayExecutor(LocalExecutor):
             self._ray.cancel(ref, force=True)  # the worker dies, and its step's processes with it
             with contextlib.suppress(Exception):
                 future.result(timeout=CANCEL_GRACE_S)
-        # Ray can report the task ended before its worker has (a killed worker is reaped later; a gentle one may
-        # still be removing its folder). Where the step ran on this machine, wait for its scratch to go, removing
-        # it once its process is gone, and with it what a killed worker's step left running (its process group,
-        # recorded in the scratch); another node's stays until a build driven from that node, or `qeffbuild
-        # cache gc` there, cleans its stale scratch.
-        self.store.clean_scratch_of(key, CANCEL_GRACE_S, before_remove=kill_recorded_group)
+        self._clean_after_cancel(job)
+
+    def _clean_after_cancel(self, job: Job) -> None:
+        """After Ray reported the task ended by a cancel, where the step ran on this machine: its processes and
+        its scratch folder are gone when this returns.
+
+        Ray can report the task ended before its worker has: a killed worker is reaped later, and its death
+        signal ends the step's shell but not what the shell started; a gentle one may still be removing its
+        folder; and under load a cancel was seen reported while the worker had not run its handler (the step
+        ran on, its folder stayed). So this try's own folder (by the run id recorded in it) has its process group
+        killed and is removed at once; another run's folder of the same step is waited for, and removed once its
+        process is gone. Another node's stays until a build driven from that node, or `qeffbuild cache gc`
+        there, cleans its stale scratch."""
+        self.store.clean_scratch_of(job.key, CANCEL_GRACE_S, before_remove=kill_recorded_group,
+                                    ended=lambda folder: recorded_run(folder) == job.run_id)
 
     def _cancel_gently(self, ref: Any) -> None:
         """Once per task: a second KeyboardInterrupt could land inside the task's own clean-up."""

@@ -48,8 +48,8 @@ _LIVE_GROUPS: set[int] = set()  # process groups of running steps, for a second 
 _LIVE_LOCK = threading.Lock()
 
 
-# In a step's scratch folder: the process group its command runs in and the group leader's start time. A driver
-# that outlives the step's worker reads it (kill_recorded_group).
+# In a step's scratch folder: the process group its command runs in, the group leader's start time and the run id
+# of the job (Job.run_id, "-" for none). A driver that outlives the step's worker reads it (kill_recorded_group).
 GROUP_FILE = "group"
 
 
@@ -60,11 +60,10 @@ def kill_recorded_group(scratch: Path) -> bool:
 
     A group's id is its leader's pid, which the kernel reuses for no process while any member of the group lives;
     once none does, another process may have it, so a leader alive with another start time is not ours."""
-    try:
-        pgid_text, started = (scratch / GROUP_FILE).read_text().split()
-        pgid = int(pgid_text)
-    except (OSError, ValueError):
+    recorded = _read_group(scratch)
+    if recorded is None:
         return False
+    pgid, started, _run = recorded
     now = _start_ticks(pgid)
     if pgid <= 1 or (now is not None and str(now) != started):
         return False
@@ -75,6 +74,20 @@ def kill_recorded_group(scratch: Path) -> bool:
     return True
 
 
+def recorded_run(scratch: Path) -> str | None:
+    """The run id (Job.run_id) of the step recorded in ``scratch``; None where none is recorded."""
+    recorded = _read_group(scratch)
+    return recorded[2] if recorded is not None and recorded[2] != "-" else None
+
+
+def _read_group(scratch: Path) -> tuple[int, str, str] | None:
+    try:
+        pgid_text, started, run = (scratch / GROUP_FILE).read_text().split()
+        return int(pgid_text), started, run
+    except (OSError, ValueError):
+        return None
+
+
 def _start_ticks(pid: int) -> int | None:
     """When ``pid`` started (clock ticks after boot, /proc/PID/stat's 22nd field); None if no such process."""
     try:  # the fields after the parenthesised command name, which may itself hold spaces
@@ -83,12 +96,12 @@ def _start_ticks(pid: int) -> int | None:
         return None
 
 
-def _record_group(scratch: Path, pid: int) -> None:
+def _record_group(scratch: Path, pid: int, run_id: str) -> None:
     """GROUP_FILE for a step just started (best effort: without /proc the driver cannot check the leader)."""
     started = _start_ticks(pid)
     if started is not None:
         with contextlib.suppress(OSError):
-            (scratch / GROUP_FILE).write_text(f"{pid} {started}")
+            (scratch / GROUP_FILE).write_text(f"{pid} {started} {run_id or '-'}")
 
 
 def kill_all_groups() -> None:
@@ -114,6 +127,9 @@ class Job:
     forced: bool = False
     dep_keys: dict[str, str] = field(default_factory=dict)  # role -> the upstream step's key
     dep_subdirs: dict[str, str] = field(default_factory=dict)  # role -> its out/ sub-folder (command steps)
+    # what one try of the job is called by the executor that sent it (recorded with the step's process group): a
+    # Ray driver ends its own cancelled try's processes by it, never another build's run of the same step
+    run_id: str = ""
 
     @classmethod
     def of(cls, plan: Plan, step: PlannedStep) -> Job:
@@ -263,7 +279,7 @@ class StepRunner:
         return StepResult(step.id, "failed", duration, f"{how}\n--- log (last lines) ---\n{log}".rstrip())
 
     def _spawn(self, step_id: str, args: list[str], cwd: Path, env: dict[str, str], log: Path,
-               progress: Path | None = None, request: Path | None = None) -> int:
+               progress: Path | None = None, request: Path | None = None, run_id: str = "") -> int:
         with open(log, "wb") as logf:
             with self._procs_lock:
                 if self.stop.is_set():
@@ -282,7 +298,7 @@ class StepRunner:
                 self._procs[step_id] = proc
                 with _LIVE_LOCK:
                     _LIVE_GROUPS.add(proc.pid)
-            _record_group(log.parent, proc.pid)  # the log lies in the step's scratch folder
+            _record_group(log.parent, proc.pid, run_id)  # the log lies in the step's scratch folder
             try:
                 if self.verbose:
                     self._stream(step_id, proc, logf)
@@ -360,7 +376,7 @@ class StepRunner:
         env["QEFFBUILD_OUT"] = str(out)
         env["QEFFBUILD_ROOT"] = values["root"]
         args = [expand(a) for a in node.params["cmd"]]
-        return self._spawn(node.id, args, out, env, scratch / "log.txt")
+        return self._spawn(node.id, args, out, env, scratch / "log.txt", run_id=step.run_id)
 
     def _run_worker(self, step: Job, scratch: Path, out: Path, inputs: dict[str, Path]) -> int:
         node = step.node
@@ -381,7 +397,7 @@ class StepRunner:
         env = step_env()
         env[PROGRESS_ENV] = str(scratch / "progress.json")
         return self._spawn(node.id, [sys.executable, "-m", "qeffbuild.exec.worker", str(req)], scratch, env,
-                           scratch / "log.txt", progress=scratch / "progress.json", request=req)
+                           scratch / "log.txt", progress=scratch / "progress.json", request=req, run_id=step.run_id)
 
 
 def step_env() -> dict[str, str]:

@@ -450,16 +450,17 @@ class LocalStore:
             removed += 1
         return removed
 
-    def clean_scratch_of(self, key: str, wait_s: float,
-                         before_remove: Callable[[Path], object] | None = None) -> int:
+    def clean_scratch_of(self, key: str, wait_s: float, before_remove: Callable[[Path], object] | None = None,
+                         ended: Callable[[Path], bool] | None = None) -> int:
         """Wait up to ``wait_s`` for this machine's scratch folders of step ``key`` to go, removing each once its
         process is gone: a cancelled step's worker removes its own, or is killed and leaves it behind.
+        ``ended``: the caller's word that a folder's run is over though its process lives (removed at once).
         ``before_remove`` is called with each folder this removes (the executor's: end what the step started)."""
         deadline = time.monotonic() + wait_s
         removed = 0
         while True:
             left = list(self.tmp.glob(f"run-*-{key[:16]}-*")) if self.tmp.is_dir() else []
-            for p in [p for p in left if _stale(p)]:
+            for p in [p for p in left if _stale(p) or (ended is not None and ended(p))]:
                 if before_remove is not None and p.is_dir():
                     before_remove(p)
                 shutil.rmtree(p, ignore_errors=True)

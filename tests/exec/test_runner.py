@@ -60,11 +60,12 @@ def test_a_step_left_running_by_a_killed_worker_is_ended_from_its_recorded_group
     """A spawned step records its process group in its scratch folder. Its worker killed (the shell gone with it,
     as PDEATHSIG does), what the shell started in the background still runs in that group: the driver's
     clean-up (kill_recorded_group) ends it."""
-    from qeffbuild.exec.runner import GROUP_FILE, _record_group, kill_recorded_group
+    from qeffbuild.exec.runner import GROUP_FILE, _record_group, kill_recorded_group, recorded_run
 
     proc, shell, sleeper = _started_group(tmp_path)
-    _record_group(tmp_path, proc.pid)
+    _record_group(tmp_path, proc.pid, "run-1")
     assert (tmp_path / GROUP_FILE).read_text().split()[0] == str(proc.pid) == str(shell)
+    assert recorded_run(tmp_path) == "run-1"
     os.kill(shell, signal.SIGKILL)
     proc.wait()  # the leader reaped: its pid stays the group's while the sleeper lives
     assert alive(sleeper)
@@ -83,7 +84,7 @@ def test_a_recorded_group_whose_leader_pid_is_another_process_now_is_left_alone(
     try:
         started = _start_ticks(proc.pid)
         assert started is not None
-        (tmp_path / GROUP_FILE).write_text(f"{proc.pid} {started + 1}")
+        (tmp_path / GROUP_FILE).write_text(f"{proc.pid} {started + 1} -")
         assert not kill_recorded_group(tmp_path)
         time.sleep(0.2)
         assert alive(shell) and alive(sleeper)
@@ -104,6 +105,7 @@ def test_the_runner_records_a_steps_group_in_its_scratch_folder(tmp_path: Path) 
     code = runner._spawn("s", ["sh", "-c", f"i=0; while [ ! -s {tmp_path / GROUP_FILE} ] && [ $i -lt "
                                            f"{int(HANG_S * 20)} ]; do sleep 0.05; i=$((i+1)); done; "
                                            f"echo $(ps -o pgid= $$) > {seen}"],
-                         tmp_path, dict(os.environ), tmp_path / "log.txt")
+                         tmp_path, dict(os.environ), tmp_path / "log.txt", run_id="try-7")
     assert code == 0
-    assert (tmp_path / GROUP_FILE).read_text().split()[0] == seen.read_text().strip()
+    pgid, _started, run = (tmp_path / GROUP_FILE).read_text().split()
+    assert pgid == seen.read_text().strip() and run == "try-7"

@@ -116,3 +116,14 @@ def test_clean_scratch_of_hands_each_folder_it_removes_to_the_callers_clean_up_f
     seen: list[tuple[Path, bool]] = []
     assert store.clean_scratch_of(key, wait_s=0, before_remove=lambda p: seen.append((p, p.exists()))) == 1
     assert seen == [(dead, True)] and not dead.exists() and ours.exists()
+
+
+def test_a_folder_the_caller_says_has_ended_is_removed_though_its_process_lives(tmp_path: Path) -> None:
+    """A Ray driver's own cancelled try (its run id in the folder) is over when Ray says so, even if the worker
+    that ran it lingers: removed at once, after the caller's clean-up; another live run's folder is left."""
+    store = Store(tmp_path)
+    key = "d" * 64
+    mine, theirs = store.scratch(key), store.scratch(key)  # both owned by this (live) process
+    seen: list[Path] = []
+    assert store.clean_scratch_of(key, wait_s=0, before_remove=seen.append, ended=lambda p: p == mine) == 1
+    assert seen == [mine] and not mine.exists() and theirs.exists()

@@ -35,7 +35,7 @@ from ..core.progress import Reporter
 from ..core.steps import StepNode
 from ..errors import StoreError
 from ..store import Store, clone_file
-from ..store.local import regular_files
+from ..store.local import proc_stat, regular_files
 from . import StepResult
 from .progress import ENV as PROGRESS_ENV
 from .progress import read as read_progress
@@ -90,9 +90,10 @@ def _read_group(scratch: Path) -> tuple[int, str, str] | None:
 
 def _start_ticks(pid: int) -> int | None:
     """When ``pid`` started (clock ticks after boot, /proc/PID/stat's 22nd field); None if no such process."""
-    try:  # the fields after the parenthesised command name, which may itself hold spaces
-        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19])
-    except (OSError, ValueError, IndexError):
+    fields = proc_stat(pid)
+    try:
+        return int(fields[19]) if fields is not None else None
+    except (ValueError, IndexError):
         return None
 
 

@@ -560,8 +560,16 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:  # the state is the field after the parenthesised command name, which may itself hold spaces
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[:1]
-    except OSError:  # gone while we looked (Linux), or no /proc to ask (then os.kill's answer stands)
+    fields = proc_stat(pid)
+    if fields is None:  # gone while we looked (Linux), or no /proc to ask (then os.kill's answer stands)
         return not Path("/proc/self/stat").exists()
-    return state != ["Z"]
+    return fields[:1] != ["Z"]
+
+
+def proc_stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat's fields after the parenthesised command name (which may itself hold spaces): the state
+    first; None if it cannot be read (no such process, or no /proc)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None

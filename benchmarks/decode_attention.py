@@ -73,9 +73,9 @@ def _rows(batch: int, heads: int, slots: int, dim: int, masked: bool, layers: in
                         for q, k, v in zip(qs, ks, vs, strict=True)]
         return run
 
-    def ours(chunk: int, warps: int, per: int = 1, stages: int = 2) -> Any:
-        return lambda: [attention._launch(q, k, v, mask, scale, chunk or None, warps, per=per, stages=stages)
-                        for q, k, v in zip(qs, ks, vs, strict=True)]
+    def ours(chunk: int, warps: int) -> Any:
+        return lambda: [attention._launch(q, k, v, mask, scale, chunk or None, warps) for q, k, v in zip(qs, ks, vs,
+                                                                                                  strict=True)]
 
     from torch.nn.attention import SDPBackend
 
@@ -87,11 +87,6 @@ def _rows(batch: int, heads: int, slots: int, dim: int, masked: bool, layers: in
     for chunk in (32, 64, 128, 256):
         for warps in (2, 4):
             ways[f"qeffbuild chunk {chunk}, {warps} warps"] = ours(chunk, warps)
-    if not masked and slots > 256:
-        for chunk, per in ((64, 2), (64, 4), (64, 6), (128, 2), (128, 3), (128, 4)):
-            for warps in (4, 8):
-                for stages in (2, 3):
-                    ways[f"loop chunk {chunk} x {per}, {warps} w, {stages} st"] = ours(chunk, warps, per, stages)
     rows = []
     for name, fn in ways.items():
         try:
@@ -122,13 +117,13 @@ def _chain(batch: int, heads: int, frames: int, dim: int, layers: int) -> list[t
     vs = [torch.randn(batch, heads, frames, dim, device="cuda").to(half) for _ in range(layers)]
     x0 = torch.randn(batch, width, device="cuda").to(half)
 
-    def run(kv_ready: bool, chunk: int = 0, warps: int = 0, per: int = 1, stages: int = 2) -> Any:
+    def run(kv_ready: bool, chunk: int = 0, warps: int = 0) -> Any:
         def step() -> Any:
             x = x0
             for w, k, v in zip(weights, ks, vs, strict=True):
                 q = torch.ops.qeffbuild.gemv(x, w, None).view(batch, heads, 1, dim)
                 x = attention._launch(q, k, v, None, dim ** -0.5, chunk or None, warps,
-                                      kv_ready=kv_ready, per=per, stages=stages).view(batch, width)
+                                      kv_ready=kv_ready).view(batch, width)
             return x
         return step
 
@@ -138,12 +133,6 @@ def _chain(batch: int, heads: int, frames: int, dim: int, layers: int) -> list[t
     for chunk in (64, 128, 256):
         for warps in (2, 4, 8):
             rows.append((f"  kv_ready, chunk {chunk}, {warps} warps", _graph_us(run(True, chunk, warps)) / layers))
-    for chunk, per in ((64, 2), (64, 4), (128, 2), (128, 3), (128, 4)):
-        for warps in (4, 8):
-            for stages in (2, 3):
-                diff = (run(True)() - run(True, chunk, warps, per, stages)()).abs().max().item()
-                rows.append((f"  kv_ready, loop chunk {chunk} x {per}, {warps} w, {stages} st (diff {diff:.1e})",
-                             _graph_us(run(True, chunk, warps, per, stages)) / layers))
     rows.append(("the projections alone, chained", _graph_us(_chained(x0, weights)) / layers))
     return rows
 

@@ -53,7 +53,6 @@ NUM_WARPS = 4
 # chain, kv_ready); at batch 8 (1,920 programs) 4 warps stay best (23.8 against 26.7).
 FEW_PROGRAMS = 512
 FEW_PROGRAMS_WARPS = 2
-LOOP_PER, LOOP_STAGES, LOOP_WARPS = 1, 2, 4  # experiment: chunks a looping program takes
 
 _registered: set[str] = set()
 _kernel: Any = None
@@ -350,7 +349,7 @@ def warps_for(programs: int, splits: int) -> int:
 def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float,
             chunk: int | None = None, num_warps: int | None = None,
             written: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-            kv_ready: bool = False, per: int | None = None, stages: int | None = None) -> torch.Tensor:
+            kv_ready: bool = False) -> torch.Tensor:
     """The kernel over (rows × heads, chunks) programs (``chunk`` and ``num_warps``: the benchmark's variants).
     ``written``: (k_new, v_new, position) to write into ``k`` and ``v`` at the position first (in place: the
     caches must be contiguous in their last dimension, as the decode loop's are). ``kv_ready``: k and v (all but
@@ -379,16 +378,6 @@ def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tenso
     else:
         mask, m_b, m_s = q, 0, 0
     pdl = gemv.pdl_available(q)
-    per, stages = per or LOOP_PER, stages or LOOP_STAGES
-    if per > 1 and written is None and mask is None and splits > per:
-        programs = -(-splits // per)
-        partials = torch.empty((b * h * programs, d + 2), device=q.device, dtype=torch.float32)
-        _loop_kernel()[(b * h, programs)](
-            q, k, v, out, partials, counts, h, s, float(scale), q.stride(0), q.stride(1), k.stride(0), k.stride(1),
-            k.stride(2), v.stride(0), v.stride(1), v.stride(2), D=d, CHUNK=chunk, PER=per, SPLITS=programs,
-            SPLITS_P2=max(2, gemv.next_pow2(programs)), PDL=pdl, KV_READY=kv_ready, STAGES=stages,
-            num_warps=num_warps or LOOP_WARPS, launch_pdl=pdl)
-        return out
     _triton_kernel()[(b * h, splits)](
         q, k, v, mask, out, partials, counts, k_new, v_new, position, h, s, float(scale),
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
@@ -498,80 +487,3 @@ def _triton_kernel() -> Any:
 
     _kernel = decode_attention_chunks
     return _kernel
-
-
-_loop: Any = None
-
-
-def _loop_kernel() -> Any:
-    """Flash-decoding with PER chunks a program, looped (software-pipelined over STAGES): fewer programs, each
-    with more of its keys and values in flight. The first chunk is loaded before the PDL wait (KV_READY)."""
-    global _loop
-    if _loop is not None:
-        return _loop
-    import triton
-    import triton.language as tl
-
-    @triton.jit
-    def decode_attention_loop(q_ptr, k_ptr, v_ptr, o_ptr, p_ptr, c_ptr, H, S, scale, sq_b, sq_h, sk_b, sk_h, sk_s,
-                              sv_b, sv_h, sv_s, D: tl.constexpr, CHUNK: tl.constexpr, PER: tl.constexpr,
-                              SPLITS: tl.constexpr, SPLITS_P2: tl.constexpr, PDL: tl.constexpr,
-                              KV_READY: tl.constexpr, STAGES: tl.constexpr):
-        if PDL:
-            tl.extra.cuda.gdc_launch_dependents()
-            if not KV_READY:
-                tl.extra.cuda.gdc_wait()
-        bh = tl.program_id(0)
-        split = tl.program_id(1)
-        b = bh // H
-        h = bh % H
-        rd = tl.arange(0, D)
-        k_base = k_ptr + b * sk_b + h * sk_h
-        v_base = v_ptr + b * sv_b + h * sv_h
-        first = split * PER * CHUNK
-        rs = first + tl.arange(0, CHUNK)
-        keep = rs < S
-        k = tl.load(k_base + rs[:, None] * sk_s + rd[None, :], mask=keep[:, None], other=0.0)
-        v = tl.load(v_base + rs[:, None] * sv_s + rd[None, :], mask=keep[:, None], other=0.0)
-        if PDL and KV_READY:
-            tl.extra.cuda.gdc_wait()
-        q = tl.load(q_ptr + b * sq_b + h * sq_h + rd).to(tl.float32) * (scale * 1.4426950408889634)
-        scores = tl.where(keep, tl.sum(k.to(tl.float32) * q[None, :], 1), float("-inf"))
-        top = tl.max(scores, 0)
-        weights = tl.where(keep, tl.exp2(scores - top), 0.0)
-        total = tl.sum(weights, 0)
-        acc = tl.sum(weights[:, None] * v.to(tl.float32), 0)
-        for c in tl.range(1, PER, num_stages=STAGES):
-            rs = first + c * CHUNK + tl.arange(0, CHUNK)
-            keep = rs < S
-            k = tl.load(k_base + rs[:, None] * sk_s + rd[None, :], mask=keep[:, None], other=0.0)
-            v = tl.load(v_base + rs[:, None] * sv_s + rd[None, :], mask=keep[:, None], other=0.0)
-            scores = tl.where(keep, tl.sum(k.to(tl.float32) * q[None, :], 1), float("-inf"))
-            new_top = tl.maximum(top, tl.max(scores, 0))
-            alpha = tl.exp2(top - new_top)
-            weights = tl.where(keep, tl.exp2(scores - new_top), 0.0)
-            total = total * alpha + tl.sum(weights, 0)
-            acc = acc * alpha + tl.sum(weights[:, None] * v.to(tl.float32), 0)
-            top = new_top
-        dtype = o_ptr.dtype.element_ty
-        row = p_ptr + (bh * SPLITS + split) * (D + 2)
-        tl.store(row + rd, acc)
-        tl.store(row + D, top)
-        tl.store(row + D + 1, total)
-        tl.debug_barrier()
-        done = tl.atomic_add(c_ptr + bh, 1, sem="acq_rel")
-        if done == SPLITS - 1:
-            rp = tl.arange(0, SPLITS_P2)
-            rows = p_ptr + (bh * SPLITS + rp) * (D + 2)
-            inside = rp < SPLITS
-            tops = tl.load(rows + D, mask=inside, other=float("-inf"), volatile=True)
-            totals = tl.load(rows + D + 1, mask=inside, other=0.0, volatile=True)
-            accs = tl.load(rows[:, None] + rd[None, :], mask=inside[:, None], other=0.0, volatile=True)
-            best = tl.max(tops, 0)
-            factor = tl.where(tops > float("-inf"), tl.exp2(tops - best), 0.0)
-            out = tl.sum(factor[:, None] * accs, 0) / tl.sum(factor * totals, 0)
-            tl.store(o_ptr + bh * D + rd, out.to(dtype))
-            tl.store(c_ptr + bh, 0)
-
-    _loop = decode_attention_loop
-    return _loop

@@ -110,8 +110,7 @@ def alive(pid: int, started: str | None = None) -> bool:
 def start_time(pid: int) -> str | None:
     """When process ``pid`` started (clock ticks since boot, /proc/PID/stat field 22): with the pid, it names
     one process even after the pid is reused (a busy machine wraps a small pid space within a test run)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rpartition(")")[2].split()[19]
+    from qeffbuild.store.local import proc_stat
+
+    fields = proc_stat(pid)
+    return fields[19] if fields else None

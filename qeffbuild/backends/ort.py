@@ -117,23 +117,32 @@ def compile_model(ctx: StepContext) -> None:
     import onnx
     import onnxruntime as ort
 
+    from ..pipeline.onnx_passes import DATA_FILE, PROTOBUF_LIMIT, in_place_state, load_model, model_bytes
+
     p = ctx.params
     provider = PROVIDERS[p["device"]]
     if provider not in ort.get_available_providers():
         raise BackendUnavailable(f"ONNX Runtime here has no {provider} (has {ort.get_available_providers()})")
-    model = onnx.load(str(ctx.inputs["onnx"] / "model.onnx"))
+    model = load_model(ctx.inputs["onnx"] / "model.onnx")
     shapes = p.get("shapes") or json.loads((ctx.inputs["onnx"] / "io.json").read_text())["shapes"]
     fix_shapes(model, shapes)
-    with tempfile.TemporaryDirectory() as tmp:
+    # over protobuf's 2 GiB (whisper-large-v3's decoder in float32 is 3.2 GB) the weights go to a data file, in
+    # and out: ONNX Runtime's optimized model would otherwise point at the temporary input's data file
+    external = model_bytes(model) > PROTOBUF_LIMIT
+    with tempfile.TemporaryDirectory(dir=ctx.out.parent) as tmp:  # beside the output: the store's disk, not /tmp
         fixed = Path(tmp) / "fixed.onnx"
-        onnx.save(model, str(fixed))
+        onnx.save_model(model, str(fixed), save_as_external_data=external, all_tensors_to_one_file=True,
+                        location="fixed.onnx.data", size_threshold=1024)
+        del model  # the weights are on disk now; ONNX Runtime reads its own copy
         so = ort.SessionOptions()
         # EXTENDED, not ALL: ALL adds layout changes tied to this CPU, and the artifact may move.
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         so.optimized_model_filepath = str(ctx.out / "model.onnx")
+        if external:
+            so.add_session_config_entry("session.optimized_model_external_initializers_file_name", DATA_FILE)
+            so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
         slow = list(CPU_SLOW_FUSIONS) if p["device"] == "cpu" else []
         ort.InferenceSession(str(fixed), so, providers=[provider], disabled_optimizers=slow)
-    from ..pipeline.onnx_passes import in_place_state
 
     in_place = in_place_state(onnx.load(str(ctx.out / "model.onnx"), load_external_data=False))
     (ctx.out / STATE_FILE).write_text(json.dumps({"in_place": in_place}, indent=1))

@@ -51,6 +51,7 @@ _LIVE_LOCK = threading.Lock()
 # In a step's scratch folder: the process group its command runs in, the group leader's start time and the run id
 # of the job (Job.run_id, "-" for none). A driver that outlives the step's worker reads it (kill_recorded_group).
 GROUP_FILE = "group"
+LOG_FILE = "log.txt"  # the step's output, in its scratch folder
 
 
 def kill_recorded_group(scratch: Path) -> bool:
@@ -208,7 +209,7 @@ class StepRunner:
                 code = self._run_command(step, scratch, out, inputs)
             else:
                 code = self._run_worker(step, scratch, out, inputs)
-            log = _tail(scratch / "log.txt")
+            log = _tail(scratch / LOG_FILE)
             if self.stop.is_set():
                 return StepResult(step.id, "interrupted"), {}
             if not command and _signatures(inputs.values()) != before:
@@ -216,7 +217,7 @@ class StepRunner:
                                   "the step modified its inputs (read-only files of the cache); this is a bug in "
                                   f"its code, not a cacheable result\n{log}"), {}
             if code != 0:
-                kept = self._keep_log(step.id, scratch / "log.txt")
+                kept = self._keep_log(step.id, scratch / LOG_FILE)
                 result = self._failure(step, scratch, code, log, time.monotonic() - t0, not command)
                 result.message += f"\n(full log: {kept})"
                 if _disk_full(scratch):
@@ -279,9 +280,11 @@ class StepRunner:
             return StepResult(step.id, "failed", duration, f"{text}\n--- log (last lines) ---\n{log}".rstrip())
         return StepResult(step.id, "failed", duration, f"{how}\n--- log (last lines) ---\n{log}".rstrip())
 
-    def _spawn(self, step_id: str, args: list[str], cwd: Path, env: dict[str, str], log: Path,
+    def _spawn(self, step_id: str, args: list[str], cwd: Path, env: dict[str, str], scratch: Path,
                progress: Path | None = None, request: Path | None = None, run_id: str = "") -> int:
-        with open(log, "wb") as logf:
+        """Run the step's process in its own group, its output in ``scratch``'s LOG_FILE, the group recorded in
+        ``scratch`` (GROUP_FILE) for a driver that must end it; returns its exit code."""
+        with open(scratch / LOG_FILE, "wb") as logf:
             with self._procs_lock:
                 if self.stop.is_set():
                     raise _Stopped
@@ -299,7 +302,7 @@ class StepRunner:
                 self._procs[step_id] = proc
                 with _LIVE_LOCK:
                     _LIVE_GROUPS.add(proc.pid)
-            _record_group(log.parent, proc.pid, run_id)  # the log lies in the step's scratch folder
+            _record_group(scratch, proc.pid, run_id)
             try:
                 if self.verbose:
                     self._stream(step_id, proc, logf)
@@ -377,7 +380,7 @@ class StepRunner:
         env["QEFFBUILD_OUT"] = str(out)
         env["QEFFBUILD_ROOT"] = values["root"]
         args = [expand(a) for a in node.params["cmd"]]
-        return self._spawn(node.id, args, out, env, scratch / "log.txt", run_id=step.run_id)
+        return self._spawn(node.id, args, out, env, scratch, run_id=step.run_id)
 
     def _run_worker(self, step: Job, scratch: Path, out: Path, inputs: dict[str, Path]) -> int:
         node = step.node
@@ -398,7 +401,7 @@ class StepRunner:
         env = step_env()
         env[PROGRESS_ENV] = str(scratch / "progress.json")
         return self._spawn(node.id, [sys.executable, "-m", "qeffbuild.exec.worker", str(req)], scratch, env,
-                           scratch / "log.txt", progress=scratch / "progress.json", request=req, run_id=step.run_id)
+                           scratch, progress=scratch / "progress.json", request=req, run_id=step.run_id)
 
 
 def step_env() -> dict[str, str]:

@@ -146,6 +146,7 @@ def int8_dynamic(model: Any, params: dict[str, Any], base_dir: Path) -> str:
                         all_tensors_to_one_file=True, location="in.onnx.data")
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=list(params["ops"]),
                          per_channel=bool(params["per_channel"]), nodes_to_exclude=keep,
+                         use_external_data_format=model_bytes(model) > PROTOBUF_LIMIT,
                          extra_options={"MatMulConstBOnly": True})
         quantized = onnx.load(str(dst), load_external_data=True)
     before = sum(1 for n in model.graph.node if n.op_type in params["ops"])
@@ -876,9 +877,52 @@ def model_bytes(model: Any) -> int:
 
 
 def load(folder: Path) -> Any:
+    return load_model(folder / "model.onnx")
+
+
+def load_model(path: Path) -> Any:
+    """The ONNX model at ``path`` with its external data read in.
+
+    Read here rather than by ``onnx.load``: onnx ≥ 1.20 refuses a data file with more than one hard link (its guard
+    against a planted link to a file elsewhere), and the store hard-links every file it keeps (a tree's file and
+    its blob are one copy on disk), so every model over 2 GiB failed its first pass. The guard's intent is kept:
+    a tensor's location must resolve (links followed) to a file inside the model's folder."""
     import onnx
 
-    return onnx.load(str(folder / "model.onnx"), load_external_data=True)
+    from ..errors import BuildError
+
+    model = onnx.load(str(path), load_external_data=False)
+    base = path.parent.resolve()
+    files: dict[Path, Any] = {}
+    try:
+        for tensor in all_tensors(model):
+            if tensor.data_location != onnx.TensorProto.EXTERNAL:
+                continue
+            info = {e.key: e.value for e in tensor.external_data}
+            where = (base / info.get("location", "")).resolve()
+            if base not in where.parents:
+                raise BuildError(f"{path}: tensor {tensor.name!r} keeps its data at {info.get('location')!r}, "
+                                 "outside the model's folder; re-export the model with its data beside it")
+            if where not in files:
+                try:
+                    files[where] = open(where, "rb")  # noqa: SIM115 (closed below, after every tensor)
+                except OSError as e:
+                    raise BuildError(f"{path}: cannot read the external data of tensor {tensor.name!r} "
+                                     f"({where.name}): {e.strerror}") from e
+            f = files[where]
+            f.seek(int(info.get("offset", 0)))
+            length = info.get("length")
+            data = f.read(int(length)) if length is not None else f.read()
+            if length is not None and len(data) != int(length):
+                raise BuildError(f"{path}: {where.name} ends before tensor {tensor.name!r}'s {length} bytes "
+                                 f"(at offset {info.get('offset', 0)}): the data file is truncated")
+            tensor.raw_data = data
+            del tensor.external_data[:]
+            tensor.data_location = onnx.TensorProto.DEFAULT
+    finally:
+        for f in files.values():
+            f.close()
+    return model
 
 
 def save(model: Any, out: Path, limit_bytes: int = PROTOBUF_LIMIT) -> bool:

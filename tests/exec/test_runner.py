@@ -25,7 +25,7 @@ def test_a_stop_kills_a_running_step_and_its_children_even_one_kill_all_missed(t
 
     def run() -> None:
         got["code"] = runner._spawn("s", ["sh", "-c", f"sleep 60 & echo $$ $! > {pids}; wait"], tmp_path,
-                                    dict(os.environ), tmp_path / "log.txt")
+                                    dict(os.environ), tmp_path)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -105,7 +105,7 @@ def test_the_runner_records_a_steps_group_in_its_scratch_folder(tmp_path: Path) 
     code = runner._spawn("s", ["sh", "-c", f"i=0; while [ ! -s {tmp_path / GROUP_FILE} ] && [ $i -lt "
                                            f"{int(HANG_S * 20)} ]; do sleep 0.05; i=$((i+1)); done; "
                                            f"echo $(ps -o pgid= $$) > {seen}"],
-                         tmp_path, dict(os.environ), tmp_path / "log.txt", run_id="try-7")
+                         tmp_path, dict(os.environ), tmp_path, run_id="try-7")
     assert code == 0
     pgid, _started, run = (tmp_path / GROUP_FILE).read_text().split()
     assert pgid == seen.read_text().strip() and run == "try-7"

@@ -324,3 +324,67 @@ def test_an_attention_whose_heads_do_not_split_the_projection_is_left_alone(tmp_
     next(a for a in softmax.attribute if a.name == "axis").i = 2
     assert fuse_attention(model, {}, tmp_path) == "no attention found"
     assert "Softmax" in [n.op_type for n in model.graph.node]  # type: ignore[attr-defined]
+
+
+def linear_with_external_data(folder: Path) -> tuple[Path, np.ndarray]:
+    """``_linear``'s model saved with its weights in ``model.onnx.data``, kept as the store keeps its files: hard-
+    linked (a tree's file and its blob are one inode), so the data file has two links."""
+    import os
+
+    import onnx
+
+    model, w = _linear(17)
+    folder.mkdir(parents=True)
+    onnx.save_model(model, str(folder / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="model.onnx.data", size_threshold=0)
+    os.link(folder / "model.onnx.data", folder.parent / f"{folder.name}-blob")
+    (folder / "io.json").write_text('{"inputs": {"x": "float32"}, "outputs": ["y"], "shapes": {"x": [2, 6, 32]}}')
+    return folder, w
+
+
+def test_a_pass_reads_weights_the_store_keeps_hard_linked(tmp_path: Path) -> None:
+    """onnx ≥ 1.20 refuses external data in a file with more than one hard link, and every file in the store has
+    two: a model over 2 GiB failed its first pass. The passes read the data themselves, and the result computes
+    what the model did."""
+    import onnxruntime as ort
+
+    from qeffbuild.core.steps import StepContext
+    from qeffbuild.pipeline import onnx_passes
+
+    src, w = linear_with_external_data(tmp_path / "src")
+    assert (src / "model.onnx.data").stat().st_nlink == 2
+    out = tmp_path / "out"
+    out.mkdir()
+    onnx_passes.run(StepContext("t", {"pass": "external-data", "pass_params": {"limit_bytes": 16}}, {"onnx": src},
+                                {}, out))
+    x = np.random.default_rng(1).standard_normal((2, 6, 32)).astype(np.float32)
+    got = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, x @ w + 1, rtol=1e-5, atol=1e-5)
+    assert (out / "model.onnx.data").stat().st_size == w.nbytes  # the bias (96 bytes) stays in the model
+
+
+def test_external_data_that_is_outside_missing_or_short_is_a_clear_error(tmp_path: Path) -> None:
+    """A location that leaves the model's folder (a planted ``../``), a data file that is gone, and one cut short
+    each fail with the model's path, the tensor and what is wrong: never a read of another file, or a tensor
+    silently filled with too few bytes."""
+    import onnx
+
+    from qeffbuild.errors import BuildError
+    from qeffbuild.pipeline.onnx_passes import load_model
+
+    src, _ = linear_with_external_data(tmp_path / "src")
+    model = onnx.load(str(src / "model.onnx"), load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../src-blob"
+    onnx.save_model(model, str(src / "planted.onnx"))
+    with pytest.raises(BuildError, match=r"planted.onnx: tensor 'w' keeps its data at '../src-blob', outside"):
+        load_model(src / "planted.onnx")
+    data = (src / "model.onnx.data").read_bytes()
+    (src / "model.onnx.data").write_bytes(data[:100])
+    with pytest.raises(BuildError, match=r"model.onnx.data ends before tensor 'w'.*truncated"):
+        load_model(src / "model.onnx")
+    (src / "model.onnx.data").unlink()
+    with pytest.raises(BuildError, match=r"cannot read the external data of tensor 'w' \(model.onnx.data\)"):
+        load_model(src / "model.onnx")

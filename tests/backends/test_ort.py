@@ -1,0 +1,40 @@
+"""The `ort` backend's compile step on models built here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.pipeline.test_onnx_passes import linear_with_external_data
+
+
+def test_a_model_over_protobufs_limit_compiles_with_its_weights_in_its_own_data_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over protobuf's 2 GiB (whisper-large-v3's decoder in float32 is 3.2 GB) the compile step writes the weights
+    to the artifact's own ``model.onnx.data``: saved in one protobuf the model cannot be written, and ONNX Runtime's
+    optimized model would otherwise point at the step's temporary input. The limit is lowered here to the test
+    model's size; its input's data file is hard-linked, as the store keeps it."""
+    import onnx
+    import onnxruntime as ort
+
+    from qeffbuild.backends.ort import STATE_FILE, compile_model
+    from qeffbuild.core.steps import StepContext
+    from qeffbuild.pipeline import onnx_passes
+
+    monkeypatch.setattr(onnx_passes, "PROTOBUF_LIMIT", 1024)
+    src, w = linear_with_external_data(tmp_path / "src")
+    out = tmp_path / "scratch" / "out"
+    out.mkdir(parents=True)
+    compile_model(StepContext("t", {"device": "cpu"}, {"onnx": src}, {}, out))
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model.onnx.data", STATE_FILE]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["out"]  # the temporary input is gone
+    model = onnx.load(str(out / "model.onnx"), load_external_data=False)
+    locations = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
+    assert locations == {"model.onnx.data"}
+    x = np.random.default_rng(2).standard_normal((2, 6, 32)).astype(np.float32)
+    got = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, x @ w + 1, rtol=1e-5, atol=1e-5)
+    assert json.loads((out / STATE_FILE).read_text()) == {"in_place": []}

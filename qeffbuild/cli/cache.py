@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -81,6 +82,33 @@ def cache_gc(lazy: LazyProject, drop_all: bool, dry_run: bool, drop_other_projec
     project sharing the cache recorded at its last build. Waits for running builds to finish."""
     project = lazy.get()
     keep: set[str] = set()
+    not_planned: list[dict[str, str]] = []
     if not drop_all:
-        keep = {s.key for s in project.plan(list(project.workspace.targets), with_reasons=False).steps}
-    echo_json(project.store.maintenance.gc(keep, dry_run=dry_run, other_projects=not (drop_all or drop_other_projects)))
+        keep, not_planned = _needed_keys(project)
+        if not_planned:  # their entries cannot be told apart here: keep what this project's last build needed
+            keep |= project.store.maintenance.root_keys().get(str(project.out_dir), set())
+    result = project.store.maintenance.gc(keep, dry_run=dry_run, other_projects=not (drop_all or drop_other_projects))
+    echo_json({**result, "not_planned": not_planned} if not_planned else result)
+
+
+def _needed_keys(project: Any) -> tuple[set[str], list[dict[str, str]]]:
+    """The keys every target of the manifests needs now, and the targets that cannot be planned here (a GPU
+    specialization on a host without one, a backend not installed here, a validation whose data set is not made
+    yet), each with the reason: gc collects around those instead of refusing to run at all."""
+    from ..errors import BackendUnavailable, InputError, ManifestError
+
+    unplannable = (BackendUnavailable, InputError, ManifestError)
+    targets = list(project.workspace.targets)
+    try:
+        return {s.key for s in project.plan(targets, with_reasons=False).steps}, []
+    except unplannable:
+        pass
+    keep: set[str] = set()
+    not_planned = []
+    for target in targets:
+        try:
+            keep |= {s.key for s in project.plan([target], with_reasons=False).steps}
+        except unplannable as e:
+            why = "; ".join(p.render() for p in e.problems) if isinstance(e, ManifestError) else str(e)
+            not_planned.append({"target": target, "why": why})
+    return keep, not_planned

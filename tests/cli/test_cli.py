@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -171,6 +172,41 @@ def test_cache_stats_and_gc(project: ProjectDir) -> None:
     assert gc["entries_dropped"] == 2  # the old a and b; the current ones stay
     assert not list((project.root / "out" / ".cache" / "locks").glob("*/*.lock"))  # gc sweeps per-key locks
     assert json.loads(project.cli("build", "--json").out)["counts"] == {"cached": 2}
+
+
+def test_cache_gc_collects_around_targets_that_cannot_be_planned_here(project: ProjectDir) -> None:
+    """A target this machine cannot plan (a backend whose toolchain is not installed here, as every GPU
+    specialization on a host without a GPU, or a validation whose data set is not made yet) no longer stops
+    `cache gc`: the rest is collected as usual and the JSON names the target and why; what this project's last
+    build needed is kept, as the skipped target's entries cannot be told apart."""
+    shutil.copytree(REPO / "manifests" / "data" / "bert-tokenizer", project.root / "manifests" / "bert-tokenizer")
+    unplannable = """
+[models.tb]
+task = "embedding"
+
+[models.tb.source]
+random = "BertModel"
+seed = 0
+tokenizer = { path = "bert-tokenizer" }
+config = { hidden_size = 32, num_hidden_layers = 1, num_attention_heads = 2, intermediate_size = 64 }
+
+[specializations.tb-ai100]
+model = "tb"
+batch_size = 1
+seq_len = [8]
+compile = ["qaic"]
+"""
+    project.manifest(STEPS + unplannable)
+    assert project.cli("build", "b").code == 0
+    project.manifest(STEPS.replace("echo a", "echo A") + unplannable)
+    assert project.cli("build", "b").code == 0
+    res = project.cli("cache", "gc")
+    assert res.code == 0, res.err
+    gc = json.loads(res.out)
+    assert gc["entries_dropped"] == 2  # the old a and b
+    assert [t["target"] for t in gc["not_planned"]] == ["tb-ai100"]
+    assert "cannot compile with 'qaic' here" in gc["not_planned"][0]["why"]
+    assert json.loads(project.cli("build", "b", "--json").out)["counts"] == {"cached": 2}
 
 
 def test_planning_model_targets_imports_no_heavy_modules(project: ProjectDir) -> None:

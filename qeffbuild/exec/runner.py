@@ -205,6 +205,7 @@ class StepRunner:
             inputs, consumed = self._inputs(step)
             command = step.node.is_command
             before = _signatures(inputs.values())
+            oom_before = oom_kills()
             if command:
                 code = self._run_command(step, scratch, out, inputs)
             else:
@@ -220,6 +221,8 @@ class StepRunner:
                 kept = self._keep_log(step.id, scratch / LOG_FILE)
                 result = self._failure(step, scratch, code, log, time.monotonic() - t0, not command)
                 result.message += f"\n(full log: {kept})"
+                if code == -signal.SIGKILL:
+                    result.message += _oom_hint(oom_before, oom_kills())
                 if _disk_full(scratch):
                     result.message += (f"\nno space left on the device of the cache ({self.store.root}), where steps "
                                        "run: free space there, or point QEFFBUILD_CACHE_DIR at a larger disk")
@@ -422,6 +425,29 @@ def _signatures(folders: Any) -> dict[str, tuple[int, int, int]]:
                 if stat.S_ISREG(st.st_mode):
                     sigs[str(path)] = (st.st_size, st.st_mtime_ns, st.st_ino)
     return sigs
+
+
+def oom_kills() -> int | None:
+    """How many processes the kernel's out-of-memory killer has ended since boot (/proc/vmstat's oom_kill, Linux
+    4.13+); None where it cannot be read."""
+    try:
+        for line in Path("/proc/vmstat").read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == "oom_kill":
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _oom_hint(before: int | None, after: int | None) -> str:
+    """For a step killed by SIGKILL: the likely cause, when the out-of-memory killer struck while it ran (the
+    count is machine-wide, so "likely"; a step killed by SIGKILL leaves no traceback of its own)."""
+    if before is None or after is None or after <= before:
+        return ""
+    return (f"\nthe kernel's out-of-memory killer ended a process while this step ran (/proc/vmstat oom_kill "
+            f"{before} → {after}): the machine ran out of memory, likely in this step. Run fewer steps at once "
+            "(-j 1), stop what else uses memory, or build on a machine with more")
 
 
 def _disk_full(path: Path, margin: int = 1 << 20) -> bool:

@@ -388,3 +388,29 @@ def test_the_api_reports_progress_to_a_callback_and_to_logging(project: ProjectD
     assert [(e["step"], e["status"], e["done"]) for e in finished] == [("command:a", "built", 1),
                                                                        ("command:b", "built", 2)]
     assert any("[2/2] built command:b" in r.getMessage() for r in caplog.records)
+
+
+def test_a_step_the_out_of_memory_killer_ended_says_so(project: ProjectDir, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step killed by SIGKILL while the kernel's out-of-memory count rose is reported as the machine running out of
+    memory, with the fix; a SIGKILL with the count unchanged is not blamed on memory. (The count is faked: a test
+    run must not cause a real out-of-memory kill. Two 5 GB ONNX passes side by side on 24 GB were one.)"""
+    from qeffbuild.core.progress import Reporter
+    from qeffbuild.exec import runner
+
+    project.manifest("""
+[project]
+name = "oom"
+
+[steps.boom]
+cmd = ["sh", "-c", "kill -9 $$"]
+outputs = ["x.txt"]
+""")
+    counts = iter(range(5, 100))
+    monkeypatch.setattr(runner, "oom_kills", lambda: next(counts))
+    message = project.api().build(["boom"], reporter=Reporter(quiet=True)).steps["command:boom"]["message"]
+    assert message.startswith("killed by signal 9")
+    assert "out-of-memory killer ended a process while this step ran (/proc/vmstat oom_kill 5 → 6)" in message
+    assert "Run fewer steps at once (-j 1)" in message
+    monkeypatch.setattr(runner, "oom_kills", lambda: 7)
+    message = project.api().build(["boom"], reporter=Reporter(quiet=True)).steps["command:boom"]["message"]
+    assert message.startswith("killed by signal 9") and "out-of-memory" not in message

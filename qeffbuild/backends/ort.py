@@ -13,7 +13,7 @@ from pydantic import Field
 from ..core.plugins import Backend, Runtime
 from ..core.steps import StepContext
 from ..core.tables import Table
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, BuildError
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -128,7 +128,9 @@ def compile_model(ctx: StepContext) -> None:
     fix_shapes(model, shapes)
     # over protobuf's 2 GiB (whisper-large-v3's decoder in float32 is 3.2 GB) the weights go to a data file, in
     # and out: ONNX Runtime's optimized model would otherwise point at the temporary input's data file
-    external = model_bytes(model) > PROTOBUF_LIMIT
+    size = model_bytes(model)
+    external = size > PROTOBUF_LIMIT
+    _check_room(ctx.out, 2 * size)  # the shape-fixed input and the optimized model
     with tempfile.TemporaryDirectory(dir=ctx.out.parent) as tmp:  # beside the output: the store's disk, not /tmp
         fixed = Path(tmp) / "fixed.onnx"
         onnx.save_model(model, str(fixed), save_as_external_data=external, all_tensors_to_one_file=True,
@@ -151,6 +153,18 @@ def compile_model(ctx: StepContext) -> None:
 
 
 STATE_FILE = "state.json"
+
+
+def _check_room(folder: Path, needed: int) -> None:
+    """Refuse before writing when the disk cannot take ``needed`` bytes: ONNX Runtime's own failure names no cause
+    ("Failed to write external initializers"), and its partial files are gone by the time the runner looks."""
+    import shutil
+
+    free = shutil.disk_usage(folder).free
+    if free < needed + (256 << 20):
+        raise BuildError(f"the compile writes about {needed / 1e9:.1f} GB (the model twice: its shape-fixed copy and "
+                         f"the optimized one) and {free / 1e9:.1f} GB are free on the disk of the cache ({folder}): "
+                         "free space there, or point QEFFBUILD_CACHE_DIR at a larger disk")
 
 
 class OrtSession:

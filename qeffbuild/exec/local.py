@@ -27,6 +27,12 @@ from .zygote import enabled as zygote_enabled
 
 __all__ = ["LocalExecutor", "kill_all_groups"]
 
+# A step whose inputs weigh at least 1/HEAVY_SHARE of the machine's memory runs with no other step beside it. A
+# step holds its inputs in memory two or three times over (an ONNX pass: the protobuf, its arrays, the copy it
+# writes): two passes over a 1.2 B-parameter model in float32 (5 GB each) side by side ran a 24 GB machine out
+# of memory; one at a time, each fits.
+HEAVY_SHARE = 8
+
 
 class LocalExecutor:
     """Runs the plan's uncached steps, ``jobs`` at a time, dependencies first.
@@ -52,6 +58,8 @@ class LocalExecutor:
         python_steps = sum(not s.node.is_command for s in plan.to_run())
         self.zygote = Zygote() if self.runs_steps_here and zygote_enabled() and python_steps > 1 else None
         self.runner = StepRunner(store, reporter, self.stop, verbose, zygote=self.zygote)
+        self._heavy: dict[str, bool] = {}
+        self._memory = memory_bytes()
 
     # --- scheduling ------------------------------------------------------------------------
     def run(self) -> dict[str, StepResult]:
@@ -127,14 +135,38 @@ class LocalExecutor:
         """The ready steps to start now, up to ``jobs`` running. An exclusive step (one that times what it runs: a
         validation's speed columns) starts only once nothing else runs and no other kind of step is ready, and
         none starts beside it: a compile beside a validation once made eager PyTorch look faster than `aoti` in
-        a report (0.94 against 1.16–2.25 alone)."""
-        if any(todo[sid].node.exclusive for sid in running.values()):
+        a report (0.94 against 1.16–2.25 alone). A heavy step (:meth:`_is_heavy`) runs alone too, but is not
+        put off behind the light ones."""
+        if any(todo[sid].node.exclusive or self._is_heavy(todo[sid]) for sid in running.values()):
             return []
         ready = sorted(s for s, deps in waiting.items() if not deps)
+        heavy = [s for s in ready if not todo[s].node.exclusive and self._is_heavy(todo[s])]
+        if heavy:
+            return heavy[:1] if not running else []
         shared = [s for s in ready if not todo[s].node.exclusive]
         if shared:
             return shared[:max(0, self.jobs - len(running))]
         return ready[:1] if ready and not running else []
+
+    def _is_heavy(self, step: PlannedStep) -> bool:
+        """Whether the step's inputs (its dependencies' stored outputs) weigh at least 1/HEAVY_SHARE of this
+        machine's memory. Only with more than one job (alone, a step has the machine anyway) and where steps run
+        on this machine (a Ray cluster's nodes have their own memory, and Ray's own scheduling)."""
+        if self.jobs == 1 or self._memory is None or not self.runs_steps_here:
+            return False
+        if step.id not in self._heavy:
+            self._heavy[step.id] = self._input_bytes(step) * HEAVY_SHARE >= self._memory
+        return self._heavy[step.id]
+
+    def _input_bytes(self, step: PlannedStep) -> int:
+        keys = {s.id: s.key for s in self.plan.steps}  # once per ready step: the decision is kept
+        total = 0
+        for dep in step.node.deps.values():
+            entry = self.store.lookup(keys[dep]) if dep in keys else None
+            for digest in entry.outputs.values() if entry is not None else ():
+                with contextlib.suppress(OSError):
+                    total += self.store.blob_path(digest).stat().st_size
+        return total
 
     def _skip_dependents(self, sid: str, waiting: dict[str, set[str]], dependents: dict[str, list[str]],
                          results: dict[str, StepResult]) -> None:
@@ -171,3 +203,13 @@ class LocalExecutor:
                 target.unlink(missing_ok=True)
                 target.write_bytes(data)
 
+
+
+def memory_bytes() -> int | None:
+    """This machine's physical memory, or None where the OS does not say."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None

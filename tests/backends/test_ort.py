@@ -38,3 +38,26 @@ def test_a_model_over_protobufs_limit_compiles_with_its_weights_in_its_own_data_
     got = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, x @ w + 1, rtol=1e-5, atol=1e-5)
     assert json.loads((out / STATE_FILE).read_text()) == {"in_place": []}
+
+
+def test_a_compile_the_disk_cannot_hold_is_refused_before_it_writes(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compile writes its model twice (the shape-fixed input and the optimized output); where the disk has less
+    room it stops first, saying how much it needs and has. ONNX Runtime's own failure ("Failed to write external
+    initializers") names no cause, and its partial files are gone before the runner can see a full disk: a
+    1.2 B-parameter model's compile failed so on a nearly full disk."""
+    import shutil
+    from collections import namedtuple
+
+    from qeffbuild.backends.ort import compile_model
+    from qeffbuild.core.steps import StepContext
+    from qeffbuild.errors import BuildError
+
+    src, _ = linear_with_external_data(tmp_path / "src")
+    out = tmp_path / "scratch" / "out"
+    out.mkdir(parents=True)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 30, (1 << 30) - (100 << 20), 100 << 20))
+    with pytest.raises(BuildError, match=r"writes about 0\.0 GB .* and 0\.1 GB are free on the disk of the cache"):
+        compile_model(StepContext("t", {"device": "cpu"}, {"onnx": src}, {}, out))
+    assert list(out.iterdir()) == []

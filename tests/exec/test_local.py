@@ -281,11 +281,11 @@ def test_the_scheduler_keeps_exclusive_steps_alone() -> None:
 
     from qeffbuild.exec.local import LocalExecutor
 
-    todo = {sid: SimpleNamespace(node=SimpleNamespace(exclusive=sid.startswith("x"))) for sid in
-            ("a", "b", "c", "x1", "x2")}
+    todo = {sid: SimpleNamespace(node=SimpleNamespace(exclusive=sid.startswith("x")), heavy=sid.startswith("h"))
+            for sid in ("a", "b", "c", "x1", "x2", "h1", "h2")}
 
     def startable(ready: list[str], running: list[str], jobs: int = 2) -> list[str]:
-        executor = cast(LocalExecutor, SimpleNamespace(jobs=jobs))
+        executor = cast(LocalExecutor, SimpleNamespace(jobs=jobs, _is_heavy=lambda step: step.heavy))
         return LocalExecutor._startable(executor, {sid: set() for sid in ready},
                                         {cast(Any, i): sid for i, sid in enumerate(running)}, cast(Any, todo))
 
@@ -295,6 +295,49 @@ def test_the_scheduler_keeps_exclusive_steps_alone() -> None:
     assert startable(["x2", "x1"], []) == ["x1"]  # alone, one at a time
     assert startable(["a", "x2"], ["x1"]) == []  # nothing beside it
     assert startable(["a"], ["b", "c"]) == []  # no free slot
+    # a heavy step (inputs large against the machine's memory) also runs alone, but ahead of the light ones
+    assert startable(["a", "b", "h1"], []) == ["h1"]
+    assert startable(["a", "h1"], ["b"]) == []  # waits for b to end, and nothing new starts meanwhile
+    assert startable(["a", "h2"], ["h1"]) == []  # nothing beside it
+    assert startable(["h2", "h1"], []) == ["h1"]  # one at a time
+
+
+def test_steps_whose_inputs_are_large_against_memory_run_one_at_a_time(project: ProjectDir,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two steps reading a 1 MB input on a machine said to have 4 MB (so the input is over 1/8 of its memory) never
+    run side by side at -j 2, as two passes over a 5 GB model must not on 24 GB; the same build on a machine with
+    memory to spare runs them together."""
+    from qeffbuild.core.progress import Reporter
+    from qeffbuild.exec import local
+
+    # each step leaves its mark and waits (up to 10 s) for the other's: side by side both see two; one at a time,
+    # the first (h1) sees only itself
+    busy = ("d={root}/busy-$RUN; mkdir -p $d; touch $d/$0; i=0; while [ $(ls $d | wc -l) -lt 2 ] && [ $i -lt 200 ]; "
+            "do sleep 0.05; i=$((i+1)); done; ls $d > seen.txt")
+    project.manifest(f"""
+        [project]
+        name = "heavy"
+        [steps.gen]
+        cmd = ["sh", "-c", "head -c 1048576 /dev/zero > big"]
+        outputs = ["big"]
+        [steps.h1]
+        cmd = ["sh", "-c", "{busy}", "h1"]
+        outputs = ["seen.txt"]
+        deps = ["gen"]
+        [steps.h2]
+        cmd = ["sh", "-c", "{busy}", "h2"]
+        outputs = ["seen.txt"]
+        deps = ["gen"]
+    """)
+    seen = {}
+    for memory in (4 << 20, 1 << 40):
+        monkeypatch.setattr(local, "memory_bytes", lambda m=memory: m)
+        monkeypatch.setenv("RUN", str(memory))
+        result = project.api().build(["h1", "h2"], jobs=2, force=("h1", "h2"), reporter=Reporter(quiet=True))
+        assert {result.steps[f"command:{h}"]["status"] for h in ("h1", "h2")} == {"built"}
+        seen[memory] = sorted((project.root / "out" / h / "seen.txt").read_text().split() for h in ("h1", "h2"))
+    assert seen[4 << 20] == [["h1"], ["h1", "h2"]]  # h1 ran alone; h2 found its mark afterwards
+    assert seen[1 << 40] == [["h1", "h2"], ["h1", "h2"]]  # side by side
 
 
 def test_an_unexpected_error_fails_only_its_step(project: ProjectDir, monkeypatch: pytest.MonkeyPatch) -> None:

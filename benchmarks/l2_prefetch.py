@@ -60,6 +60,25 @@ def _prefetch_kernel() -> Any:
     return l2_prefetch
 
 
+WIDTH, HEADS, FRAMES, DIM = 1280, 20, 1500, 64  # whisper-large-v3's decoder
+# a layer's products (weight shapes) in order, None where its cross-attention runs
+SHAPES = [(3840, 1280), (1280, 3840), (1280, 1280), None, (1280, 1280), (5120, 1280), (1280, 5120)]
+
+
+def layer_model(n_layers: int, batch: int) -> tuple[list[tuple[list[Any], Any, Any]], Any]:
+    """Per layer its float16 weights (SHAPES) and its cross-attention keys and values (``batch`` rows, 1,500
+    frames), and the first layer's input: random, seeded."""
+    import torch
+
+    torch.manual_seed(0)
+    layers = []
+    for _ in range(n_layers):
+        ws = [(torch.randn(*s, device="cuda") / s[1] ** 0.5).half() if s else None for s in SHAPES]
+        k, v = (torch.randn(batch, HEADS, FRAMES, DIM, device="cuda").half() for _ in range(2))
+        layers.append((ws, k, v))
+    return layers, torch.randn(batch, WIDTH, device="cuda").half()
+
+
 def main() -> None:
     import torch
     from gemv_variants import _graph_us
@@ -72,18 +91,11 @@ def main() -> None:
     args = ap.parse_args()
     attention.register()
     gemv.register()
-    torch.manual_seed(0)
-    half, width, heads, frames, dim, b = torch.float16, 1280, 20, 1500, 64, args.batch
-    shapes = [(3840, 1280), (1280, 3840), (1280, 1280), None, (1280, 1280), (5120, 1280), (1280, 5120)]
-    layers = []
-    for _ in range(args.layers):
-        ws = [(torch.randn(*s, device="cuda") / s[1] ** 0.5).to(half) if s else None for s in shapes]
-        k, v = (torch.randn(b, heads, frames, dim, device="cuda").to(half) for _ in range(2))
-        layers.append((ws, k, v))
-    x0 = torch.randn(b, width, device="cuda").to(half)
+    width, b = WIDTH, args.batch
+    layers, x0 = layer_model(args.layers, b)
     kernel = _prefetch_kernel()
     side = torch.cuda.Stream()
-    state_bytes = b * heads * frames * dim * 2
+    state_bytes = b * HEADS * FRAMES * DIM * 2
 
     def prefetch(k: Any, v: Any, fraction: float, pdl: bool, bulk: bool) -> None:
         n = int(state_bytes * fraction) // BULK * BULK
@@ -104,8 +116,8 @@ def main() -> None:
                     prefetch(k, v, fraction, True, bulk)
                 for w in ws:
                     if w is None:
-                        q = x.view(b, heads, 1, dim)
-                        x = attention._launch(q, k, v, None, dim ** -0.5, kv_ready=True).view(b, width)
+                        q = x.view(b, HEADS, 1, DIM)
+                        x = attention._launch(q, k, v, None, DIM ** -0.5, kv_ready=True).view(b, width)
                     else:
                         x = torch.ops.qeffbuild.gemv(x, w, None)
             if fraction and where == "side":

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def main() -> None:
     import torch
     from gemv_variants import _graph_us
+    from l2_prefetch import DIM, HEADS, WIDTH, layer_model
 
     from qeffbuild.backends import attention, gemv, gemv_mma
 
@@ -57,15 +58,8 @@ def main() -> None:
             gemv_mma._WORKSPACES = saved
 
     gemv_mma._workspace = workspace_per_stream
-    torch.manual_seed(0)
-    half, width, heads, frames, dim, b = torch.float16, 1280, 20, 1500, 64, 8
-    shapes = [(3840, 1280), (1280, 3840), (1280, 1280), None, (1280, 1280), (5120, 1280), (1280, 5120)]
-    layers = []
-    for _ in range(args.layers):
-        ws = [(torch.randn(*s, device="cuda") / s[1] ** 0.5).to(half) if s else None for s in shapes]
-        k, v = (torch.randn(b, heads, frames, dim, device="cuda").to(half) for _ in range(2))
-        layers.append((ws, k, v))
-    x0 = torch.randn(b, width, device="cuda").to(half)
+    b, width, heads, dim = 8, WIDTH, HEADS, DIM
+    layers, x0 = layer_model(args.layers, b)
     streams = [torch.cuda.Stream() for _ in range(4)]
 
     def chain(rows: slice) -> Any:

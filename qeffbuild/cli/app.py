@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
@@ -61,11 +62,27 @@ def handle_errors(fn: F) -> F:
         except Exception as e:  # a bug in qeffbuild, not the user's mistake: short, with how to see more
             if os.environ.get("QEFFBUILD_DEBUG"):
                 raise
+            if _disk_full(e):  # not a bug: the machine's disk (a native library says so only in its message)
+                click.echo(f"error: no space left on the device ({type(e).__name__}: {e}): free space on the disk of "
+                           f"the temporary folder ({tempfile.gettempdir()}) or of the cache, or point TMPDIR or "
+                           "QEFFBUILD_CACHE_DIR at a larger disk", err=True)
+                sys.exit(1)
             click.echo(f"internal error (a bug in qeffbuild): {type(e).__name__}: {e}\n"
                        "run again with QEFFBUILD_DEBUG=1 for the traceback, and please report it", err=True)
             sys.exit(70)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _disk_full(error: BaseException) -> bool:
+    """Whether ``error`` is a write that found the disk full: an OSError with ENOSPC, or a native library's
+    exception carrying the OS's words for it (torch's AOTInductor loader raises RuntimeError "Error generating
+    temporary directory: No space left on device")."""
+    import errno
+
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    return os.strerror(errno.ENOSPC) in str(error)
 
 
 def _quiet_stdout() -> None:

@@ -378,7 +378,7 @@ class StepRunner:
         def expand(arg: str) -> str:
             return re.sub(r"\{(out|root|dep:[A-Za-z0-9_.-]+)\}", lambda m: values.get(m.group(1), m.group(0)), arg)
 
-        env = dict(os.environ)
+        env = {**os.environ, **step_temp(scratch)}
         env.update({k: expand(v) for k, v in node.params["env"].items()})
         env["QEFFBUILD_OUT"] = str(out)
         env["QEFFBUILD_ROOT"] = values["root"]
@@ -401,7 +401,7 @@ class StepRunner:
         }
         req = scratch / "request.json"
         req.write_text(json.dumps(request))
-        env = step_env()
+        env = {**step_env(), **step_temp(scratch)}
         env[PROGRESS_ENV] = str(scratch / "progress.json")
         return self._spawn(node.id, [sys.executable, "-m", "qeffbuild.exec.worker", str(req)], scratch, env,
                            scratch, progress=scratch / "progress.json", request=req, run_id=step.run_id)
@@ -413,6 +413,26 @@ def step_env() -> dict[str, str]:
     spin-waiting made one process's idle threads eat the cores another's small operators were waiting for
     (a long-form validation took 27 s beside another step and 10 s alone; passive: 12 s beside it)."""
     return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+
+
+def step_temp(scratch: Path) -> dict[str, str]:
+    """A step's temporary folder: ``TMPDIR`` inside its scratch folder, so what it leaves there goes with the
+    scratch (which the runner always removes) and lies on the cache's disk. AOTInductor extracts a package into a
+    temporary folder at each load and removes it only when the loader is destroyed, which a worker ending with
+    ``os._exit`` never does: each validation of a 3.3 GB package left 3.3 GB in /tmp (384 folders had piled up
+    there). Inductor's and Triton's caches stay where they were (set explicitly here, from the old temporary
+    folder), so compiled kernels are still shared between steps and builds."""
+    import getpass
+    import tempfile
+
+    tmp = scratch / "tmp"
+    tmp.mkdir(exist_ok=True)
+    env = {"TMPDIR": str(tmp)}
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:  # torch's default, from the temporary folder it would have used
+        with contextlib.suppress(Exception):
+            user = re.sub(r'[\\/:*?"<>|]', "_", getpass.getuser())
+            env["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), f"torchinductor_{user}")
+    return env
 
 
 def _signatures(folders: Any) -> dict[str, tuple[int, int, int]]:

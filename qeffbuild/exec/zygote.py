@@ -225,6 +225,9 @@ def _child(message: dict[str, Any], log_fd: int, inherited: list[socket.socket])
         os.chdir(message["cwd"])
         os.environ.clear()
         os.environ.update(message["env"])
+        import tempfile
+
+        tempfile.tempdir = None  # the zygote's cached temporary folder: the step's TMPDIR (runner.step_temp) wins
         from .worker import main
 
         code = main(message["request"])

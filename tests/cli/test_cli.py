@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from qeffbuild.core.plugins import plugins
 
 from ..helpers import REPO, ProjectDir, run_cli
@@ -331,3 +333,27 @@ def test_bench_rows_show_a_baselines_own_accuracy() -> None:
     row = {"speedup_vs_sentence_transformers": 2.1, "min_cosine_vs_float32": 0.98212}
     assert _more(row) == "×2.10 vs sentence-transformers; worst cosine 0.9821 vs float32"
     assert _more({}) == "-"
+
+
+@pytest.mark.parametrize("error", [RuntimeError("Error generating temporary directory: No space left on device"),
+                                   OSError(28, "No space left on device")])
+def test_a_full_disk_is_an_error_with_its_fix_not_an_internal_error(project: ProjectDir, error: Exception,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk met outside a step (torch's AOTInductor loader, unpacking a 3.3 GB package into /tmp for
+    `qeffbuild bench`) is the machine's state, not a bug: the message says so and where to make room (exit 1), where
+    it said "internal error (a bug in qeffbuild)" (exit 70)."""
+    from click.testing import CliRunner
+
+    from qeffbuild.cli.app import main
+    from qeffbuild.store.maintenance import Maintenance
+
+    def full(self: Maintenance) -> None:
+        raise error
+
+    project.manifest(STEPS)
+    monkeypatch.chdir(project.root)
+    monkeypatch.setattr(Maintenance, "stats", full)
+    res = CliRunner().invoke(main, ["cache", "stats"])
+    assert res.exit_code == 1, res.output
+    assert "error: no space left on the device" in res.output and "internal error" not in res.output
+    assert "point TMPDIR or QEFFBUILD_CACHE_DIR at a larger disk" in res.output

@@ -340,6 +340,24 @@ def test_steps_whose_inputs_are_large_against_memory_run_one_at_a_time(project: 
     assert seen[1 << 40] == [["h1", "h2"], ["h1", "h2"]]  # side by side
 
 
+def test_a_steps_temporary_files_go_with_its_scratch_folder(project: ProjectDir) -> None:
+    """A step's TMPDIR lies in its scratch folder on the cache's disk and is removed with it: what a library leaves
+    there (AOTInductor's extracted package at each load, 3.3 GB for a large model, which a worker ending with
+    os._exit never removed) does not pile up in /tmp."""
+    project.manifest("""
+[project]
+name = "tmp"
+
+[steps.t]
+cmd = ["sh", "-c", "echo $TMPDIR > where.txt; echo left > $TMPDIR/left.txt"]
+outputs = ["where.txt"]
+""")
+    assert project.cli("build", "t").code == 0
+    where = Path((project.root / "out" / "t" / "where.txt").read_text().strip())
+    assert (project.root / "out" / ".cache") in where.parents
+    assert not where.exists()
+
+
 def test_an_unexpected_error_fails_only_its_step(project: ProjectDir, monkeypatch: pytest.MonkeyPatch) -> None:
     from qeffbuild.core.progress import Reporter
     from qeffbuild.exec.runner import StepRunner

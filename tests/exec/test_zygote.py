@@ -91,3 +91,16 @@ def test_a_dead_zygote_means_spawn_the_plain_way(zygote: Zygote, tmp_path: Path)
     with open(tmp_path / "log.txt", "wb") as log:
         assert zygote.spawn(str(req), str(tmp_path), dict(os.environ), log.fileno()) is None
     assert zygote.broken
+
+
+def test_a_forked_step_takes_its_own_temporary_folder(zygote: Zygote, tmp_path: Path) -> None:
+    """The zygote imported torch, which made tempfile cache /tmp; a forked step still gets the TMPDIR it was given
+    (the runner points it into the step's scratch folder, removed with it)."""
+    req, out = _request(tmp_path, "temp_dir")
+    mine = tmp_path / "steptmp"
+    mine.mkdir()
+    with open(tmp_path / "log.txt", "wb") as log:
+        proc = zygote.spawn(str(req), str(tmp_path), {**os.environ, "TMPDIR": str(mine)}, log.fileno())
+        assert proc is not None
+        assert proc.wait(HANG_S) == 0, (tmp_path / "log.txt").read_text()
+    assert (out / "seen.txt").read_text() == str(mine)

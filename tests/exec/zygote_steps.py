@@ -35,3 +35,10 @@ def sleeper(ctx: Any) -> None:
     child = subprocess.Popen(["sleep", "60"])
     (ctx.out / "pids.txt").write_text(f"{os.getpid()} {child.pid}")
     signal.pause()
+
+
+def temp_dir(ctx: Any) -> None:
+    """Writes the temporary folder Python's tempfile hands out in the forked step."""
+    import tempfile
+
+    (ctx.out / "seen.txt").write_text(tempfile.gettempdir())

@@ -204,7 +204,6 @@ class LocalExecutor:
                 target.write_bytes(data)
 
 
-
 def memory_bytes() -> int | None:
     """This machine's physical memory, or None where the OS does not say."""
     import os

@@ -420,8 +420,8 @@ def step_temp(scratch: Path) -> dict[str, str]:
     scratch (which the runner always removes) and lies on the cache's disk. AOTInductor extracts a package into a
     temporary folder at each load and removes it only when the loader is destroyed, which a worker ending with
     ``os._exit`` never does: each validation of a 3.3 GB package left 3.3 GB in /tmp (384 folders had piled up
-    there). Inductor's and Triton's caches stay where they were (set explicitly here, from the old temporary
-    folder), so compiled kernels are still shared between steps and builds."""
+    there). Inductor's cache stays where it was (set explicitly here, from the old temporary folder), so its
+    compiled kernels are still shared between steps and builds."""
     import getpass
     import tempfile
 

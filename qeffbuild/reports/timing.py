@@ -116,6 +116,9 @@ def warnings_for(rows: list[dict[str, object]], load: dict[str, float]) -> list[
     if load["load_avg_1m"] > load["cores"]:
         out.append(f"the load average ({load['load_avg_1m']:.1f}) exceeds the {load['cores']:.0f} cores: other work "
                    "shares the machine, so every figure is slower and noisier than on an idle one")
+    apart = next((r["measured_apart"] for r in rows if r.get("measured_apart")), None)
+    if apart:  # the rows of different specializations were not measured side by side
+        out.append(str(apart))
     for r in rows:
         spread = r.get("spread")
         if isinstance(spread, float) and spread > UNSTEADY:

@@ -46,3 +46,9 @@ def test_samples_split_into_at_most_five_blocks_none_empty() -> None:
 
     assert blocks(10) == [2, 2, 2, 2, 2] and blocks(7) == [2, 2, 1, 1, 1] and blocks(3) == [1, 1, 1]
     assert blocks(1) == [1] and all(sum(blocks(n)) == n for n in range(1, 40))
+
+
+def test_rows_measured_apart_say_so_once() -> None:
+    rows = [{"runtime": r, "specialization": s, "shape": "ctx 48", "measured_apart": "measured without the others'",
+             **percentiles([0.01] * 5)} for r, s in (("generate", "a"), ("onnxruntime", "a"), ("generate", "b"))]
+    assert warnings_for(rows, IDLE) == ["measured without the others'"]

@@ -32,6 +32,7 @@ Every row carries the spread of its samples (``reports.timing``); the CLI warns 
 from __future__ import annotations
 
 import functools
+import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,41 +66,91 @@ def bench(artifact: Any, node: StepNode, iters: int, warmup: int) -> list[dict[s
     utts = _utterances(p, node)
     inputs = {role: artifact(role) for role in node.deps}
     models: dict[tuple[str, str], Any] = {}
-    probes: list[_Probe] = []
-    later: list[Callable[[], list[dict[str, Any]]]] = []  # long-form rows, measured after the short ones
     ct2_batches: set[int] = set()
-    for spec in p["specializations"]:
-        short = next((u for u in utts if not is_long(u, spec)), None)
-        where = (spec["device"], spec["dtype"])  # generate runs on the same device, in the same precision
-        if where not in models:
-            models[where] = load_model(model_dir, torch_dtype(spec["dtype"])).to(torch_device(spec["device"]))
-        model = models[where]
-        longs = [u for u in utts if is_long(u, spec)]
-        graphs = {runtime: open_graphs(runtime, opens, spec, inputs) for runtime, opens in p["runtimes"].items()
-                  if opens != "reference"}  # the reference decodes without a cache: not a deployment runtime
-        if short is not None:
-            probes.append(_generate_probe(model, frontend, short, dc, steps, spec, warmup))
-            if spec["device"] == "cpu" and spec["batch_size"] not in ct2_batches:
-                ct2_batches.add(spec["batch_size"])  # one pair per batch size: float32 and int8 specs share it
-                probes += _ctranslate2_probes(artifact, arch, frontend, short, dc, steps, spec, warmup)
-            probes += [_runtime_probe(runtime, frontend, *opened, short, dc, steps, spec, warmup, model)
-                       for runtime, opened in graphs.items()]
-        if longs:
-            long = LongInputs(p["longform"], dc, frontend, model, p["language"], p["task"])
-            later.append(functools.partial(_long_rows, long, longs, graphs, spec, iters))
-    interleave(probes, iters)
     rows: list[dict[str, Any]] = []
     bases: dict[str, dict[str, Any]] = {}  # per specialization: its generate row, what the others are divided by
     bandwidth: dict[str, float] = {}  # per GPU device: measured once per bench
-    for probe in probes:
-        row = probe.row(bases.get(probe.spec["name"]))
-        if probe.label == GENERATE:
-            bases[probe.spec["name"]] = row
-        rows.append(_with_roofline(row, probe.model, probe.decoder_io, probe.spec, bandwidth)
-                    if probe.decoder_io is not None else row)
-    for long_rows in later:
-        rows += long_rows()
-    return _versus_faster_whisper(rows)
+    groups, apart = _memory_groups(p["specializations"], p["runtimes"], inputs, model_dir)
+    for group in groups:  # all specializations at once; one at a time where their sessions would not fit together
+        probes: list[_Probe] = []
+        later: list[Callable[[], list[dict[str, Any]]]] = []  # long-form rows, measured after the short ones
+        for spec in group:
+            short = next((u for u in utts if not is_long(u, spec)), None)
+            where = (spec["device"], spec["dtype"])  # generate runs on the same device, in the same precision
+            if where not in models:
+                models[where] = load_model(model_dir, torch_dtype(spec["dtype"])).to(torch_device(spec["device"]))
+            model = models[where]
+            longs = [u for u in utts if is_long(u, spec)]
+            graphs = {runtime: open_graphs(runtime, opens, spec, inputs) for runtime, opens in p["runtimes"].items()
+                      if opens != "reference"}  # the reference decodes without a cache: not a deployment runtime
+            if short is not None:
+                probes.append(_generate_probe(model, frontend, short, dc, steps, spec, warmup))
+                if spec["device"] == "cpu" and spec["batch_size"] not in ct2_batches:
+                    ct2_batches.add(spec["batch_size"])  # one pair per batch size: float32 and int8 specs share it
+                    probes += _ctranslate2_probes(artifact, arch, frontend, short, dc, steps, spec, warmup)
+                probes += [_runtime_probe(runtime, frontend, *opened, short, dc, steps, spec, warmup, model)
+                           for runtime, opened in graphs.items()]
+            if longs:
+                long = LongInputs(p["longform"], dc, frontend, model, p["language"], p["task"])
+                later.append(functools.partial(_long_rows, long, longs, graphs, spec, iters))
+            del graphs  # the probes and long-form rows hold what they use; the next group opens its own
+        interleave(probes, iters)
+        for probe in probes:
+            row = probe.row(bases.get(probe.spec["name"]))
+            if probe.label == GENERATE:
+                bases[probe.spec["name"]] = row
+            rows.append(_with_roofline(row, probe.model, probe.decoder_io, probe.spec, bandwidth)
+                        if probe.decoder_io is not None else row)
+        for long_rows in later:
+            rows += long_rows()
+        del probes, later
+        gc.collect()  # this group's sessions go before the next group's open
+    return [{**r, "measured_apart": apart} for r in _versus_faster_whisper(rows)] if apart \
+        else _versus_faster_whisper(rows)
+
+
+# Host memory a CPU session takes, as a multiple of its artifact's bytes (ONNX Runtime prepacks its weights beside
+# the loaded ones; AOTInductor maps its package and unpacks it), and the share of the free memory the bench uses.
+SESSION_MEMORY = 2.0
+MEMORY_SHARE = 0.8
+
+
+def _memory_groups(specs: list[dict[str, Any]], runtimes: dict[str, str], inputs: dict[str, Path],
+                   model_dir: Path) -> tuple[list[list[dict[str, Any]]], str]:
+    """The specializations measured together: all of them, or one at a time where the sessions of every row at
+    once would not fit in the host's free memory (with why, for the rows: their ratios then compare rows of one
+    specialization only). The bench opens every row before it measures any (round-robin), so whisper-large-v3's
+    dimensions on 24 GB (two 3.2 GB ONNX Runtime decoders, an AOTInductor package and the reference model) were
+    killed by the kernel's out-of-memory killer with nothing said."""
+    free = available_memory()
+    need = {s["name"]: _host_bytes(s, runtimes, inputs) for s in specs}
+    model = sum(f.stat().st_size for f in model_dir.glob("*.safetensors")) * len({s["dtype"] for s in specs})
+    total = sum(need.values()) + model
+    if free is None or len(specs) < 2 or total <= MEMORY_SHARE * free:
+        return [specs], ""
+    return [[s] for s in specs], (f"each specialization's rows were measured without the others': all of them "
+                                  f"together need ~{total / 1e9:.1f} GB of memory, {free / 1e9:.1f} GB is free")
+
+
+def _host_bytes(spec: dict[str, Any], runtimes: dict[str, str], inputs: dict[str, Path]) -> int:
+    """The host memory a CPU specialization's sessions take (a GPU's live on the device)."""
+    if spec["device"] != "cpu":
+        return 0
+    prefixes = {("program" if opens == "program" else opens) for opens in runtimes.values() if opens != "reference"}
+    folders = [f for role, f in inputs.items() if role.split("/")[0] in prefixes and f"/{spec['name']}/" in role]
+    size = sum(p.stat().st_size for f in folders for p in f.rglob("*") if p.is_file())
+    return int(size * SESSION_MEMORY)
+
+
+def available_memory() -> int | None:
+    """The memory the OS can give without swapping (/proc/meminfo's MemAvailable), or None where it does not say."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 GENERATE = "generate (HF, eager)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +56,33 @@ def test_rows_are_measured_round_robin_and_each_block_opens_untimed(monkeypatch:
     assert opens == ["a:open", "b:open"] * 5  # 7 samples in 5 blocks each, alternating
     first_b = log.index("b:open")
     assert log[:first_b] == ["a:open", "a:1", "a:24", "a:whole", "a:1", "a:24", "a:whole"]  # 2 + 2 + 1 + 1 + 1
+
+
+def test_specializations_whose_sessions_do_not_fit_together_are_measured_one_at_a_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bench opens every row before it measures any; where the CPU sessions of all specializations (about twice
+    their artifacts' bytes each) and the reference models would not fit in the free memory, each specialization is
+    measured on its own, and the rows say so. (whisper-large-v3's dims on 24 GB: killed by the out-of-memory killer,
+    nothing said.) GPU sessions live on the device and do not count."""
+    root = tmp_path
+    inputs = {}
+    for name in ("a", "b"):
+        for part in ("decoder", "audio-30s"):
+            folder = root / "ort" / name / part
+            folder.mkdir(parents=True)
+            (folder / "model.onnx").write_bytes(b"\0" * (5 << 20))
+            inputs[f"ort/{name}/{part}"] = folder
+    model_dir = root / "model"
+    model_dir.mkdir()
+    (model_dir / "model.safetensors").write_bytes(b"\0" * (4 << 20))
+    specs = [{"name": n, "device": "cpu", "dtype": "float32"} for n in ("a", "b")]
+    runtimes = {"pytorch": "reference", "onnxruntime": "ort"}
+    # each specialization: 2 × 10 MB of artifacts; all together 40 MB and the model's 4 MB
+    monkeypatch.setattr(bench, "available_memory", lambda: 100 << 20)
+    assert bench._memory_groups(specs, runtimes, inputs, model_dir) == ([specs], "")
+    monkeypatch.setattr(bench, "available_memory", lambda: 40 << 20)
+    groups, why = bench._memory_groups(specs, runtimes, inputs, model_dir)
+    assert groups == [[specs[0]], [specs[1]]]
+    assert why.startswith("each specialization's rows were measured without the others'") and "GB is free" in why
+    on_gpu = [{**s, "device": "cuda"} for s in specs]
+    assert bench._memory_groups(on_gpu, runtimes, inputs, model_dir) == ([on_gpu], "")

@@ -70,20 +70,22 @@ def bench(artifact: Any, node: StepNode, iters: int, warmup: int) -> list[dict[s
     rows: list[dict[str, Any]] = []
     bases: dict[str, dict[str, Any]] = {}  # per specialization: its generate row, what the others are divided by
     bandwidth: dict[str, float] = {}  # per GPU device: measured once per bench
+    generated: set[str] = set()
     groups, apart = _memory_groups(p["specializations"], p["runtimes"], inputs, model_dir)
-    for group in groups:  # all specializations at once; one at a time where their sessions would not fit together
+    for group in groups:  # every row at once, or fewer where their sessions would not fit in memory together
         probes: list[_Probe] = []
         later: list[Callable[[], list[dict[str, Any]]]] = []  # long-form rows, measured after the short ones
-        for spec in group:
+        for spec, runtimes in group:
             short = next((u for u in utts if not is_long(u, spec)), None)
             where = (spec["device"], spec["dtype"])  # generate runs on the same device, in the same precision
             if where not in models:
                 models[where] = load_model(model_dir, torch_dtype(spec["dtype"])).to(torch_device(spec["device"]))
             model = models[where]
             longs = [u for u in utts if is_long(u, spec)]
-            graphs = {runtime: open_graphs(runtime, opens, spec, inputs) for runtime, opens in p["runtimes"].items()
+            graphs = {runtime: open_graphs(runtime, opens, spec, inputs) for runtime, opens in runtimes.items()
                       if opens != "reference"}  # the reference decodes without a cache: not a deployment runtime
-            if short is not None:
+            if short is not None and spec["name"] not in generated:
+                generated.add(spec["name"])
                 probes.append(_generate_probe(model, frontend, short, dc, steps, spec, warmup))
                 if spec["device"] == "cpu" and spec["batch_size"] not in ct2_batches:
                     ct2_batches.add(spec["batch_size"])  # one pair per batch size: float32 and int8 specs share it
@@ -110,26 +112,35 @@ def bench(artifact: Any, node: StepNode, iters: int, warmup: int) -> list[dict[s
 
 
 # Host memory a CPU session takes, as a multiple of its artifact's bytes (ONNX Runtime prepacks its weights beside
-# the loaded ones; AOTInductor maps its package and unpacks it), and the share of the free memory the bench uses.
-SESSION_MEMORY = 2.0
-MEMORY_SHARE = 0.8
+# the loaded ones; AOTInductor maps its package and unpacks it; ~2.3 measured at whisper-large-v3's dims), and the
+# share of the free memory the bench lets its sessions and models take.
+SESSION_MEMORY = 2.5
+MEMORY_SHARE = 0.7
+
+
+Group = list[tuple[dict[str, Any], dict[str, str]]]  # (specialization, the runtimes of it measured) side by side
 
 
 def _memory_groups(specs: list[dict[str, Any]], runtimes: dict[str, str], inputs: dict[str, Path],
-                   model_dir: Path) -> tuple[list[list[dict[str, Any]]], str]:
-    """The specializations measured together: all of them, or one at a time where the sessions of every row at
-    once would not fit in the host's free memory (with why, for the rows: their ratios then compare rows of one
-    specialization only). The bench opens every row before it measures any (round-robin), so whisper-large-v3's
-    dimensions on 24 GB (two 3.2 GB ONNX Runtime decoders, an AOTInductor package and the reference model) were
-    killed by the kernel's out-of-memory killer with nothing said."""
+                   model_dir: Path) -> tuple[list[Group], str]:
+    """The rows measured side by side: all of them; else each specialization's alone; else each runtime's alone
+    (beside its specialization's generate row, measured with the first), where the host's free memory cannot hold
+    more at once. With why, for the rows: their ratios then compare fewer rows. The bench opens every row of a
+    group before it measures any (round-robin), so whisper-large-v3's dimensions on 24 GB (3.2 GB ONNX Runtime
+    decoders, a 3.3 GB AOTInductor package and the reference model) were killed by the kernel's out-of-memory
+    killer with nothing said, and one specialization's rows at once still thrashed."""
     free = available_memory()
-    need = {s["name"]: _host_bytes(s, runtimes, inputs) for s in specs}
     model = sum(f.stat().st_size for f in model_dir.glob("*.safetensors")) * len({s["dtype"] for s in specs})
-    total = sum(need.values()) + model
-    if free is None or len(specs) < 2 or total <= MEMORY_SHARE * free:
-        return [specs], ""
-    return [[s] for s in specs], (f"each specialization's rows were measured without the others': all of them "
-                                  f"together need ~{total / 1e9:.1f} GB of memory, {free / 1e9:.1f} GB is free")
+    need = {s["name"]: {rt: _host_bytes(s, {rt: opens}, inputs) for rt, opens in runtimes.items()} for s in specs}
+    total = model + sum(sum(per.values()) for per in need.values())
+    room = MEMORY_SHARE * free if free is not None else float("inf")
+    if total <= room:
+        return [[(s, runtimes) for s in specs]], ""
+    said = f"all of them together need ~{total / 1e9:.1f} GB of memory, {(free or 0) / 1e9:.1f} GB is free"
+    if len(specs) > 1 and all(model + sum(need[s["name"]].values()) <= room for s in specs):
+        return [[(s, runtimes)] for s in specs], f"each specialization's rows were measured without the others': {said}"
+    return ([[(s, {rt: opens})] for s in specs for rt, opens in runtimes.items() if opens != "reference"],
+            f"each runtime's rows were measured on their own, after generate's: {said}")
 
 
 def _host_bytes(spec: dict[str, Any], runtimes: dict[str, str], inputs: dict[str, Path]) -> int:

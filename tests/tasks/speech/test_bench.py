@@ -76,13 +76,17 @@ def test_specializations_whose_sessions_do_not_fit_together_are_measured_one_at_
     model_dir.mkdir()
     (model_dir / "model.safetensors").write_bytes(b"\0" * (4 << 20))
     specs = [{"name": n, "device": "cpu", "dtype": "float32"} for n in ("a", "b")]
-    runtimes = {"pytorch": "reference", "onnxruntime": "ort"}
-    # each specialization: 2 × 10 MB of artifacts; all together 40 MB and the model's 4 MB
+    runtimes = {"pytorch": "reference", "onnxruntime": "ort", "aoti": "aoti"}  # no aoti artifacts: 0 bytes
+    # each specialization: 2.5 × 10 MB of sessions; all together 50 MB and the model's 4 MB (the bench uses 70 %)
     monkeypatch.setattr(bench, "available_memory", lambda: 100 << 20)
-    assert bench._memory_groups(specs, runtimes, inputs, model_dir) == ([specs], "")
-    monkeypatch.setattr(bench, "available_memory", lambda: 40 << 20)
+    assert bench._memory_groups(specs, runtimes, inputs, model_dir) == ([[(s, runtimes) for s in specs]], "")
+    monkeypatch.setattr(bench, "available_memory", lambda: 60 << 20)
     groups, why = bench._memory_groups(specs, runtimes, inputs, model_dir)
-    assert groups == [[specs[0]], [specs[1]]]
+    assert groups == [[(specs[0], runtimes)], [(specs[1], runtimes)]]
     assert why.startswith("each specialization's rows were measured without the others'") and "GB is free" in why
+    monkeypatch.setattr(bench, "available_memory", lambda: 30 << 20)
+    groups, why = bench._memory_groups(specs, runtimes, inputs, model_dir)
+    assert groups == [[(s, {rt: runtimes[rt]})] for s in specs for rt in ("onnxruntime", "aoti")]
+    assert why.startswith("each runtime's rows were measured on their own")
     on_gpu = [{**s, "device": "cuda"} for s in specs]
-    assert bench._memory_groups(on_gpu, runtimes, inputs, model_dir) == ([on_gpu], "")
+    assert bench._memory_groups(on_gpu, runtimes, inputs, model_dir)[1] == ""

@@ -84,9 +84,10 @@ def bench(artifact: Any, node: StepNode, iters: int, warmup: int) -> list[dict[s
             longs = [u for u in utts if is_long(u, spec)]
             graphs = {runtime: open_graphs(runtime, opens, spec, inputs) for runtime, opens in runtimes.items()
                       if opens != "reference"}  # the reference decodes without a cache: not a deployment runtime
-            if short is not None and spec["name"] not in generated:
-                generated.add(spec["name"])
-                probes.append(_generate_probe(model, frontend, short, dc, steps, spec, warmup))
+            if short is not None:
+                if spec["name"] not in generated:  # once a specialization, in its first group
+                    generated.add(spec["name"])
+                    probes.append(_generate_probe(model, frontend, short, dc, steps, spec, warmup))
                 if spec["device"] == "cpu" and spec["batch_size"] not in ct2_batches:
                     ct2_batches.add(spec["batch_size"])  # one pair per batch size: float32 and int8 specs share it
                     probes += _ctranslate2_probes(artifact, arch, frontend, short, dc, steps, spec, warmup)

@@ -219,6 +219,22 @@ def test_bench_reports_decode_speed_beside_generate(sp: ProjectDir) -> None:
 
 
 @slow
+def test_a_bench_whose_sessions_do_not_fit_together_measures_each_runtime_on_its_own(
+        sp: ProjectDir, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the free memory said to be tiny (as whisper-large-v3's dims on 24 GB, where opening every row at once
+    was killed by the out-of-memory killer), every row is still measured, each runtime's after its
+    specialization's generate row, and every row says how it was measured."""
+    from qeffbuild.tasks.speech import bench
+
+    monkeypatch.setattr(bench, "available_memory", lambda: 1 << 20)
+    rows = sp.api().bench(PARITY, 1, 0)
+    names = [r["runtime"] for r in rows]
+    assert {"generate (HF, eager)", "pytorch-transformed", "onnxruntime", "aoti"} <= set(names), names
+    assert names.count("generate (HF, eager)") == len({r["specialization"] for r in rows})  # once a specialization
+    assert all(r["measured_apart"].startswith("each runtime's rows were measured on their own") for r in rows)
+
+
+@slow
 def test_bfloat16_reports_token_agreement(sp: ProjectDir) -> None:
     res = sp.cli("build", "whisper-tiny-random-bf16-agreement")
     assert res.code == 0, res.err

@@ -62,7 +62,7 @@ def handle_errors(fn: F) -> F:
         except Exception as e:  # a bug in qeffbuild, not the user's mistake: short, with how to see more
             if os.environ.get("QEFFBUILD_DEBUG"):
                 raise
-            if _disk_full(e):  # not a bug: the machine's disk (a native library says so only in its message)
+            if _a_full_disk(e):  # not a bug: the machine's disk (a native library says so only in its message)
                 click.echo(f"error: no space left on the device ({type(e).__name__}: {e}): free space on the disk of "
                            f"the temporary folder ({tempfile.gettempdir()}) or of the cache, or point TMPDIR or "
                            "QEFFBUILD_CACHE_DIR at a larger disk", err=True)
@@ -74,7 +74,7 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _disk_full(error: BaseException) -> bool:
+def _a_full_disk(error: BaseException) -> bool:
     """Whether ``error`` is a write that found the disk full: an OSError with ENOSPC, or a native library's
     exception carrying the OS's words for it (torch's AOTInductor loader raises RuntimeError "Error generating
     temporary directory: No space left on device")."""

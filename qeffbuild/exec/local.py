@@ -159,10 +159,10 @@ class LocalExecutor:
         return self._heavy[step.id]
 
     def _input_bytes(self, step: PlannedStep) -> int:
-        keys = {s.id: s.key for s in self.plan.steps}  # once per ready step: the decision is kept
         total = 0
         for dep in step.node.deps.values():
-            entry = self.store.lookup(keys[dep]) if dep in keys else None
+            planned = self.plan.by_id.get(dep)
+            entry = self.store.lookup(planned.key) if planned is not None else None
             for digest in entry.outputs.values() if entry is not None else ():
                 with contextlib.suppress(OSError):
                     total += self.store.blob_path(digest).stat().st_size

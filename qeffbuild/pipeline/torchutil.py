@@ -74,6 +74,70 @@ def quiet_warnings() -> None:
         hf_logging.set_verbosity_error()
 
 
+# Ops that only check a tensor's metadata (or, for detach_, change nothing an inference graph reads): when such a node
+# is the only reader of its input, that value is otherwise dead, and so is the check. (Not the guards on shapes:
+# `_assert_scalar` reads symbols of the inputs; our programs have static shapes, and such guards stay.)
+_CHECKS = ("aten::_assert_tensor_metadata", "aten::detach_")
+
+
+def save_program(program: Any, path: Path) -> int:
+    """Save a torch.export program holding only what its graph reads; returns the bytes of weights dropped.
+
+    An exported graph (a Whisper encoder side, one decoder step) is traced from a module holding the whole
+    model, and torch.export keeps every parameter, buffer and constant of it, read or not, along with the dead
+    nodes that read them (dropout, kept as random; metadata checks). At whisper-large-v3's dims the encoder side
+    carried the decoder's 3.2 GB: on disk, in every session's memory, and in the AOTInductor package, which
+    embeds every constant it is given."""
+    import torch
+
+    dropped = prune_program(program)
+    torch.export.save(program, path)
+    return dropped
+
+
+def prune_program(program: Any) -> int:
+    """Remove the dead nodes and the weights no live node reads (in place); returns the bytes dropped."""
+    from torch.export.graph_signature import InputKind
+
+    graph = program.graph
+    while True:  # a dead value's check makes it look read: drop the check, then what only it read, again
+        graph.eliminate_dead_code(is_impure_node=lambda n: n.is_impure(impure_random=False))
+        lone_checks = [n for n in graph.nodes if n.op == "call_function" and _op_name(n) in _CHECKS
+                       and not n.users and all(len(i.users) == 1 for i in n.all_input_nodes)]
+        if not lone_checks:
+            break
+        for node in lone_checks:
+            graph.erase_node(node)
+    placeholders = {n.name: n for n in graph.nodes if n.op == "placeholder"}
+    weights = (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR)
+    kept = []
+    for spec in program.graph_signature.input_specs:
+        node = placeholders[spec.arg.name]
+        if spec.kind in weights and not node.users:
+            graph.erase_node(node)
+        else:
+            kept.append(spec)
+    program.graph_signature.input_specs[:] = kept
+    targets = {spec.target for spec in kept if spec.target is not None}
+    removed: dict[int, int] = {}  # storage → bytes, of the entries no kept input names
+    for table in (program.state_dict, program.constants):
+        for name in [k for k in table if k not in targets]:
+            value = table.pop(name)
+            if hasattr(value, "untyped_storage"):
+                removed[value.untyped_storage().data_ptr()] = value.untyped_storage().nbytes()
+    for table in (program.state_dict, program.constants):  # a tied alias of a kept weight frees nothing
+        for value in table.values():
+            if hasattr(value, "untyped_storage"):
+                removed.pop(value.untyped_storage().data_ptr(), None)
+    program.graph_module.recompile()
+    return sum(removed.values())
+
+
+def _op_name(node: Any) -> str:
+    name = getattr(node.target, "name", None)
+    return str(name()) if callable(name) else ""
+
+
 def load_program(path: Path) -> Any:
     """A saved torch.export program, loaded without ever unpickling.
 

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from ...core.workspace import TargetRef
 
 ANY = "any"  # the graph of every length: prefill and decode in one program (a QPC's specializations)
-TRANSFORM_VERSION = 1
+TRANSFORM_VERSION = 2  # 2: the program holds only the weights its graph reads (torchutil.save_program)
 VALIDATE_VERSION = 2  # 2: speed columns time decoding only (graphs opened and warmed first)
 MIN_DECODE_STEPS = 32  # a cache that goes wrong after a few steps must not pass
 HALF_AGREEMENT = 0.5  # float16/bfloat16 tokens drift from float32's; the share that must still agree

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from ...core.plugins import Plugins
     from ...core.workspace import TargetRef
 
-TRANSFORM_VERSION = 1
+TRANSFORM_VERSION = 2  # 2: the program holds only the weights its graph reads (torchutil.save_program)
 VALIDATE_VERSION = 2  # 2: audio longer than the longest audio_len_s is chunked
 HALF_WER_MARGIN = 0.02  # float16/bfloat16: WER within two points of float32's on the same data
 REPORT_TEMPLATES = ("report/report.html.j2",)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ...core.steps import StepContext
-from ...pipeline.torchutil import quiet_warnings, torch_device, torch_dtype
+from ...pipeline.torchutil import quiet_warnings, save_program, torch_device, torch_dtype
 
 
 def load_model(folder: Path, dtype: Any = None) -> Any:
@@ -65,7 +65,8 @@ def run(ctx: StepContext) -> None:
     with torch.no_grad():
         program = torch.export.export(logits_module(model, with_mask), tuple(example), strict=False)
         frames = int(model(*example[:1], attention_mask=example[1] if with_mask else None).logits.shape[1])
-    torch.export.save(program, ctx.out / "program.pt2")
+    dropped = save_program(program, ctx.out / "program.pt2")
+    print(f"dropped {dropped / 1e6:.1f} MB of weights the graph never reads")
     inputs = {"input_values": p["dtype"], **({"attention_mask": "int64"} if with_mask else {})}
     io = {"inputs": inputs, "outputs": ["logits"], "dtype": p["dtype"], "call": "positional",
           "shapes": {"input_values": [b, samples], **({"attention_mask": [b, samples]} if with_mask else {})},

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ...core.workspace import TargetRef
 
 Pooling = Literal["mean", "cls", "max", "avg", "last", "none"]
-TRANSFORM_VERSION = 1
+TRANSFORM_VERSION = 2  # 2: the program holds only the weights its graph reads (torchutil.save_program)
 VALIDATE_VERSION = 3
 REPORT_TEMPLATES = ("report/report.html.j2",)
 # Config names of a model's position limit, in the order transformers' configs use them.

@@ -50,7 +50,8 @@ if TYPE_CHECKING:
     from ...core.plugins import Plugins
     from ...core.workspace import TargetRef
 
-TRANSFORM_VERSION = 4  # 4: one fused q/k/v projection per self-attention (decoding/fuse.py)
+TRANSFORM_VERSION = 5  # 4: one fused q/k/v projection per self-attention (decoding/fuse.py); 5: only the
+# weights the graph reads (torchutil.save_program: the encoder side carried the whole decoder)
 VALIDATE_VERSION = 6  # 5: a runtime row that drifts says how far apart the reference put the two tokens;
 # 6: the long-form reference row times its own decode (it timed a cache lookup)
 LOAD_BUILDER = "qeffbuild.tasks.speech.load:build"

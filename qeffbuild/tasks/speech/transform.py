@@ -9,7 +9,7 @@ from typing import Any
 
 from ...core.steps import StepContext
 from ...decoding.fuse import fuse_projections
-from ...pipeline.torchutil import quiet_warnings, torch_device, torch_dtype
+from ...pipeline.torchutil import quiet_warnings, save_program, torch_device, torch_dtype
 from .families import of_model_type
 from .retained import Adapter, DecoderStep, EncoderSide, cross_names, past_names, present_names, probe
 
@@ -75,7 +75,8 @@ def run(ctx: StepContext) -> None:
         outputs = ["logits", *present_names(n)]
     with torch.no_grad():
         program = torch.export.export(module.eval(), tuple(example.values()), strict=False)
-    torch.export.save(program, ctx.out / "program.pt2")
+    dropped = save_program(program, ctx.out / "program.pt2")
+    print(f"dropped {dropped / 1e6:.1f} MB of weights the graph never reads")
     io = {"inputs": inputs, "outputs": outputs, "shapes": shapes, "dtype": p["dtype"], "call": "positional",
           "graph": p["graph"], "layers": info, "arch": p["arch"],
           "samples": samples if p["graph"] == "encoder" else None}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,7 +22,9 @@ class AotiBackend(Backend):
                 "built into AOTInductor packages by qeffbuild yet: use `ort` for int8",
     }
     toolchain = ("torch",)
-    version = 2  # 2: CPU packages frozen (weights folded in and prepacked); the CPU's vector ISA in the key
+    # 2: CPU packages frozen (weights folded in and prepacked); the CPU's vector ISA in the key. 3: not frozen where
+    # every product has one row (freezing_for)
+    version = 3
     compile = "qeffbuild.backends.aoti:compile_model"
     session = "qeffbuild.backends.aoti:AotiSession"
     runtimes = (Runtime("aoti", "the AOTInductor package", "aoti"),)
@@ -37,8 +40,33 @@ class AotiBackend(Backend):
 
 # Freezing folds the weights into the package as constants and prepacks them for oneDNN's matmuls. On the real
 # all-MiniLM-L6-v2 (b4 × seq 16, 2 cores): 19.8 ms a call unfrozen, 11.4 frozen, eager 26.1; outputs within
-# 2e-7 of eager. CPU only: the CUDA packages are not changed (and segfault on load on our GPU host anyway).
-CPU_CONFIGS = {"freezing": True}
+# 2e-7 of eager. But where every product has one row (a batch-1 decoder step) the prepacked products are the slower
+# ones, and a weight read both as a table and as a product (a tied embedding and LM head) is kept twice. A decoder
+# step, 2 cores, median of 12 (the exported program run eagerly beside it):
+#   whisper-large-v3 dims b1 (3.2 GB):  frozen 167.8 ms, not frozen 146.3, eager 159.8; package 3,479 against 3,213 MB
+#   whisper-tiny dims b1:                frozen 5.85 ms, not frozen 5.36, eager 7.89; package 195 against 116 MB
+#   whisper-tiny dims b4:                frozen 11.37 ms, not frozen 12.26, eager 13.32
+# CPU only: the CUDA packages are not changed (and segfault on load on our GPU host anyway).
+PRODUCTS = ("aten::linear", "aten::mm", "aten::addmm", "aten::matmul")
+
+
+def freezing_for(program: Any) -> bool:
+    """Whether a CPU package of ``program`` is frozen: unless its every product has one row."""
+    return max(product_rows(program), default=0) > 1
+
+
+def product_rows(program: Any) -> list[int]:
+    """The rows (all but the last dimension of the left operand) of each product ``program``'s graph computes."""
+    rows = []
+    for node in program.graph.nodes:
+        name = getattr(node.target, "name", None)
+        if node.op != "call_function" or not callable(name) or str(name()) not in PRODUCTS:
+            continue
+        left = node.args[1] if str(name()) == "aten::addmm" else node.args[0]
+        shape = getattr(getattr(left, "meta", {}).get("val"), "shape", None)
+        if shape is not None:
+            rows.append(int(math.prod(shape[:-1])))
+    return rows
 
 
 def compile_model(ctx: StepContext) -> None:
@@ -58,11 +86,14 @@ def compile_model(ctx: StepContext) -> None:
             static = torch.export.export(program.module(), tuple(example.values()), strict=False)
         else:
             static = torch.export.export(program.module(), (), example, strict=False)
+        configs = {"freezing": freezing_for(static)} if device == "cpu" else None
         path = torch._inductor.aoti_compile_and_package(static, package_path=str(ctx.out / "model.pt2"),
-                                                        inductor_configs=CPU_CONFIGS if device == "cpu" else None)
+                                                        inductor_configs=configs)
     if device == "cuda":
         probe_load(Path(path))
-    print(f"AOTInductor package {path} for {device}, shapes {shapes}")
+    frozen = "" if configs is None else (", weights frozen and prepacked" if configs["freezing"] else
+                                         ", not frozen (every product has one row)")
+    print(f"AOTInductor package {path} for {device}, shapes {shapes}{frozen}")
 
 
 def probe_load(package: Path) -> None:

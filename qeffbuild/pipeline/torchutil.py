@@ -87,10 +87,13 @@ def save_program(program: Any, path: Path) -> int:
     model, and torch.export keeps every parameter, buffer and constant of it, read or not, along with the dead
     nodes that read them (dropout, kept as random; metadata checks). At whisper-large-v3's dims the encoder side
     carried the decoder's 3.2 GB: on disk, in every session's memory, and in the AOTInductor package, which
-    embeds every constant it is given."""
+    embeds every constant it is given. torch.export also saves the example inputs the graph was traced with:
+    a decoder step's random cross-attention states, 0.5 GB at large-v3's dims and batch 1; nothing reads them
+    (the compile steps make their own examples from the io's shapes), so they are not saved."""
     import torch
 
     dropped = prune_program(program)
+    program.example_inputs = None
     torch.export.save(program, path)
     return dropped
 

@@ -7,12 +7,9 @@ once and updated in place, so compiled graphs (CUDA graphs under ``inductor``) a
 shapes, dtypes and strides. The host reads the tokens once at the end, and, when the loop may stop at EOS,
 a flag every few steps.
 
-Where the session is ``capturable`` (compiled, on CUDA) a prompt step (decoder and state update), a
-generating step (decoder, state update, rules, argmax, the token and EOS bookkeeping) and a chunk of
-``STEPS_A_GRAPH`` generating steps are each captured once as a CUDA graph and replayed: one launch per chunk of
-tokens, no host work but the replay, and no gap between graphs inside a chunk (a graph's first kernel cannot
-start before the previous graph's last one ends, and programmatic dependent launch does not reach across
-graphs). The first generated token runs eagerly (its rules differ).
+Where the session is ``capturable`` (compiled, on CUDA) a prompt step (decoder and state update) and a
+generating step (decoder, state update, rules, argmax) are each captured once as a CUDA graph and replayed:
+one launch per token, no host work but the replay. The first generated token runs eagerly (its rules differ).
 
 It returns exactly what the host loop returns (same tokens, same trimming at EOS), so every runtime is held
 to the same checks whichever loop ran it.
@@ -20,7 +17,6 @@ to the same checks whichever loop ran it.
 
 from __future__ import annotations
 
-import functools
 import weakref
 from typing import Any
 
@@ -30,10 +26,6 @@ from .rules import LogitRules, RuleState, best_tokens
 EOS_POLL = 8  # steps between host reads of "has every row ended?" (each read waits for the device)
 WARMUP_STEPS = 3  # eager steps on a side stream before a CUDA graph is captured (Inductor's first-call work)
 CAPTURED_FROM_TOKEN = 1  # generated tokens before this one run eagerly (the first's rules differ); this one captures
-STEPS_A_GRAPH = EOS_POLL  # generating steps of a chunk graph: the EOS poll falls between chunks
-# Generated tokens a decode needs to have captured every graph (the eager ones, a chunk, then a single step): a
-# timed decode after an untimed one of this length captures nothing
-WARM_TOKENS = CAPTURED_FROM_TOKEN + STEPS_A_GRAPH + 1
 
 
 def greedy_on_device(decoder: Any, decoder_io: dict[str, Any], fixed: list[Any], prompts: Any, rules: LogitRules,
@@ -44,21 +36,23 @@ def greedy_on_device(decoder: Any, decoder_io: dict[str, Any], fixed: list[Any],
     loop = step_loop(decoder, decoder_io)
     prompts_t = torch.as_tensor(np.asarray(prompts, dtype=np.int64)).to(loop.device)
     lead = prompts_t.shape[1] - 1
-    loop.reset(fixed, prompts_t[:, :1], lead + steps + 1, rules.eos)
+    loop.reset(fixed, prompts_t[:, :1])
     rule = loop.rules_for(rules)
-    for pos in range(lead):
-        loop.feed(prompts_t[:, pos + 1:pos + 2])
-    ended_at, done_steps, polled = -1, 0, 0
-    while done_steps < steps:
-        done_steps += loop.generate(rule, done_steps, steps - done_steps)
-        if stop_at_eos and done_steps >= min_steps and done_steps - polled >= EOS_POLL:
-            polled = done_steps
-            if bool(loop.finished.all()):
-                ended_at = done_steps - 1
-                break
-    # token i was chosen at position lead + 1 + i (tokens after an early stop stay EOS, as the host loop leaves them)
-    tokens = loop.chosen[:, lead + 1:lead + 1 + steps].cpu().numpy()
-    done = loop.finished.cpu().numpy()
+    out = torch.full((loop.batch, steps), rules.eos, dtype=torch.int64, device=loop.device)
+    finished = torch.zeros(loop.batch, dtype=torch.bool, device=loop.device)
+    ended_at = -1
+    for pos in range(lead + steps):
+        i = pos - lead
+        if i < 0:
+            loop.feed(prompts_t[:, pos + 1:pos + 2])
+            continue
+        loop.generate(rule, i)
+        out[:, i] = loop.nxt
+        finished |= loop.nxt == rules.eos
+        if stop_at_eos and i + 1 >= min_steps and (i + 1) % EOS_POLL == 0 and bool(finished.all()):
+            ended_at = i
+            break
+    tokens, done = out.cpu().numpy(), finished.cpu().numpy()
     if stop_at_eos:
         tokens = tokens[:, : _trim(tokens, rules.eos, min_steps, ended_at)]
     return Decoded(tokens, done)
@@ -77,12 +71,11 @@ def step_loop(decoder: Any, decoder_io: dict[str, Any]) -> StepLoop:
 
 
 class _Generating:
-    """The rules of one kind of decode (short-form, timestamps …) with their state and captured steps."""
+    """The rules of one kind of decode (short-form, timestamps …) with their state and captured step."""
 
-    def __init__(self, state: RuleState, eos: int) -> None:
-        self.state, self.eos = state, eos
-        self.graph: Any = None  # one generating step
-        self.chunk: Any = None  # STEPS_A_GRAPH of them
+    def __init__(self, state: RuleState) -> None:
+        self.state = state
+        self.graph: Any = None
 
 
 class StepLoop:
@@ -106,11 +99,6 @@ class StepLoop:
         self.in_place = bool(getattr(decoder, "retained_in_place", False))
         self.vocab = int(self._step().shape[-1])  # one call: the logits' width, and the first compile
         self.nxt = torch.zeros(self.batch, dtype=torch.int64, device=self.device)
-        # each generated token at its position, and which rows have emitted EOS: written by the (captured) step;
-        # as wide as the positions the retained state holds, so that no decode the cache takes reallocates it (and
-        # with it every captured graph)
-        self.chosen = torch.zeros((self.batch, _positions(shapes, self.past)), dtype=torch.int64, device=self.device)
-        self.finished = torch.zeros(self.batch, dtype=torch.bool, device=self.device)
         self.capturable = bool(getattr(decoder, "capturable", False))
         self.feed_graph: Any = None
         self.kinds: dict[LogitRules, _Generating] = {}
@@ -118,20 +106,11 @@ class StepLoop:
     def rules_for(self, rules: LogitRules) -> _Generating:
         kind = self.kinds.get(rules)
         if kind is None:
-            kind = self.kinds[rules] = _Generating(rules.state(self.batch, self.vocab, self.device), rules.eos)
+            kind = self.kinds[rules] = _Generating(rules.state(self.batch, self.vocab, self.device))
         kind.state.reset()
         return kind
 
-    def reset(self, fixed: list[Any], first_tokens: Any, positions: int, eos: int) -> None:
-        """A new decode: the encoder side's outputs, the first prompt token, and room for ``positions`` tokens."""
-        import torch
-
-        if self.chosen.shape[1] < positions:  # the captured steps write the old buffer: capture them again
-            self.chosen = torch.zeros((self.batch, positions), dtype=torch.int64, device=self.device)
-            for kind in self.kinds.values():
-                kind.graph = kind.chunk = None
-        self.chosen.fill_(eos)
-        self.finished.zero_()
+    def reset(self, fixed: list[Any], first_tokens: Any) -> None:
         for buf, value in zip(self.fixed.values(), fixed, strict=True):
             buf.copy_(value)
         for buf in self.state.values():
@@ -150,21 +129,14 @@ class StepLoop:
         else:
             self._feed()
 
-    def generate(self, kind: _Generating, i: int, remaining: int) -> int:
-        """Generated token ``i`` (0: the first, whose rules differ, runs eagerly), or a chunk of STEPS_A_GRAPH
-        tokens from it where ``remaining`` allows; returns the number of tokens generated."""
+    def generate(self, kind: _Generating, i: int) -> None:
+        """Generated token ``i`` (0: the first, whose rules differ, runs eagerly)."""
         if i < CAPTURED_FROM_TOKEN or not self.capturable:
-            self._generate(kind, i)
-            return 1
-        if remaining >= STEPS_A_GRAPH:
-            if kind.chunk is None:  # capturing runs the steps: save and restore what they change
-                kind.chunk = self._capture(functools.partial(self._generate_chunk, kind))
-            kind.chunk.replay()
-            return STEPS_A_GRAPH
-        if kind.graph is None:
-            kind.graph = self._capture(functools.partial(self._generate, kind, 1))
+            self._generate(kind.state, i)
+            return
+        if kind.graph is None:  # capturing runs the step: save and restore what it changes
+            kind.graph = self._capture(lambda: self._generate(kind.state, 1))
         kind.graph.replay()
-        return 1
 
     def _step(self) -> Any:
         """One decoder call at the current position: the state buffers hold the new state, the position is the
@@ -184,50 +156,33 @@ class StepLoop:
         self._step()
         self.tok.copy_(self.prompt_tok)
 
-    def _generate(self, kind: _Generating, i: int) -> None:
+    def _generate(self, state: RuleState, i: int) -> None:
         logits = self._step()
-        self.nxt.copy_(best_tokens(kind.state.apply(logits[:, -1, :], first=i == 0)))
-        kind.state.advance(self.nxt, i)
+        self.nxt.copy_(best_tokens(state.apply(logits[:, -1, :], first=i == 0)))
+        state.advance(self.nxt, i)
         self.tok.copy_(self.nxt[:, None])
-        self.chosen.index_copy_(1, self.position.view(1), self.nxt[:, None])  # the position after this step's
-        self.finished |= self.nxt == kind.eos
-
-    def _generate_chunk(self, kind: _Generating) -> None:
-        for _ in range(STEPS_A_GRAPH):
-            self._generate(kind, 1)
 
     def _capture(self, step: Any) -> Any:
         """Capture ``step`` as a CUDA graph, leaving every buffer as it was (warm-up and capture both run it)."""
         import torch
 
         saved = [t.clone() for t in self._buffers()]
-
-        def restore() -> None:  # every run from the loop's position: a chunk's runs would pass the cache's end
-            for t, value in zip(self._buffers(), saved, strict=True):
-                t.copy_(value)
-
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):  # first calls off the capture: lazy initialisation, autotuning
             for _ in range(WARMUP_STEPS):
                 step()
-                restore()
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             step()
-        restore()
+        for t, value in zip(self._buffers(), saved, strict=True):
+            t.copy_(value)
         return graph
 
     def _buffers(self) -> list[Any]:
         rules = [t for k in self.kinds.values() for t in (k.state.last_ts, k.state.penult_ts, k.state.latest)]
-        return [*self.state.values(), self.tok, self.prompt_tok, self.position, self.nxt, self.chosen, self.finished,
-                *rules]
-
-
-def _positions(shapes: dict[str, list[int]], past: list[str]) -> int:
-    """Positions a decode can reach: the retained state's (``[batch, heads, positions, head_dim]``) and one."""
-    return max((shapes[n][2] for n in past if len(shapes[n]) == 4), default=0) + 1
+        return [*self.state.values(), self.tok, self.prompt_tok, self.position, self.nxt, *rules]
 
 
 def _trim(tokens: Any, eos: int, min_steps: int, ended_at: int) -> int:

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -444,48 +443,6 @@ def test_the_device_loop_returns_what_the_host_loop_returns(sp: ProjectDir, runt
     host = greedy_decode(_NumpyOnly(encoder), _NumpyOnly(t.decoder), feeds, early, 20, t.decoder_io, stop_at_eos=True)
     device = greedy_decode(encoder, t.decoder, feeds, early, 20, t.decoder_io, stop_at_eos=True)
     assert host.tokens.shape == device.tokens.shape == (1, 1) and bool(device.finished[0])
-
-
-@slow
-def test_the_captured_loop_in_chunks_returns_what_the_host_loop_returns(sp: ProjectDir,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """On CUDA the device loop replays captured graphs: a chunk of STEPS_A_GRAPH generating steps where that many
-    remain, a single step for the rest. Here (no GPU) a "capture" is the step run eagerly at each replay, so the
-    schedule, the tokens written at their positions and the EOS bookkeeping inside the steps are what is tested."""
-    from qeffbuild import Transcriber
-    from qeffbuild.decoding import device
-    from qeffbuild.tasks.speech.driver import greedy_decode, load_dataset
-
-    replays: list[str] = []
-
-    def capture(self: Any, step: Any) -> Any:
-        func = getattr(step, "func", step)  # a generating step is a partial; the prompt's is the bound _feed
-        kind = {"_generate_chunk": "chunk", "_generate": "step"}.get(func.__name__, "feed")
-        return SimpleNamespace(replay=lambda: (kind != "feed" and replays.append(kind), step()))
-
-    monkeypatch.setattr(device.StepLoop, "_capture", capture)
-    t = Transcriber.from_target(SPEC, "pytorch-transformed", sp.api())
-    device.step_loop(t.decoder, t.decoder_io).capturable = True
-    (utt,) = load_dataset([sp.root / "manifests" / "data" / "speech" / "hello.wav"])
-    graph = next(iter(t.graphs))
-    feeds = t.frontend.features([utt.audio], t.graphs[graph])
-    encoder = t.encoders[graph]
-    for stop, min_steps in ((False, 0), (True, 0), (True, 5)):
-        replays.clear()
-        host = greedy_decode(_NumpyOnly(encoder), _NumpyOnly(t.decoder), feeds, t.decode_config, 20, t.decoder_io,
-                             stop_at_eos=stop, min_steps=min_steps)
-        chunked = greedy_decode(encoder, t.decoder, feeds, t.decode_config, 20, t.decoder_io, stop_at_eos=stop,
-                                min_steps=min_steps)
-        np.testing.assert_array_equal(chunked.tokens, host.tokens)
-        np.testing.assert_array_equal(chunked.finished, host.finished)
-        if not stop:  # token 0 eager, 1-8 and 9-16 two chunks, 17-19 single steps
-            assert replays == ["chunk", "chunk", "step", "step", "step"]
-    first = int(host.tokens[0, 0])
-    early = type(t.decode_config)(**{**t.decode_config.__dict__, "eos": first})
-    host = greedy_decode(_NumpyOnly(encoder), _NumpyOnly(t.decoder), feeds, early, 20, t.decoder_io, stop_at_eos=True)
-    chunked = greedy_decode(encoder, t.decoder, feeds, early, 20, t.decoder_io, stop_at_eos=True)
-    assert host.tokens.shape == chunked.tokens.shape == (1, 1) and bool(chunked.finished[0])
-    np.testing.assert_array_equal(chunked.tokens, host.tokens)
 
 
 @slow

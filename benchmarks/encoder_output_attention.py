@@ -25,14 +25,13 @@ Then each form's largest difference from the float32 attention, on the same half
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from l2_prefetch import DIM, FRAMES, HEADS, WIDTH, layer_model  # noqa: E402
+from l2_prefetch import DIM, FRAMES, HEADS, WIDTH, layer_args, layer_model
 
 
 def e_form(q: Any, e: Any, wk_h: Any, wv_ht: Any, bv: Any, scale: float) -> Any:
@@ -52,14 +51,9 @@ def main() -> None:
     import torch
     from gemv_variants import _graph_us
 
-    from qeffbuild.backends import attention, gemv
+    from qeffbuild.backends import attention
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--layers", type=int, default=32)
-    ap.add_argument("--batch", type=int, default=8)
-    args = ap.parse_args()
-    attention.register()
-    gemv.register()
+    args = layer_args(__doc__)
     b, n = args.batch, args.layers
     layers, x0 = layer_model(n, b)
     scale = DIM ** -0.5

@@ -79,18 +79,26 @@ def layer_model(n_layers: int, batch: int) -> tuple[list[tuple[list[Any], Any, A
     return layers, torch.randn(batch, WIDTH, device="cuda").half()
 
 
-def main() -> None:
-    import torch
-    from gemv_variants import _graph_us
-
+def layer_args(doc: str | None) -> argparse.Namespace:
+    """``--layers`` and ``--batch`` of a benchmark over the layer model, with qeffbuild's GPU ops registered."""
     from qeffbuild.backends import attention, gemv
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layers", type=int, default=32)
     ap.add_argument("--batch", type=int, default=8)
     args = ap.parse_args()
     attention.register()
     gemv.register()
+    return args
+
+
+def main() -> None:
+    import torch
+    from gemv_variants import _graph_us
+
+    from qeffbuild.backends import attention
+
+    args = layer_args(__doc__)
     width, b = WIDTH, args.batch
     layers, x0 = layer_model(args.layers, b)
     kernel = _prefetch_kernel()

@@ -244,10 +244,19 @@ def template_files(spec_ref: TargetRef, names: tuple[str, ...]) -> tuple[FileInp
 
 
 def check_runtime(x: Expansion, spec_ref: TargetRef, runtime: str, device: str) -> None:
-    """A validation that runs a backend's artifact needs that backend's runtime on this machine."""
+    """A validation that runs a backend's artifact needs that backend's runtime on this machine, and a backend that
+    compiles the specialization's dtype (a validation compiles each of its specializations for each of its runtimes,
+    whatever their own ``compile`` lists: without this, an int8 specialization beside an `aoti` runtime failed in
+    its compile step with a trace of torch.export's internals)."""
     opens = x.ws.plugins.runtimes.get(runtime).opens
     if opens in ("reference", "program"):
         return
+    dtype = getattr(spec_ref.spec, "dtype", "float32")
+    refused = x.ws.plugins.backends.get(opens).refuses_dtype(dtype)
+    if refused:
+        x.fail(spec_ref, "dtype", f"a validation runs it on runtime {runtime!r}, but {refused}; list "
+                                  f"{spec_ref.name!r} in a validation without {runtime!r} (or give that validation a "
+                                  f"specialization of another dtype)")
     why = x.ws.plugins.backends.get(opens).runtime_unavailable(device)
     if why:
         raise BackendUnavailable(f"{spec_ref.where('device')} runtime {runtime!r} cannot run here: {why}")

@@ -60,6 +60,29 @@ def test_int8_on_a_torch_backend_is_refused_with_the_reason(project: ProjectDir,
     assert f"compile[0]: backend '{backend}' cannot compile int8" in said and "ort" in said, said
 
 
+def test_a_validation_running_a_torch_backend_on_an_int8_specialization_is_refused_at_plan_time(
+        project: ProjectDir) -> None:
+    """A validation compiles each of its specializations for each of its runtimes: `aoti` on an int8 one (compiled
+    with `ort` only) is the manifest's mistake, said before anything runs, not a compile step's traceback."""
+    project.manifest(GPT2.format(seq="16", dtype="int8", backend="ort") + """
+[specializations.gpt-f32]
+model = "gpt"
+batch_size = 2
+seq_len = [16]
+compile = ["aoti"]
+
+[validations.gpt-parity]
+model = "gpt"
+specializations = ["gpt-f32", "gpt-b2"]
+runtimes = ["pytorch", "onnxruntime", "aoti"]
+inputs = "sentences.txt"
+""")
+    project.write("manifests/sentences.txt", "one sentence\nanother one\n")
+    said = _plan_error(project, "gpt-parity")
+    assert "[specializations.gpt-b2] dtype: a validation runs it on runtime 'aoti', but backend 'aoti' cannot " \
+           "compile int8" in said and "without 'aoti'" in said, said
+
+
 def test_int8_on_ort_adds_the_quantization_pass_as_its_own_cached_step(project: ProjectDir) -> None:
     project.manifest(GPT2.format(seq="16", dtype="int8", backend="ort"))
     ids = [s.id for s in project.api().plan(["gpt-b2"]).steps]

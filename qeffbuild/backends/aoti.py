@@ -57,12 +57,14 @@ def freezing_for(program: Any) -> bool:
 
 def product_rows(program: Any) -> list[int]:
     """The rows (all but the last dimension of the left operand) of each product ``program``'s graph computes."""
+    from ..pipeline.torchutil import op_name
+
     rows = []
     for node in program.graph.nodes:
-        name = getattr(node.target, "name", None)
-        if node.op != "call_function" or not callable(name) or str(name()) not in PRODUCTS:
+        op = op_name(node) if node.op == "call_function" else ""
+        if op not in PRODUCTS:
             continue
-        left = node.args[1] if str(name()) == "aten::addmm" else node.args[0]
+        left = node.args[1] if op == "aten::addmm" else node.args[0]
         shape = getattr(getattr(left, "meta", {}).get("val"), "shape", None)
         if shape is not None:
             rows.append(int(math.prod(shape[:-1])))

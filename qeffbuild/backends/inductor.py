@@ -255,8 +255,9 @@ def _precompile(step: _FlatStep, weights: dict[str, Any], args: list[Any], tunin
 
 def _ops_called(graph: Any) -> set[str]:
     """The operators a traced graph calls, by schema name (``aten::mm``, ``qeffbuild::gemv``)."""
-    return {str(node.target.name()) for node in graph.graph.nodes
-            if node.op == "call_function" and callable(getattr(node.target, "name", None))}
+    from ..pipeline.torchutil import op_name
+
+    return {op_name(node) for node in graph.graph.nodes if node.op == "call_function"} - {""}
 
 
 def _graph_inputs(graph: Any, weights: dict[str, Any], n_inputs: int) -> dict[str, Any]:

@@ -251,12 +251,12 @@ def check_runtime(x: Expansion, spec_ref: TargetRef, runtime: str, device: str) 
     opens = x.ws.plugins.runtimes.get(runtime).opens
     if opens in ("reference", "program"):
         return
-    dtype = getattr(spec_ref.spec, "dtype", "float32")
-    refused = x.ws.plugins.backends.get(opens).refuses_dtype(dtype)
+    backend = x.ws.plugins.backends.get(opens)
+    refused = backend.refuses_dtype(getattr(spec_ref.spec, "dtype", "float32"))
     if refused:
         x.fail(spec_ref, "dtype", f"a validation runs it on runtime {runtime!r}, but {refused}; list "
                                   f"{spec_ref.name!r} in a validation without {runtime!r} (or give that validation a "
                                   f"specialization of another dtype)")
-    why = x.ws.plugins.backends.get(opens).runtime_unavailable(device)
+    why = backend.runtime_unavailable(device)
     if why:
         raise BackendUnavailable(f"{spec_ref.where('device')} runtime {runtime!r} cannot run here: {why}")

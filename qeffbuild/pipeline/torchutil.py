@@ -105,7 +105,7 @@ def prune_program(program: Any) -> int:
     graph = program.graph
     while True:  # a dead value's check makes it look read: drop the check, then what only it read, again
         graph.eliminate_dead_code(is_impure_node=lambda n: n.is_impure(impure_random=False))
-        lone_checks = [n for n in graph.nodes if n.op == "call_function" and _op_name(n) in _CHECKS
+        lone_checks = [n for n in graph.nodes if n.op == "call_function" and op_name(n) in _CHECKS
                        and not n.users and all(len(i.users) == 1 for i in n.all_input_nodes)]
         if not lone_checks:
             break
@@ -136,7 +136,8 @@ def prune_program(program: Any) -> int:
     return sum(removed.values())
 
 
-def _op_name(node: Any) -> str:
+def op_name(node: Any) -> str:
+    """An fx node's operator by schema name (``aten::linear``), or "" for a node that calls none."""
     name = getattr(node.target, "name", None)
     return str(name()) if callable(name) else ""
 

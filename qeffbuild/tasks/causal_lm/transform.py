@@ -92,8 +92,7 @@ def run(ctx: StepContext) -> None:
     with torch.no_grad():
         program = torch.export.export(step_module(model, n), tuple(example.values()), dynamic_shapes=dynamic,
                                       strict=False)
-    dropped = save_program(program, ctx.out / "program.pt2")
-    print(f"dropped {dropped / 1e6:.1f} MB of weights the graph never reads")
+    save_program(program, ctx.out / "program.pt2")
     io = {"inputs": {"input_ids": "int64", "position": "int64", **{k: p["dtype"] for k in past_names(n)}},
           "outputs": ["logits", *present_names(n)], "dtype": p["dtype"], "call": "positional", "graph": p["graph"],
           "shapes": {"input_ids": [b, seq], "position": [], **{k: past for k in past_names(n)}},

@@ -65,8 +65,7 @@ def run(ctx: StepContext) -> None:
     with torch.no_grad():
         program = torch.export.export(logits_module(model, with_mask), tuple(example), strict=False)
         frames = int(model(*example[:1], attention_mask=example[1] if with_mask else None).logits.shape[1])
-    dropped = save_program(program, ctx.out / "program.pt2")
-    print(f"dropped {dropped / 1e6:.1f} MB of weights the graph never reads")
+    save_program(program, ctx.out / "program.pt2")
     inputs = {"input_values": p["dtype"], **({"attention_mask": "int64"} if with_mask else {})}
     io = {"inputs": inputs, "outputs": ["logits"], "dtype": p["dtype"], "call": "positional",
           "shapes": {"input_values": [b, samples], **({"attention_mask": [b, samples]} if with_mask else {})},

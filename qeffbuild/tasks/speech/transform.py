@@ -75,8 +75,7 @@ def run(ctx: StepContext) -> None:
         outputs = ["logits", *present_names(n)]
     with torch.no_grad():
         program = torch.export.export(module.eval(), tuple(example.values()), strict=False)
-    dropped = save_program(program, ctx.out / "program.pt2")
-    print(f"dropped {dropped / 1e6:.1f} MB of weights the graph never reads")
+    save_program(program, ctx.out / "program.pt2")
     io = {"inputs": inputs, "outputs": outputs, "shapes": shapes, "dtype": p["dtype"], "call": "positional",
           "graph": p["graph"], "layers": info, "arch": p["arch"],
           "samples": samples if p["graph"] == "encoder" else None}

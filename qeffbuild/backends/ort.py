@@ -167,6 +167,35 @@ def _check_room(folder: Path, needed: int) -> None:
                          "free space there, or point QEFFBUILD_CACHE_DIR at a larger disk")
 
 
+# Every `ort` session of a process runs on one intra-op thread pool (ONNX Runtime's global pools) rather than
+# each on its own. A process opens several sessions and calls them in turn: an embedding's one graph per seq_len,
+# a speech model's encoder and decoder. With a pool each, the threads of the session called last kept spinning
+# beside the one called now, two sessions' workers on 2 cores: the real all-MiniLM-L6-v2 at batch 4 took 17.7 and
+# 65 ms a call (seq 16, 64) when a validation alternated its two graphs, against 9.1 and 36 ms called back to
+# back. On one shared pool: 8.6–9.1 and 31–33 ms either way (`python benchmarks/ort_thread_pools.py`). False
+# gives each session its own pool again (what that benchmark compares against).
+SHARED_THREAD_POOL = True
+_pool_made = False
+
+
+def _session_options(ort: Any, retained: bool) -> Any:
+    global _pool_made
+    so = ort.SessionOptions()
+    # The artifact is already optimized offline; do not re-optimize at load.
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if SHARED_THREAD_POOL:
+        if not _pool_made:
+            ort.set_global_thread_pool_sizes(0, 0)  # ONNX Runtime's own defaults: a thread per physical core
+            _pool_made = True
+        so.use_per_session_threads = False
+    elif retained:
+        # A decoder step runs in a loop with host work between calls (logits rules, the next feed) and beside
+        # an encoder's session: on a pool of its own, threads left spinning after each call took the cores from
+        # that work (a whisper-tiny int8 transcription on 2 cores took 333 ms instead of 286).
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return so
+
+
 class OrtSession:
     """An `ort` artifact opened in ONNX Runtime: named numpy inputs in, float32 outputs out."""
 
@@ -176,16 +205,7 @@ class OrtSession:
         from ..runtimes.io import read_io, retained_pairs
 
         self.io = read_io(folder)
-        so = ort.SessionOptions()
-        # The artifact is already optimized offline; do not re-optimize at load.
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        if retained_pairs(self.io):
-            # A decoder step runs in a loop with host work between calls (logits rules, the next feed) and beside
-            # an encoder's session: threads left spinning after each call took the cores from that work. Off, a
-            # whisper-tiny int8 transcription on 2 cores took 286 ms instead of 333 (phases as
-            # `benchmarks/ort_graphs.py` splits them); a lone session called back to back (an embedding batch)
-            # keeps spinning, 4 % faster there.
-            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so = _session_options(ort, bool(retained_pairs(self.io)))
         self.sess = ort.InferenceSession(str(folder / "model.onnx"), so, providers=[PROVIDERS[device]])
         self.names = [i.name for i in self.sess.get_inputs()]
         self.output_names = [o.name for o in self.sess.get_outputs()]

@@ -61,3 +61,27 @@ def test_a_compile_the_disk_cannot_hold_is_refused_before_it_writes(tmp_path: Pa
     with pytest.raises(BuildError, match=r"writes about 0\.0 GB .* and 0\.1 GB are free on the disk of the cache"):
         compile_model(StepContext("t", {"device": "cpu"}, {"onnx": src}, {}, out))
     assert list(out.iterdir()) == []
+
+
+def test_every_session_of_a_process_shares_one_thread_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sessions called in turn (an embedding's graph per seq_len, an encoder then decoder steps) run on ONNX
+    Runtime's global pool, made once; with a pool each, the session called last spun beside the one called now
+    (`benchmarks/ort_thread_pools.py`: 2x slower in turn). The per-session way keeps its decoder rule."""
+    import onnxruntime as ort
+
+    from qeffbuild.backends import ort as backend
+
+    made: list[tuple[int, int]] = []
+    monkeypatch.setattr(ort, "set_global_thread_pool_sizes", lambda *sizes: made.append(sizes))
+    monkeypatch.setattr(backend, "_pool_made", False)
+    first, second = backend._session_options(ort, False), backend._session_options(ort, True)
+    assert not first.use_per_session_threads and not second.use_per_session_threads
+    assert made == [(0, 0)]  # ONNX Runtime's default size, set before the first session and only then
+    with pytest.raises(RuntimeError):  # shared: no per-session rule is set
+        second.get_session_config_entry("session.intra_op.allow_spinning")
+
+    monkeypatch.setattr(backend, "SHARED_THREAD_POOL", False)
+    decoder, encoder = backend._session_options(ort, True), backend._session_options(ort, False)
+    assert decoder.use_per_session_threads
+    assert decoder.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert encoder.use_per_session_threads and made == [(0, 0)]

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from qeffbuild.core.progress import Reporter
 from qeffbuild.exec.runner import StepRunner
 
@@ -109,3 +111,14 @@ def test_the_runner_records_a_steps_group_in_its_scratch_folder(tmp_path: Path) 
     assert code == 0
     pgid, _started, run = (tmp_path / GROUP_FILE).read_text().split()
     assert pgid == seen.read_text().strip() and run == "try-7"
+
+
+def test_a_step_runs_with_the_users_openmp_wait_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A validation times its runtimes in a step: OpenMP waits as in the user's own process (the policy the user
+    set, or libgomp's default), never forced passive, which halved an AOTInductor package's measured speed."""
+    from qeffbuild.exec.runner import step_env
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert "OMP_WAIT_POLICY" not in step_env()
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    assert step_env()["OMP_WAIT_POLICY"] == "PASSIVE"

@@ -1,17 +1,19 @@
-"""One intra-op thread pool for every `ort` session of a process, against a pool per session.
+"""`ort` sessions that never spin between calls, against the old rule (every session but a decoder step's spun).
 
     qeffbuild build minilm-b4 whisper-tiny-dims-b1 whisper-tiny-dims-b4 whisper-tiny-dims-int8
     python benchmarks/ort_thread_pools.py [--runs 15]
 
 A process calls several sessions in turn: an embedding validation or `qeffbuild run` its graph per seq_len, a
-transcription its encoder and then decoder steps. Each way (``backends.ort.SHARED_THREAD_POOL``) runs in a fresh
-process, since ONNX Runtime's thread pools are made once per process; the two ways take turns, ``--rounds`` times,
-so a slow minute of the host lands on both. Per round and way, medians of ``--runs``:
+transcription its encoder and then decoder steps; each session has its own thread pool. Each way
+(``backends.ort.SPIN_UNLESS_DECODER``) runs in a fresh process; the ways take turns, ``--rounds`` times, so a
+slow minute of the host lands on both. ``--global-pool`` adds a third way, every session on ONNX Runtime's global
+pool (not what qeffbuild does: once made, every other session of the process must opt in or fails to open).
+Per round and way, medians of ``--runs``:
 - the real all-MiniLM-L6-v2 at batch 4 (out/minilm-b4): its seq 16 and seq 64 graphs called as a validation
   calls them (16, 16, 64 in turn) and back to back;
 - whole transcriptions of manifests/data/speech (features, encoder, 24 greedy tokens) on whisper-tiny dims at
   batch 1 (one file), batch 4 (four) and int8 batch 1, through `Transcriber` as a user calls it.
-Both ways give the same embeddings and tokens (checked: the same arithmetic on fewer threads' worth of waiting).
+Every way gives the same embeddings and tokens (checked).
 """
 
 from __future__ import annotations
@@ -26,15 +28,28 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+WAYS = ["spinning", "no spinning", "global pool"]
 SPEECH = REPO / "manifests" / "data" / "speech"
 
 
-def child(shared: bool, runs: int) -> dict[str, Any]:
+def child(way: str, runs: int) -> dict[str, Any]:
     import numpy as np
 
     from qeffbuild.backends import ort as ort_backend
 
-    ort_backend.SHARED_THREAD_POOL = shared
+    ort_backend.SPIN_UNLESS_DECODER = way == "spinning"
+    if way == "global pool":
+        import onnxruntime as ort
+
+        ort.set_global_thread_pool_sizes(0, 0)
+        options = ort_backend._session_options
+
+        def shared(ort: Any, retained: bool) -> Any:
+            so = options(ort, retained)
+            so.use_per_session_threads = False
+            return so
+
+        ort_backend._session_options = shared
     out: dict[str, Any] = {}
     sessions = {n: ort_backend.OrtSession(REPO / "out" / "minilm-b4" / "ort" / f"seq{n}") for n in (16, 64)}
     rng = np.random.default_rng(0)
@@ -80,12 +95,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--child", choices=["shared", "per-session"])
+    ap.add_argument("--global-pool", action="store_true")
+    ap.add_argument("--child", choices=WAYS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args.child == "shared", args.runs)))
+        print(json.dumps(child(args.child, args.runs)))
         return
-    results: dict[str, list[dict[str, Any]]] = {"per-session": [], "shared": []}
+    results: dict[str, list[dict[str, Any]]] = {w: [] for w in WAYS if w != "global pool" or args.global_pool}
     for _ in range(args.rounds):
         for way in results:
             done = subprocess.run([sys.executable, __file__, "--child", way, "--runs", str(args.runs)],
@@ -93,16 +109,14 @@ def main() -> None:
             if done.returncode != 0:
                 sys.exit(f"the {way} child failed:\n{done.stderr[-3000:]}")
             results[way].append(json.loads(done.stdout.strip().splitlines()[-1]))
-    rows = [k for k, v in results["shared"][0].items() if isinstance(v, float) and "checksum" not in k]
-    print(f"{'ms (median per round)':<52} {'a pool per session':>24} {'one shared pool':>22}")
+    first = results["no spinning"][0]
+    rows = [k for k, v in first.items() if isinstance(v, float) and "checksum" not in k]
+    print(f"{'ms (median per round)':<52}" + "".join(f"{w:>24}" for w in results))
     for k in rows:
-        a = " / ".join(f"{r[k]:.2f}" for r in results["per-session"])
-        b = " / ".join(f"{r[k]:.2f}" for r in results["shared"])
-        print(f"{k:<52} {a:>24} {b:>22}")
-    same = all(r[k] == results["shared"][0][k] for way in results.values() for r in way
-               for k in results["shared"][0] if k.endswith("texts"))
+        print(f"{k:<52}" + "".join(f"{' / '.join(f'{r[k]:.2f}' for r in rs):>24}" for rs in results.values()))
+    same = all(r[k] == first[k] for way in results.values() for r in way for k in first if k.endswith("texts"))
     sums = {round(r["embedding checksum"], 3) for way in results.values() for r in way}
-    print(f"same transcripts both ways: {same}; embedding checksums: {sorted(sums)}")
+    print(f"same transcripts every way: {same}; embedding checksums: {sorted(sums)}")
 
 
 if __name__ == "__main__":

@@ -167,31 +167,22 @@ def _check_room(folder: Path, needed: int) -> None:
                          "free space there, or point QEFFBUILD_CACHE_DIR at a larger disk")
 
 
-# Every `ort` session of a process runs on one intra-op thread pool (ONNX Runtime's global pools) rather than
-# each on its own. A process opens several sessions and calls them in turn: an embedding's one graph per seq_len,
-# a speech model's encoder and decoder. With a pool each, the threads of the session called last kept spinning
-# beside the one called now, two sessions' workers on 2 cores: the real all-MiniLM-L6-v2 at batch 4 took 17.7 and
-# 65 ms a call (seq 16, 64) when a validation alternated its two graphs, against 9.1 and 36 ms called back to
-# back. On one shared pool: 8.6–9.1 and 31–33 ms either way (`python benchmarks/ort_thread_pools.py`). False
-# gives each session its own pool again (what that benchmark compares against).
-SHARED_THREAD_POOL = True
-_pool_made = False
+# No `ort` session keeps its threads spinning between calls. A process calls several sessions in turn: an
+# embedding's graph per seq_len, a speech model's encoder and then decoder steps with host work between them.
+# Each session has its own thread pool, and a spinning one took the cores from whichever ran next: the real
+# all-MiniLM-L6-v2 at batch 4 took 16.4 and 60 ms a call (seq 16, 64) when a validation called its two graphs in
+# turn, against 8.6 and 30 called back to back (`python benchmarks/ort_thread_pools.py`). ONNX Runtime's global
+# thread pool would share the threads instead, but once a process makes it, every other InferenceSession in that
+# process (a user's own, onnxruntime.quantization's) must opt in or fails to open: not a library's choice to make.
+# True restores the old rule (only a decoder step's session does not spin), for that benchmark.
+SPIN_UNLESS_DECODER = False
 
 
 def _session_options(ort: Any, retained: bool) -> Any:
-    global _pool_made
     so = ort.SessionOptions()
     # The artifact is already optimized offline; do not re-optimize at load.
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    if SHARED_THREAD_POOL:
-        if not _pool_made:
-            ort.set_global_thread_pool_sizes(0, 0)  # ONNX Runtime's own defaults: a thread per physical core
-            _pool_made = True
-        so.use_per_session_threads = False
-    elif retained:
-        # A decoder step runs in a loop with host work between calls (logits rules, the next feed) and beside
-        # an encoder's session: on a pool of its own, threads left spinning after each call took the cores from
-        # that work (a whisper-tiny int8 transcription on 2 cores took 333 ms instead of 286).
+    if retained or not SPIN_UNLESS_DECODER:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return so
 

@@ -63,25 +63,31 @@ def test_a_compile_the_disk_cannot_hold_is_refused_before_it_writes(tmp_path: Pa
     assert list(out.iterdir()) == []
 
 
-def test_every_session_of_a_process_shares_one_thread_pool(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Sessions called in turn (an embedding's graph per seq_len, an encoder then decoder steps) run on ONNX
-    Runtime's global pool, made once; with a pool each, the session called last spun beside the one called now
-    (`benchmarks/ort_thread_pools.py`: 2x slower in turn). The per-session way keeps its decoder rule."""
+def test_no_session_keeps_its_threads_spinning(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A process calls its sessions in turn (an embedding's graph per seq_len, an encoder then decoder steps): a
+    session that spun took the cores from the next (`benchmarks/ort_thread_pools.py`: 2x slower in turn). Nor does
+    one join ONNX Runtime's global pool, which would make every other session of the user's process fail to open.
+    SPIN_UNLESS_DECODER restores the old rule, for that benchmark."""
     import onnxruntime as ort
 
     from qeffbuild.backends import ort as backend
 
-    made: list[tuple[int, int]] = []
-    monkeypatch.setattr(ort, "set_global_thread_pool_sizes", lambda *sizes: made.append(sizes))
-    monkeypatch.setattr(backend, "_pool_made", False)
-    first, second = backend._session_options(ort, False), backend._session_options(ort, True)
-    assert not first.use_per_session_threads and not second.use_per_session_threads
-    assert made == [(0, 0)]  # ONNX Runtime's default size, set before the first session and only then
-    with pytest.raises(RuntimeError):  # shared: no per-session rule is set
-        second.get_session_config_entry("session.intra_op.allow_spinning")
+    for retained in (False, True):
+        so = backend._session_options(ort, retained)
+        assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        assert so.use_per_session_threads
+    import onnx
+    from onnx import TensorProto, helper
 
-    monkeypatch.setattr(backend, "SHARED_THREAD_POOL", False)
-    decoder, encoder = backend._session_options(ort, True), backend._session_options(ort, False)
-    assert decoder.use_per_session_threads
-    assert decoder.get_session_config_entry("session.intra_op.allow_spinning") == "0"
-    assert encoder.use_per_session_threads and made == [(0, 0)]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
+    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]))
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    ours = ort.InferenceSession(str(tmp_path / "m.onnx"), so, providers=["CPUExecutionProvider"])
+    theirs = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])  # a user's own
+    feed = {"x": np.array([-1.0, 2.0], np.float32)}
+    assert ours.run(None, feed)[0].tolist() == theirs.run(None, feed)[0].tolist() == [0.0, 2.0]
+    monkeypatch.setattr(backend, "SPIN_UNLESS_DECODER", True)
+    assert backend._session_options(ort, True).get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    with pytest.raises(RuntimeError):  # unset: ONNX Runtime's default, spinning
+        backend._session_options(ort, False).get_session_config_entry("session.intra_op.allow_spinning")

@@ -170,8 +170,9 @@ def _check_room(folder: Path, needed: int) -> None:
 # No `ort` session keeps its threads spinning between calls. A process calls several sessions in turn: an
 # embedding's graph per seq_len, a speech model's encoder and then decoder steps with host work between them.
 # Each session has its own thread pool, and a spinning one took the cores from whichever ran next: the real
-# all-MiniLM-L6-v2 at batch 4 took 16.4 and 60 ms a call (seq 16, 64) when a validation called its two graphs in
-# turn, against 8.6 and 30 called back to back (`python benchmarks/ort_thread_pools.py`). ONNX Runtime's global
+# all-MiniLM-L6-v2 at batch 4 took 16-20 and 69 ms a call (seq 16, 64) when a validation called its two graphs in
+# turn; without spinning 11.4 and 40, about what one graph called back to back takes either way (10-11, 30-40 ms;
+# `python benchmarks/ort_thread_pools.py`). Transcriptions were unchanged or faster. ONNX Runtime's global
 # thread pool would share the threads instead, but once a process makes it, every other InferenceSession in that
 # process (a user's own, onnxruntime.quantization's) must opt in or fails to open: not a library's choice to make.
 # True restores the old rule (only a decoder step's session does not spin), for that benchmark.

@@ -73,8 +73,8 @@ def continue_greedy(decoder: Any, decoder_io: dict[str, Any], state: dict[str, A
 @contextmanager
 def _torch_on_one_thread() -> Iterator[None]:
     """The host loop's torch work (the logits rules and argmax of one step) is microseconds on one thread; on
-    the default pool, torch's threads woke beside the runtime's own spinning ones (ONNX Runtime keeps its
-    threads spinning between calls) and a whisper-tiny step took 8–14 ms instead of 4.3 on 2 cores."""
+    the default pool, torch's threads woke beside the runtime's own (ONNX Runtime's then spun between calls; none
+    does now, `backends/ort.py`) and a whisper-tiny step took 8–14 ms instead of 4.3 on 2 cores."""
     import torch
 
     threads = torch.get_num_threads()

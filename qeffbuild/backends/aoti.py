@@ -74,8 +74,9 @@ def product_rows(program: Any) -> list[int]:
 def compile_model(ctx: StepContext) -> None:
     import torch
 
-    from ..pipeline.torchutil import example_inputs, load_program, torch_device
+    from ..pipeline.torchutil import example_inputs, load_program, share_precompiled_headers, torch_device
 
+    share_precompiled_headers()
     p = ctx.params
     src = ctx.inputs["program"]
     io = json.loads((src / "io.json").read_text())

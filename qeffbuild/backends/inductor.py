@@ -148,9 +148,10 @@ class InductorBackend(Backend):
 def compile_model(ctx: StepContext) -> None:
     import torch
 
-    from ..pipeline.torchutil import example_inputs, load_program, strict_fp32, torch_device
+    from ..pipeline.torchutil import example_inputs, load_program, share_precompiled_headers, strict_fp32, torch_device
     from ..runtimes.io import read_io
 
+    share_precompiled_headers()  # before the private caches below: the headers are not part of the artifact
     p = ctx.params
     src = ctx.inputs["program"]
     io = read_io(src)

@@ -90,3 +90,22 @@ def test_a_tied_weight_read_under_one_name_is_kept_whole(tmp_path: Path) -> None
     assert dropped == (4 * 4 + 4) * 4  # the unused layer only: the tied weight's storage stays
     loaded = load_program(tmp_path / "p.pt2")
     assert torch.equal(loaded.module()(x), module(x))
+
+
+def test_a_compile_step_keeps_precompiled_headers_in_inductors_shared_cache(tmp_path: Path) -> None:
+    """A step's TMPDIR is its scratch folder; torch files its precompiled headers under the temporary folder it
+    sees at import, so without this every CPU compile rebuilt ~300 MB of headers and threw them away."""
+    import os
+    import subprocess
+    import sys
+
+    step_tmp, shared = tmp_path / "step-tmp", tmp_path / "inductor-cache"
+    step_tmp.mkdir()
+    code = ("import os\nfrom torch._inductor import codecache as c\n"
+            "assert c._HEADER_DIR.startswith(os.environ['TMPDIR']), c._HEADER_DIR  # torch's own choice\n"
+            "from qeffbuild.pipeline.torchutil import share_precompiled_headers\n"
+            "share_precompiled_headers()\nprint(c._HEADER_DIR)\nprint(c._HEADER_LOCK_DIR)\n")
+    env = {**os.environ, "TMPDIR": str(step_tmp), "TORCHINDUCTOR_CACHE_DIR": str(shared)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(shared / "precompiled_headers"), str(shared / "precompiled_headers" / "locks")]

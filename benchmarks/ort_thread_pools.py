@@ -1,18 +1,19 @@
-"""`ort` sessions that never spin between calls, against the old rule (every session but a decoder step's spun).
+"""How `ort` sessions' threads wait: spinning within a call (the rule), never spinning, spinning between calls too.
 
     qeffbuild build minilm-b4 whisper-tiny-dims-b1 whisper-tiny-dims-b4 whisper-tiny-dims-int8
     python benchmarks/ort_thread_pools.py [--runs 15]
 
 A process calls several sessions in turn: an embedding validation or `qeffbuild run` its graph per seq_len, a
 transcription its encoder and then decoder steps; each session has its own thread pool. Each way
-(``backends.ort.SPIN_UNLESS_DECODER``) runs in a fresh process; the ways take turns, ``--rounds`` times, so a
-slow minute of the host lands on both. ``--global-pool`` adds a third way, every session on ONNX Runtime's global
+(``backends.ort.SPINNING``) runs in a fresh process; the ways take turns, ``--rounds`` times, so a
+slow minute of the host lands on each. ``--global-pool`` adds a last way, every session on ONNX Runtime's global
 pool (not what qeffbuild does: once made, every other session of the process must opt in or fails to open).
 Per round and way, medians of ``--runs``:
 - the real all-MiniLM-L6-v2 at batch 4 (out/minilm-b4): its seq 16 and seq 64 graphs called as a validation
   calls them (16, 16, 64 in turn) and back to back;
 - whole transcriptions of manifests/data/speech (features, encoder, 24 greedy tokens) on whisper-tiny dims at
-  batch 1 (one file), batch 4 (four) and int8 batch 1, through `Transcriber` as a user calls it.
+  batch 1 (one file), batch 4 (four) and int8 batch 1, through `Transcriber` as a user calls it;
+- a decoder step alone at batch 1 and 4, as `qeffbuild bench` times it: (T(24 tokens) - T(1)) / 23.
 Every way gives the same embeddings and tokens (checked).
 """
 
@@ -28,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-WAYS = ["spinning", "no spinning", "global pool"]
+WAYS = ["spinning", "no spinning", "spin within a call", "global pool"]
+SPINNING = {"spinning": "unless-decoder", "no spinning": "never", "spin within a call": "within-call",
+            "global pool": "within-call"}
 SPEECH = REPO / "manifests" / "data" / "speech"
 
 
@@ -37,7 +40,7 @@ def child(way: str, runs: int) -> dict[str, Any]:
 
     from qeffbuild.backends import ort as ort_backend
 
-    ort_backend.SPIN_UNLESS_DECODER = way == "spinning"
+    ort_backend.SPINNING = SPINNING[way]
     if way == "global pool":
         import onnxruntime as ort
 
@@ -88,7 +91,31 @@ def child(way: str, runs: int) -> dict[str, Any]:
             times.append((time.perf_counter() - t0) * 1000)
         out[f"transcribe {spec} ({len(files)} files)"] = statistics.median(times)
         out[f"{spec} texts"] = texts
+        if spec != "whisper-tiny-dims-int8":
+            out[f"decoder step {spec}, ms a token"] = _per_token(t, files[0], runs)
     return out
+
+
+def _per_token(t: Any, wav: Path, runs: int, n: int = 24) -> float:
+    """A decoder step's time as `qeffbuild bench` measures it: the greedy loop over one encoding, N tokens less 1."""
+    import numpy as np
+
+    from qeffbuild.decoding.greedy import greedy
+    from qeffbuild.tasks.speech.driver import encode, load_dataset
+
+    graph = min(t.graphs, key=lambda g: t.graphs[g])
+    utt = load_dataset([wav])[0]
+    fixed = encode(t.encoders[graph], t.decoder, t.frontend.features([utt.audio] * t.batch_size, t.graphs[graph]))
+    prompts = np.array([t.decode_config.prompt] * t.batch_size, dtype=np.int64)
+
+    def decode(steps: int) -> float:
+        t0 = time.perf_counter()
+        greedy(t.decoder, t.decoder_io, fixed, prompts, t.decode_config.rules(), steps)
+        return time.perf_counter() - t0
+
+    for _ in range(3):
+        decode(n), decode(1)
+    return statistics.median((decode(n) - decode(1)) / (n - 1) * 1000 for _ in range(runs))
 
 
 def main() -> None:
@@ -96,12 +123,14 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--global-pool", action="store_true")
+    ap.add_argument("--ways", nargs="+", choices=WAYS[:-1], default=WAYS[:-1], help="which of the ways (default: all)")
     ap.add_argument("--child", choices=WAYS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args.runs)))
         return
-    results: dict[str, list[dict[str, Any]]] = {w: [] for w in WAYS if w != "global pool" or args.global_pool}
+    ways = [*args.ways, *(["global pool"] if args.global_pool else [])]
+    results: dict[str, list[dict[str, Any]]] = {w: [] for w in ways}
     for _ in range(args.rounds):
         for way in results:
             done = subprocess.run([sys.executable, __file__, "--child", way, "--runs", str(args.runs)],
@@ -109,7 +138,7 @@ def main() -> None:
             if done.returncode != 0:
                 sys.exit(f"the {way} child failed:\n{done.stderr[-3000:]}")
             results[way].append(json.loads(done.stdout.strip().splitlines()[-1]))
-    first = results["no spinning"][0]
+    first = next(iter(results.values()))[0]
     rows = [k for k, v in first.items() if isinstance(v, float) and "checksum" not in k]
     print(f"{'ms (median per round)':<52}" + "".join(f"{w:>24}" for w in results))
     for k in rows:

@@ -167,23 +167,33 @@ def _check_room(folder: Path, needed: int) -> None:
                          "free space there, or point QEFFBUILD_CACHE_DIR at a larger disk")
 
 
-# No `ort` session keeps its threads spinning between calls. A process calls several sessions in turn: an
-# embedding's graph per seq_len, a speech model's encoder and then decoder steps with host work between them.
-# Each session has its own thread pool, and a spinning one took the cores from whichever ran next: the real
-# all-MiniLM-L6-v2 at batch 4 took 16-20 and 69 ms a call (seq 16, 64) when a validation called its two graphs in
-# turn; without spinning 11.4 and 40, about what one graph called back to back takes either way (10-11, 30-40 ms;
-# `python benchmarks/ort_thread_pools.py`). Transcriptions were unchanged or faster. ONNX Runtime's global
-# thread pool would share the threads instead, but once a process makes it, every other InferenceSession in that
-# process (a user's own, onnxruntime.quantization's) must opt in or fails to open: not a library's choice to make.
-# True restores the old rule (only a decoder step's session does not spin), for that benchmark.
-SPIN_UNLESS_DECODER = False
+# No `ort` session keeps its threads spinning between calls: each spins within a call and stops the moment the
+# call returns (ONNX Runtime's `session.force_spinning_stop`). A process calls several sessions in turn (an
+# embedding's graph per seq_len, a speech model's encoder and then decoder steps with host work between them), each
+# with its own thread pool, and one that spun on after its call took the cores from whichever ran next: the real
+# all-MiniLM-L6-v2 at batch 4 took 16-20 and 60-69 ms a call (seq 16, 64) when a validation called its two graphs
+# in turn. Threads that never spin (the rule before) hand each operator to a parked thread instead, which a
+# decoder step (~100 small operators a call, called in a loop) pays for every token. `python
+# benchmarks/ort_thread_pools.py --rounds 4 --ways "no spinning" "spin within a call"`, 2 cores, medians per round:
+# MiniLM in turn 9.2-11.4 -> 8.4-8.7 ms (seq 16), 30.9-39.6 -> 29.6-30.2 (seq 64); whisper-tiny dims decoder
+# steps 4.7-5.1 -> 4.7-4.8 ms a token (b1), 7.8-8.2 -> 7.4-8.0 (b4); int8 transcriptions 206-213 -> 194-203 ms; the
+# same embeddings and transcripts. ONNX Runtime's global thread pool would share the threads instead, but once a
+# process makes it, every other InferenceSession in that process (a user's own, onnxruntime.quantization's) must
+# opt in or fails to open: not a library's choice to make.
+# SPINNING_WAYS: "within-call" (the rule), "never" (the rule before), "unless-decoder" (the rule before that: every
+# session but a decoder step's spun, between calls too), for that benchmark.
+SPINNING_WAYS = ("within-call", "never", "unless-decoder")
+SPINNING = "within-call"
 
 
 def _session_options(ort: Any, retained: bool) -> Any:
     so = ort.SessionOptions()
     # The artifact is already optimized offline; do not re-optimize at load.
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    if retained or not SPIN_UNLESS_DECODER:
+    if SPINNING == "within-call":
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        so.add_session_config_entry("session.force_spinning_stop", "1")
+    elif SPINNING == "never" or retained:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return so
 

@@ -208,14 +208,28 @@ def test_minilm_int8_holds_cosine_against_float32_with_real_weights(tmp_path: Pa
 
 @slow
 def test_minilm_parity_with_real_weights(tmp_path: Path, shared_cache: Path) -> None:
-    """The README's real-model target: all-MiniLM-L6-v2 on every runtime plus sentence-transformers."""
+    """The README's real-model target: all-MiniLM-L6-v2 on every runtime plus sentence-transformers, less `aoti`:
+    its two compiles were a sixth of a worker's CI time for a code path the default build's tiny-bert-parity
+    already validates (frozen BERT products at batch 4); `benchmarks/cpu_targets.py` builds the target whole."""
     shutil.copytree(REPO / "manifests", tmp_path / "manifests")
+    manifest = tmp_path / "manifests" / "embeddings.toml"
+    text = manifest.read_text()
+    spec = text.index("[specializations.minilm-b4]")
+    end = text.index("[validations.minilm-parity]", spec)
+    end = text.index("\n\n", end)  # the validation's table, up to the blank line after it
+    block = text[spec:end]
+    for before, after in (('compile = ["ort", "aoti"]', 'compile = ["ort"]'),
+                          ('"onnxruntime", "aoti", ', '"onnxruntime", '), (", aoti = { mad = 1e-5 } }", " }")):
+        assert block.count(before) == 1, before
+        block = block.replace(before, after)
+    text = text[:spec] + block + text[end:]
+    manifest.write_text(text)
     env = {"QEFFBUILD_CACHE_DIR": str(shared_cache)}
     res = run_cli(tmp_path, "build", "minilm-parity", env=env)
     assert res.code == 0, res.err
     report = json.loads((tmp_path / "out" / "minilm-parity" / "report.json").read_text())
     rows = {r["runtime"]: r for r in report["rows"]}
-    assert set(rows) == {"pytorch", "pytorch-transformed", "onnxruntime", "aoti", "sentence-transformers"}
+    assert set(rows) == {"pytorch", "pytorch-transformed", "onnxruntime", "sentence-transformers"}
     assert all(r["ok"] for r in rows.values())
     assert rows["sentence-transformers"]["cosine"] > 0.99999  # our pooling = the model's own ST config
     assert rows["onnxruntime"]["mad"] <= 1e-5
@@ -223,7 +237,7 @@ def test_minilm_parity_with_real_weights(tmp_path: Path, shared_cache: Path) -> 
     assert bench.code == 0, bench.err
     rows_b = json.loads(bench.out)
     base_name = "sentence-transformers (pre-tokenized)"
-    runtimes = ("sentence-transformers encode", base_name, "pytorch", "pytorch-transformed", "onnxruntime", "aoti")
+    runtimes = ("sentence-transformers encode", base_name, "pytorch", "pytorch-transformed", "onnxruntime")
     timed = [r for r in rows_b if "unavailable" not in r]
     assert {(r["runtime"], r["shape"]) for r in timed} >= {(rt, f"seq {n}") for rt in runtimes for n in (16, 64)}
     for r in rows_b:  # sentence-transformers' ONNX backend runs, or says why it could not (never dropped)

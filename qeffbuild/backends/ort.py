@@ -180,9 +180,8 @@ def _check_room(folder: Path, needed: int) -> None:
 # same embeddings and transcripts. ONNX Runtime's global thread pool would share the threads instead, but once a
 # process makes it, every other InferenceSession in that process (a user's own, onnxruntime.quantization's) must
 # opt in or fails to open: not a library's choice to make.
-# SPINNING_WAYS: "within-call" (the rule), "never" (the rule before), "unless-decoder" (the rule before that: every
-# session but a decoder step's spun, between calls too), for that benchmark.
-SPINNING_WAYS = ("within-call", "never", "unless-decoder")
+# SPINNING: "within-call" (the rule), "never" (the rule before), "unless-decoder" (the rule before that: every
+# session but a decoder step's spun, between calls too); the other two are for that benchmark.
 SPINNING = "within-call"
 
 

@@ -9,7 +9,10 @@ torch's default SDPA (what a step ran before: cuDNN on an H200), each SDPA backe
 and qeffbuild's kernel at several chunk sizes. Per call: µs, and the keys and values read per second. Also each
 way's largest difference from the float32 attention of the same half-precision values. Then the
 cross-attentions as a step chains them, each query projected from the attention before, with the states loaded
-before the projection finishes (``kv_ready``, under programmatic dependent launch) and after.
+before the projection finishes (``kv_ready``, under programmatic dependent launch) and after. Then the writing
+self-attention as a step runs it (its query, key and value from the fused projection of the attention before, the
+slot written in place) at positions across a decode, reading every slot or none past the position, at several
+chunkings (``--self-only``: only these).
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ def main() -> None:
     ap.add_argument("--heads", type=int, default=20)
     ap.add_argument("--head-dim", type=int, default=64)
     ap.add_argument("--chain-only", action="store_true", help="only the projection → attention chains")
+    ap.add_argument("--self-only", action="store_true", help="only the writing self-attention's chain")
     args = ap.parse_args()
-    for batch in (1, 8):
+    for batch in () if args.self_only else (1, 8):
         for slots, masked in () if args.chain_only else ((136, True), (1500, False)):
             print(f"\nbatch {batch}, {slots} keys{' (masked past slot 100)' if masked else ''}:")
             for name, us, gbs, err in _rows(batch, args.heads, slots, args.head_dim, masked, args.layers):
@@ -38,6 +42,69 @@ def main() -> None:
         print(f"\nbatch {batch}, 1500 frames, each layer's query projected from the attention before (µs a layer):")
         for name, us in _chain(batch, args.heads, 1500, args.head_dim, args.layers):
             print(f"  {name:58s} {us:8.2f} µs")
+    for batch in (1, 8):
+        print(f"\nbatch {batch}, 136 self-attention slots written in place, each layer's q, k, v projected from the "
+              "attention before (µs a layer, at positions 4 / 68 / 131, and their mean):")
+        for name, per_position in _self_chain(batch, args.heads, 136, args.head_dim, args.layers, (4, 68, 131)):
+            cells = " / ".join(f"{us:6.2f}" for us in per_position)
+            print(f"  {name:44s} {cells}   mean {sum(per_position) / len(per_position):6.2f} µs")
+
+
+def _self_chain(batch: int, heads: int, slots: int, dim: int, layers: int,
+                positions: tuple[int, ...]) -> list[tuple[str, list[float]]]:
+    """As a step runs its self-attentions: per layer q, k and v are views of one fused projection
+    (``qeffbuild::gemv``) of the attention before, and the writing op writes slot ``position`` of that layer's
+    caches and attends over the slots up to it. ``load_all`` loads the slots past the position too (masked out
+    of the sum), as the kernel did before the twenty-second session."""
+    import torch
+    from gemv_variants import _graph_us
+
+    from qeffbuild.backends import attention, gemv
+
+    attention.register()
+    gemv.register()
+    torch.manual_seed(0)
+    half, width = torch.float16, heads * dim
+    weights = [(torch.randn(3 * width, width, device="cuda") / width ** 0.5).to(half) for _ in range(layers)]
+    caches = [tuple(torch.randn(batch, heads, slots, dim, device="cuda").to(half) for _ in range(2))
+              for _ in range(layers)]
+    x0 = torch.randn(batch, width, device="cuda").to(half)
+    position = torch.tensor(0, device="cuda")
+
+    def run(load_all: bool, chunk: int = 0, warps: int = 0) -> Any:
+        def step() -> Any:
+            x = x0
+            for w, (k_cache, v_cache) in zip(weights, caches, strict=True):
+                qkv = torch.ops.qeffbuild.gemv(x, w, None).view(batch, 1, 3 * width)
+                q, k_new, v_new = (qkv[..., i * width:(i + 1) * width].reshape(batch, 1, heads, dim).transpose(1, 2)
+                                   for i in range(3))
+                x = attention._launch(q, k_cache, v_cache, None, dim ** -0.5, chunk or None, warps,
+                                      written=(k_new, v_new, position), kv_ready=True,
+                                      load_all=load_all).view(batch, width)
+            return x
+        return step
+
+    def at_positions(fn: Any) -> list[float]:
+        out = []
+        for p in positions:
+            position.fill_(p)
+            out.append(_graph_us(fn) / layers)
+        return out
+
+    rows = [("every slot loaded (before)", at_positions(run(True))),
+            ("slots up to the position (shipped chunking)", at_positions(run(False)))]
+    for chunk in (32, 64, 128):
+        for warps in (2, 4):
+            rows.append((f"  up to the position, chunk {chunk}, {warps} warps", at_positions(run(False, chunk, warps))))
+
+    def projections() -> Any:
+        x = x0
+        for w in weights:
+            x = torch.ops.qeffbuild.gemv(x, w, None)[:, :width]
+        return x
+
+    rows.append(("the projections alone, chained", at_positions(projections)))
+    return rows
 
 
 def _rows(batch: int, heads: int, slots: int, dim: int, masked: bool, layers: int) -> list[tuple[str, float, float,

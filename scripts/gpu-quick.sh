@@ -23,6 +23,8 @@
 #          states loaded before the PDL wait and after), then rows8's A/B build and bench without its tests.
 # mma:     the GEMV kernels' GPU tests, then the several-row tensor-core product against cuBLAS at large-v3's
 #          shapes and 8 rows, with a sweep of its launch config (benchmarks/gemm_rows.py).
+# self8:   the attention GPU tests, the writing self-attention's chain at positions across a decode
+#          (benchmarks/decode_attention.py --self-only), then large-v3 dims fp16 b8 built, validated and benched.
 set -u
 R=$1; shift; mkdir -p "$R"
 # The GPU host's site-packages take no bytecode cache, so every process compiled ~1,300 modules from source
@@ -132,6 +134,21 @@ T.load('out/whisper-tiny-dims-cuda-b1', 'inductor', 'cuda').transcribe(['manifes
     grep -v "^ *$" "out/$V/report.txt" | head -12
     timeout 140 $Q bench "$V" -n 3 --warmup 1 > "$R/bench-kv.txt" 2>&1
     grep -v "^ *$" "$R/bench-kv.txt" | head -40 ;;
+  self8)
+    timeout 150 python3 -m pytest -q -o addopts="" -p no:cacheprovider tests/backends/test_attention.py -m gpu \
+      > "$R/test-self8.txt" 2>&1
+    tail -3 "$R/test-self8.txt"
+    if ! grep -q " passed" "$R/test-self8.txt" || grep -q " failed" "$R/test-self8.txt"; then
+      echo "GPU tests failed: no build"; tail -60 "$R/test-self8.txt"; continue
+    fi
+    timeout 90 python3 benchmarks/decode_attention.py --self-only > "$R/self-attention.txt" 2>&1
+    cat "$R/self-attention.txt"
+    V=whisper-large-v3-zoo-b8-fp16-parity
+    ( time timeout 300 $Q build -j 2 "$V" ) > "$R/build-self8.txt" 2>&1
+    tail -4 "$R/build-self8.txt"
+    grep -v "^ *$" "out/$V/report.txt" | head -14
+    timeout 150 $Q bench "$V" -n 5 --warmup 1 > "$R/bench-self8.txt" 2>&1
+    grep -v "^ *$" "$R/bench-self8.txt" | head -40 ;;
   mma)
     timeout 240 python3 -m pytest -q -o addopts="" -p no:cacheprovider tests/backends/test_gemv.py -m gpu \
       > "$R/test-mma.txt" 2>&1

@@ -349,8 +349,9 @@ def warps_for(programs: int, splits: int) -> int:
 def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float,
             chunk: int | None = None, num_warps: int | None = None,
             written: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-            kv_ready: bool = False) -> torch.Tensor:
-    """The kernel over (rows × heads, chunks) programs (``chunk`` and ``num_warps``: the benchmark's variants).
+            kv_ready: bool = False, load_all: bool = False) -> torch.Tensor:
+    """The kernel over (rows × heads, chunks) programs (``chunk``, ``num_warps`` and ``load_all``, which loads the
+    causal op's slots past the position as the kernel did before: the benchmark's variants).
     ``written``: (k_new, v_new, position) to write into ``k`` and ``v`` at the position first (in place: the
     caches must be contiguous in their last dimension, as the decode loop's are). ``kv_ready``: k and v (all but
     the written slot) may be loaded before the PDL wait (:func:`_triton_kernel`)."""
@@ -384,7 +385,7 @@ def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tenso
         m_b, m_s, k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1),
         D=d, CHUNK=chunk, SPLITS=splits, SPLITS_P2=max(2, gemv.next_pow2(splits)),
         HAS_MASK=has_mask, WRITE=written is not None, CAUSAL=written is not None and not has_mask, PDL=pdl,
-        KV_READY=kv_ready,
+        KV_READY=kv_ready, LOAD_ALL=load_all,
         num_warps=num_warps or warps_for(b * h * splits, splits), launch_pdl=pdl)
     return out
 
@@ -413,7 +414,8 @@ def _triton_kernel() -> Any:
                                 scale, sq_b, sq_h, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, sm_b, sm_s, skn_b, skn_h,
                                 svn_b, svn_h, D: tl.constexpr, CHUNK: tl.constexpr, SPLITS: tl.constexpr,
                                 SPLITS_P2: tl.constexpr, HAS_MASK: tl.constexpr, WRITE: tl.constexpr,
-                                CAUSAL: tl.constexpr, PDL: tl.constexpr, KV_READY: tl.constexpr):
+                                CAUSAL: tl.constexpr, PDL: tl.constexpr, KV_READY: tl.constexpr,
+                                LOAD_ALL: tl.constexpr):
         # Launched to overlap the kernel before (PDL): q and a written slot's key and value are its output, read
         # after the wait. With KV_READY the keys and values are the step's inputs: the kernels still running
         # before the wait are only PDL launches of ours (any other kernel ends before the next one starts), none
@@ -436,8 +438,10 @@ def _triton_kernel() -> Any:
         if WRITE:  # this step's key and value take the position's slot: read from them, written by its chunk
             pos = tl.load(pos_ptr)
             fresh = (rs == pos)[:, None]
-            k = tl.load(k_rows, mask=keep[:, None] & ~fresh, other=0.0)
-            v = tl.load(v_rows, mask=keep[:, None] & ~fresh, other=0.0)
+            # the causal op reads no slot past the position (a decode at position p moves p + 1 of ctx_len slots)
+            load = keep & (rs < pos) if CAUSAL and not LOAD_ALL else keep & (rs != pos)
+            k = tl.load(k_rows, mask=load[:, None], other=0.0)
+            v = tl.load(v_rows, mask=load[:, None], other=0.0)
             if PDL and KV_READY:
                 tl.extra.cuda.gdc_wait()
             k_new = tl.load(kn_ptr + b * skn_b + h * skn_h + rd)

@@ -1,8 +1,9 @@
 """How close a decode step comes to the memory bound: the bytes it must move over the device's copy bandwidth.
 
 A greedy decode step at small batch is memory-bound: it reads every decoder weight once, the self-attention cache
-it attends over and (encoder–decoders) the cross-attention keys/values. ``step_bytes`` counts those from the
-decoder graph's own inputs (``io.json``: every retained or cross state, at its shape and dtype) plus the weights;
+it attends over and (encoder–decoders) the cross-attention keys/values. ``state_bytes`` counts those from the
+decoder graph's own inputs (``io.json``: every retained or cross state, at its shape and dtype; a retained cache
+at the slots a step attends over, those up to its position, when the caller knows them) plus the weights;
 ``copy_bandwidth`` measures what the device sustains for a large device-to-device copy (bytes read + written,
 median of several, synchronised). ``bytes / time`` over that bandwidth is the roofline fraction ``bench`` prints:
 1.0 would be a step as fast as moving its bytes once can be.
@@ -18,13 +19,18 @@ ELEMENT_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int8"
 STATE_PREFIXES = ("past_", "cross_")
 
 
-def state_bytes(io: dict[str, Any]) -> int:
-    """Bytes of every cache and cross-attention state a step reads, from a decoder graph's ``io.json``."""
+def state_bytes(io: dict[str, Any], slots: float | None = None) -> int:
+    """Bytes of every cache and cross-attention state a step reads, from a decoder graph's ``io.json``. ``slots``:
+    how many self-attention slots a step attends over on average (a step at position p needs p + 1 of the cache's
+    ``ctx_len``, its third dimension); None counts every slot."""
     total = 0
     for name, shape in io.get("shapes", {}).items():
         if name.startswith(STATE_PREFIXES):
-            total += math.prod(int(d) for d in shape) * ELEMENT_BYTES[str(io["inputs"][name])]
-    return total
+            size = math.prod(int(d) for d in shape) * ELEMENT_BYTES[str(io["inputs"][name])]
+            if slots is not None and name.startswith("past_") and len(shape) == 4 and int(shape[2]) > 0:
+                size = size * min(slots, int(shape[2])) / int(shape[2])
+            total += size
+    return int(total)
 
 
 def weight_bytes(*modules: Any) -> int:

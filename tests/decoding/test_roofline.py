@@ -14,6 +14,9 @@ def test_state_bytes_count_every_cache_and_cross_state_at_its_dtype() -> None:
                      "past_value_0": [8, 20, 448, 64], "cross_key_0": [8, 20, 1500, 64],
                      "cross_value_0": [8, 20, 1500, 64]}}
     assert state_bytes(io) == 2 * 2 * 8 * 20 * 64 * (448 + 1500)
+    # a step attends over the slots up to its position: the cross states stay whole
+    assert state_bytes(io, slots=68) == 2 * 2 * 8 * 20 * 64 * (68 + 1500)
+    assert state_bytes(io, slots=10_000) == state_bytes(io)
 
 
 def test_a_tied_lm_head_counts_once() -> None:

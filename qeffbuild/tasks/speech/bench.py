@@ -21,7 +21,8 @@ a random-weight model emits exactly N tokens on both sides — with as many thre
 (``intra_threads``), as faster-whisper sets them.
 
 On a GPU each runtime row also carries the **roofline** columns (``decoding.roofline``): the bytes one decode
-step must move (decoder weights once, every cache and cross-attention state the step reads), the bandwidth that
+step must move (decoder weights once, the cross-attention states and the self-attention slots up to the step's
+position, averaged over the timed steps), the bandwidth that
 implies at the measured per-token time, and its fraction of the device's measured copy bandwidth.
 
 Every short-input row is opened and warmed before any is timed; then the rows take their samples round-robin,
@@ -102,7 +103,8 @@ def bench(artifact: Any, node: StepNode, iters: int, warmup: int) -> list[dict[s
             row = probe.row(bases.get(probe.spec["name"]))
             if probe.label == GENERATE:
                 bases[probe.spec["name"]] = row
-            rows.append(_with_roofline(row, probe.model, probe.decoder_io, probe.spec, bandwidth)
+            rows.append(_with_roofline(row, probe.model, probe.decoder_io, probe.spec, bandwidth,
+                                       _mean_slots(len(dc.prompt), steps))
                         if probe.decoder_io is not None else row)
         for long_rows in later:
             rows += long_rows()
@@ -206,10 +208,16 @@ class _Probe:
         return {**row, **self.extra} if "unavailable" not in row else row
 
 
+def _mean_slots(prompt: int, steps: int) -> float:
+    """The self-attention slots a timed decode step attends over, on average: per token is (T(N) − T(1)) / (N − 1),
+    the steps after the prompt's at positions prompt … prompt + N − 2, each over its position + 1 slots."""
+    return prompt + steps / 2
+
+
 def _with_roofline(row: dict[str, Any], model: Any, decoder_io: dict[str, Any], spec: dict[str, Any],
-                   bandwidth: dict[str, float]) -> dict[str, Any]:
-    """GPU rows: the step's bytes (weights in the spec's precision, the graph's states) against the copy
-    bandwidth of the device it ran on."""
+                   bandwidth: dict[str, float], slots: float) -> dict[str, Any]:
+    """GPU rows: the step's bytes (weights in the spec's precision, the graph's states: the self-attention cache
+    at the ``slots`` a step attends over) against the copy bandwidth of the device it ran on."""
     from ...decoding.roofline import copy_bandwidth, roofline, state_bytes, weight_bytes
 
     if spec["device"] != "cuda" or row.get("p50_ms", 0) <= 0:
@@ -217,7 +225,7 @@ def _with_roofline(row: dict[str, Any], model: Any, decoder_io: dict[str, Any], 
     device = str(model.device)
     if device not in bandwidth:
         bandwidth[device] = copy_bandwidth(model.device)
-    step = weight_bytes(model.get_decoder(), model.get_output_embeddings()) + state_bytes(decoder_io)
+    step = weight_bytes(model.get_decoder(), model.get_output_embeddings()) + state_bytes(decoder_io, slots)
     return {**row, **roofline(step, row["p50_ms"] / 1000, bandwidth[device])}
 
 

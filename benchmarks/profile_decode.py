@@ -2,6 +2,7 @@
 kinds of work reach at its shapes.
 
     python benchmarks/profile_decode.py out/SPEC [--backend inductor] [--steps 20] [--top 25]
+    python benchmarks/profile_decode.py out/SPEC --self-attention-ab [--positions 4,68,131]
 
 ``out/SPEC`` is a built speech specialization (``qeffbuild build SPEC``). The script opens its decoder the
 way the decode loop does (``decoding.device.StepLoop``: static state buffers, state update in place), then
@@ -12,7 +13,11 @@ way the decode loop does (``decoding.device.StepLoop``: static state buffers, st
 3. measures, at the model's own sizes, the bandwidth of the step's kinds of work alone: a GEMV of the FFN's
    size, the LM head, and SDPA at query length 1 over the cross-attention states.
 
-State values are zeros: a step's time does not depend on them.
+State values are zeros: a step's time does not depend on them, but on its position where the self-attention
+reads the slots up to it: ``--self-attention-ab`` replays the step at each of ``--positions`` with the shipped
+attention, with its self-attention loading every slot (as before the twenty-second session) and at other
+chunkings of the self-attention's keys (the kernel's launch is chosen when a graph is captured, so one artifact
+serves every variant).
 """
 
 from __future__ import annotations
@@ -126,6 +131,50 @@ def profile(folder: Path, backend: str, steps: int, top: int) -> None:
     _micro(io, bw)
 
 
+def self_attention_ab(folder: Path, backend: str, positions: list[int]) -> None:
+    """The step's CUDA-graph replay at each position, per variant of the writing self-attention (ms)."""
+    import functools
+
+    import torch
+
+    from qeffbuild.backends import attention
+    from qeffbuild.core.plugins import plugins
+    from qeffbuild.decoding.device import StepLoop
+    from qeffbuild.runtimes import open_session
+
+    dec_dir = folder / backend / "decoder"
+    io = json.loads((dec_dir / "io.json").read_text())
+    decoder = open_session(plugins(), backend, dec_dir, "cuda")
+    loop = StepLoop(decoder, io)
+    launch, chunk_for = attention._launch, attention.chunk_for
+    variants: dict[str, tuple[Any, Any]] = {
+        "shipped (slots up to the position)": (launch, chunk_for),
+        "every slot loaded (before)": (functools.partial(launch, load_all=True), chunk_for)}
+    for chunk in (32, 64, 128):  # the self-attention's keys (up to WHOLE) in chunks; the cross-attention's as shipped
+        variants[f"self-attention in {chunk}-key chunks"] = (
+            launch, lambda keys, chunk=chunk: chunk if keys <= attention.WHOLE else chunk_for(keys))
+    print(f"decoder {dec_dir}: step replay (ms) at positions {positions}")
+    for name, (patched_launch, patched_chunk) in variants.items():
+        attention._launch, attention.chunk_for = patched_launch, patched_chunk
+        try:
+            times = []
+            for p in positions:
+                def step(p: int = p) -> None:
+                    loop._step()
+                    loop.position.fill_(p)
+
+                for _ in range(3):
+                    step()
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    step()
+                times.append(min(_timed(graph.replay, 50) for _ in range(3)))
+        finally:
+            attention._launch, attention.chunk_for = launch, chunk_for
+        cells = " / ".join(f"{t * 1e3:.3f}" for t in times)
+        print(f"  {name:40s} {cells}   mean {sum(times) / len(times) * 1e3:.3f}")
+
+
 def _weights(model_dir: Path, io: dict[str, Any]) -> int:
     import torch
     import transformers
@@ -181,7 +230,12 @@ def main() -> None:
     ap.add_argument("--backend", default="inductor")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--self-attention-ab", action="store_true", help="the step per self-attention variant")
+    ap.add_argument("--positions", default="4,68,131", help="positions the step replays at (--self-attention-ab)")
     a = ap.parse_args()
+    if a.self_attention_ab:
+        self_attention_ab(a.folder, a.backend, [int(p) for p in a.positions.split(",")])
+        return
     profile(a.folder, a.backend, a.steps, a.top)
 
 

@@ -439,7 +439,10 @@ def _triton_kernel() -> Any:
             pos = tl.load(pos_ptr)
             fresh = (rs == pos)[:, None]
             # the causal op reads no slot past the position (a decode at position p moves p + 1 of ctx_len slots)
-            load = keep & (rs < pos) if CAUSAL and not LOAD_ALL else keep & (rs != pos)
+            if CAUSAL and not LOAD_ALL:
+                load = keep & (rs < pos)
+            else:
+                load = keep & (rs != pos)
             k = tl.load(k_rows, mask=load[:, None], other=0.0)
             v = tl.load(v_rows, mask=load[:, None], other=0.0)
             if PDL and KV_READY:

@@ -93,9 +93,8 @@ def _self_chain(batch: int, heads: int, slots: int, dim: int, layers: int,
 
     rows = [("every slot loaded (before)", at_positions(run(True))),
             ("slots up to the position (shipped chunking)", at_positions(run(False)))]
-    for chunk in (32, 64, 128):
-        for warps in (2, 4):
-            rows.append((f"  up to the position, chunk {chunk}, {warps} warps", at_positions(run(False, chunk, warps))))
+    for chunk, warps in ((256, 8), (128, 4), (64, 4), (64, 2), (32, 4), (32, 2)):
+        rows.append((f"  up to the position, chunk {chunk}, {warps} warps", at_positions(run(False, chunk, warps))))
 
     def projections() -> Any:
         x = x0

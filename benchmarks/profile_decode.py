@@ -146,16 +146,22 @@ def self_attention_ab(folder: Path, backend: str, positions: list[int]) -> None:
     io = json.loads((dec_dir / "io.json").read_text())
     decoder = open_session(plugins(), backend, dec_dir, "cuda")
     loop = StepLoop(decoder, io)
-    launch, chunk_for = attention._launch, attention.chunk_for
-    variants: dict[str, tuple[Any, Any]] = {
-        "shipped (slots up to the position)": (launch, chunk_for),
-        "every slot loaded (before)": (functools.partial(launch, load_all=True), chunk_for)}
-    for chunk in (32, 64, 128):  # the self-attention's keys (up to WHOLE) in chunks; the cross-attention's as shipped
-        variants[f"self-attention in {chunk}-key chunks"] = (
-            launch, lambda keys, chunk=chunk: chunk if keys <= attention.WHOLE else chunk_for(keys))
+    launch = attention._launch
+    variants: dict[str, Any] = {"shipped (slots up to the position)": launch,
+                                "every slot loaded (before)": functools.partial(launch, load_all=True)}
+    # the self-attention's keys (up to WHOLE: one chunk as shipped) in other chunks and warps; the cross-attention's
+    # as shipped
+    for chunk, warps in ((256, 4), (256, 8), (128, 4), (64, 4), (64, 2), (32, 4), (32, 2)):
+        def self_launch(q: Any, k: Any, v: Any, mask: Any, scale: float, chunk_: Any = None, warps_: Any = None,
+                        chunk: int = chunk, warps: int = warps, **kw: Any) -> Any:
+            if k.shape[2] <= attention.WHOLE:
+                chunk_, warps_ = chunk, warps
+            return launch(q, k, v, mask, scale, chunk_, warps_, **kw)
+
+        variants[f"self-attention: {chunk}-key chunks, {warps} warps"] = self_launch
     print(f"decoder {dec_dir}: step replay (ms) at positions {positions}")
-    for name, (patched_launch, patched_chunk) in variants.items():
-        attention._launch, attention.chunk_for = patched_launch, patched_chunk
+    for name, patched in variants.items():
+        attention._launch = patched
         try:
             times = []
             for p in positions:
@@ -170,7 +176,7 @@ def self_attention_ab(folder: Path, backend: str, positions: list[int]) -> None:
                     step()
                 times.append(min(_timed(graph.replay, 50) for _ in range(3)))
         finally:
-            attention._launch, attention.chunk_for = launch, chunk_for
+            attention._launch = launch
         cells = " / ".join(f"{t * 1e3:.3f}" for t in times)
         print(f"  {name:40s} {cells}   mean {sum(times) / len(times) * 1e3:.3f}")
 

@@ -439,7 +439,7 @@ def _triton_kernel() -> Any:
             pos = tl.load(pos_ptr)
             fresh = (rs == pos)[:, None]
             # the causal op reads no slot past the position (a decode at position p moves p + 1 of ctx_len slots)
-            if CAUSAL and not LOAD_ALL:
+            if CAUSAL and not LOAD_ALL:  # noqa: SIM108  (a static branch of the kernel, as its others)
                 load = keep & (rs < pos)
             else:
                 load = keep & (rs != pos)
@@ -449,10 +449,16 @@ def _triton_kernel() -> Any:
                 tl.extra.cuda.gdc_wait()
             k_new = tl.load(kn_ptr + b * skn_b + h * skn_h + rd)
             v_new = tl.load(vn_ptr + b * svn_b + h * svn_h + rd)
-            k = tl.where(fresh, k_new[None, :].to(k.dtype), k)
-            v = tl.where(fresh, v_new[None, :].to(v.dtype), v)
-            tl.store(k_rows, k, mask=keep[:, None] & fresh)
-            tl.store(v_rows, v, mask=keep[:, None] & fresh)
+            k_new = k_new.to(k.dtype)
+            v_new = v_new.to(v.dtype)
+            k = tl.where(fresh, k_new[None, :], k)
+            v = tl.where(fresh, v_new[None, :], v)
+            # the slot's one row, by the chunk that holds it (a store of the whole tile masked to that row kept
+            # the tile's pointers live: 9 KB of spills a thread at 136 slots)
+            slot = tl.zeros([D], dtype=pos.dtype) + pos  # the position per element of the row (a block mask)
+            mine = (slot >= split * CHUNK) & (slot < split * CHUNK + CHUNK) & (slot < S)
+            tl.store(k_ptr + b * sk_b + h * sk_h + slot * sk_s + rd, k_new, mask=mine)
+            tl.store(v_ptr + b * sv_b + h * sv_h + slot * sv_s + rd, v_new, mask=mine)
         else:
             k = tl.load(k_rows, mask=keep[:, None], other=0.0)
             v = tl.load(v_rows, mask=keep[:, None], other=0.0)

@@ -23,10 +23,10 @@ def state_bytes(io: dict[str, Any], slots: float | None = None) -> int:
     """Bytes of every cache and cross-attention state a step reads, from a decoder graph's ``io.json``. ``slots``:
     how many self-attention slots a step attends over on average (a step at position p needs p + 1 of the cache's
     ``ctx_len``, its third dimension); None counts every slot."""
-    total = 0
+    total = 0.0
     for name, shape in io.get("shapes", {}).items():
         if name.startswith(STATE_PREFIXES):
-            size = math.prod(int(d) for d in shape) * ELEMENT_BYTES[str(io["inputs"][name])]
+            size: float = math.prod(int(d) for d in shape) * ELEMENT_BYTES[str(io["inputs"][name])]
             if slots is not None and name.startswith("past_") and len(shape) == 4 and int(shape[2]) > 0:
                 size = size * min(slots, int(shape[2])) / int(shape[2])
             total += size

@@ -142,6 +142,8 @@ T.load('out/whisper-tiny-dims-cuda-b1', 'inductor', 'cuda').transcribe(['manifes
     if ! grep -q " passed" "$R/test-self8.txt" || grep -q " failed" "$R/test-self8.txt"; then
       echo "GPU tests failed: no build"; tail -60 "$R/test-self8.txt"; continue
     fi
+    timeout 60 python3 benchmarks/attention_registers.py > "$R/attention-registers.txt" 2>&1
+    grep -v -i warn "$R/attention-registers.txt"
     timeout 90 python3 benchmarks/decode_attention.py --self-only > "$R/self-attention.txt" 2>&1
     cat "$R/self-attention.txt"
     V=whisper-large-v3-zoo-b8-fp16-parity

@@ -24,8 +24,8 @@
 # mma:     the GEMV kernels' GPU tests, then the several-row tensor-core product against cuBLAS at large-v3's
 #          shapes and 8 rows, with a sweep of its launch config (benchmarks/gemm_rows.py).
 # self8:   the attention GPU tests, the writing self-attention's chain at positions across a decode
-#          (benchmarks/decode_attention.py --self-only), then large-v3 dims fp16 b8 built, validated and benched,
-#          and its step replayed per self-attention variant (benchmarks/profile_decode.py --self-attention-ab).
+#          (benchmarks/decode_attention.py --self-only), then large-v3 dims fp16 b8 built and validated, its step
+#          replayed per self-attention variant (benchmarks/profile_decode.py --self-attention-ab), and benched.
 set -u
 R=$1; shift; mkdir -p "$R"
 # The GPU host's site-packages take no bytecode cache, so every process compiled ~1,300 modules from source
@@ -150,11 +150,11 @@ T.load('out/whisper-tiny-dims-cuda-b1', 'inductor', 'cuda').transcribe(['manifes
     ( time timeout 300 $Q build -j 2 "$V" ) > "$R/build-self8.txt" 2>&1
     tail -4 "$R/build-self8.txt"
     grep -v "^ *$" "out/$V/report.txt" | head -14
-    timeout 150 $Q bench "$V" -n 5 --warmup 1 > "$R/bench-self8.txt" 2>&1
-    grep -v "^ *$" "$R/bench-self8.txt" | head -40
     timeout 60 $Q build whisper-large-v3-zoo-b8-float16 > /dev/null 2>&1  # materializes out/<spec>/ (cached)
     timeout 120 python3 benchmarks/profile_decode.py out/whisper-large-v3-zoo-b8-float16 --self-attention-ab \
-      > "$R/self-ab.txt" 2>&1; cat "$R/self-ab.txt" ;;
+      > "$R/self-ab.txt" 2>&1; cat "$R/self-ab.txt"
+    timeout 150 $Q bench "$V" -n 5 --warmup 1 > "$R/bench-self8.txt" 2>&1
+    grep -v "^ *$" "$R/bench-self8.txt" | head -40 ;;
   mma)
     timeout 240 python3 -m pytest -q -o addopts="" -p no:cacheprovider tests/backends/test_gemv.py -m gpu \
       > "$R/test-mma.txt" 2>&1

@@ -151,7 +151,7 @@ def self_attention_ab(folder: Path, backend: str, positions: list[int]) -> None:
                                 "every slot loaded (before)": functools.partial(launch, load_all=True)}
     # the self-attention's keys (up to WHOLE: one chunk as shipped) in other chunks and warps; the cross-attention's
     # as shipped
-    for chunk, warps in ((256, 4), (256, 8), (128, 4), (64, 4), (64, 2), (32, 4), (32, 2)):
+    for chunk, warps in ((256, 8), (128, 4), (64, 4), (32, 4)):
         def self_launch(q: Any, k: Any, v: Any, mask: Any, scale: float, chunk_: Any = None, warps_: Any = None,
                         chunk: int = chunk, warps: int = warps, **kw: Any) -> Any:
             if k.shape[2] <= attention.WHOLE:

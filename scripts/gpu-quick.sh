@@ -23,9 +23,9 @@
 #          states loaded before the PDL wait and after), then rows8's A/B build and bench without its tests.
 # mma:     the GEMV kernels' GPU tests, then the several-row tensor-core product against cuBLAS at large-v3's
 #          shapes and 8 rows, with a sweep of its launch config (benchmarks/gemm_rows.py).
-# self8:   the attention GPU tests, the writing self-attention's chain at positions across a decode
-#          (benchmarks/decode_attention.py --self-only), then large-v3 dims fp16 b8 built and validated, its step
-#          replayed per self-attention variant (benchmarks/profile_decode.py --self-attention-ab), and benched.
+# self8:   the attention GPU tests and the kernel's registers per config, then large-v3 dims fp16 b8 built and
+#          validated, its step replayed per self-attention variant (benchmarks/profile_decode.py
+#          --self-attention-ab), and benched.
 set -u
 R=$1; shift; mkdir -p "$R"
 # The GPU host's site-packages take no bytecode cache, so every process compiled ~1,300 modules from source
@@ -144,8 +144,6 @@ T.load('out/whisper-tiny-dims-cuda-b1', 'inductor', 'cuda').transcribe(['manifes
     fi
     timeout 60 python3 benchmarks/attention_registers.py > "$R/attention-registers.txt" 2>&1
     grep -v -i warn "$R/attention-registers.txt"
-    timeout 90 python3 benchmarks/decode_attention.py --self-only > "$R/self-attention.txt" 2>&1
-    cat "$R/self-attention.txt"
     V=whisper-large-v3-zoo-b8-fp16-parity
     ( time timeout 300 $Q build -j 2 "$V" ) > "$R/build-self8.txt" 2>&1
     tail -4 "$R/build-self8.txt"

@@ -1,0 +1,84 @@
+"""Where a decoder step's encoder-side inputs lie in memory, and what it costs: a CPU `ort` speech artifact.
+
+    qeffbuild build whisper-tiny-dims-b4
+    python benchmarks/decoder_inputs.py out/whisper-tiny-dims-b4 [--blocks 8]
+
+The encoder's outputs (the cross-attention keys and values, 74 MB at whisper-tiny's batch 4) are the decoder's
+fixed inputs for every step. They are decoded from, round-robin in one process (``--blocks`` blocks of 3
+samples each, per step = (T(24) − T(1)) / 23, the greedy loop bound in place):
+- as ``OrtSession.run`` returns them (numpy's arrays, which ONNX Runtime writes into);
+- as ONNX Runtime's own ``InferenceSession.run`` returns them (its buffers, 64 bytes into a 4 KiB page: what
+  ``OrtSession.run`` returned before the twenty-second session);
+- copied into buffers at several offsets into a page.
+Every way decodes the same tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+OFFSETS = (0, 16, 32, 64, 128, 2048)
+
+
+def _at(x: Any, offset: int) -> Any:
+    """A copy of ``x`` whose data starts ``offset`` bytes into a page."""
+    import numpy as np
+
+    buf = np.empty(x.nbytes + 8192, np.uint8)
+    start = (-buf.ctypes.data) % 4096 + offset
+    y = buf[start:start + x.nbytes].view(x.dtype).reshape(x.shape)
+    y[...] = x
+    return y
+
+
+def main() -> None:
+    import numpy as np
+
+    from qeffbuild.backends.ort import OrtSession
+    from qeffbuild.decoding.greedy import greedy
+    from qeffbuild.decoding.rules import LogitRules
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("spec", type=Path, help="a built speech specialization's folder (out/SPEC) with an ort artifact")
+    ap.add_argument("--steps", type=int, default=24)
+    ap.add_argument("--blocks", type=int, default=8)
+    args = ap.parse_args()
+    decoder = OrtSession(args.spec / "ort" / "decoder")
+    encoder = OrtSession(sorted(p for p in (args.spec / "ort").iterdir() if p.name.startswith("encoder"))[0])
+    rng = np.random.default_rng(0)
+    feeds = {n: rng.standard_normal(encoder.io["shapes"][n]).astype(np.float32) for n in encoder.names}
+    ours = encoder.run(feeds)
+    theirs = encoder.sess.run(None, feeds)
+    ways: dict[str, list[Any]] = {"OrtSession.run (numpy's arrays)": ours,
+                                  "InferenceSession.run (ONNX Runtime's buffers)": theirs}
+    for off in OFFSETS:
+        ways[f"copies {off} bytes into a page"] = [_at(x, off) for x in ours]
+    print("where they start:", {k: sorted({x.ctypes.data % 4096 for x in v}) for k, v in list(ways.items())[:2]})
+    b = decoder.io["shapes"]["input_ids"][0]
+    prompts = np.tile(np.array([[50258, 50259, 50360, 50364]], np.int64), (b, 1))
+    rules = LogitRules(eos=-1)  # no token is EOS: every decode runs its steps
+    tokens = [greedy(decoder, decoder.io, fixed, prompts, rules, 8).tokens for fixed in ways.values()]
+    if any(not np.array_equal(tokens[0], t) for t in tokens):
+        raise SystemExit("the ways decoded different tokens")
+    samples: dict[str, list[float]] = {k: [] for k in ways}
+    for _ in range(args.blocks):
+        for name, fixed in ways.items():
+            greedy(decoder, decoder.io, fixed, prompts, rules, args.steps)  # opens the block, untimed
+            for _ in range(3):
+                t0 = time.perf_counter()
+                greedy(decoder, decoder.io, fixed, prompts, rules, 1)
+                one = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                greedy(decoder, decoder.io, fixed, prompts, rules, args.steps)
+                samples[name].append((time.perf_counter() - t0 - one) / (args.steps - 1))
+    for name, values in samples.items():
+        print(f"  {name:48s} {statistics.median(values) * 1000:6.2f} ms a step "
+              f"(samples {min(values) * 1000:.2f}–{max(values) * 1000:.2f})")
+
+
+if __name__ == "__main__":
+    main()

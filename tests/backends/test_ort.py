@@ -104,3 +104,37 @@ def test_no_session_keeps_its_threads_spinning_after_a_call(monkeypatch: pytest.
         backend._session_options(ort, False).get_session_config_entry("session.intra_op.allow_spinning")
     monkeypatch.setattr(backend, "SPINNING", "never")
     assert backend._session_options(ort, False).get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+@pytest.mark.parametrize("fixed", [True, False])
+def test_a_sessions_outputs_are_numpys_own_arrays(tmp_path: Path, fixed: bool) -> None:
+    """ONNX Runtime's output buffers start 64 bytes into a page, where a batch-4 decoder step reading the encoder's
+    outputs ran ~0.5 ms slower (`benchmarks/decoder_inputs.py`): a session of fixed-shape outputs has ONNX Runtime
+    write them into arrays numpy allocated, one set a call, with the same values as its own run; a graph whose
+    output shape is not fixed runs as before."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from qeffbuild.backends.ort import OrtSession
+
+    shape: list[int | str] = [4, 300] if fixed else ["batch", 300]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)
+    ids = helper.make_tensor_value_info("n", TensorProto.INT64, [1])
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((300, 300)).astype(np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"]), helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Slice", ["s", "zero", "one"], ["n"])]
+    starts = [numpy_helper.from_array(np.array([0], np.int64), "zero"),
+              numpy_helper.from_array(np.array([1], np.int64), "one")]
+    folder = tmp_path / "graph"
+    folder.mkdir()
+    onnx.save(helper.make_model(helper.make_graph(nodes, "g", [x], [y, ids], [w, *starts])), str(folder / "model.onnx"))
+    (folder / "io.json").write_text(json.dumps({"inputs": {"x": "float32"}, "outputs": ["y", "n"],
+                                                "shapes": {"x": [4, 300]}}))
+    session = OrtSession(folder)
+    feed = {"x": np.random.default_rng(1).standard_normal((4, 300)).astype(np.float32)}
+    first, second = session.run(feed), session.run(feed)
+    theirs = session.sess.run(None, feed)
+    for got, want in zip(first, theirs, strict=True):
+        assert got.dtype == want.dtype and np.array_equal(got, want)
+    assert (first[0].base is None and first[0] is not second[0]) == fixed  # numpy's own, a new one a call

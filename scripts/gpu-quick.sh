@@ -37,6 +37,14 @@ Q="python3 -m qeffbuild -m manifests/gpu.toml -m manifests/whisper.toml -m manif
 model_dir() {  # the saved model of the load step whose config has this d_model
   python3 -c "import glob,json,os,sys; print(next(os.path.dirname(f) for f in glob.glob('out/.cache/trees/*/model/config.json') if json.load(open(f)).get('d_model')==int(sys.argv[1])))" "$1"
 }
+gpu_tests() {  # gpu_tests NAME SECONDS PATH...: the paths' GPU tests into $R/test-NAME.txt; fails if any failed
+  name=$1; secs=$2; shift 2
+  timeout "$secs" python3 -m pytest -q -o addopts="" -p no:cacheprovider "$@" -m gpu > "$R/test-$name.txt" 2>&1
+  tail -3 "$R/test-$name.txt"
+  if ! grep -q " passed" "$R/test-$name.txt" || grep -q " failed" "$R/test-$name.txt"; then
+    echo "GPU tests failed: nothing built or measured after them"; tail -60 "$R/test-$name.txt"; return 1
+  fi
+}
 for mode in "$@"; do
   echo "== $mode $(date +%T)"
   case $mode in
@@ -108,26 +116,15 @@ T.load('out/whisper-tiny-dims-cuda-b1', 'inductor', 'cuda').transcribe(['manifes
       write8) V=whisper-large-v3-zoo-b8-state-write; TESTS="" ;;
       rows8) V=whisper-large-v3-zoo-b8-gemv-rows; TESTS="tests/backends/test_gemv.py" ;;
     esac
-    if [ -n "$TESTS" ]; then
-      # shellcheck disable=SC2086  # TESTS is a list of paths
-      timeout 240 python3 -m pytest -q -o addopts="" -p no:cacheprovider $TESTS -m gpu > "$R/test-$mode.txt" 2>&1
-      tail -3 "$R/test-$mode.txt"
-      if ! grep -q " passed" "$R/test-$mode.txt" || grep -q " failed" "$R/test-$mode.txt"; then
-        echo "GPU tests failed: no build"; tail -40 "$R/test-$mode.txt"; continue
-      fi
-    fi
+    # shellcheck disable=SC2086  # TESTS is a list of paths
+    if [ -n "$TESTS" ]; then gpu_tests "$mode" 240 $TESTS || continue; fi
     ( time timeout 330 $Q build -j 2 "$V" ) > "$R/build-$mode.txt" 2>&1
     tail -4 "$R/build-$mode.txt"
     grep -v "^ *$" "out/$V/report.txt" | head -12
     timeout 140 $Q bench "$V" -n 3 --warmup 1 > "$R/bench-$mode.txt" 2>&1
     grep -v "^ *$" "$R/bench-$mode.txt" | head -40 ;;
   kv)  # the attention and GEMV GPU tests, the attention benchmark, then rows8's A/B build and bench
-    timeout 200 python3 -m pytest -q -o addopts="" -p no:cacheprovider tests/backends/test_attention.py \
-      tests/backends/test_gemv.py -m gpu > "$R/test-kv.txt" 2>&1
-    tail -3 "$R/test-kv.txt"
-    if ! grep -q " passed" "$R/test-kv.txt" || grep -q " failed" "$R/test-kv.txt"; then
-      echo "GPU tests failed: no build"; tail -60 "$R/test-kv.txt"; continue
-    fi
+    gpu_tests kv 200 tests/backends/test_attention.py tests/backends/test_gemv.py || continue
     timeout 90 python3 benchmarks/decode_attention.py > "$R/decode-attention.txt" 2>&1; cat "$R/decode-attention.txt"
     V=whisper-large-v3-zoo-b8-gemv-rows
     ( time timeout 300 $Q build -j 2 "$V" ) > "$R/build-kv.txt" 2>&1
@@ -136,12 +133,7 @@ T.load('out/whisper-tiny-dims-cuda-b1', 'inductor', 'cuda').transcribe(['manifes
     timeout 140 $Q bench "$V" -n 3 --warmup 1 > "$R/bench-kv.txt" 2>&1
     grep -v "^ *$" "$R/bench-kv.txt" | head -40 ;;
   self8)
-    timeout 150 python3 -m pytest -q -o addopts="" -p no:cacheprovider tests/backends/test_attention.py -m gpu \
-      > "$R/test-self8.txt" 2>&1
-    tail -3 "$R/test-self8.txt"
-    if ! grep -q " passed" "$R/test-self8.txt" || grep -q " failed" "$R/test-self8.txt"; then
-      echo "GPU tests failed: no build"; tail -60 "$R/test-self8.txt"; continue
-    fi
+    gpu_tests self8 150 tests/backends/test_attention.py || continue
     timeout 60 python3 benchmarks/attention_registers.py > "$R/attention-registers.txt" 2>&1
     grep -v -i warn "$R/attention-registers.txt"
     V=whisper-large-v3-zoo-b8-fp16-parity
@@ -154,12 +146,7 @@ T.load('out/whisper-tiny-dims-cuda-b1', 'inductor', 'cuda').transcribe(['manifes
     timeout 150 $Q bench "$V" -n 5 --warmup 1 > "$R/bench-self8.txt" 2>&1
     grep -v "^ *$" "$R/bench-self8.txt" | head -40 ;;
   mma)
-    timeout 240 python3 -m pytest -q -o addopts="" -p no:cacheprovider tests/backends/test_gemv.py -m gpu \
-      > "$R/test-mma.txt" 2>&1
-    tail -3 "$R/test-mma.txt"
-    if ! grep -q " passed" "$R/test-mma.txt" || grep -q " failed" "$R/test-mma.txt"; then
-      echo "GPU tests failed: no bench"; tail -60 "$R/test-mma.txt"; continue
-    fi
+    gpu_tests mma 240 tests/backends/test_gemv.py || continue
     timeout 300 python3 benchmarks/gemm_rows.py --rows 8 > "$R/gemm-rows.txt" 2>&1; cat "$R/gemm-rows.txt" ;;
   pdl)
     timeout 100 python3 benchmarks/gemv_pdl.py > "$R/gemv-pdl.txt" 2>&1; cat "$R/gemv-pdl.txt" ;;

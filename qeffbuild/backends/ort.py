@@ -238,8 +238,9 @@ class OrtSession:
             outs = self.sess.run(None, {k: cast[k] for k in self.names})
         else:
             binding = self.sess.io_binding()
-            for k in self.names:
-                binding.bind_cpu_input(k, np.ascontiguousarray(cast[k]))
+            inputs = {k: np.ascontiguousarray(cast[k]) for k in self.names}  # alive until the run: bound by pointer
+            for k, value in inputs.items():
+                binding.bind_cpu_input(k, value)
             outs = [np.empty(shape, dtype) for _, shape, dtype in self._outputs]
             for (name, _, _), out in zip(self._outputs, outs, strict=True):
                 binding.bind_output(name, "cpu", 0, out.dtype, list(out.shape), out.ctypes.data)

@@ -4,6 +4,8 @@
 # tiny:    whisper-tiny dims fp32 b1/b8 (inductor) build + validate + bench, and a plain-script generate at b1, b8;
 # large:   whisper-large-v3 dims fp16 b1 build + validate + bench, and the plain-script generate beside it;
 # large8:  the same at batch 8;
+# inturn-tiny, inturn-large: after tiny / large, the plain script's generate and the bench's generate-row call in
+#          turn in one process (tiny b1 and b8 fp32; large b1 fp16, INTURN_BATCHES="1 8" for both);
 # startup: a fresh process from Transcriber.load to the first token (whisper-tiny dims b1), 3 runs;
 # startup-large: the same for whisper-large-v3 dims fp16 b1 (after `large`, which builds it);
 # zoo-MODEL: the zoo's MODEL-parity (b1/b8 x float16/bfloat16) build + validate + bench, e.g. zoo-distil-large-v3-zoo;
@@ -66,6 +68,16 @@ for mode in "$@"; do
     timeout 100 python3 benchmarks/plain_generate.py "$M" --dtype float16 --batch $B --samples "${PLAIN_SAMPLES:-7}" \
       >> "$R/plain-$mode.txt" 2>&1
     grep -v "^ *$" "$R/bench-$mode.txt" | head -12; cat "$R/plain-$mode.txt" ;;
+  inturn-tiny|inturn-large)
+    # the plain call and the bench's generate-row call, one sample each in turn in one process, on the same model
+    # (benchmarks/plain_generate.py --beside-bench): host drift between a plain run and a bench lands on both
+    M=$(model_dir 384); D=float32; BS=${INTURN_BATCHES:-1 8}
+    [ "$mode" = inturn-large ] && M=$(model_dir 1280) && D=float16 && BS=${INTURN_BATCHES:-1}
+    for b in $BS; do
+      timeout 200 python3 benchmarks/plain_generate.py "$M" --dtype $D --batch $b --samples "${PLAIN_SAMPLES:-7}" \
+        --beside-bench >> "$R/$mode.txt" 2>&1
+    done
+    grep -A3 "^in turn" "$R/$mode.txt" ;;
   startup)
     timeout 60 $Q build whisper-tiny-dims-cuda-b1 > /dev/null 2>&1  # materialize out/<spec>/ (cached); fills .pyc
     timeout 200 python3 benchmarks/gpu_startup.py --runs 3 --timeout 60 > "$R/startup.txt" 2>&1 ;;

@@ -74,7 +74,7 @@ for mode in "$@"; do
     M=$(model_dir 384); D=float32; BS=${INTURN_BATCHES:-1 8}
     [ "$mode" = inturn-large ] && M=$(model_dir 1280) && D=float16 && BS=${INTURN_BATCHES:-1}
     for b in $BS; do
-      timeout 200 python3 benchmarks/plain_generate.py "$M" --dtype $D --batch $b --samples "${PLAIN_SAMPLES:-7}" \
+      timeout 250 python3 benchmarks/plain_generate.py "$M" --dtype $D --batch $b --samples "${INTURN_SAMPLES:-15}" \
         --beside-bench >> "$R/$mode.txt" 2>&1
     done
     grep -A3 "^in turn" "$R/$mode.txt" ;;

@@ -15,6 +15,7 @@ def test_percentiles_are_unrounded_ms_and_the_spread_ignores_one_outlier() -> No
     assert steady["spread"] < UNSTEADY
     noisy = percentiles([0.010, 0.014, 0.007, 0.012, 0.009, 0.016])
     assert noisy["spread"] > UNSTEADY
+    assert noisy["min_ms"] == pytest.approx(7.0)
 
 
 def test_a_row_that_varies_and_a_loaded_machine_are_said() -> None:
@@ -26,6 +27,7 @@ def test_a_row_that_varies_and_a_loaded_machine_are_said() -> None:
     assert len(said) == 2
     assert "load average (3.2) exceeds the 2 cores" in said[0]
     assert said[1].startswith("aoti [s, seq 16]: samples vary by")
+    assert "best 7 ms, p50 11 ms" in said[1]  # a bimodal host: the best sample says which mode is the call's
 
 
 def test_a_spoiled_pair_is_measured_again_and_never_gives_zero() -> None:

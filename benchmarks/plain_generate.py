@@ -81,10 +81,13 @@ def beside_bench(model: WhisperForConditionalGeneration, args: argparse.Namespac
 
     import numpy as np
 
+    from transformers.utils import logging
+
     from qeffbuild.tasks.speech.bench import _generate_probe
     from qeffbuild.tasks.speech.driver import DecodeConfig, Frontend, Utterance
     from qeffbuild.tasks.speech.families import of_model_type
 
+    logging.set_verbosity_error()  # the bench's call passes the config's suppress lists: a warning a call, 2 × 15
     arch = of_model_type(model.config.model_type).name
     folder = Path(args.model_dir)
     dc = DecodeConfig.from_model_dir(folder, args.language, arch)

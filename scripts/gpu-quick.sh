@@ -71,8 +71,8 @@ for mode in "$@"; do
   inturn-tiny|inturn-large)
     # the plain call and the bench's generate-row call, one sample each in turn in one process, on the same model
     # (benchmarks/plain_generate.py --beside-bench): host drift between a plain run and a bench lands on both
-    M=$(model_dir 384); D=float32; BS=${INTURN_BATCHES:-1 8}
-    [ "$mode" = inturn-large ] && M=$(model_dir 1280) && D=float16 && BS=${INTURN_BATCHES:-1}
+    if [ "$mode" = inturn-large ]; then M=$(model_dir 1280); D=float16; BS=${INTURN_BATCHES:-1}
+    else M=$(model_dir 384); D=float32; BS=${INTURN_BATCHES:-1 8}; fi
     for b in $BS; do
       timeout 250 python3 benchmarks/plain_generate.py "$M" --dtype $D --batch $b --samples "${INTURN_SAMPLES:-15}" \
         --beside-bench >> "$R/$mode.txt" 2>&1

@@ -80,7 +80,6 @@ def beside_bench(model: WhisperForConditionalGeneration, args: argparse.Namespac
     from pathlib import Path
 
     import numpy as np
-
     from transformers.utils import logging
 
     from qeffbuild.tasks.speech.bench import _generate_probe

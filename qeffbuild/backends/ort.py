@@ -243,7 +243,7 @@ class OrtSession:
                 binding.bind_cpu_input(k, value)
             outs = [np.empty(shape, dtype) for _, shape, dtype in self._outputs]
             for (name, _, _), out in zip(self._outputs, outs, strict=True):
-                binding.bind_output(name, "cpu", 0, out.dtype, list(out.shape), out.ctypes.data)
+                _bind_host_output(binding, name, out)
             self.sess.run_with_iobinding(binding)
         return [o.astype(np.float32, copy=False) if o.dtype.kind == "f" else o for o in outs]
 
@@ -275,7 +275,7 @@ class OrtSession:
                     or _NUMPY_TYPES.get(out.type) != target.dtype.name:
                 raise ValueError(f"bind: {out.name} needs a writable C-contiguous {out.type} array of shape "
                                  f"{out.shape}, got {target.dtype.name} {list(target.shape)}")
-            binding.bind_output(out.name, "cpu", 0, target.dtype, list(target.shape), target.ctypes.data)
+            _bind_host_output(binding, out.name, target)
             results.append(target)
         sess = self.sess
 
@@ -286,6 +286,11 @@ class OrtSession:
 
         call.keep_alive = (inputs, binding)  # type: ignore[attr-defined]
         return call
+
+def _bind_host_output(binding: Any, name: str, array: Any) -> None:
+    """ONNX Runtime writes output ``name`` into ``array`` (host memory, by pointer: the caller keeps it alive)."""
+    binding.bind_output(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
+
 
 def _in_place_pairs(path: Path) -> frozenset[str]:
     """The past inputs ``state.json`` lists; none (every step through ``run``: slower, never wrong) when the file

@@ -96,10 +96,14 @@ def beside_bench(model: WhisperForConditionalGeneration, args: argparse.Namespac
     probe = _generate_probe(model, Frontend(folder, arch), Utterance("noise", audio, None), dc, args.tokens, spec,
                             warmup=2)
     plain: list[float] = []
-    for _ in range(args.samples):
+
+    def plain_block() -> None:
         timed(args.tokens)  # the plain side's untimed opening call, as the probe's block opens with one
         plain.append((timed(args.tokens) - timed(1)) / (args.tokens - 1))
-        probe(1)
+
+    for i in range(args.samples):  # ABBA: neither side always follows the other
+        for side in ((plain_block, lambda: probe(1)) if i % 2 == 0 else (lambda: probe(1), plain_block)):
+            side()
     row = probe.steps.per
     ratio = statistics.median(row) / statistics.median(plain)
     print(f"in turn, {args.model_dir} {args.device} {args.dtype} b{args.batch}:\n"

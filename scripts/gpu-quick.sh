@@ -36,8 +36,8 @@ R=$1; shift; mkdir -p "$R"
 unset PYTHONDONTWRITEBYTECODE
 export PYTHONPYCACHEPREFIX=${PYTHONPYCACHEPREFIX:-/tmp/pycache}
 Q="python3 -m qeffbuild -m manifests/gpu.toml -m manifests/whisper.toml -m manifests/gpu-zoo.toml"
-model_dir() {  # the saved model of the load step whose config has this d_model
-  python3 -c "import glob,json,os,sys; print(next(os.path.dirname(f) for f in glob.glob('out/.cache/trees/*/model/config.json') if json.load(open(f)).get('d_model')==int(sys.argv[1])))" "$1"
+model_dir() {  # the saved model (a load step's, or a model target's out/MODEL/model) whose config has this d_model
+  python3 -c "import glob,json,os,sys; print(next(os.path.dirname(f) for f in glob.glob('out/.cache/trees/*/model/config.json') + glob.glob('out/*/model/config.json') if json.load(open(f)).get('d_model')==int(sys.argv[1])))" "$1"
 }
 gpu_tests() {  # gpu_tests NAME SECONDS PATH...: the paths' GPU tests into $R/test-NAME.txt; fails if any failed
   name=$1; secs=$2; shift 2

@@ -219,6 +219,60 @@ def test_bench_reports_decode_speed_beside_generate(sp: ProjectDir) -> None:
 
 
 @slow
+def test_the_benchs_generate_row_dispatches_what_a_plain_generate_call_does(sp: ProjectDir) -> None:
+    """Issue #21: the `generate (HF, eager)` row is what a user's plain script runs. Timed, the two are eager,
+    host-bound calls whose samples move with the host; counted, they must dispatch the same operators per token
+    (a logits processor, a seek into the window or a second decode in the bench's call would add some)."""
+    import collections
+
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from transformers import WhisperForConditionalGeneration
+
+    from qeffbuild.tasks.speech.bench import _generate_probe
+    from qeffbuild.tasks.speech.driver import DecodeConfig, Frontend, Utterance
+
+    class Ops(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.count: collections.Counter[str] = collections.Counter()
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            self.count[str(func)] += 1
+            return func(*args, **(kwargs or {}))
+
+    assert sp.cli("build", SPEC).code == 0
+    folder = sp.root / "out" / SPEC / "model"
+    model = WhisperForConditionalGeneration.from_pretrained(folder).eval()
+    batch, steps, frames = 2, 6, 2 * model.config.max_source_positions  # the window the model reads
+    spec = {"name": SPEC, "batch_size": batch, "graphs": {"encoder": frames * 160}, "dtype": "float32",
+            "ctx_len": 16, "device": "cpu"}
+    audio = np.random.default_rng(0).standard_normal(frames * 160).astype(np.float32) * 0.1
+    probe = _generate_probe(model, Frontend(folder, "whisper"), Utterance("noise", audio, None),
+                            DecodeConfig.from_model_dir(folder, "en", "whisper"), steps, spec, warmup=0)
+    x = torch.randn(batch, model.config.num_mel_bins, frames)
+
+    def plain(n: int) -> None:  # benchmarks/plain_generate.py's call
+        with torch.no_grad():
+            model.generate(x, min_new_tokens=n, max_new_tokens=n, do_sample=False, num_beams=1,
+                           force_unique_generate_call=True)
+
+    def per_token(call: Any) -> collections.Counter[str]:
+        counted = {}
+        for n in (1, steps):
+            with Ops() as ops:
+                call(n)
+            counted[n] = ops.count
+        counted[steps].subtract(counted[1])
+        return +counted[steps]
+
+    bench_ops, plain_ops = per_token(probe.steps.timed), per_token(plain)
+    assert sum(plain_ops.values()) > 50 * (steps - 1)  # the decoder's steps were counted
+    extra = {op: bench_ops[op] - plain_ops[op] for op in bench_ops | plain_ops if bench_ops[op] != plain_ops[op]}
+    assert not extra, f"operators per {steps - 1} tokens, the bench's call against the plain one: {extra}"
+
+
+@slow
 def test_a_bench_whose_sessions_do_not_fit_together_measures_each_runtime_on_its_own(
         sp: ProjectDir, monkeypatch: pytest.MonkeyPatch) -> None:
     """With the free memory said to be tiny (as whisper-large-v3's dims on 24 GB, where opening every row at once

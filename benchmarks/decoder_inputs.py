@@ -28,7 +28,7 @@ def _at(x: Any, offset: int) -> Any:
     """A copy of ``x`` whose data starts ``offset`` bytes into a page."""
     import numpy as np
 
-    buf = np.empty(x.nbytes + 8192, np.uint8)
+    buf = np.empty(x.nbytes + offset + 4096, np.uint8)
     start = (-buf.ctypes.data) % 4096 + offset
     y = buf[start:start + x.nbytes].view(x.dtype).reshape(x.shape)
     y[...] = x
@@ -46,6 +46,8 @@ def main() -> None:
     ap.add_argument("spec", type=Path, help="a built speech specialization's folder (out/SPEC) with an ort artifact")
     ap.add_argument("--steps", type=int, default=24)
     ap.add_argument("--blocks", type=int, default=8)
+    ap.add_argument("--offsets", type=int, nargs="+", default=list(OFFSETS),
+                    help="bytes into a page for the copies (4096 + 64 tells a 4 KiB alias from 64 itself)")
     args = ap.parse_args()
     decoder = OrtSession(args.spec / "ort" / "decoder")
     encoder = OrtSession(sorted(p for p in (args.spec / "ort").iterdir() if p.name.startswith("encoder"))[0])
@@ -55,7 +57,7 @@ def main() -> None:
     theirs = encoder.sess.run(None, feeds)
     ways: dict[str, list[Any]] = {"OrtSession.run (numpy's arrays)": ours,
                                   "InferenceSession.run (ONNX Runtime's buffers)": theirs}
-    for off in OFFSETS:
+    for off in args.offsets:
         ways[f"copies {off} bytes into a page"] = [_at(x, off) for x in ours]
     print("where they start:", {k: sorted({x.ctypes.data % 4096 for x in v}) for k, v in list(ways.items())[:2]})
     b = decoder.io["shapes"]["input_ids"][0]

@@ -113,6 +113,8 @@ def beside_bench(model: WhisperForConditionalGeneration, args: argparse.Namespac
             side()
     row = probe.steps.per
     plain = pairs.per
+    if not row or not plain:  # every pair of a side took as long for 1 token as for N: no figure, not a wrong one
+        raise SystemExit("no sample where N tokens took longer than 1: the host is too loaded; run again idle")
     ratio = statistics.median(row) / statistics.median(plain)
     print(f"in turn, {args.model_dir} {args.device} {args.dtype} b{args.batch}:\n"
           f"  plain generate:             {_summary(plain, args.batch)}\n"

@@ -287,6 +287,7 @@ class OrtSession:
         call.keep_alive = (inputs, binding)  # type: ignore[attr-defined]
         return call
 
+
 def _bind_host_output(binding: Any, name: str, array: Any) -> None:
     """ONNX Runtime writes output ``name`` into ``array`` (host memory, by pointer: the caller keeps it alive)."""
     binding.bind_output(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)

@@ -416,7 +416,8 @@ def test_speech_specializations_that_do_not_fit_the_model(project: ProjectDir, c
 @slow
 def test_a_checkpoint_folder_works_by_changing_only_source(sp: ProjectDir, tmp_path: Path, shared_cache: Path) -> None:
     """Any Whisper in the Hugging Face layout: here the tiny model saved by its load step. Built in the shared
-    cache, where the steps after the load find the random model's artifacts by content (the same bytes)."""
+    cache; its steps are its own all the same (keys are input-addressed: a path source is another load key, and
+    every step after it another key, though the weights are the same bytes)."""
     project = ProjectDir(tmp_path / "ckpt-project", {"QEFFBUILD_CACHE_DIR": str(shared_cache)})
     assert sp.cli("build", "whisper-tiny-random").code == 0
     sp_out = sp.root / "out" / "whisper-tiny-random" / "model"

@@ -220,8 +220,7 @@ class OrtSession:
         self.in_place_state = _in_place_pairs(state) if device == "cpu" else frozenset()
         # (name, shape, numpy dtype) of every output, where all are of a fixed shape and a dtype numpy holds
         self._outputs = [(o.name, o.shape, _NUMPY_TYPES[o.type]) for o in self.sess.get_outputs()] \
-            if device == "cpu" and all(o.type in _NUMPY_TYPES and all(isinstance(d, int) for d in o.shape)
-                                       for o in self.sess.get_outputs()) else None
+            if device == "cpu" and all(map(_preallocatable, self.sess.get_outputs())) else None
 
     def run(self, feeds: dict[str, Any]) -> list[Any]:
         """The graph's outputs for ``feeds``, in arrays numpy allocated: ONNX Runtime writes them there (bound
@@ -268,7 +267,7 @@ class OrtSession:
         for out in self.sess.get_outputs():
             target = outputs.get(out.name)
             if target is None:
-                if not all(isinstance(d, int) for d in out.shape) or out.type not in _NUMPY_TYPES:
+                if not _preallocatable(out):
                     raise ValueError(f"bind: output {out.name} is {out.type} {out.shape}; pass an array for it")
                 target = np.empty(out.shape, _NUMPY_TYPES[out.type])
             if list(target.shape) != list(out.shape) or not target.flags.c_contiguous or not target.flags.writeable \
@@ -286,6 +285,11 @@ class OrtSession:
 
         call.keep_alive = (inputs, binding)  # type: ignore[attr-defined]
         return call
+
+
+def _preallocatable(output: Any) -> bool:
+    """An output of a fixed shape and a dtype numpy holds: its array can be made before the run."""
+    return output.type in _NUMPY_TYPES and all(isinstance(d, int) for d in output.shape)
 
 
 def _bind_host_output(binding: Any, name: str, array: Any) -> None:

@@ -16,6 +16,7 @@ Every way decodes the same tokens.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from pathlib import Path
@@ -41,6 +42,7 @@ def main() -> None:
     from qeffbuild.backends.ort import OrtSession
     from qeffbuild.decoding.greedy import greedy
     from qeffbuild.decoding.rules import LogitRules
+    from qeffbuild.reports.timing import StepSamples
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("spec", type=Path, help="a built speech specialization's folder (out/SPEC) with an ort artifact")
@@ -66,18 +68,19 @@ def main() -> None:
     tokens = [greedy(decoder, decoder.io, fixed, prompts, rules, 8).tokens for fixed in ways.values()]
     if any(not np.array_equal(tokens[0], t) for t in tokens):
         raise SystemExit("the ways decoded different tokens")
-    samples: dict[str, list[float]] = {k: [] for k in ways}
+    def timed(fixed: list[Any], n: int) -> float:
+        t0 = time.perf_counter()
+        greedy(decoder, decoder.io, fixed, prompts, rules, n)
+        return time.perf_counter() - t0
+
+    # per step = (T(N) − T(1)) / (N − 1); a pair a loaded host spoiled (T(N) ≤ T(1)) is taken again, never kept
+    pairs = {name: StepSamples(functools.partial(timed, fixed), args.steps) for name, fixed in ways.items()}
     for _ in range(args.blocks):
         for name, fixed in ways.items():
             greedy(decoder, decoder.io, fixed, prompts, rules, args.steps)  # opens the block, untimed
             for _ in range(3):
-                t0 = time.perf_counter()
-                greedy(decoder, decoder.io, fixed, prompts, rules, 1)
-                one = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                greedy(decoder, decoder.io, fixed, prompts, rules, args.steps)
-                samples[name].append((time.perf_counter() - t0 - one) / (args.steps - 1))
-    for name, values in samples.items():
+                pairs[name].take()
+    for name, values in ((name, p.per) for name, p in pairs.items() if p.per):
         print(f"  {name:48s} {statistics.median(values) * 1000:6.2f} ms a step "
               f"(samples {min(values) * 1000:.2f}–{max(values) * 1000:.2f})")
 

@@ -241,9 +241,12 @@ def test_a_state_read_elsewhere_is_not_updated_in_place(tmp_path: Path) -> None:
     assert in_place_state(model) == [["past_value_0", "present_value_0"]]
 
 
-def _exported_attention(tmp_path: Path, masked: bool = True, scale: float | None = None) -> Path:
+def _exported_attention(tmp_path: Path, masked: bool = True, scale: float | None = None,
+                        fixed: bool = False) -> Path:
     """A masked multi-head self-attention block (the shape of a BERT layer's), exported as the `export` step
-    exports a program: torch.export with dynamic batch and length, then torch.onnx at opset 18."""
+    exports a program: torch.export with dynamic batch and length, then torch.onnx at opset 18. ``fixed``:
+    exported at its example's shapes (2 × 5), the query scaled by 1/√D before its heads are split off and the
+    attention left unscaled, as Whisper's encoder is exported."""
     import torch
     import torch.nn.functional as F
 
@@ -254,15 +257,16 @@ def _exported_attention(tmp_path: Path, masked: bool = True, scale: float | None
 
         def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
             b, s, _ = x.shape
-            q, k, v = (p(x).view(b, s, -1, 4).transpose(1, 2) for p in (self.q, self.k, self.v))
+            q = self.q(x) * 0.5 if fixed else self.q(x)
+            q, k, v = (y.view(b, s, -1, 4).transpose(1, 2) for y in (q, self.k(x), self.v(x)))
             bias = torch.where(mask[:, None, None, :].bool(), 0.0, torch.finfo(torch.float32).min) if masked else None
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0 if fixed else scale)
             return self.o(out.transpose(1, 2).reshape(b, s, -1))
 
     torch.manual_seed(0)
     x, mask = torch.randn(2, 5, 16), torch.ones(2, 5, dtype=torch.int64)
     dims = {0: torch.export.Dim("batch", max=64), 1: torch.export.Dim("seq", max=512)}
-    program = torch.export.export(Block().eval(), (x, mask), dynamic_shapes=(dims, dims))
+    program = torch.export.export(Block().eval(), (x, mask), dynamic_shapes=None if fixed else (dims, dims))
     path = tmp_path / "attention.onnx"
     torch.onnx.export(program, (x, mask), str(path), dynamo=True, opset_version=18, input_names=["x", "mask"],
                       output_names=["y"], verbose=False)
@@ -311,6 +315,44 @@ def test_an_unmasked_attention_with_its_own_scale_is_fused_with_that_scale(tmp_p
     attention = next(n for n in model.graph.node if n.op_type == "MultiHeadAttention")  # type: ignore[attr-defined]
     assert len(attention.input) == 3 and abs(next(a.f for a in attention.attribute if a.name == "scale") - 0.3) < 1e-6
     np.testing.assert_allclose(_run_feeds(model, feeds)[0], want[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_an_attention_exported_at_fixed_shapes_is_fused_with_its_querys_scale(tmp_path: Path, masked: bool) -> None:
+    """At fixed shapes the exporter writes each reshape target as a constant (checked against its shape
+    annotations instead) and a Reshape to the same shape after the attention; a query scaled before its heads
+    are split off is read unscaled, the constant going into the kernel's scale."""
+    import onnx
+
+    from qeffbuild.pipeline.onnx_passes import fuse_attention
+
+    model = onnx.load(str(_exported_attention(tmp_path, masked=masked, fixed=True)))
+    mask = np.ones((2, 5), np.int64)
+    mask[1, 3:] = 0
+    feeds = {"x": np.random.default_rng(5).standard_normal((2, 5, 16)).astype(np.float32), "mask": mask}
+    want = _run_feeds(model, feeds)
+    assert fuse_attention(model, {}, tmp_path) == "1 attention(s) fused into com.microsoft.MultiHeadAttention"
+    onnx.checker.check_model(model)  # type: ignore[arg-type]
+    ops = [n.op_type for n in model.graph.node]  # type: ignore[attr-defined]
+    assert ops.count("MultiHeadAttention") == 1 and not {"Softmax", "Transpose"} & set(ops), ops
+    attention = next(n for n in model.graph.node if n.op_type == "MultiHeadAttention")  # type: ignore[attr-defined]
+    assert abs(next(a.f for a in attention.attribute if a.name == "scale") - 0.5) < 1e-6
+    assert "Mul" not in ops  # the query's scaling went into the kernel
+    np.testing.assert_allclose(_run_feeds(model, feeds)[0], want[0], rtol=1e-5, atol=1e-6)
+
+
+def test_a_fixed_shape_reshape_that_does_not_split_heads_is_left_alone(tmp_path: Path) -> None:
+    """The shape annotations decide at fixed shapes: a head split whose annotated shape does not keep [B, S] is
+    not an attention's."""
+    import onnx
+
+    from qeffbuild.pipeline.onnx_passes import fuse_attention
+
+    model = onnx.load(str(_exported_attention(tmp_path, masked=False, fixed=True)))
+    value = next(v for v in model.graph.value_info  # type: ignore[attr-defined]
+                 if [d.dim_value for d in v.type.tensor_type.shape.dim] == [2, 5, 4, 4])
+    value.type.tensor_type.shape.dim[1].dim_value = 4  # as if the reshape had moved rows across the batch
+    assert fuse_attention(model, {}, tmp_path) == "no attention found"
 
 
 def test_an_attention_whose_heads_do_not_split_the_projection_is_left_alone(tmp_path: Path) -> None:

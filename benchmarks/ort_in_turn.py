@@ -64,7 +64,7 @@ def main() -> None:
     for folder, session, took in zip(args.graphs, sessions, samples, strict=True):
         p50 = statistics.median(took)
         diff = max(float(np.abs(a - b).max()) for a, b in zip(session.run(inputs), first, strict=True))
-        print(f"{str(folder):60s} p50 {p50 * 1e3:8.2f} ms  p10 {np.percentile(took, 10) * 1e3:8.2f} ms  "
+        print(f"{folder!s:60s} p50 {p50 * 1e3:8.2f} ms  p10 {np.percentile(took, 10) * 1e3:8.2f} ms  "
               f"×{p50 / base:.3f} of the first  max |Δ| {diff:.2e}  ({len(took)} calls)")
 
 

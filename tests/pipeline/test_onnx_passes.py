@@ -242,11 +242,12 @@ def test_a_state_read_elsewhere_is_not_updated_in_place(tmp_path: Path) -> None:
 
 
 def _exported_attention(tmp_path: Path, masked: bool = True, scale: float | None = None,
-                        fixed: bool = False) -> Path:
+                        fixed: bool = False, opset: int = 18) -> Path:
     """A masked multi-head self-attention block (the shape of a BERT layer's), exported as the `export` step
     exports a program: torch.export with dynamic batch and length, then torch.onnx at opset 18. ``fixed``:
     exported at its example's shapes (2 × 5), the query scaled by 1/√D before its heads are split off and the
-    attention left unscaled, as Whisper's encoder is exported."""
+    attention left unscaled, as Whisper's encoder is exported. At opset 23 the exporter writes the attention as
+    ONNX's own ``Attention`` op."""
     import torch
     import torch.nn.functional as F
 
@@ -268,7 +269,7 @@ def _exported_attention(tmp_path: Path, masked: bool = True, scale: float | None
     dims = {0: torch.export.Dim("batch", max=64), 1: torch.export.Dim("seq", max=512)}
     program = torch.export.export(Block().eval(), (x, mask), dynamic_shapes=None if fixed else (dims, dims))
     path = tmp_path / "attention.onnx"
-    torch.onnx.export(program, (x, mask), str(path), dynamo=True, opset_version=18, input_names=["x", "mask"],
+    torch.onnx.export(program, (x, mask), str(path), dynamo=True, opset_version=opset, input_names=["x", "mask"],
                       output_names=["y"], verbose=False)
     return path
 
@@ -317,16 +318,19 @@ def test_an_unmasked_attention_with_its_own_scale_is_fused_with_that_scale(tmp_p
     np.testing.assert_allclose(_run_feeds(model, feeds)[0], want[0], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("masked", [False, True])
-def test_an_attention_exported_at_fixed_shapes_is_fused_with_its_querys_scale(tmp_path: Path, masked: bool) -> None:
+@pytest.mark.parametrize(("masked", "opset"), [(False, 18), (True, 18), (False, 23)])
+def test_an_attention_exported_at_fixed_shapes_is_fused_with_its_querys_scale(tmp_path: Path, masked: bool,
+                                                                                opset: int) -> None:
     """At fixed shapes the exporter writes each reshape target as a constant (checked against its shape
     annotations instead) and a Reshape to the same shape after the attention; a query scaled before its heads
-    are split off is read unscaled, the constant going into the kernel's scale."""
+    are split off is read unscaled, the constant going into the kernel's scale. At opset 23 the attention is
+    ONNX's one ``Attention`` op between the head transposes: the same kernel replaces it."""
     import onnx
 
     from qeffbuild.pipeline.onnx_passes import fuse_attention
 
-    model = onnx.load(str(_exported_attention(tmp_path, masked=masked, fixed=True)))
+    model = onnx.load(str(_exported_attention(tmp_path, masked=masked, fixed=True, opset=opset)))
+    assert ("Attention" in [n.op_type for n in model.graph.node]) == (opset == 23)  # type: ignore[attr-defined]
     mask = np.ones((2, 5), np.int64)
     mask[1, 3:] = 0
     feeds = {"x": np.random.default_rng(5).standard_normal((2, 5, 16)).astype(np.float32), "mask": mask}
@@ -334,7 +338,7 @@ def test_an_attention_exported_at_fixed_shapes_is_fused_with_its_querys_scale(tm
     assert fuse_attention(model, {}, tmp_path) == "1 attention(s) fused into com.microsoft.MultiHeadAttention"
     onnx.checker.check_model(model)  # type: ignore[arg-type]
     ops = [n.op_type for n in model.graph.node]  # type: ignore[attr-defined]
-    assert ops.count("MultiHeadAttention") == 1 and not {"Softmax", "Transpose"} & set(ops), ops
+    assert ops.count("MultiHeadAttention") == 1 and not {"Softmax", "Transpose", "Attention"} & set(ops), ops
     attention = next(n for n in model.graph.node if n.op_type == "MultiHeadAttention")  # type: ignore[attr-defined]
     assert abs(next(a.f for a in attention.attribute if a.name == "scale") - 0.5) < 1e-6
     assert "Mul" not in ops  # the query's scaling went into the kernel

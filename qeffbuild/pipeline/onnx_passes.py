@@ -583,7 +583,9 @@ class _Sdpa:
     def one_op(self, node: Any) -> tuple[str, str, str, int, float, str] | None:
         """(q, k, v, heads, scale, bias) of ONNX's own ``Attention`` (opset 23 exports scaled_dot_product_attention
         as one) over three heads(x), with no cache, no causal mask and no softcap: the same kernel reads the
-        projections without their head transposes (ONNX Runtime transposes them back inside the op)."""
+        projections without their head transposes (ONNX Runtime transposes them back inside the op). A boolean
+        mask is left alone: where it masks every key of a row, the op (as PyTorch's SDPA) gives zeros, and no
+        finite bias makes MultiHeadAttention do that (it averages the values)."""
         inputs = [*node.input, "", "", ""][:4]
         plain = _attr(node, "is_causal", 0) == 0 and _attr(node, "softcap", 0.0) == 0.0 \
             and len([i for i in node.input[4:] if i]) == 0 and len([o for o in node.output[1:] if o]) == 0
@@ -595,10 +597,10 @@ class _Sdpa:
             return None
         scale = _attr(node, "scale", None)
         if scale is None:  # the op's default, 1/√D
-            shape = self.static.get(inputs[0])
-            if not shape:
+            width = (self.static.get(q[0]) or [None])[-1] or self.width(q[0])
+            if not width:
                 return None
-            scale = 1.0 / math.sqrt(shape[-1])
+            scale = 1.0 / math.sqrt(width / q[1])
         (q_in, c), (k_in, d) = self.scaled(q[0]), self.scaled(k[0])
         return q_in, k_in, v[0], q[1], float(scale) * c * d, bias
 

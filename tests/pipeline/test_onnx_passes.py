@@ -242,12 +242,13 @@ def test_a_state_read_elsewhere_is_not_updated_in_place(tmp_path: Path) -> None:
 
 
 def _exported_attention(tmp_path: Path, masked: bool = True, scale: float | None = None,
-                        fixed: bool = False, opset: int = 18) -> Path:
+                        fixed: bool = False, opset: int = 18, boolean: bool = False) -> Path:
     """A masked multi-head self-attention block (the shape of a BERT layer's), exported as the `export` step
     exports a program: torch.export with dynamic batch and length, then torch.onnx at opset 18. ``fixed``:
     exported at its example's shapes (2 × 5), the query scaled by 1/√D before its heads are split off and the
     attention left unscaled, as Whisper's encoder is exported. At opset 23 the exporter writes the attention as
-    ONNX's own ``Attention`` op."""
+    ONNX's own ``Attention`` op. ``boolean``: the mask is passed as booleans over [B, 1, S, S] (True: attend), as
+    transformers' sdpa masks are."""
     import torch
     import torch.nn.functional as F
 
@@ -260,7 +261,10 @@ def _exported_attention(tmp_path: Path, masked: bool = True, scale: float | None
             b, s, _ = x.shape
             q = self.q(x) * 0.5 if fixed else self.q(x)
             q, k, v = (y.view(b, s, -1, 4).transpose(1, 2) for y in (q, self.k(x), self.v(x)))
-            bias = torch.where(mask[:, None, None, :].bool(), 0.0, torch.finfo(torch.float32).min) if masked else None
+            keep = mask[:, None, None, :].bool()
+            bias = torch.where(keep, 0.0, torch.finfo(torch.float32).min) if masked else None
+            if boolean:
+                bias = keep.expand(b, 1, s, s)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0 if fixed else scale)
             return self.o(out.transpose(1, 2).reshape(b, s, -1))
 
@@ -343,6 +347,30 @@ def test_an_attention_exported_at_fixed_shapes_is_fused_with_its_querys_scale(tm
     assert abs(next(a.f for a in attention.attribute if a.name == "scale") - 0.5) < 1e-6
     assert "Mul" not in ops  # the query's scaling went into the kernel
     np.testing.assert_allclose(_run_feeds(model, feeds)[0], want[0], rtol=1e-5, atol=1e-6)
+
+
+def test_onnx_attention_at_dynamic_shapes_takes_its_default_scale_and_keeps_a_boolean_mask(tmp_path: Path) -> None:
+    """ONNX's ``Attention`` (opset 23) exported at dynamic batch and length without a ``scale`` attribute (its
+    default is 1/√D) is fused with that scale, with the same answers at other shapes. With a boolean mask it is
+    left alone: a row whose keys are all masked gives zeros there (as PyTorch's SDPA), and MultiHeadAttention
+    cannot."""
+    import onnx
+
+    from qeffbuild.pipeline.onnx_passes import fuse_attention
+
+    model = onnx.load(str(_exported_attention(tmp_path, masked=False, opset=23)))
+    rng = np.random.default_rng(6)
+    cases = [{"x": rng.standard_normal((b, s, 16)).astype(np.float32), "mask": np.ones((b, s), np.int64)}
+             for b, s in ((2, 5), (4, 16))]
+    want = [_run_feeds(model, feeds) for feeds in cases]
+    assert fuse_attention(model, {}, tmp_path) == "1 attention(s) fused into com.microsoft.MultiHeadAttention"
+    attention = next(n for n in model.graph.node if n.op_type == "MultiHeadAttention")  # type: ignore[attr-defined]
+    assert abs(next(a.f for a in attention.attribute if a.name == "scale") - 0.5) < 1e-6  # 1/√4
+    for feeds, expected in zip(cases, want, strict=True):
+        np.testing.assert_allclose(_run_feeds(model, feeds)[0], expected[0], rtol=1e-5, atol=1e-6)
+
+    masked = onnx.load(str(_exported_attention(tmp_path, opset=23, boolean=True)))
+    assert fuse_attention(masked, {}, tmp_path) == "no attention found"
 
 
 def test_a_fixed_shape_reshape_that_does_not_split_heads_is_left_alone(tmp_path: Path) -> None:

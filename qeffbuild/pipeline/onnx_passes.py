@@ -597,7 +597,8 @@ class _Sdpa:
             return None
         scale = _attr(node, "scale", None)
         if scale is None:  # the op's default, 1/√D
-            width = (self.static.get(q[0]) or [None])[-1] or self.width(q[0])
+            shape = self.static.get(q[0])
+            width = shape[-1] if shape else self.width(q[0])
             if not width:
                 return None
             scale = 1.0 / math.sqrt(width / q[1])

@@ -97,6 +97,13 @@ def bench_cmd(lazy: LazyProject, target: str, iters: int, warmup: int, as_json: 
                                 f"{r['throughput_per_s']:.1f} {r['unit']}/s", _more(r)] for r in timed]))
     for r in {r["runtime"]: r for r in rows if "unavailable" in r}.values():  # a baseline that could not run
         click.echo(f"not run: {r['runtime']}: {r['unavailable']}")
+    covers: dict[str, list[str]] = {}
+    for r in timed:
+        if "encoder_covers" in r and r["runtime"] not in covers.setdefault(r["encoder_covers"], []):
+            covers[r["encoder_covers"]].append(r["runtime"])
+    if len(covers) > 1:  # the encoder columns time different work: say which, so no one compares them
+        for what, runtimes in covers.items():
+            click.echo(f"encoder column, {', '.join(runtimes)}: {what}")
     if timed:
         for warning in warnings_for(timed, timed[0]):
             click.echo(f"warning: {warning}", err=True)

@@ -168,6 +168,11 @@ def available_memory() -> int | None:
 
 
 GENERATE = "generate (HF, eager)"
+# What a row's "encoder" figure times: qeffbuild's encoder side also projects every decoder layer's cross-attention
+# keys and values (once an utterance: whisper-large-v3's 32 layers make that most of it); generate and CTranslate2
+# project them in their first decoder step, which their utterance time holds. The utterance figures compare.
+ENCODER_SIDE = "encoder + every decoder layer's cross-attention keys and values"
+ENCODER_ALONE = "encoder alone (cross-attention keys and values in the first decoder step)"
 
 
 @dataclass
@@ -188,6 +193,7 @@ class _Probe:
     decoder_io: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     samples: dict[str, list[float]] = field(default_factory=dict)
+    encoder_covers: str = ENCODER_SIDE
 
     def __call__(self, k: int) -> None:
         self.opening()
@@ -205,7 +211,7 @@ class _Probe:
                    whole, base, self.audio_s)
         if "features" in self.samples and "unavailable" not in row:
             row["features_p50_ms"] = float(np.median(self.samples["features"])) * 1000
-        return {**row, **self.extra} if "unavailable" not in row else row
+        return {**row, **self.extra, "encoder_covers": self.encoder_covers} if "unavailable" not in row else row
 
 
 def _mean_slots(prompt: int, steps: int) -> float:
@@ -296,7 +302,7 @@ def _generate_probe(model: Any, frontend: Any, utt: Any, dc: Any, steps: int, sp
     for _ in range(max(warmup, 2)):
         decode(steps)
     return _Probe(GENERATE, spec, utt.seconds, model.device, _step_samples(decode, steps, model.device),
-                  {"encoder": encoder}, opening=lambda: decode(steps))
+                  {"encoder": encoder}, opening=lambda: decode(steps), encoder_covers=ENCODER_ALONE)
 
 
 def _ctranslate2_probes(artifact: Any, arch: str, frontend: Any, utt: Any, dc: Any, steps: int,
@@ -340,7 +346,8 @@ def _ctranslate2_probes(artifact: Any, arch: str, frontend: Any, utt: Any, dc: A
                              {"encoder": functools.partial(engine.encode, features)},
                              opening=whole,
                              extra={"tokens_emitted": len(whole()[0].sequences_ids[0]),
-                                    "threads": os.cpu_count() or 1}))
+                                    "threads": os.cpu_count() or 1},
+                             encoder_covers=ENCODER_ALONE))
     return probes
 
 

@@ -214,8 +214,17 @@ def test_bench_reports_decode_speed_beside_generate(sp: ProjectDir) -> None:
         r = rows["onnxruntime"]
         assert r["speedup_vs_faster_whisper_int8"] == pytest.approx(r["realtime_x"] / rows[int8[0]]["realtime_x"],
                                                                     rel=1e-9)
+    # the encoder figures time different work (ours also projects every layer's cross-attention keys and values):
+    # each row says which, and the table says it under the rows
+    covers = {name: r["encoder_covers"] for name, r in rows.items() if name not in unmeasured}
+    assert {covers[n] for n in covers if n in ("generate (HF, eager)", *ct2)} <= {"encoder alone (cross-attention "
+                                                                                 "keys and values in the first "
+                                                                                 "decoder step)"}, covers
+    assert covers.get("onnxruntime", "encoder + every").startswith("encoder + every"), covers
     shown = sp.cli("bench", PARITY, "-n", "1", "--warmup", "0").out
     assert "vs generate" in shown or "other work on the machine" in shown
+    assert "encoder column" not in shown or ("cross-attention keys and values in the first decoder step" in shown
+                                             and "encoder + every decoder layer's" in shown), shown
 
 
 @slow

@@ -133,7 +133,7 @@ def test_ort_fusions_pack_the_projections_and_fuse_gelu_without_changing_an_answ
     said = ort_fusions(model, {}, tmp_path)
     onnx.checker.check_model(model)  # type: ignore[arg-type]
     assert said == "3 linear layer(s) packed into 1 MatMul(s) (one Split each); no attention found; 1 GELU(s) " \
-                   "fused into com.microsoft.Gelu; no state write found", said
+                   "fused into com.microsoft.Gelu; no state write found; no empty Pad found", said
     ops = [n.op_type for n in model.graph.node]  # type: ignore[attr-defined]
     assert ops.count("MatMul") == 3 and "Erf" not in ops and ops.count("Gelu") == 1 and ops.count("Split") == 1
     names = {t.name for t in model.graph.initializer}  # type: ignore[attr-defined]
@@ -398,6 +398,38 @@ def test_an_attention_whose_heads_do_not_split_the_projection_is_left_alone(tmp_
     next(a for a in softmax.attribute if a.name == "axis").i = 2
     assert fuse_attention(model, {}, tmp_path) == "no attention found"
     assert "Softmax" in [n.op_type for n in model.graph.node]  # type: ignore[attr-defined]
+
+
+def test_a_pad_of_nothing_is_dropped_and_a_real_pad_kept(tmp_path: Path) -> None:
+    """A speech encoder pads its cross-attention keys to the decoder's encoder length, which is often their own:
+    a Pad of zeros copies its input, so its producer writes the Pad's output (a graph output here) instead. A Pad
+    that pads, and one whose input is a graph input, stay; the answers do not change."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from qeffbuild.pipeline.onnx_passes import drop_empty_pads
+
+    zeros, some = np.zeros(6, np.int64), np.array([0, 0, 0, 0, 2, 0], np.int64)
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 1]),
+             helper.make_node("Pad", ["t", "zeros"], ["keys"]),
+             helper.make_node("Transpose", ["x"], ["u"], perm=[0, 2, 1]),
+             helper.make_node("Pad", ["u", "some"], ["values"]),
+             helper.make_node("Pad", ["x", "zeros"], ["copy"])]
+    graph = helper.make_graph(nodes, "pads", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n, shape in
+                               (("keys", [1, 4, 3]), ("values", [1, 6, 3]), ("copy", [1, 3, 4]))],
+                              initializer=[numpy_helper.from_array(zeros, "zeros"), numpy_helper.from_array(some,
+                                                                                                           "some")],
+                              value_info=[helper.make_tensor_value_info("t", TensorProto.FLOAT, [1, 4, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    feeds = {"x": np.random.default_rng(7).standard_normal((1, 3, 4)).astype(np.float32)}
+    want = _run_feeds(model, feeds)
+    assert drop_empty_pads(model, {}, tmp_path) == "1 empty Pad(s) dropped"
+    onnx.checker.check_model(model)
+    assert [n.op_type for n in model.graph.node] == ["Transpose", "Transpose", "Pad", "Pad"]
+    assert model.graph.node[0].output[0] == "keys" and not model.graph.value_info  # no note of a name gone
+    for got, expected in zip(_run_feeds(model, feeds), want, strict=True):
+        np.testing.assert_array_equal(got, expected)
 
 
 def linear_with_external_data(folder: Path) -> tuple[Path, np.ndarray]:

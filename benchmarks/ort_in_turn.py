@@ -16,23 +16,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from qeffbuild.reports.timing import interleave
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-def feeds(io: dict[str, Any]) -> dict[str, Any]:
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    out = {}
-    for name, dtype in io["inputs"].items():
-        shape = io["shapes"].get(name, [])
-        out[name] = np.full(shape, 3, np.int64) if dtype == "int64" \
-            else rng.standard_normal(shape).astype(np.float32)
-    return out
+from ort_graphs import random_feeds  # type: ignore[import-not-found]
 
 
 def main() -> None:
@@ -46,7 +39,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=40, help="timed calls per graph (in 5 blocks)")
     args = ap.parse_args()
     sessions = [OrtSession(folder) for folder in args.graphs]
-    inputs = feeds(read_io(args.graphs[0]))
+    inputs = random_feeds(read_io(args.graphs[0]))
     samples: list[list[float]] = [[] for _ in sessions]
 
     def probe(i: int) -> Any:

@@ -614,10 +614,14 @@ class _Sdpa:
         k = self.heads(keys) if keys is not None else None
         if q is None or k is None or q[1] != k[1] or q[1] != v[1]:
             return None
-        # a projection scaled before its heads are split off (Whisper scales its queries so): the kernel reads
-        # the projection itself and takes the constant into its scale
+        return self.found(q, k, v, a * b, bias)
+
+    def found(self, q: tuple[str, int], k: tuple[str, int], v: tuple[str, int], scale: float,
+              bias: str) -> tuple[str, str, str, int, float, str]:
+        """The match: a projection scaled by a constant before its heads are split off (Whisper scales its
+        queries so) is read unscaled, the constant going into the kernel's scale."""
         (q_in, c), (k_in, d) = self.scaled(q[0]), self.scaled(k[0])
-        return q_in, k_in, v[0], q[1], a * b * c * d, bias
+        return q_in, k_in, v[0], q[1], scale * c * d, bias
 
     def one_op(self, node: Any) -> tuple[str, str, str, int, float, str] | None:
         """(q, k, v, heads, scale, bias) of ONNX's own ``Attention`` (opset 23 exports scaled_dot_product_attention
@@ -641,8 +645,7 @@ class _Sdpa:
             if not width:
                 return None
             scale = 1.0 / math.sqrt(width / q[1])
-        (q_in, c), (k_in, d) = self.scaled(q[0]), self.scaled(k[0])
-        return q_in, k_in, v[0], q[1], float(scale) * c * d, bias
+        return self.found(q, k, v, float(scale), bias)
 
     def made_by(self, name: str, op: str) -> Any:
         """The node of type ``op`` that makes ``name``, when nothing else reads ``name`` (it goes with the fusion)."""
